@@ -1,0 +1,95 @@
+"""Every NATS subject, stream and bucket name in one place.
+
+Services never spell a subject by hand: they import it from here, so a rename is one edit and
+`proto/asyncapi.yaml` cannot disagree with the code.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+# --- JetStream streams -------------------------------------------------------------------------
+TASKS_STREAM: Final = "TASKS"
+TASK_UPDATES_STREAM: Final = "TASK_UPDATES"
+EVENTS_STREAM: Final = "EVENTS"
+ARTIFACTS_BUCKET: Final = "artifacts"
+
+DEFAULT_POOL: Final = "default"
+PRIORITIES: Final = ("urgent", "high", "normal", "low")
+
+
+def task_run(pool: str, priority: str) -> str:
+    """`tasks.run.<pool>.<priority>`: one message per dispatch attempt (work-queue retention)."""
+    return f"tasks.run.{pool}.{priority}"
+
+
+def task_run_consumer(pool: str, priority: str) -> str:
+    """Durable pull consumer shared by every worker of one pool, one per priority."""
+    return f"pool-{pool}-{priority}"
+
+
+def task_update(task_id: str) -> str:
+    """`tasks.updates.<task_id>`: worker -> scheduler (started, log, result)."""
+    return f"tasks.updates.{task_id}"
+
+
+TASK_UPDATES_ALL: Final = "tasks.updates.*"
+
+
+def task_cancel(task_id: str) -> str:
+    """Core NATS signal to the worker running `task_id`."""
+    return f"tasks.cancel.{task_id}"
+
+
+def event(org_id: str, event_type: str) -> str:
+    """`events.<org_id>.<entity>.<event>`, e.g. events.<org>.task.completed."""
+    return f"events.{org_id}.{event_type}"
+
+
+EVENTS_ALL: Final = "events.>"
+
+
+# --- request/reply commands: svc.<service>.<op>, queue group = service name -------------------
+class Auth:
+    QUEUE: Final = "auth"
+    LOGIN: Final = "svc.auth.login"
+    REFRESH: Final = "svc.auth.refresh"
+    LOGOUT: Final = "svc.auth.logout"
+    ME: Final = "svc.auth.me"
+    JWKS: Final = "svc.auth.jwks"
+    BOOTSTRAP: Final = "svc.auth.bootstrap"
+
+
+class Scheduler:
+    QUEUE: Final = "scheduler"
+    CREATE_TASK: Final = "svc.scheduler.create_task"
+    GET_TASK: Final = "svc.scheduler.get_task"
+    LIST_TASKS: Final = "svc.scheduler.list_tasks"
+    CLAIM: Final = "svc.scheduler.claim"
+    CLAIM_INFO: Final = "svc.scheduler.claim_info"
+
+
+class Vault:
+    QUEUE: Final = "vault"
+    PUT_CREDENTIAL: Final = "svc.vault.put_credential"
+    LIST_CREDENTIALS: Final = "svc.vault.list_credentials"
+    DELETE_CREDENTIAL: Final = "svc.vault.delete_credential"
+    CHECK_NAMES: Final = "svc.vault.check_names"
+    RELEASE: Final = "svc.vault.release"
+
+
+class Webhooks:
+    QUEUE: Final = "webhooks"
+    CREATE_ENDPOINT: Final = "svc.webhooks.create_endpoint"
+    LIST_ENDPOINTS: Final = "svc.webhooks.list_endpoints"
+    DELETE_ENDPOINT: Final = "svc.webhooks.delete_endpoint"
+    LIST_DELIVERIES: Final = "svc.webhooks.list_deliveries"
+
+
+class Workers:
+    QUEUE: Final = "worker-gateway"
+    CREATE_INVITE: Final = "svc.workers.create_invite"
+    REGISTER: Final = "svc.workers.register"
+    HEARTBEAT: Final = "svc.workers.heartbeat"
+    AUTHENTICATE: Final = "svc.workers.authenticate"
+    LIST: Final = "svc.workers.list"

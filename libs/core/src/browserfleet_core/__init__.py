@@ -1,0 +1,1 @@
+"""Shared runtime of every browserfleet service: settings, db, messaging, observability, security."""

@@ -1,0 +1,93 @@
+"""One Alembic history per service, each in its own schema with its own version table.
+
+A service's `migrations/env.py` is two lines: it imports its metadata and calls `run_env(metadata)`.
+`upgrade()` runs them programmatically (launcher, tests); `python -m browserfleet_core.migrations
+revision <service> -m "msg"` autogenerates a new revision against a live database.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+from pathlib import Path
+
+from alembic import command, context
+from alembic.config import Config
+from sqlalchemy import MetaData, create_engine, text
+from sqlalchemy.engine import Connection
+
+from .db import to_driver_url
+
+
+def _config(package: str, database_url: str) -> Config:
+    module = importlib.import_module(package)
+    assert module.__file__ is not None
+    cfg = Config()
+    cfg.set_main_option("script_location", str(Path(module.__file__).parent / "migrations"))
+    cfg.set_main_option("path_separator", "os")
+    cfg.attributes["database_url"] = database_url
+    return cfg
+
+
+def upgrade(package: str, database_url: str, revision: str = "head") -> None:
+    command.upgrade(_config(package, database_url), revision)
+
+
+def run_env(metadata: MetaData) -> None:
+    """Body of every service's env.py (online mode only: migrations always run against a database)."""
+    schema = metadata.schema
+    assert schema, "service metadata must carry its schema"
+    url = context.config.attributes.get("database_url")
+    if not url:
+        raise RuntimeError("database_url missing: run migrations through browserfleet_core.migrations")
+    engine = create_engine(to_driver_url(url))
+
+    def include_name(name: str | None, type_: str, parent_names: object) -> bool:
+        return name == schema if type_ == "schema" else True
+
+    with engine.connect() as connection:
+        # concurrent replicas starting at once: one migrates, the others wait on this lock
+        connection.execute(text("SELECT pg_advisory_lock(hashtext(:s))"), {"s": f"migrate:{schema}"})
+        connection.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
+        connection.commit()
+        _configure(connection, metadata, schema, include_name)
+        with context.begin_transaction():
+            context.run_migrations()
+        connection.commit()
+        connection.execute(text("SELECT pg_advisory_unlock(hashtext(:s))"), {"s": f"migrate:{schema}"})
+        connection.commit()
+    engine.dispose()
+
+
+def _configure(connection: Connection, metadata: MetaData, schema: str, include_name: object) -> None:
+    context.configure(
+        connection=connection,
+        target_metadata=metadata,
+        version_table_schema=schema,
+        include_schemas=True,
+        include_name=include_name,
+        compare_type=True,
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m browserfleet_core.migrations")
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    rev = sub.add_parser("revision", help="autogenerate a revision for one service")
+    rev.add_argument("package", help="e.g. browserfleet_auth")
+    rev.add_argument("-m", "--message", required=True)
+    rev.add_argument("--database-url", required=True)
+    up = sub.add_parser("upgrade")
+    up.add_argument("package")
+    up.add_argument("--database-url", required=True)
+    args = parser.parse_args()
+    if args.cmd == "revision":
+        cfg = _config(args.package, args.database_url)
+        command.upgrade(cfg, "head")
+        command.revision(cfg, message=args.message, autogenerate=True)
+    else:
+        upgrade(args.package, args.database_url)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,168 @@
+"""Security primitives: password hashing, opaque tokens, Ed25519 JWT signing and JWKS verification."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import jwt
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from browserfleet_contracts.auth import ACCESS_TOKEN_TYP, TOKEN_AUDIENCE, TOKEN_ISSUER
+
+from .errors import Unauthorized
+
+# argon2-cffi's default is RFC 9106's low-memory profile (t=3, m=64 MiB, p=4): above OWASP's minimum.
+password_hasher = PasswordHasher()
+# Verified against when the email is unknown, so both paths cost one argon2 verification.
+_DUMMY_HASH = password_hasher.hash(secrets.token_urlsafe(16))
+
+
+def hash_password(password: str) -> str:
+    return password_hasher.hash(password)
+
+
+def verify_password(stored_hash: str | None, password: str) -> bool:
+    try:
+        return password_hasher.verify(stored_hash or _DUMMY_HASH, password) and stored_hash is not None
+    except (VerificationError, InvalidHashError):
+        return False
+
+
+def password_needs_rehash(stored_hash: str) -> bool:
+    return password_hasher.check_needs_rehash(stored_hash)
+
+
+def new_token(prefix: str) -> str:
+    """An opaque credential with 256 bits of entropy, e.g. `sk_api_…`, `sk_worker_…`, `whsec_…`."""
+    return prefix + secrets.token_urlsafe(32)
+
+
+def hash_token(token: str) -> str:
+    """Opaque tokens are high-entropy, so a fast keyed-free hash is enough to store them."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def constant_time_equals(a: str, b: str) -> bool:
+    return hmac.compare_digest(a.encode(), b.encode())
+
+
+# --- Ed25519 signing keys ------------------------------------------------------------------------
+def generate_signing_key() -> tuple[str, str]:
+    """Returns (kid, private key PEM)."""
+    key = Ed25519PrivateKey.generate()
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+    return public_kid(pem), pem
+
+
+def _b64url(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def public_jwk(private_pem: str, kid: str) -> dict[str, Any]:
+    key = serialization.load_pem_private_key(private_pem.encode(), password=None)
+    assert isinstance(key, Ed25519PrivateKey)
+    raw = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return {"kty": "OKP", "crv": "Ed25519", "x": _b64url(raw), "kid": kid, "use": "sig", "alg": "EdDSA"}
+
+
+def public_kid(private_pem: str) -> str:
+    """RFC 7638 thumbprint of the public key: stable, and derived from nothing secret."""
+    jwk = public_jwk(private_pem, kid="")
+    canonical = json.dumps({"crv": jwk["crv"], "kty": jwk["kty"], "x": jwk["x"]}, separators=(",", ":"))
+    return _b64url(hashlib.sha256(canonical.encode()).digest())
+
+
+def sign_access_token(
+    private_pem: str, kid: str, *, sub: str, org: str, role: str, ttl_seconds: int, extra: dict[str, Any] | None = None
+) -> tuple[str, str]:
+    """Returns (token, jti)."""
+    now = int(time.time())
+    jti = secrets.token_urlsafe(16)
+    claims = {
+        "iss": TOKEN_ISSUER,
+        "aud": TOKEN_AUDIENCE,
+        "sub": sub,
+        "org": org,
+        "role": role,
+        "typ": ACCESS_TOKEN_TYP,
+        "jti": jti,
+        "iat": now,
+        "nbf": now,
+        "exp": now + ttl_seconds,
+        **(extra or {}),
+    }
+    token = jwt.encode(claims, private_pem, algorithm="EdDSA", headers={"kid": kid, "typ": ACCESS_TOKEN_TYP})
+    return token, jti
+
+
+class JwksVerifier:
+    """Verifies access tokens locally against the auth service's JWKS.
+
+    Keys are cached; an unknown `kid` triggers at most one refetch per `min_refresh_seconds`, which is how
+    a rotated key is picked up without a restart and without letting garbage tokens hammer auth.
+    """
+
+    def __init__(
+        self, fetch_jwks: Callable[[], Awaitable[dict[str, Any]]], *, min_refresh_seconds: float = 5.0
+    ) -> None:
+        self._fetch = fetch_jwks
+        self._keys: dict[str, jwt.PyJWK] = {}
+        self._fetched_at = 0.0
+        self._min_refresh = min_refresh_seconds
+
+    async def refresh(self) -> None:
+        jwks = await self._fetch()
+        keys: dict[str, jwt.PyJWK] = {}
+        for data in jwks.get("keys", []):
+            if data.get("kty") == "OKP" and data.get("crv") == "Ed25519" and data.get("kid"):
+                keys[data["kid"]] = jwt.PyJWK(data, algorithm="EdDSA")
+        self._keys = keys
+        self._fetched_at = time.monotonic()
+
+    async def _key(self, kid: str) -> jwt.PyJWK:
+        if kid not in self._keys and time.monotonic() - self._fetched_at >= self._min_refresh:
+            await self.refresh()
+        try:
+            return self._keys[kid]
+        except KeyError:
+            raise Unauthorized("token signed by an unknown key", code="invalid_token") from None
+
+    async def verify(self, token: str) -> dict[str, Any]:
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError:
+            raise Unauthorized("malformed token", code="invalid_token") from None
+        if header.get("alg") != "EdDSA" or header.get("typ") != ACCESS_TOKEN_TYP:
+            raise Unauthorized("not an access token", code="invalid_token")
+        kid = header.get("kid")
+        if not isinstance(kid, str) or not kid:
+            raise Unauthorized("token has no key id", code="invalid_token")
+        key = await self._key(kid)
+        try:
+            claims: dict[str, Any] = jwt.decode(
+                token,
+                key=key.key,
+                algorithms=["EdDSA"],
+                audience=TOKEN_AUDIENCE,
+                issuer=TOKEN_ISSUER,
+                options={"require": ["exp", "iat", "sub", "iss", "aud", "jti"]},
+            )
+        except jwt.ExpiredSignatureError:
+            raise Unauthorized("token expired", code="token_expired") from None
+        except jwt.PyJWTError:
+            raise Unauthorized("invalid token", code="invalid_token") from None
+        if claims.get("typ") != ACCESS_TOKEN_TYP or not claims.get("org"):
+            raise Unauthorized("not an access token", code="invalid_token")
+        return claims

