@@ -187,3 +187,26 @@ async def ensure_streams(js: JetStreamContext) -> None:
             subjects.ARTIFACTS_BUCKET,
             config=ObjectStoreConfig(storage=StorageType.FILE, description="task artifacts"),
         )
+
+
+async def ensure_pool_consumers(js: JetStreamContext, pool: str = subjects.DEFAULT_POOL, *, ack_wait: float = 30.0) -> None:
+    """One durable pull consumer per (pool, priority), shared by every worker of the pool.
+
+    Work-queue streams forbid overlapping filters, so each priority has its own subject and consumer;
+    workers poll them urgent-first. `ack_wait` is the lease: a worker extends it with in-progress acks.
+    """
+    from nats.js.api import AckPolicy, ConsumerConfig
+
+    for priority in subjects.PRIORITIES:
+        config = ConsumerConfig(
+            durable_name=subjects.task_run_consumer(pool, priority),
+            filter_subject=subjects.task_run(pool, priority),
+            ack_policy=AckPolicy.EXPLICIT,
+            ack_wait=ack_wait,
+            max_deliver=-1,
+            max_ack_pending=10_000,
+        )
+        try:
+            await js.add_consumer(subjects.TASKS_STREAM, config=config)
+        except BadRequestError:
+            log.debug("consumer %s exists with another config; keeping it", config.durable_name)
