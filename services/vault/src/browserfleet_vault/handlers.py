@@ -1,0 +1,58 @@
+"""The `svc.vault.*` subjects. Thin: parse, open a transaction, call the service, reply."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from browserfleet_contracts import subjects
+from browserfleet_contracts.common import Ack, OrgScoped
+from browserfleet_contracts.vault import (
+    CheckNamesReply,
+    CheckNamesRequest,
+    CredentialPublic,
+    NameRequest,
+    PutCredentialRequest,
+    ReleaseReply,
+    ReleaseRequest,
+)
+from browserfleet_core.messaging import rpc_router
+from faststream.nats import NatsRouter
+
+from . import service
+
+if TYPE_CHECKING:
+    from .app import VaultContext
+
+
+def build_router(ctx: VaultContext) -> NatsRouter:
+    router = rpc_router()
+    queue = subjects.Vault.QUEUE
+
+    @router.subscriber(subjects.Vault.PUT_CREDENTIAL, queue=queue, title="vault.put_credential")
+    async def put_credential(body: PutCredentialRequest) -> CredentialPublic:
+        async with ctx.db.transaction() as session:
+            return await service.put_credential(session, ctx.keyring, body.actor, body.credential)
+
+    @router.subscriber(subjects.Vault.LIST_CREDENTIALS, queue=queue, title="vault.list_credentials")
+    async def list_credentials(body: OrgScoped) -> list[CredentialPublic]:
+        async with ctx.db.transaction() as session:
+            return await service.list_credentials(session, body.actor)
+
+    @router.subscriber(subjects.Vault.DELETE_CREDENTIAL, queue=queue, title="vault.delete_credential")
+    async def delete_credential(body: NameRequest) -> Ack:
+        async with ctx.db.transaction() as session:
+            await service.delete_credential(session, body.actor, body.name)
+        return Ack()
+
+    @router.subscriber(subjects.Vault.CHECK_NAMES, queue=queue, title="vault.check_names")
+    async def check_names(body: CheckNamesRequest) -> CheckNamesReply:
+        async with ctx.db.transaction() as session:
+            return CheckNamesReply(missing=await service.check_names(session, body.actor, body.names))
+
+    @router.subscriber(subjects.Vault.RELEASE, queue=queue, title="vault.release")
+    async def release(body: ReleaseRequest) -> ReleaseReply:
+        grant = await service.authorize_release(ctx.rpc, body.task_id, body.worker_key, body.names)
+        async with ctx.db.transaction() as session:
+            return ReleaseReply(values=await service.release(session, ctx.keyring, grant))
+
+    return router
