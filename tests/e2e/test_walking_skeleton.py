@@ -1,0 +1,253 @@
+"""The walking skeleton end to end: the platform started exactly as `make dev` starts it (devstack),
+driven over HTTP like a client, real Chromium against a site on 127.0.0.1, a webhook receiver on
+127.0.0.1, and the secret checked against every log line, result, event and webhook body.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from browserfleet_core.devstack import Platform
+from browserfleet_core.testing import provision
+
+from .sites import TestSite, WebhookReceiver
+
+pytestmark = pytest.mark.e2e
+
+SITE_USER = "ada"
+SITE_PASSWORD = "pw-Zq7!c0rrect-horse-e2e"  # the secret: must never show up anywhere but the site
+
+
+class Running:
+    def __init__(self, platform: Platform, lines: list[str]) -> None:
+        self.platform = platform
+        self.lines = lines
+        self.http = httpx.Client(base_url=platform.gateway_url, timeout=30)
+
+    def token(self) -> str:
+        boot = self.platform.bootstrap
+        assert boot is not None and boot.password, "first start must print the admin password"
+        r = self.http.post("/auth/login", json={"email": boot.admin_email, "password": boot.password})
+        assert r.status_code == 200, r.text
+        return str(r.json()["access_token"])
+
+
+@pytest.fixture(scope="module")
+def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
+    lines: list[str] = []
+    with provision("bf_e2e") as infra:
+        platform = Platform(
+            home=tmp_path_factory.mktemp("home"),
+            nats_url=infra.nats_url,
+            database_url=infra.database_url,
+            output=lines.append,
+            env={"LOG_LEVEL": "DEBUG", "WEBHOOK_ALLOW_PRIVATE_TARGETS": "true"},
+        )
+        platform.start()
+        try:
+            yield Running(platform, lines)
+        finally:
+            platform.stop()
+
+
+def wait_for_task(http: httpx.Client, task_id: str, headers: dict[str, str], timeout: float = 90) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        r = http.get(f"/api/v1/tasks/{task_id}", headers=headers)
+        assert r.status_code == 200, r.text
+        task: dict[str, Any] = r.json()
+        if task["status"] in ("completed", "failed", "cancelled", "timed_out"):
+            return task
+        time.sleep(0.3)
+    raise AssertionError(f"task {task_id} did not finish: {task}")
+
+
+def verify_standard_webhook(secret: str, headers: dict[str, str], body: bytes) -> bool:
+    """Standard Webhooks verification written from the spec, independent of the service's code."""
+    key = base64.b64decode(secret.removeprefix("whsec_"))
+    signed = f"{headers['webhook-id']}.{headers['webhook-timestamp']}.".encode() + body
+    expected = base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
+    if abs(time.time() - int(headers["webhook-timestamp"])) > 300:
+        return False
+    return any(
+        sig.split(",", 1)[0] == "v1" and hmac.compare_digest(sig.split(",", 1)[1], expected)
+        for sig in headers["webhook-signature"].split()
+    )
+
+
+def all_stream_payloads(nats_url: str, stream: str) -> list[bytes]:
+    async def read() -> list[bytes]:
+        import nats
+
+        nc = await nats.connect(nats_url)
+        try:
+            js = nc.jetstream()
+            info = await js.stream_info(stream)
+            out = []
+            for seq in range(info.state.first_seq, info.state.last_seq + 1):
+                try:
+                    out.append((await js.get_msg(stream, seq)).data or b"")
+                except Exception:  # noqa: S112 - deleted sequence in a work-queue stream
+                    continue
+            return out
+        finally:
+            await nc.close()
+
+    return asyncio.run(read())
+
+
+def test_task_runs_end_to_end_and_the_secret_never_leaks(running: Running, tmp_path: Path) -> None:
+    http = running.http
+    auth = {"Authorization": f"Bearer {running.token()}"}
+
+    me = http.get("/auth/me", headers=auth)
+    assert me.status_code == 200 and me.json()["role"] == "admin"
+
+    r = http.post("/api/v1/credentials", headers=auth, json={"name": "SITE_PASSWORD", "value": SITE_PASSWORD})
+    assert r.status_code == 201, r.text
+    assert SITE_PASSWORD not in r.text
+
+    with TestSite(SITE_USER, SITE_PASSWORD) as site, WebhookReceiver() as receiver:
+        r = http.post("/admin/webhooks", headers=auth, json={"url": receiver.url + "/hook", "events": ["task.*"]})
+        assert r.status_code == 201, r.text
+        webhook_secret = r.json()["secret"]
+        assert webhook_secret.startswith("whsec_")
+
+        steps = [
+            {"action": "navigate", "url": f"{site.url}/login"},
+            {"action": "fill", "selector": "#username", "value": SITE_USER},
+            {"action": "fill", "selector": "#password", "value": "{{ secrets.SITE_PASSWORD }}"},
+            {"action": "click", "selector": "#submit"},
+            {"action": "wait_for", "selector": "#leads"},
+            {"action": "extract", "name": "welcome", "selector": "#welcome"},
+            {
+                "action": "extract",
+                "name": "leads",
+                "selector": "#leads tbody tr",
+                "fields": {"name": ".name", "company": ".company", "score": ".score"},
+            },
+            {"action": "screenshot", "name": "leads", "full_page": True},
+        ]
+        r = http.post("/api/v1/tasks", headers=auth, json={"title": "export leads", "steps": steps})
+        assert r.status_code == 201, r.text
+        task = wait_for_task(http, r.json()["id"], auth)
+
+        assert task["status"] == "completed", task
+        assert site.login_attempts == [True]
+        extracted = task["result"]["extracted"]
+        assert extracted["welcome"] == "Welcome back"
+        assert extracted["leads"] == [
+            {"name": "Ada Lovelace", "company": "Analytical Engines", "score": "97"},
+            {"name": "Grace Hopper", "company": "COBOL Inc", "score": "93"},
+            {"name": "Alan Turing", "company": "Bletchley", "score": "99"},
+        ]
+        assert task["execution_time_seconds"] > 0
+        shot = next(a for a in task["artifacts"] if a["name"].startswith("leads"))
+        png = http.get(f"/api/v1/tasks/{task['id']}/artifacts/{shot['name']}", headers=auth)
+        assert png.status_code == 200 and png.content.startswith(b"\x89PNG\r\n\x1a\n")
+
+        assert receiver.event.wait(30), "no webhook arrived"
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not any(
+            h.json()["type"] == "task.completed" for h in receiver.received
+        ):
+            time.sleep(0.2)
+        completed = [h for h in receiver.received if h.json()["type"] == "task.completed"]
+        assert len(completed) == 1
+        hook = completed[0]
+        assert verify_standard_webhook(webhook_secret, hook.headers, hook.body)
+        assert not verify_standard_webhook(webhook_secret, hook.headers, hook.body + b" ")
+        assert hook.json()["data"]["task_id"] == task["id"]
+
+        deliveries = http.get("/admin/webhooks/deliveries", headers=auth)
+        assert deliveries.status_code == 200, deliveries.text
+        assert any(d["status_code"] == 204 and d["attempt"] >= 1 for d in deliveries.json())
+
+        # the secret reached the site, and nowhere else
+        task_json = json.dumps(http.get(f"/api/v1/tasks/{task['id']}", headers=auth).json())
+        assert SITE_PASSWORD not in task_json
+        for h in receiver.received:
+            assert SITE_PASSWORD.encode() not in h.body
+    nats_url = running.platform.nats_url
+    assert nats_url
+    for stream in ("EVENTS", "TASK_UPDATES"):
+        for payload in all_stream_payloads(nats_url, stream):
+            assert SITE_PASSWORD.encode() not in payload, f"secret in {stream}"
+    assert any("task" in line for line in running.lines)
+    leaked = [line for line in running.lines if SITE_PASSWORD in line]
+    assert leaked == [], leaked
+
+
+def test_a_failing_step_fails_the_task_with_its_reason(running: Running) -> None:
+    auth = {"Authorization": f"Bearer {running.token()}"}
+    with TestSite(SITE_USER, SITE_PASSWORD) as site:
+        steps = [
+            {"action": "navigate", "url": f"{site.url}/login"},
+            {"action": "click", "selector": "#does-not-exist", "timeout_ms": 500},
+        ]
+        r = running.http.post("/api/v1/tasks", headers=auth, json={"steps": steps})
+        assert r.status_code == 201, r.text
+        task = wait_for_task(running.http, r.json()["id"], auth)
+    assert task["status"] == "failed"
+    assert task["error_step"] == 1
+    assert "#does-not-exist" in task["error_message"]
+
+
+def test_bad_input_is_refused_at_the_gateway(running: Running) -> None:
+    http = running.http
+    auth = {"Authorization": f"Bearer {running.token()}"}
+    before = http.get("/api/v1/tasks", headers=auth).json()["items"]
+
+    cases = [
+        ({"steps": [{"action": "explode"}]}, "steps.0"),
+        ({"steps": [{"action": "click"}]}, "selector"),
+        ({"steps": [{"action": "navigate", "url": "file:///etc/passwd"}]}, "url"),
+        ({"steps": [{"action": "fill", "selector": "#a", "value": "{{ secrets.NOPE }}"}]}, "steps"),
+    ]
+    for body, field in cases:
+        r = http.post("/api/v1/tasks", headers=auth, json=body)
+        assert r.status_code == 422, (body, r.text)
+        assert field in (r.json()["error"]["field"] or ""), r.text
+
+    huge = {"steps": [{"action": "fill", "selector": "#a", "value": "x" * 2_000_000}]}
+    assert http.post("/api/v1/tasks", headers=auth, json=huge).status_code == 413
+    assert http.get("/api/v1/tasks", headers={"Authorization": "Bearer nope"}).status_code == 401
+    assert http.get("/api/v1/tasks").status_code == 401
+    assert http.get("/api/v1/tasks/00000000-0000-0000-0000-000000000000", headers=auth).status_code == 404
+    assert http.get("/api/v1/tasks", headers=auth).json()["items"] == before
+
+
+def test_workers_and_health(running: Running) -> None:
+    http = running.http
+    auth = {"Authorization": f"Bearer {running.token()}"}
+    ready = http.get("/health/ready")
+    assert ready.status_code == 200, ready.text
+    assert {"nats", "database"} <= set(ready.json()["checks"])
+    deadline = time.monotonic() + 20
+    workers: list[dict[str, Any]] = []
+    while time.monotonic() < deadline:
+        workers = http.get("/admin/workers", headers=auth).json()
+        if any(w["state"] in ("online", "busy") for w in workers):
+            break
+        time.sleep(0.5)
+    assert any(w["state"] in ("online", "busy") for w in workers), workers
+    invite = http.post("/admin/workers/invite", headers=auth, json={})
+    assert invite.status_code == 201, invite.text
+    code = invite.json()["code"]
+    first = http.post("/workers/register", json={"invite_code": code, "name": "remote-1"})
+    assert first.status_code == 201 and first.json()["worker_key"].startswith("sk_worker_")
+    again = http.post("/workers/register", json={"invite_code": code, "name": "remote-2"})
+    assert again.status_code == 401
+    metrics = http.get("/metrics")
+    assert metrics.status_code == 200 and "# TYPE" in metrics.text
