@@ -1,0 +1,45 @@
+"""`browserfleet-auth [run|migrate]`."""
+
+from __future__ import annotations
+
+import logging
+
+from browserfleet_core import migrations, observability
+from browserfleet_core.runner import service_main, wait_for_shutdown
+
+from .app import build
+from .settings import AuthSettings
+
+log = logging.getLogger("browserfleet.auth")
+
+
+def migrate() -> None:
+    # NATS_URL and DATABASE_URL come from the environment
+    settings = AuthSettings()
+    if not settings.database_url:
+        raise SystemExit("DATABASE_URL is required to migrate auth")
+    migrations.upgrade("browserfleet_auth", settings.database_url)
+
+
+async def run() -> None:
+    settings = AuthSettings()
+    observability.setup(settings)
+    if not settings.database_url:
+        raise SystemExit("DATABASE_URL is required to run auth")
+    app = build(settings)
+    await app.broker.start()
+    log.info("auth serving on %s", settings.nats_url)
+    try:
+        await wait_for_shutdown()
+    finally:
+        await app.broker.stop()
+        if app.db is not None:
+            await app.db.dispose()
+
+
+def main() -> None:
+    service_main("auth", run=run, migrate=migrate)
+
+
+if __name__ == "__main__":
+    main()

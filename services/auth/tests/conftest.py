@@ -1,0 +1,64 @@
+"""Real PostgreSQL (and NATS, for handler tests) from the `browserfleet_core.testing` plugin."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Callable, Iterator
+
+import psycopg
+import pytest
+from browserfleet_auth.service import AuthService
+from browserfleet_core import migrations
+from browserfleet_core.db import to_driver_url
+from browserfleet_core.testing import rolled_back_session, unique_name
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+PACKAGE = "browserfleet_auth"
+
+
+@pytest.fixture(scope="session")
+def migrated_url(database_url: str) -> str:
+    migrations.upgrade(PACKAGE, database_url)
+    return database_url
+
+
+@pytest.fixture(scope="session")
+async def engine(migrated_url: str) -> AsyncIterator[AsyncEngine]:
+    engine = create_async_engine(to_driver_url(migrated_url))
+    yield engine
+    await engine.dispose()
+
+
+@pytest.fixture
+async def session(engine: AsyncEngine) -> AsyncIterator[AsyncSession]:
+    async with rolled_back_session(engine) as s:
+        yield s
+
+
+@pytest.fixture
+def svc() -> AuthService:
+    return AuthService()
+
+
+@pytest.fixture(scope="session")
+def fresh_database(database_url: str) -> Iterator[Callable[[], str]]:
+    """Makes migrated databases of their own, for tests that must commit (real transactions, NATS handlers)
+    without leaving rows behind for the rolled-back tests of the run's main database."""
+    server, _, _ = database_url.rpartition("/")
+    created: list[str] = []
+
+    def make() -> str:
+        name = unique_name("bf_auth_")
+        with psycopg.connect(f"{server}/postgres", autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        created.append(name)
+        url = f"{server}/{name}"
+        migrations.upgrade(PACKAGE, url)
+        return url
+
+    yield make
+    with psycopg.connect(f"{server}/postgres", autocommit=True) as conn:
+        for name in created:
+            with contextlib.suppress(psycopg.Error):
+                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
