@@ -2,6 +2,8 @@
 SHELL := /bin/bash
 export PATH := $(HOME)/.local/bin:$(PATH)
 
+MYPY_PACKAGES := -p browserfleet_contracts -p browserfleet_core -p browserfleet_sdk $(foreach s,$(notdir $(wildcard services/*)),-p browserfleet_$(subst -,_,$(s)))
+
 .PHONY: help install dev test test-fast lint fmt contracts bench clean
 
 help:
@@ -23,7 +25,7 @@ test: install
 lint: install
 	uv run --frozen ruff check .
 	uv run --frozen ruff format --check .
-	uv run --frozen mypy libs/contracts/src libs/core/src libs/sdk/src services/*/src
+	uv run --frozen mypy $(MYPY_PACKAGES)
 
 fmt:
 	uv run --frozen ruff check --fix .

@@ -116,7 +116,9 @@ class WebhookReceiver(_Server):
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length)
                 with receiver.lock:
-                    receiver.received.append(ReceivedWebhook({k.lower(): v for k, v in self.headers.items()}, body))
+                    receiver.received.append(
+                        ReceivedWebhook({k.lower(): v for k, v in self.headers.items()}, body)
+                    )
                     receiver.event.set()
                 self.send_response(204)
                 self.end_headers()

@@ -11,7 +11,9 @@ from pydantic import BaseModel, Field, HttpUrl, field_validator, model_validator
 
 from .common import Contract, OrgScoped
 
-TaskStatus = Literal["pending", "queued", "assigned", "running", "completed", "failed", "cancelled", "timed_out"]
+TaskStatus = Literal[
+    "pending", "queued", "assigned", "running", "completed", "failed", "cancelled", "timed_out"
+]
 TERMINAL_STATUSES: frozenset[str] = frozenset({"completed", "failed", "cancelled", "timed_out"})
 Priority = Literal["low", "normal", "high", "urgent"]
 TaskKind = Literal["steps", "agent"]
@@ -136,7 +138,9 @@ class TaskCreate(Contract):
     goal: str | None = Field(default=None, max_length=20_000)
     task: str | None = Field(default=None, max_length=20_000, description="seed short form of `goal`")
     priority: Priority = "normal"
-    worker_tags: list[Annotated[str, Field(pattern=WORKER_TAG_PATTERN)]] = Field(default_factory=list, max_length=20)
+    worker_tags: list[Annotated[str, Field(pattern=WORKER_TAG_PATTERN)]] = Field(
+        default_factory=list, max_length=20
+    )
     timeout_seconds: int = Field(default=300, ge=1, le=86_400)
     max_attempts: int = Field(default=3, ge=1, le=10)
     webhook_url: HttpUrl | None = None

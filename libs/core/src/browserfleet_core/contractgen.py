@@ -16,18 +16,25 @@ from typing import Any
 from .devstack import DB_SERVICES, module_of
 from .settings import ServiceSettings
 
-PLACEHOLDER_ENV = {"nats_url": "nats://nats:4222", "database_url": "postgresql://browserfleet@postgres/browserfleet"}
+PLACEHOLDER_ENV: dict[str, Any] = {
+    "nats_url": "nats://nats:4222",
+    "database_url": "postgresql://browserfleet@postgres/browserfleet",
+}
 ROOT = Path(__file__).resolve().parents[4]
 
 
 def _settings_for(package: str) -> ServiceSettings:
     module = importlib.import_module(f"{package}.settings")
     for _, cls in inspect.getmembers(module, inspect.isclass):
-        if issubclass(cls, ServiceSettings) and cls is not ServiceSettings and cls.__module__ == module.__name__:
+        if (
+            issubclass(cls, ServiceSettings)
+            and cls is not ServiceSettings
+            and cls.__module__ == module.__name__
+        ):
             extra: dict[str, Any] = {}
             if "vault_master_key" in cls.model_fields:
                 extra["vault_master_key"] = "A" * 43 + "="  # shape only; never used to encrypt
-            return cls(**PLACEHOLDER_ENV, **extra)
+            return cls.model_validate({**PLACEHOLDER_ENV, **extra})
     raise LookupError(f"{package}.settings defines no ServiceSettings subclass")
 
 
@@ -57,7 +64,10 @@ def openapi_json() -> str:
 
 
 def expected() -> dict[Path, str]:
-    return {ROOT / "proto" / "asyncapi.yaml": asyncapi_yaml(), ROOT / "proto" / "openapi.json": openapi_json()}
+    return {
+        ROOT / "proto" / "asyncapi.yaml": asyncapi_yaml(),
+        ROOT / "proto" / "openapi.json": openapi_json(),
+    }
 
 
 def main(argv: list[str]) -> int:

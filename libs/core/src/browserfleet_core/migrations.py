@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 from pathlib import Path
+from typing import Any
 
 from alembic import command, context
 from alembic.config import Config
@@ -59,7 +60,7 @@ def run_env(metadata: MetaData) -> None:
     engine.dispose()
 
 
-def _configure(connection: Connection, metadata: MetaData, schema: str, include_name: object) -> None:
+def _configure(connection: Connection, metadata: MetaData, schema: str, include_name: Any) -> None:
     context.configure(
         connection=connection,
         target_metadata=metadata,

@@ -105,7 +105,7 @@ def configure_tracing(settings: ServiceSettings) -> None:
         provider.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter()))
     else:
         try:
-            from opentelemetry.exporter.otlp.proto.http.trace_exporter import (  # type: ignore[import-not-found]
+            from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
                 OTLPSpanExporter,
             )
         except ImportError as exc:  # pragma: no cover - depends on deployment image

@@ -15,7 +15,18 @@ from typing import Any
 
 from nats.js import JetStreamContext
 from pydantic import BaseModel
-from sqlalchemy import BigInteger, Column, DateTime, Identity, LargeBinary, MetaData, String, Table, select, update
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    Identity,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    select,
+    update,
+)
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from .db import Database, after_commit, utcnow
@@ -46,7 +57,9 @@ class OutboxRelay:
         self._task: asyncio.Task[None] | None = None
         self._js: JetStreamContext | None = None
 
-    async def enqueue(self, session: AsyncSession, subject: str, payload: BaseModel | bytes, msg_id: str) -> None:
+    async def enqueue(
+        self, session: AsyncSession, subject: str, payload: BaseModel | bytes, msg_id: str
+    ) -> None:
         """Add a message to the current transaction; it is published once the transaction commits."""
         from sqlalchemy.dialects.postgresql import insert
 

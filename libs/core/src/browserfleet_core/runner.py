@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import sys
 from collections.abc import Callable, Coroutine
@@ -20,10 +21,8 @@ def run_async(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
         runner: Callable[..., Any] = uvloop.run
     except ImportError:  # pragma: no cover - uvloop is a dependency, but keep Windows dev possible
         runner = asyncio.run
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         runner(main())
-    except KeyboardInterrupt:
-        pass
 
 
 def service_main(

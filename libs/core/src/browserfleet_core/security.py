@@ -14,10 +14,9 @@ from typing import Any
 import jwt
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
+from browserfleet_contracts.auth import ACCESS_TOKEN_TYP, TOKEN_AUDIENCE, TOKEN_ISSUER
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
-from browserfleet_contracts.auth import ACCESS_TOKEN_TYP, TOKEN_AUDIENCE, TOKEN_ISSUER
 
 from .errors import Unauthorized
 
@@ -85,7 +84,14 @@ def public_kid(private_pem: str) -> str:
 
 
 def sign_access_token(
-    private_pem: str, kid: str, *, sub: str, org: str, role: str, ttl_seconds: int, extra: dict[str, Any] | None = None
+    private_pem: str,
+    kid: str,
+    *,
+    sub: str,
+    org: str,
+    role: str,
+    ttl_seconds: int,
+    extra: dict[str, Any] | None = None,
 ) -> tuple[str, str]:
     """Returns (token, jti)."""
     now = int(time.time())

@@ -18,7 +18,10 @@ def _up(args: argparse.Namespace) -> int:
     try:
         from browserfleet_core.devstack import Platform
     except ImportError:  # pragma: no cover - SDK installed alone
-        print("`browserfleet up` needs the platform packages: run it from the browserfleet workspace", file=sys.stderr)
+        print(
+            "`browserfleet up` needs the platform packages: run it from the browserfleet workspace",
+            file=sys.stderr,
+        )
         return 2
 
     home = Path(args.home or os.environ.get("BROWSERFLEET_HOME", ".browserfleet")).resolve()
@@ -93,7 +96,7 @@ def _banner(platform: object, ready_in: float) -> None:
             "",
             "  log in:",
             f"    curl -s {url}/auth/login -H 'content-type: application/json' \\",
-            f"      -d '{{\"email\": \"{boot.admin_email}\", \"password\": \"…\"}}'",
+            f'      -d \'{{"email": "{boot.admin_email}", "password": "…"}}\'',
         ]
     lines += ["", "  Ctrl-C stops everything.", "=" * 72, ""]
     print("\n".join(lines), flush=True)
@@ -104,7 +107,9 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     up = sub.add_parser("up", help="run the whole platform on this machine")
     up.add_argument("--home", help="data folder (default .browserfleet, or $BROWSERFLEET_HOME)")
-    up.add_argument("--port", type=int, default=None, help="gateway port (default: a free one, stable across runs)")
+    up.add_argument(
+        "--port", type=int, default=None, help="gateway port (default: a free one, stable across runs)"
+    )
     up.add_argument("--workers", type=int, default=1)
     args = parser.parse_args(argv)
     if args.command == "up":
