@@ -1,0 +1,47 @@
+"""Wiring: settings, browser, NATS, identity, then the worker loop until told to stop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+
+from browserfleet_core.messaging import RpcClient, connect, ensure_pool_consumers, ensure_streams
+
+from .browser import BrowserHost
+from .service import Worker, obtain_identity
+from .settings import WorkerSettings
+
+log = logging.getLogger(__name__)
+
+
+async def run(settings: WorkerSettings, stop: asyncio.Event) -> None:
+    """Runs one worker until `stop` is set; running tasks get `shutdown_grace_seconds` to finish."""
+    browser = BrowserHost(executable=settings.browser_executable, headless=settings.headless)
+    # launch first: a machine without Chromium should fail at start with the install hint, not per task
+    await browser.start()
+    nc = await connect(settings.nats_url, name=f"worker-{settings.worker_name}")
+    try:
+        js = nc.jetstream()
+        await ensure_streams(js)
+        identity = await obtain_identity(settings, RpcClient(nc, timeout=settings.rpc_timeout_seconds), stop)
+        await ensure_pool_consumers(js, identity.pool)
+        await Worker(settings, nc, browser, identity).run(stop)
+    finally:
+        with contextlib.suppress(Exception):
+            await nc.drain()
+        await browser.close()
+        log.info("worker stopped")
+
+
+async def main() -> None:
+    from browserfleet_core.observability import setup
+
+    settings = WorkerSettings()  # NATS_URL and the rest come from the environment
+    setup(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await run(settings, stop)

@@ -1,0 +1,473 @@
+"""The worker's logic: its identity, the pull loop, and one task's lifecycle (CONTRIBUTING "The task protocol").
+
+A TASKS message is acked only after the result is safely on TASK_UPDATES, so a crash anywhere before
+that leads to a redelivery rather than a lost outcome; the scheduler's claim makes the rerun safe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import nats.errors
+from browserfleet_contracts import subjects
+from browserfleet_contracts.common import Ack
+from browserfleet_contracts.tasks import (
+    ArtifactRef,
+    ClaimReply,
+    ClaimRequest,
+    TaskDispatch,
+    TaskUpdateMessage,
+)
+from browserfleet_contracts.vault import ReleaseReply, ReleaseRequest
+from browserfleet_contracts.workers import Heartbeat, RegisterReply, RegisterRequest
+from browserfleet_core.errors import ServiceError, Unavailable
+from browserfleet_core.messaging import RpcClient
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.api import ObjectMeta
+from pydantic import ValidationError
+
+from .browser import BrowserHost
+from .secret_values import Masker, MaskRegistry
+from .settings import WorkerSettings
+from .steps import StepsOutcome, StepsRunner
+
+log = logging.getLogger(__name__)
+
+AGENT_UNAVAILABLE = "agent tasks need an LLM endpoint; the agent runner is not available in this build"
+STATE_FILE = "worker.json"
+PROBE_SECONDS = 0.1  # a pull request on a busier priority: long enough for a local round trip
+IDLE_WAIT_SECONDS = 1.0  # the last priority lingers; this bounds how late an urgent task is noticed
+RESULT_PUBLISH_ATTEMPTS = 5
+
+
+# --- identity ------------------------------------------------------------------------------------------
+@dataclass
+class Identity:
+    worker_key: str
+    worker_id: str | None
+    pool: str
+
+
+class WorkerConfigError(RuntimeError):
+    pass
+
+
+def load_identity(state_dir: Path) -> Identity | None:
+    path = state_dir / STATE_FILE
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+        return Identity(worker_key=data["worker_key"], worker_id=data.get("worker_id"), pool=data["pool"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise WorkerConfigError(
+            f"{path} is not a saved worker identity; remove it and register again"
+        ) from exc
+
+
+def save_identity(state_dir: Path, identity: Identity) -> Path:
+    """Written 0600 from the first byte (the key is a credential) and renamed into place atomically."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    path = state_dir / STATE_FILE
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(
+            {"worker_key": identity.worker_key, "worker_id": identity.worker_id, "pool": identity.pool}, fh
+        )
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, path)
+    return path
+
+
+async def obtain_identity(settings: WorkerSettings, rpc: RpcClient, stop: asyncio.Event) -> Identity:
+    """WORKER_KEY, else the key saved in WORKER_STATE_DIR, else trade WORKER_INVITE_CODE for one."""
+    identity: Identity | None = None
+    if settings.worker_key:
+        identity = Identity(settings.worker_key, None, settings.pool)
+    elif settings.worker_state_dir is not None:
+        identity = load_identity(settings.worker_state_dir)
+    if identity is None:
+        if not settings.worker_invite_code:
+            raise WorkerConfigError(
+                "no worker key: set WORKER_KEY, or WORKER_INVITE_CODE (with WORKER_STATE_DIR)"
+            )
+        identity = await _register(settings, rpc, stop)
+    if "pool" in settings.model_fields_set:  # an explicit POOL beats what registration said
+        identity.pool = settings.pool
+    return identity
+
+
+async def _register(settings: WorkerSettings, rpc: RpcClient, stop: asyncio.Event) -> Identity:
+    request = RegisterRequest(
+        invite_code=settings.worker_invite_code or "",
+        name=settings.worker_name,
+        tags=settings.worker_tags,
+        version=_version(),
+    )
+    delay = 1.0
+    while True:
+        try:
+            reply: RegisterReply = await rpc.call(subjects.Workers.REGISTER, request, RegisterReply)
+            break
+        except Unavailable as exc:
+            # in `make dev` the worker may start before the worker-gateway; keep trying
+            log.warning("cannot register yet (%s); retrying in %.0f s", exc.message, delay)
+        except ServiceError as exc:
+            raise WorkerConfigError(f"registration refused: {exc.message}") from exc
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), delay)
+        if stop.is_set():
+            raise WorkerConfigError("stopped before registration succeeded")
+        delay = min(delay * 2, 15.0)
+    identity = Identity(reply.worker_key, reply.worker_id, reply.pool)
+    if settings.worker_state_dir is not None:
+        path = save_identity(settings.worker_state_dir, identity)
+        log.info("registered as worker %s in pool %s; key saved to %s", reply.worker_id, reply.pool, path)
+    else:
+        log.warning(
+            "registered as worker %s, but WORKER_STATE_DIR is unset: a restart will need a new invite",
+            reply.worker_id,
+        )
+    return identity
+
+
+def _version() -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("browserfleet-worker")
+    except PackageNotFoundError:  # pragma: no cover - running from a source tree without metadata
+        return None
+
+
+# --- the worker ----------------------------------------------------------------------------------------
+class Worker:
+    def __init__(
+        self,
+        settings: WorkerSettings,
+        nc: NatsClient,
+        browser: BrowserHost,
+        identity: Identity,
+    ) -> None:
+        self.settings = settings
+        self.nc = nc
+        self.js: JetStreamContext = nc.jetstream()
+        self.browser = browser
+        self.identity = identity
+        self.rpc = RpcClient(nc, timeout=settings.rpc_timeout_seconds)
+        self.masks = MaskRegistry()
+        self.running: set[asyncio.Task[None]] = set()
+        self._slots = asyncio.Semaphore(settings.worker_slots)
+        self._subs: list[tuple[str, JetStreamContext.PullSubscription]] = []
+
+    # -- main loops --
+    async def run(self, stop: asyncio.Event) -> None:
+        """Pull and run tasks until `stop` is set, then let running ones finish (bounded)."""
+        for priority in subjects.PRIORITIES:
+            sub = await self.js.pull_subscribe_bind(
+                durable=subjects.task_run_consumer(self.identity.pool, priority), stream=subjects.TASKS_STREAM
+            )
+            self._subs.append((priority, sub))
+        log.info(
+            "worker %s pulling from pool %s with %d slot(s)",
+            self.identity.worker_id or self.settings.worker_name,
+            self.identity.pool,
+            self.settings.worker_slots,
+        )
+        heartbeat = asyncio.create_task(self.heartbeat_loop(stop))
+        try:
+            await self.pull_loop(stop)
+        finally:
+            await self.drain(self.settings.shutdown_grace_seconds)
+            heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await heartbeat
+            for _, sub in self._subs:
+                with contextlib.suppress(Exception):
+                    await sub.unsubscribe()
+
+    async def pull_loop(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            await self._slots.acquire()
+            msg = await self._next_message(stop)
+            if msg is None:
+                self._slots.release()
+                continue
+            task = asyncio.create_task(self.run_message(msg))
+            self.running.add(task)
+            task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self.running.discard(task)
+        self._slots.release()
+
+    async def _next_message(self, stop: asyncio.Event) -> Msg | None:
+        """Urgent first: probe each priority briefly, let the last one linger while idle."""
+        while not stop.is_set():
+            for i, (_priority, sub) in enumerate(self._subs):
+                if stop.is_set():
+                    return None
+                wait = IDLE_WAIT_SECONDS if i == len(self._subs) - 1 else PROBE_SECONDS
+                try:
+                    msgs = await sub.fetch(1, timeout=wait)
+                except TimeoutError:  # nats' timeouts subclass it: nothing at this priority
+                    continue
+                except nats.errors.Error as exc:
+                    log.warning("pulling tasks failed (%s); retrying", exc)
+                    await asyncio.sleep(1.0)
+                    break
+                if msgs:
+                    return msgs[0]
+        return None
+
+    async def drain(self, grace: float) -> None:
+        if not self.running:
+            return
+        log.info("waiting up to %.0f s for %d running task(s)", grace, len(self.running))
+        _done, pending = await asyncio.wait(set(self.running), timeout=grace)
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending)
+
+    async def heartbeat_loop(self, stop: asyncio.Event) -> None:
+        failing = False
+        while not stop.is_set():
+            beat = Heartbeat(
+                worker_key=self.identity.worker_key,
+                busy=len(self.running) >= self.settings.worker_slots,
+                running_tasks=len(self.running),
+                slots=self.settings.worker_slots,
+            )
+            try:
+                await self.rpc.call(
+                    subjects.Workers.HEARTBEAT,
+                    beat,
+                    Ack,
+                    timeout=min(self.settings.rpc_timeout_seconds, self.settings.heartbeat_seconds),
+                )
+                if failing:
+                    log.info("heartbeats are answered again")
+                failing = False
+            except ServiceError as exc:
+                # the worker-gateway being down must not stop task work; say so once, not every beat
+                if not failing:
+                    log.warning("heartbeat failed: %s; will keep trying", exc.message)
+                failing = True
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.settings.heartbeat_seconds)
+
+    # -- one message --
+    async def run_message(self, msg: Msg) -> None:
+        lease = asyncio.create_task(self._extend_lease(msg))
+        try:
+            await self._process(msg)
+        except asyncio.CancelledError:
+            # shutdown ran out of grace: hand the message back now instead of after ack_wait
+            with contextlib.suppress(Exception):
+                await msg.nak()
+            raise
+        except Exception:
+            log.exception("processing a task message failed; it will be redelivered")
+        finally:
+            lease.cancel()
+
+    async def _extend_lease(self, msg: Msg) -> None:
+        while True:
+            await asyncio.sleep(self.settings.lease_extend_seconds)
+            try:
+                await msg.in_progress()
+            except Exception as exc:
+                log.debug("extending a lease failed: %s", exc)
+
+    async def _process(self, msg: Msg) -> None:
+        try:
+            dispatch = TaskDispatch.model_validate_json(msg.data)
+        except ValidationError as exc:
+            log.error("terminating a malformed TaskDispatch on %s: %s", msg.subject, _first_error(exc))
+            await msg.term()
+            return
+        task_ref = f"{dispatch.task_id}#{dispatch.attempt}"
+        try:
+            claim: ClaimReply = await self.rpc.call(
+                subjects.Scheduler.CLAIM,
+                ClaimRequest(
+                    task_id=dispatch.task_id, attempt=dispatch.attempt, worker_key=self.identity.worker_key
+                ),
+                ClaimReply,
+            )
+        except ServiceError as exc:
+            log.warning("claiming %s failed (%s); handing it back", task_ref, exc.message)
+            await msg.nak(delay=5)
+            return
+        if not claim.granted:
+            log.info("claim for %s refused: %s", task_ref, claim.reason or "no reason given")
+            await msg.term()
+            return
+        task = claim.task or dispatch
+        worker_id = claim.worker_id or self.identity.worker_id or self.settings.worker_name
+        await self._publish(
+            TaskUpdateMessage(
+                task_id=task.task_id, attempt=task.attempt, worker_id=worker_id, kind="started"
+            ),
+            f"{task.task_id}:{task.attempt}:started",
+        )
+        log.info("running %s (%s)", task_ref, task.spec.kind)
+        outcome = await self.execute(task)
+        artifacts = await self._store_artifacts(task, outcome)
+        result = TaskUpdateMessage(
+            task_id=task.task_id,
+            attempt=task.attempt,
+            worker_id=worker_id,
+            kind="result",
+            status=outcome.status,
+            result=outcome.result if outcome.result else None,
+            error_message=outcome.error_message,
+            error_step=outcome.error_step,
+            artifacts=artifacts,
+            execution_time_seconds=outcome.execution_time_seconds,
+            logs=outcome.logs,
+        )
+        await self._publish_with_retry(result, f"{task.task_id}:{task.attempt}:result")
+        log.info(
+            "%s %s%s", task_ref, outcome.status, f": {outcome.error_message}" if outcome.error_message else ""
+        )
+        await msg.ack_sync(timeout=self.settings.rpc_timeout_seconds)
+
+    async def execute(self, task: TaskDispatch) -> StepsOutcome:
+        """Release the secrets, run the steps in a fresh context, forget the secrets."""
+        started = time.monotonic()
+        if task.spec.kind == "agent":
+            return StepsOutcome(status="failed", result={}, error_message=AGENT_UNAVAILABLE)
+        names = task.spec.secret_names()
+        values: dict[str, str] = {}
+        if names:
+            try:
+                reply: ReleaseReply = await self.rpc.call(
+                    subjects.Vault.RELEASE,
+                    ReleaseRequest(
+                        task_id=task.task_id, worker_key=self.identity.worker_key, names=sorted(names)
+                    ),
+                    ReleaseReply,
+                )
+            except ServiceError as exc:
+                return StepsOutcome(
+                    status="failed", result={}, error_message=f"secrets not released: {exc.message}"
+                )
+            missing = sorted(names - reply.values.keys())
+            if missing:
+                return StepsOutcome(
+                    status="failed", result={}, error_message=f"secrets not released: {', '.join(missing)}"
+                )
+            values = {name: reply.values[name] for name in names}
+        held = self.masks.register(values.values())
+        try:
+            runner = StepsRunner(task.spec, values, timeout_seconds=task.timeout_seconds)
+            outcome = await self._run_cancellable(task, runner)
+        except Exception as exc:
+            log.exception("running %s failed unexpectedly", task.task_id)
+            outcome = StepsOutcome(
+                status="failed",
+                result={},
+                error_message=Masker(values.values()).text(f"worker error: {type(exc).__name__}: {exc}")[
+                    :500
+                ],
+            )
+        finally:
+            self.masks.release(held)
+            values.clear()
+        outcome.execution_time_seconds = round(time.monotonic() - started, 3)
+        return outcome
+
+    async def _run_cancellable(self, task: TaskDispatch, runner: StepsRunner) -> StepsOutcome:
+        """Runs the steps; a message on `tasks.cancel.<task_id>` stops them at once."""
+        async with self.browser.context() as ctx:
+            run = asyncio.create_task(runner.run(ctx))
+
+            async def on_cancel(_msg: Msg) -> None:
+                run.cancel()
+
+            sub = await self.nc.subscribe(subjects.task_cancel(task.task_id), cb=on_cancel)
+            try:
+                return await run
+            except asyncio.CancelledError:
+                current = asyncio.current_task()
+                if current is not None and current.cancelling():
+                    raise  # we are being shut down, not the task being cancelled
+                return runner.masked(
+                    StepsOutcome(
+                        status="failed", result=await runner.partial_result(), error_message="cancelled"
+                    )
+                )
+            finally:
+                with contextlib.suppress(Exception):
+                    await sub.unsubscribe()
+
+    async def _store_artifacts(self, task: TaskDispatch, outcome: StepsOutcome) -> list[ArtifactRef]:
+        if not outcome.artifacts:
+            return []
+        refs: list[ArtifactRef] = []
+        store = await self.js.object_store(subjects.ARTIFACTS_BUCKET)
+        for artifact in outcome.artifacts:
+            object_name = f"{task.task_id}/{task.attempt}/{artifact.name}"
+            try:
+                await store.put(
+                    object_name, artifact.data, meta=ObjectMeta(description=artifact.content_type)
+                )
+            except Exception as exc:
+                log.warning("storing artifact %s failed: %s", object_name, exc)
+                if outcome.status == "completed":
+                    outcome.status = "failed"
+                    outcome.error_message = f"storing artifact {artifact.name} failed"
+                continue
+            refs.append(
+                ArtifactRef(
+                    name=artifact.name,
+                    object_name=object_name,
+                    content_type=artifact.content_type,
+                    size=len(artifact.data),
+                )
+            )
+        return refs
+
+    async def _publish(self, update: TaskUpdateMessage, msg_id: str) -> None:
+        await self.js.publish(
+            subjects.task_update(update.task_id),
+            update.model_dump_json().encode(),
+            stream=subjects.TASK_UPDATES_STREAM,
+            headers={"Nats-Msg-Id": msg_id},
+        )
+
+    async def _publish_with_retry(self, update: TaskUpdateMessage, msg_id: str) -> None:
+        # the msg id makes retries safe: JetStream drops a copy that did arrive
+        delay = 0.5
+        for attempt in range(1, RESULT_PUBLISH_ATTEMPTS + 1):
+            try:
+                await self._publish(update, msg_id)
+                return
+            except (nats.errors.Error, TimeoutError) as exc:
+                if attempt == RESULT_PUBLISH_ATTEMPTS:
+                    raise
+                log.warning("publishing the result of %s failed (%s); retrying", update.task_id, exc)
+                await asyncio.sleep(delay)
+                delay *= 2
+
+
+def _first_error(exc: ValidationError) -> str:
+    errors = exc.errors(include_url=False, include_input=False)
+    if not errors:
+        return str(exc)
+    first: dict[str, Any] = dict(errors[0])
+    loc = ".".join(str(p) for p in first.get("loc", ()))
+    return f"{loc}: {first.get('msg')}" if loc else str(first.get("msg"))
