@@ -20,7 +20,7 @@ dev: install
 	uv run --frozen browserfleet up
 
 test: install
-	uv run --frozen pytest
+	uv run --frozen python scripts/run_tests.py
 
 lint: install
 	uv run --frozen ruff check .
