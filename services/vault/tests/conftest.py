@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import base64
 import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import pytest
 from browserfleet_core.db import Database
@@ -51,5 +51,5 @@ async def session(vault_db: Database) -> AsyncIterator[AsyncSession]:
 
 
 @pytest.fixture
-def master_key() -> Iterator[bytes]:
-    yield MASTER_KEY
+def master_key() -> bytes:
+    return MASTER_KEY

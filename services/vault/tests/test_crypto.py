@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import os
 
 import pytest
@@ -86,7 +87,9 @@ def test_settings_require_a_32_byte_master_key(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setenv("VAULT_PREVIOUS_MASTER_KEYS", '{"1": "not base64!"}')
     with pytest.raises(ValidationError, match="not valid base64"):
         VaultSettings()
-    monkeypatch.setenv("VAULT_PREVIOUS_MASTER_KEYS", '{"1": "%s"}' % base64.b64encode(os.urandom(32)).decode())
+    monkeypatch.setenv(
+        "VAULT_PREVIOUS_MASTER_KEYS", json.dumps({"1": base64.b64encode(os.urandom(32)).decode()})
+    )
     monkeypatch.setenv("VAULT_MASTER_KEY_VERSION", "2")
     assert sorted(Keyring.from_settings(VaultSettings()).keys) == [1, 2]
 

@@ -30,7 +30,7 @@ async def insert_data_key_if_absent(
     session: AsyncSession, org_id: str, wrapped_key: bytes, version: int
 ) -> None:
     """Two first writes for one org race here; the unique key lets exactly one data key win."""
-    await session.execute(
+    await session.exec(
         insert(DataKey)
         .values(
             id=new_id(),
@@ -79,7 +79,7 @@ async def upsert_credential(
             "updated_at": stmt.excluded.updated_at,
         },
     ).returning(col(Credential.id))
-    credential_id = (await session.execute(upsert)).scalar_one()
+    credential_id = (await session.exec(upsert)).scalar_one()
     credential = await session.get(Credential, credential_id, populate_existing=True)
     assert credential is not None
     return credential
@@ -116,7 +116,7 @@ async def delete_credential(session: AsyncSession, org_id: str, name: str) -> bo
         .where(col(Credential.org_id) == org_id, col(Credential.name) == name)
         .returning(col(Credential.id))
     )
-    return (await session.execute(stmt)).first() is not None
+    return (await session.exec(stmt)).first() is not None
 
 
 async def add_releases(
