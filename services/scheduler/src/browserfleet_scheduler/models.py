@@ -1,0 +1,94 @@
+"""The scheduler's tables (schema `scheduler`)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from browserfleet_core.db import schema_metadata, utcnow
+from browserfleet_core.outbox import outbox_table
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    ForeignKey,
+    Identity,
+    Index,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlmodel import Field, SQLModel
+
+
+class SchedulerBase(SQLModel):
+    metadata = schema_metadata("scheduler")
+
+
+def _ts(*, nullable: bool, index: bool = False) -> Any:
+    return Field(
+        default=None if nullable else ...,
+        sa_type=DateTime(timezone=True),
+        nullable=nullable,
+        index=index,
+    )
+
+
+class Task(SchedulerBase, table=True):
+    __tablename__ = "tasks"
+    __table_args__ = (
+        UniqueConstraint("org_id", "idempotency_key", name="uq_tasks_org_id_idempotency_key"),
+        # keyset pagination of one org's tasks, newest first
+        Index("ix_tasks_org_id_created_at_id", "org_id", "created_at", "id"),
+    )
+
+    id: str = Field(primary_key=True, max_length=36)
+    org_id: str = Field(index=True, max_length=64)
+    title: str | None = Field(default=None, max_length=500)
+    kind: str = Field(max_length=16)
+    status: str = Field(max_length=16, index=True)
+    status_detail: str | None = Field(default=None, sa_type=Text)
+    priority: str = Field(max_length=16)
+    worker_tags: list[str] = Field(default_factory=list, sa_type=JSONB)
+    spec: dict[str, Any] = Field(sa_type=JSONB)
+    secret_names: list[str] = Field(default_factory=list, sa_type=JSONB)
+    timeout_seconds: int
+    max_attempts: int
+    attempt: int = 1
+    worker_id: str | None = Field(default=None, max_length=64)
+    result: dict[str, Any] | None = Field(default=None, sa_type=JSONB)
+    error_message: str | None = Field(default=None, sa_type=Text)
+    error_step: int | None = None
+    artifacts: list[dict[str, Any]] = Field(default_factory=list, sa_type=JSONB)
+    webhook_url: str | None = Field(default=None, sa_type=Text)
+    # `metadata` is SQLModel's own attribute, so the column is mapped under another name
+    task_metadata: dict[str, str] = Field(
+        default_factory=dict, sa_column=Column("metadata", JSONB, nullable=False)
+    )
+    created_by: str | None = Field(default=None, max_length=64)
+    idempotency_key: str | None = Field(default=None, max_length=255)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
+    started_at: datetime | None = _ts(nullable=True)
+    completed_at: datetime | None = _ts(nullable=True)
+    execution_time_seconds: float | None = None
+
+
+class TaskAttempt(SchedulerBase, table=True):
+    __tablename__ = "task_attempts"
+    __table_args__ = (UniqueConstraint("task_id", "attempt", name="uq_task_attempts_task_id_attempt"),)
+
+    id: int | None = Field(default=None, sa_column=Column(BigInteger, Identity(), primary_key=True))
+    task_id: str = Field(
+        sa_column=Column(String(36), ForeignKey("scheduler.tasks.id", ondelete="CASCADE"), nullable=False)
+    )
+    attempt: int
+    worker_id: str | None = Field(default=None, max_length=64)
+    status: str = Field(max_length=16)
+    claimed_at: datetime | None = _ts(nullable=True)
+    finished_at: datetime | None = _ts(nullable=True)
+    error: str | None = Field(default=None, sa_type=Text)
+
+
+outbox = outbox_table(SchedulerBase.metadata)

@@ -1,0 +1,152 @@
+"""Fixtures: one migrated database and one running scheduler (real NATS, real PostgreSQL) for the package."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
+
+import pytest
+from browserfleet_contracts import subjects
+from browserfleet_contracts.common import Actor
+from browserfleet_contracts.tasks import CreateTaskRequest, TaskCreate, TaskPublic
+from browserfleet_contracts.workers import WorkerIdentity
+from browserfleet_core.messaging import RpcClient, connect
+from browserfleet_core.migrations import upgrade
+from browserfleet_scheduler.app import PACKAGE, SchedulerApp
+from browserfleet_scheduler.settings import SchedulerSettings
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.errors import NotFoundError
+
+T = TypeVar("T")
+# a cap so a broken test fails instead of hanging; no test asserts on speed
+WAIT_CAP = 30.0
+
+
+class DictAuthenticator:
+    """Injected in place of the worker-gateway call: worker keys known to this test run."""
+
+    def __init__(self) -> None:
+        self.keys: dict[str, WorkerIdentity] = {}
+
+    def add(self, org_id: str | None = None) -> tuple[str, WorkerIdentity]:
+        key = f"sk_worker_{uuid.uuid4().hex}"
+        identity = WorkerIdentity(worker_id=str(uuid.uuid4()), org_id=org_id, name="w", tags=[])
+        self.keys[key] = identity
+        return key, identity
+
+    async def authenticate(self, worker_key: str) -> WorkerIdentity | None:
+        return self.keys.get(worker_key)
+
+
+async def eventually(probe: Callable[[], Awaitable[T | None]], what: str) -> T:
+    """Poll `probe` until it returns something truthy (hang protection only, not a speed check)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + WAIT_CAP
+    while True:
+        value = await probe()
+        if value:
+            return value
+        if loop.time() > deadline:
+            raise AssertionError(f"gave up waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+def settings_for(nats_url: str, database_url: str) -> SchedulerSettings:
+    return SchedulerSettings(
+        nats_url=nats_url,
+        database_url=database_url,
+        migrate_on_start=False,
+        outbox_poll_seconds=0.2,
+        update_redelivery_seconds=0.0,
+    )
+
+
+@pytest.fixture(scope="session")
+def migrated(database_url: str) -> str:
+    upgrade(PACKAGE, database_url)
+    return database_url
+
+
+@pytest.fixture(scope="session")
+def authenticator() -> DictAuthenticator:
+    return DictAuthenticator()
+
+
+@pytest.fixture(scope="session")
+async def scheduler(
+    nats_url: str, migrated: str, authenticator: DictAuthenticator
+) -> AsyncIterator[SchedulerApp]:
+    app = SchedulerApp(settings_for(nats_url, migrated), authenticator=authenticator)
+    await app.start()
+    yield app
+    await app.stop()
+
+
+@pytest.fixture(scope="session")
+async def nc(nats_url: str) -> AsyncIterator[NatsClient]:
+    client = await connect(nats_url, name="scheduler-tests")
+    yield client
+    await client.drain()
+
+
+@pytest.fixture(scope="session")
+def js(nc: NatsClient) -> JetStreamContext:
+    return nc.jetstream()
+
+
+@pytest.fixture(scope="session")
+def rpc(nc: NatsClient, scheduler: SchedulerApp) -> RpcClient:
+    return RpcClient(nc, timeout=10.0)
+
+
+def actor(org_id: str | None = None, role: str = "user") -> Actor:
+    return Actor(org_id=org_id or f"org-{uuid.uuid4().hex[:12]}", user_id="u1", role=role)  # type: ignore[arg-type]
+
+
+def steps_task(**extra: Any) -> TaskCreate:
+    return TaskCreate(steps=[{"action": "navigate", "url": "https://example.test/"}], **extra)  # type: ignore[list-item]
+
+
+async def create(rpc: RpcClient, who: Actor, key: str | None = None, **extra: Any) -> TaskPublic:
+    req = CreateTaskRequest(actor=who, task=steps_task(**extra), idempotency_key=key)
+    return await rpc.call(subjects.Scheduler.CREATE_TASK, req, TaskPublic)
+
+
+async def take_dispatch(js: JetStreamContext, msg_id: str, priority: str = "normal") -> Msg:
+    """Pull from the pool's shared durable consumer until the message with `msg_id` arrives; other
+    messages (another test's leftovers) are handed back untouched."""
+    sub = await js.pull_subscribe_bind(
+        durable=subjects.task_run_consumer(subjects.DEFAULT_POOL, priority), stream=subjects.TASKS_STREAM
+    )
+    try:
+
+        async def probe() -> Msg | None:
+            try:
+                batch = await sub.fetch(batch=50, timeout=1.0)
+            except TimeoutError:
+                return None
+            found = None
+            for m in batch:
+                if m.headers and m.headers.get("Nats-Msg-Id") == msg_id and found is None:
+                    found = m
+                else:
+                    await m.nak()
+            if found is not None:
+                await found.ack()
+            return found
+
+        return await eventually(probe, f"dispatch {msg_id}")
+    finally:
+        await sub.unsubscribe()
+
+
+async def subject_count(js: JetStreamContext, stream: str, subject: str) -> int:
+    try:
+        info = await js.stream_info(stream, subjects_filter=subject)
+    except NotFoundError:
+        return 0
+    return int((info.state.subjects or {}).get(subject, 0))

@@ -1,0 +1,364 @@
+"""The task protocol against a running scheduler on real NATS JetStream and real PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+
+import pytest
+from browserfleet_contracts import subjects
+from browserfleet_contracts.common import Page
+from browserfleet_contracts.events import EventEnvelope
+from browserfleet_contracts.tasks import (
+    ClaimInfo,
+    ClaimInfoRequest,
+    ClaimReply,
+    ClaimRequest,
+    CreateTaskRequest,
+    GetTaskRequest,
+    ListTasksRequest,
+    TaskDispatch,
+    TaskPublic,
+    TaskUpdateMessage,
+)
+from browserfleet_core.errors import ServiceError
+from browserfleet_core.messaging import RpcClient
+from browserfleet_core.outbox import OutboxRelay
+from browserfleet_scheduler import handlers, repository, service
+from browserfleet_scheduler.app import SchedulerApp
+from browserfleet_scheduler.models import TaskAttempt, outbox
+from nats.js import JetStreamContext
+from sqlalchemy import func, select
+
+from .conftest import DictAuthenticator, actor, create, eventually, steps_task, subject_count, take_dispatch
+
+
+async def claim(rpc: RpcClient, task_id: str, key: str, attempt: int = 1) -> ClaimReply:
+    req = ClaimRequest(task_id=task_id, attempt=attempt, worker_key=key)
+    return await rpc.call(subjects.Scheduler.CLAIM, req, ClaimReply)
+
+
+async def get(rpc: RpcClient, who: object, task_id: str) -> TaskPublic:
+    return await rpc.call(subjects.Scheduler.GET_TASK, GetTaskRequest(actor=who, task_id=task_id), TaskPublic)  # type: ignore[arg-type]
+
+
+async def unpublished(app: SchedulerApp) -> int:
+    async with app.db.transaction() as session:
+        return int((await session.exec(select(func.count()).where(outbox.c.published_at.is_(None)))).one()[0])  # type: ignore[call-overload]
+
+
+async def create_dispatches_once_and_announces(rpc: RpcClient, js: JetStreamContext) -> None:
+    who = actor()
+    task = await create(rpc, who, title="t", priority="high", worker_tags=["gpu"])
+    assert (task.status, task.attempt, task.org_id, task.worker_tags) == ("queued", 1, who.org_id, ["gpu"])
+
+    msg = await take_dispatch(js, f"{task.id}:1", priority="high")
+    assert msg.subject == subjects.task_run(subjects.DEFAULT_POOL, "high")
+    dispatch = TaskDispatch.model_validate_json(msg.data)
+    assert (dispatch.task_id, dispatch.org_id, dispatch.attempt) == (task.id, who.org_id, 1)
+    assert dispatch.spec == task.spec
+
+    created = subjects.event(who.org_id, "task.created")
+    await eventually(lambda: subject_count(js, subjects.EVENTS_STREAM, created), "task.created event")
+    assert await subject_count(js, subjects.EVENTS_STREAM, created) == 1
+
+
+async def test_create_dispatches_to_pool_with_attempt_msg_id(rpc: RpcClient, js: JetStreamContext) -> None:
+    await create_dispatches_once_and_announces(rpc, js)
+
+
+async def test_idempotency_key_returns_first_task_per_org(rpc: RpcClient) -> None:
+    who, other = actor(), actor()
+    first = await create(rpc, who, key="k-1", title="first")
+    again = await create(rpc, who, key="k-1", title="second")
+    elsewhere = await create(rpc, other, key="k-1")
+    assert again.id == first.id and again.title == "first"
+    assert elsewhere.id != first.id
+    racing = await asyncio.gather(*(create(rpc, who, key="k-race") for _ in range(5)))
+    assert len({t.id for t in racing}) == 1
+
+
+async def test_viewer_cannot_create(rpc: RpcClient) -> None:
+    with pytest.raises(ServiceError) as err:
+        await create(rpc, actor(role="viewer"))
+    assert err.value.status == 403
+
+
+async def test_invalid_request_names_the_field(rpc: RpcClient) -> None:
+    body = {"actor": actor().model_dump(), "task": {"steps": [{"action": "navigate", "url": "ftp://x"}]}}
+    with pytest.raises(ServiceError) as err:
+        await rpc.call(subjects.Scheduler.CREATE_TASK, body, TaskPublic)
+    assert err.value.status == 422 and err.value.field is not None and "url" in err.value.field
+
+
+async def test_other_orgs_task_and_malformed_id_are_not_found(rpc: RpcClient) -> None:
+    who = actor()
+    task = await create(rpc, who)
+    assert (await get(rpc, who, task.id)).id == task.id
+    for other, task_id in ((actor(), task.id), (who, "not-a-uuid"), (who, str(uuid.uuid4()))):
+        with pytest.raises(ServiceError) as err:
+            await get(rpc, other, task_id)
+        assert err.value.status == 404
+
+
+async def test_list_is_newest_first_with_cursor_and_status_filter(
+    rpc: RpcClient, authenticator: DictAuthenticator
+) -> None:
+    who = actor()
+    made = [await create(rpc, who, title=str(i)) for i in range(3)]
+    await create(rpc, actor())  # another org's task never shows up
+
+    async def page(**kw: object) -> Page[TaskPublic]:
+        req = ListTasksRequest(actor=who, **kw)  # type: ignore[arg-type]
+        return await rpc.call(subjects.Scheduler.LIST_TASKS, req, Page[TaskPublic])
+
+    first = await page(limit=2)
+    assert [t.id for t in first.items] == [made[2].id, made[1].id] and first.next_cursor
+    second = await page(limit=2, cursor=first.next_cursor)
+    assert [t.id for t in second.items] == [made[0].id] and second.next_cursor is None
+
+    key, _ = authenticator.add()
+    assert (await claim(rpc, made[1].id, key)).granted
+    running = await page(status="running")
+    assert [t.id for t in running.items] == [made[1].id]
+
+    with pytest.raises(ServiceError) as err:
+        await page(cursor="garbage!")
+    assert err.value.status == 422 and err.value.field == "cursor"
+
+
+async def test_claim_rules(rpc: RpcClient, authenticator: DictAuthenticator, js: JetStreamContext) -> None:
+    who = actor()
+    task = await create(rpc, who)
+    w1, id1 = authenticator.add(org_id=who.org_id)
+    w2, _ = authenticator.add()
+    foreign, _ = authenticator.add(org_id="some-other-org")
+
+    assert not (await claim(rpc, task.id, foreign)).granted
+    assert not (await claim(rpc, task.id, "sk_worker_unknown")).granted
+    assert not (await claim(rpc, task.id, w1, attempt=2)).granted
+
+    granted = await claim(rpc, task.id, w1)
+    assert granted.granted and granted.worker_id == id1.worker_id
+    assert granted.task is not None and granted.task.task_id == task.id
+    again = await claim(rpc, task.id, w1)
+    assert again.granted, "a worker re-claiming its own attempt is answered the same"
+    refused = await claim(rpc, task.id, w2)
+    assert not refused.granted and refused.reason and "another worker" in refused.reason
+
+    current = await get(rpc, who, task.id)
+    assert (current.status, current.worker_id) == ("running", id1.worker_id) and current.started_at
+
+    info = await rpc.call(subjects.Scheduler.CLAIM_INFO, ClaimInfoRequest(task_id=task.id), ClaimInfo)
+    assert (info.status, info.worker_id, info.org_id, info.attempt) == (
+        "running",
+        id1.worker_id,
+        who.org_id,
+        1,
+    )
+
+    started = subjects.event(who.org_id, "task.started")
+    await eventually(lambda: subject_count(js, subjects.EVENTS_STREAM, started), "task.started event")
+    assert await subject_count(js, subjects.EVENTS_STREAM, started) == 1
+
+
+async def test_concurrent_claims_only_one_wins(rpc: RpcClient, authenticator: DictAuthenticator) -> None:
+    task = await create(rpc, actor())
+    keys = [authenticator.add()[0] for _ in range(8)]
+    replies = await asyncio.gather(*(claim(rpc, task.id, k) for k in keys))
+    assert sum(r.granted for r in replies) == 1
+
+
+async def test_result_recorded_once_even_when_delivered_twice(
+    rpc: RpcClient, authenticator: DictAuthenticator, js: JetStreamContext, scheduler: SchedulerApp
+) -> None:
+    who = actor()
+    task = await create(rpc, who)
+    key, identity = authenticator.add()
+    assert (await claim(rpc, task.id, key)).granted
+
+    update = TaskUpdateMessage(
+        task_id=task.id,
+        attempt=1,
+        worker_id=identity.worker_id,
+        kind="result",
+        status="completed",
+        result={"title": "Example"},
+        execution_time_seconds=1.5,
+    )
+    late = update.model_copy(update={"status": "failed", "error_message": "late"})
+    subject = subjects.task_update(task.id)
+    # distinct msg ids so JetStream keeps every copy: the consumer itself must see the duplicates
+    await js.publish(subject, update.model_dump_json().encode(), headers={"Nats-Msg-Id": f"{task.id}:dup-1"})
+    await js.publish(subject, update.model_dump_json().encode(), headers={"Nats-Msg-Id": f"{task.id}:dup-2"})
+    last = await js.publish(
+        subject, late.model_dump_json().encode(), headers={"Nats-Msg-Id": f"{task.id}:dup-3"}
+    )
+
+    async def consumed() -> bool:
+        info = await js.consumer_info(subjects.TASK_UPDATES_STREAM, handlers.UPDATES_DURABLE)
+        return info.ack_floor.stream_seq >= last.seq
+
+    await eventually(consumed, "scheduler to ack every update")
+    await eventually(lambda: _zero(scheduler), "outbox drained")
+
+    done = await get(rpc, who, task.id)
+    assert (done.status, done.result, done.execution_time_seconds) == ("completed", {"title": "Example"}, 1.5)
+    assert done.completed_at is not None and done.error_message is None
+
+    completed = subjects.event(who.org_id, "task.completed")
+    assert await subject_count(js, subjects.EVENTS_STREAM, completed) == 1
+    assert await subject_count(js, subjects.EVENTS_STREAM, subjects.event(who.org_id, "task.failed")) == 0
+    sub = await js.pull_subscribe(completed, stream=subjects.EVENTS_STREAM)
+    (msg,) = await sub.fetch(1)
+    envelope = EventEnvelope.model_validate_json(msg.data)
+    assert msg.headers and msg.headers["Nats-Msg-Id"] == envelope.id == f"{task.id}:1:completed"
+    assert envelope.type == "task.completed" and envelope.data["status"] == "completed"
+    assert envelope.data["worker_id"] == identity.worker_id and envelope.data["attempt"] == 1
+    await sub.unsubscribe()
+
+    async with scheduler.db.transaction() as session:
+        attempt = await repository.get_attempt(session, task.id, 1)
+    assert isinstance(attempt, TaskAttempt) and attempt.status == "completed" and attempt.finished_at
+
+
+async def _zero(app: SchedulerApp) -> bool:
+    return await unpublished(app) == 0
+
+
+async def test_update_from_wrong_worker_or_attempt_changes_nothing(
+    rpc: RpcClient, authenticator: DictAuthenticator, js: JetStreamContext
+) -> None:
+    who = actor()
+    task = await create(rpc, who)
+    key, identity = authenticator.add()
+    assert (await claim(rpc, task.id, key)).granted
+    subject = subjects.task_update(task.id)
+    bad = [
+        TaskUpdateMessage(task_id=task.id, attempt=1, worker_id="impostor", kind="result", status="failed"),
+        TaskUpdateMessage(
+            task_id=task.id, attempt=7, worker_id=identity.worker_id, kind="result", status="failed"
+        ),
+        TaskUpdateMessage(task_id=task.id, attempt=1, worker_id=identity.worker_id, kind="started"),
+    ]
+    acks = [await js.publish(subject, m.model_dump_json().encode()) for m in bad]
+    # garbage on the stream must be dropped, not block the consumer
+    garbage = await js.publish(subject, b"{not json")
+
+    async def consumed() -> bool:
+        info = await js.consumer_info(subjects.TASK_UPDATES_STREAM, handlers.UPDATES_DURABLE)
+        return info.ack_floor.stream_seq >= max(garbage.seq, *(a.seq for a in acks))
+
+    await eventually(consumed, "scheduler to settle every update")
+    assert (await get(rpc, who, task.id)).status == "running"
+
+
+async def test_failed_update_handling_is_redelivered(
+    rpc: RpcClient,
+    authenticator: DictAuthenticator,
+    js: JetStreamContext,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    who = actor()
+    task = await create(rpc, who)
+    key, identity = authenticator.add()
+    assert (await claim(rpc, task.id, key)).granted
+
+    real = service.apply_update
+    calls = 0
+
+    async def flaky(*args: object, **kwargs: object) -> bool:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise RuntimeError("database went away")
+        return await real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(service, "apply_update", flaky)
+    update = TaskUpdateMessage(
+        task_id=task.id,
+        attempt=1,
+        worker_id=identity.worker_id,
+        kind="result",
+        status="failed",
+        error_message="boom",
+    )
+    await js.publish(subjects.task_update(task.id), update.model_dump_json().encode())
+
+    async def failed() -> bool:
+        return (await get(rpc, who, task.id)).status == "failed"
+
+    await eventually(failed, "the redelivered update to be recorded")
+    assert calls >= 2
+    assert (await get(rpc, who, task.id)).error_message == "boom"
+
+
+async def test_outbox_publishes_rows_a_crash_left_behind(
+    scheduler: SchedulerApp, js: JetStreamContext, migrated: str
+) -> None:
+    """The service commits a task but its relay never runs (the process died after commit); a relay
+    started later publishes the dispatch and the event, and a second publication is deduplicated."""
+    from browserfleet_core.db import Database
+
+    db = Database(migrated, "scheduler")
+    dead_relay = OutboxRelay(db, outbox)  # never started
+    who = actor()
+    try:
+        async with db.transaction() as session:
+            task = await service.create_task(
+                session, dead_relay, CreateTaskRequest(actor=who, task=steps_task(priority="low"))
+            )
+        async with db.transaction() as session:
+            rows = (
+                await session.exec(
+                    select(outbox.c.msg_id, outbox.c.published_at).where(outbox.c.msg_id.like(f"{task.id}:%"))
+                )
+            ).all()  # type: ignore[call-overload]
+        assert {r.msg_id for r in rows} == {f"{task.id}:1", f"{task.id}:created"}
+        assert all(r.published_at is None for r in rows)
+
+        recovered = OutboxRelay(db, outbox, poll_seconds=0.2)
+        recovered.start(js)
+        try:
+            msg = await take_dispatch(js, f"{task.id}:1", priority="low")
+            assert TaskDispatch.model_validate_json(msg.data).task_id == task.id
+            created = subjects.event(who.org_id, "task.created")
+            await eventually(lambda: subject_count(js, subjects.EVENTS_STREAM, created), "task.created event")
+
+            # a crash after publishing but before marking the rows: the next pass publishes again
+            async with db.transaction() as session:
+                await session.exec(
+                    outbox.update().where(outbox.c.msg_id == f"{task.id}:created").values(published_at=None)
+                )  # type: ignore[call-overload]
+            await eventually(lambda: _zero(scheduler), "outbox drained again")
+            assert await subject_count(js, subjects.EVENTS_STREAM, created) == 1
+            envelope = json.loads((await _last(js, created)).data)
+            assert envelope["id"] == f"{task.id}:created" and envelope["data"]["status"] == "queued"
+        finally:
+            await recovered.stop()
+    finally:
+        await db.dispose()
+
+
+async def _last(js: JetStreamContext, subject: str) -> object:
+    return await js.get_last_msg(subjects.EVENTS_STREAM, subject)
+
+
+async def test_concurrent_claims_in_separate_transactions(
+    scheduler: SchedulerApp, authenticator: DictAuthenticator
+) -> None:
+    """Below the RPC layer: claims racing in their own transactions still leave exactly one winner."""
+    async with scheduler.db.transaction() as session:
+        task = await service.create_task(
+            session, scheduler.relay, CreateTaskRequest(actor=actor(), task=steps_task())
+        )
+    identities = [authenticator.add()[1] for _ in range(6)]
+
+    async def one(identity: object) -> ClaimReply:
+        async with scheduler.db.transaction() as session:
+            req = ClaimRequest(task_id=task.id, attempt=1, worker_key="unused")
+            return await service.claim(session, scheduler.relay, req, identity)  # type: ignore[arg-type]
+
+    replies = await asyncio.gather(*(one(i) for i in identities))
+    assert sum(r.granted for r in replies) == 1
