@@ -29,7 +29,9 @@ async def make_user(
     session: AsyncSession, svc: AuthService, *, email: str = "Alice@Example.com", role: str = "user"
 ) -> tuple[Organization, User]:
     org = await svc.create_organization(session, "Acme Corp")
-    user = await svc.create_user(session, org_id=org.id, email=email, password=PASSWORD, role=role, name="Alice")
+    user = await svc.create_user(
+        session, org_id=org.id, email=email, password=PASSWORD, role=role, name="Alice"
+    )
     return org, user
 
 
@@ -54,7 +56,9 @@ async def test_login_issues_verifiable_tokens(session: AsyncSession, svc: AuthSe
     assert stored is not None and stored.user_id == user.id
     assert (stored.expires_at - stored.created_at) == timedelta(days=7)
     # only the hash is kept
-    raw = (await session.exec(select(RefreshSession).where(RefreshSession.token_hash == pair.refresh_token))).first()
+    raw = (
+        await session.exec(select(RefreshSession).where(RefreshSession.token_hash == pair.refresh_token))
+    ).first()
     assert raw is None
     await session.refresh(user)
     assert user.last_login is not None
@@ -62,7 +66,9 @@ async def test_login_issues_verifiable_tokens(session: AsyncSession, svc: AuthSe
 
 async def test_login_accepts_other_spellings_of_the_email(session: AsyncSession, svc: AuthService) -> None:
     await make_user(session, svc)
-    await svc.login(session, " ＡＬＩＣＥ@example.COM ", PASSWORD)  # full-width letters fold under NFKC
+    await svc.login(
+        session, " \uff21\uff2c\uff29\uff23\uff25@example.COM ", PASSWORD
+    )  # full-width letters fold under NFKC
 
 
 async def test_wrong_password_and_unknown_email_fail_alike(session: AsyncSession, svc: AuthService) -> None:
@@ -187,7 +193,12 @@ async def test_me_is_scoped_to_the_users_org(session: AsyncSession, svc: AuthSer
     assert other.slug != org.slug == "acme-corp"
 
     me = await svc.me(session, user_id=user.id, org_id=org.id)
-    assert (me.user.id, me.user.email, me.role, me.organization.slug) == (user.id, user.email, "user", "acme-corp")
+    assert (me.user.id, me.user.email, me.role, me.organization.slug) == (
+        user.id,
+        user.email,
+        "user",
+        "acme-corp",
+    )
 
     for user_id, org_id in [(user.id, other.id), ("missing", org.id)]:
         with pytest.raises(Unauthorized):
@@ -225,7 +236,9 @@ async def test_jwks_publishes_the_signing_key_and_recently_retired_ones(
 
     old = await repo.current_signing_key(session)
     assert old is not None and old.kid == new_key.kid
-    retired = [k for k in await repo.published_signing_keys(session, utcnow() - timedelta(days=1)) if k.kid == kid]
+    retired = [
+        k for k in await repo.published_signing_keys(session, utcnow() - timedelta(days=1)) if k.kid == kid
+    ]
     retired[0].retired_at = utcnow() - timedelta(seconds=901)
     session.add(retired[0])
     assert {k["kid"] for k in (await svc.jwks(session)).keys} == {new_key.kid}
