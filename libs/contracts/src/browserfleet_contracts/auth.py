@@ -4,9 +4,16 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
+import email_validator
 from pydantic import BaseModel, EmailStr, Field
 
 from .common import Contract, Role
+
+# Self-hosted installs name their machines `*.local`, and the bootstrap admin is admin@browserfleet.local:
+# email-validator rejects that special-use domain by default (its documented knob is this list), which
+# would make the first admin unable to log in.
+if "local" in email_validator.SPECIAL_USE_DOMAIN_NAMES:
+    email_validator.SPECIAL_USE_DOMAIN_NAMES.remove("local")
 
 
 class LoginRequest(Contract):
