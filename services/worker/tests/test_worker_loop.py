@@ -1,0 +1,182 @@
+"""The worker loop on a real NATS server (the `nats_url` fixture of browserfleet_core.testing).
+
+The scheduler, vault and worker-gateway are stood in by small in-test responders on their request/reply
+subjects, so the worker's side of the task protocol is tested alone: register, heartbeat, pull urgent
+first, claim, started, release secrets, run, store artifacts, result, ack.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import stat
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import nats
+from browserfleet_contracts import subjects
+from browserfleet_contracts.tasks import ClaimRequest, TaskDispatch, TaskSpec, TaskUpdateMessage
+from browserfleet_contracts.vault import ReleaseRequest
+from browserfleet_contracts.workers import Heartbeat, RegisterRequest
+from browserfleet_core.messaging import ensure_streams
+from browserfleet_core.testing import unique_name
+from browserfleet_worker.app import run
+from browserfleet_worker.settings import WorkerSettings
+from nats.aio.msg import Msg
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def dispatch(task_id: str, priority: str, spec: dict[str, Any], timeout: int = 60) -> TaskDispatch:
+    return TaskDispatch(
+        task_id=task_id,
+        org_id="org-1",
+        attempt=1,
+        priority=priority,  # type: ignore[arg-type]
+        timeout_seconds=timeout,
+        spec=TaskSpec.model_validate(spec),
+    )
+
+
+async def test_worker_runs_a_dispatched_task_end_to_end(
+    nats_url: str, site: str, password: str, tmp_path: Path
+) -> None:
+    pool = unique_name("pool")
+    good, refused, agent = unique_name("task"), unique_name("task"), unique_name("task")
+    calls: dict[str, list[Any]] = defaultdict(list)
+    nc = await nats.connect(nats_url)
+    js = nc.jetstream()
+    await ensure_streams(js)
+
+    # --- stand-ins for worker-gateway, scheduler and vault ---
+    async def register(msg: Msg) -> None:
+        req = RegisterRequest.model_validate_json(msg.data)
+        calls["register"].append(req)
+        await msg.respond(
+            json.dumps({"worker_id": "w-1", "worker_key": "sk_worker_test", "pool": pool}).encode()
+        )
+
+    async def heartbeat(msg: Msg) -> None:
+        calls["heartbeat"].append(Heartbeat.model_validate_json(msg.data))
+        await msg.respond(b'{"ok": true}')
+
+    async def claim(msg: Msg) -> None:
+        req = ClaimRequest.model_validate_json(msg.data)
+        calls["claim"].append(req)
+        granted = req.task_id != refused
+        reason = None if granted else "task was cancelled"
+        await msg.respond(json.dumps({"granted": granted, "reason": reason, "worker_id": "w-1"}).encode())
+
+    async def release(msg: Msg) -> None:
+        req = ReleaseRequest.model_validate_json(msg.data)
+        calls["release"].append(req)
+        await msg.respond(json.dumps({"values": {"PASSWORD": password}}).encode())
+
+    subs = [
+        await nc.subscribe(subjects.Workers.REGISTER, cb=register),
+        await nc.subscribe(subjects.Workers.HEARTBEAT, cb=heartbeat),
+        await nc.subscribe(subjects.Scheduler.CLAIM, cb=claim),
+        await nc.subscribe(subjects.Vault.RELEASE, cb=release),
+    ]
+    updates: dict[str, list[TaskUpdateMessage]] = defaultdict(list)
+    results: dict[str, asyncio.Future[TaskUpdateMessage]] = {
+        t: asyncio.get_running_loop().create_future() for t in (good, agent)
+    }
+
+    async def on_update(msg: Msg) -> None:
+        update = TaskUpdateMessage.model_validate_json(msg.data)
+        updates[update.task_id].append(update)
+        if update.kind == "result" and not results[update.task_id].done():
+            results[update.task_id].set_result(update)
+
+    subs.append(await nc.subscribe("tasks.updates.>", cb=on_update))
+
+    # --- the scheduler's side: dispatches on TASKS ---
+    steps = {
+        "steps": [
+            {"action": "navigate", "url": f"{site}/echo?q={{{{ secrets.PASSWORD }}}}"},
+            {"action": "extract", "name": "echo", "selector": "#echo"},
+            {"action": "screenshot", "name": "page"},
+        ]
+    }
+    for d in (
+        dispatch(good, "normal", steps),
+        dispatch(refused, "urgent", steps),
+        dispatch(agent, "low", {"kind": "agent", "goal": "find the cheapest widget"}),
+    ):
+        await js.publish(
+            subjects.task_run(pool, d.priority),
+            d.model_dump_json().encode(),
+            headers={"Nats-Msg-Id": f"{d.task_id}:1"},
+        )
+    await js.publish(subjects.task_run(pool, "high"), b"{not a dispatch")
+
+    settings = WorkerSettings(
+        nats_url=nats_url,
+        worker_invite_code="inv-test",
+        worker_name="test-worker",
+        worker_tags=["t1"],
+        worker_state_dir=tmp_path / "state",
+        heartbeat_seconds=0.2,
+        lease_extend_seconds=0.5,
+        shutdown_grace_seconds=10,
+    )
+    stop = asyncio.Event()
+    worker = asyncio.create_task(run(settings, stop))
+    try:
+        result = await asyncio.wait_for(results[good], 60)
+        agent_result = await asyncio.wait_for(results[agent], 60)
+    finally:
+        stop.set()
+        await asyncio.wait_for(worker, 30)
+
+    # registration traded the invite for a key, saved privately; the key is what claims carry
+    assert [r.invite_code for r in calls["register"]] == ["inv-test"]
+    assert calls["register"][0].tags == ["t1"]
+    saved = tmp_path / "state" / "worker.json"
+    assert json.loads(saved.read_text())["worker_key"] == "sk_worker_test"
+    assert stat.S_IMODE(saved.stat().st_mode) == 0o600
+    assert calls["heartbeat"]
+    assert calls["heartbeat"][0].worker_key == "sk_worker_test"
+    assert calls["heartbeat"][0].slots == 2
+    assert {c.task_id for c in calls["claim"]} == {good, refused, agent}
+    assert all(c.worker_key == "sk_worker_test" for c in calls["claim"])
+    assert [(r.task_id, r.names) for r in calls["release"]] == [(good, ["PASSWORD"])]
+
+    # a refused claim runs nothing
+    assert updates[refused] == []
+
+    assert [u.kind for u in updates[good]] == ["started", "result"]
+    assert result.status == "completed", result.error_message
+    assert result.worker_id == "w-1"
+    assert result.result is not None
+    assert result.result["extracted"] == {"echo": "You typed: ***"}
+    assert password not in json.dumps(result.model_dump(mode="json"))
+    assert [a.name for a in result.artifacts] == ["page.png"]
+    ref = result.artifacts[0]
+    assert ref.object_name == f"{good}/1/page.png"
+    stored = await (await js.object_store(subjects.ARTIFACTS_BUCKET)).get(ref.object_name)
+    assert stored.data is not None
+    assert stored.data.startswith(PNG)
+    assert ref.size == len(stored.data)
+
+    # the result is durable on TASK_UPDATES under its idempotent id
+    last = await js.get_last_msg(subjects.TASK_UPDATES_STREAM, subjects.task_update(good))
+    assert last.headers is not None
+    assert last.headers["Nats-Msg-Id"] == f"{good}:1:result"
+
+    assert agent_result.status == "failed"
+    assert agent_result.error_message is not None
+    assert agent_result.error_message.startswith("agent tasks need an LLM endpoint")
+
+    # every TASKS message was settled (acked, or termed for the refused claim and the malformed one)
+    for priority in subjects.PRIORITIES:
+        info = await js.consumer_info(subjects.TASKS_STREAM, subjects.task_run_consumer(pool, priority))
+        assert (priority, info.num_pending, info.num_ack_pending) == (priority, 0, 0)
+
+    for sub in subs:
+        with contextlib.suppress(Exception):
+            await sub.unsubscribe()
+    await nc.close()
