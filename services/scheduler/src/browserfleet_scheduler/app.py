@@ -85,14 +85,20 @@ class SchedulerApp:
 
 
 async def run() -> None:
+    import signal
+
     from browserfleet_core.observability import setup
-    from browserfleet_core.runner import wait_for_shutdown
 
     settings = SchedulerSettings()  # NATS_URL comes from the environment
     setup(settings)
+    # handlers go in before anything starts, so a SIGTERM during startup still ends us cleanly
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
     app = SchedulerApp(settings)
-    await app.start()
     try:
-        await wait_for_shutdown()
+        await app.start()
+        await stop.wait()
     finally:
         await app.stop()
