@@ -58,9 +58,9 @@ def test_find_chromium_prefers_configured_then_playwright_then_system(tmp_path: 
         find_chromium(missing, str(exe), str(exe))
 
 
-def test_no_sandbox_only_as_root() -> None:
-    assert "--no-sandbox" in launch_flags(is_root=True)
-    assert "--no-sandbox" not in launch_flags(is_root=False)
+def test_no_sandbox_flag_only_when_the_sandbox_is_off() -> None:
+    assert "--no-sandbox" in launch_flags(sandbox=False)
+    assert "--no-sandbox" not in launch_flags(sandbox=True)
 
 
 def test_settings_read_comma_separated_tags(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -8,9 +8,10 @@ import logging
 import signal
 
 from browserfleet_core.messaging import RpcClient, connect, ensure_pool_consumers, ensure_streams
+from pydantic import ValidationError
 
-from .browser import BrowserHost
-from .service import Worker, obtain_identity
+from .browser import BrowserHost, BrowserNotFound
+from .service import Worker, WorkerConfigError, obtain_identity
 from .settings import WorkerSettings
 
 log = logging.getLogger(__name__)
@@ -18,7 +19,9 @@ log = logging.getLogger(__name__)
 
 async def run(settings: WorkerSettings, stop: asyncio.Event) -> None:
     """Runs one worker until `stop` is set; running tasks get `shutdown_grace_seconds` to finish."""
-    browser = BrowserHost(executable=settings.browser_executable, headless=settings.headless)
+    browser = BrowserHost(
+        executable=settings.browser_executable, headless=settings.headless, sandbox=settings.browser_sandbox
+    )
     # launch first: a machine without Chromium should fail at start with the install hint, not per task
     await browser.start()
     nc = await connect(settings.nats_url, name=f"worker-{settings.worker_name}")
@@ -38,10 +41,20 @@ async def run(settings: WorkerSettings, stop: asyncio.Event) -> None:
 async def main() -> None:
     from browserfleet_core.observability import setup
 
-    settings = WorkerSettings()  # NATS_URL and the rest come from the environment
+    try:
+        settings = WorkerSettings()  # NATS_URL and the rest come from the environment
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']).upper()}: {e['msg']}" for e in exc.errors(include_url=False)
+        )
+        raise SystemExit(f"browserfleet-worker: bad configuration: {problems}") from None
     setup(settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    await run(settings, stop)
+    try:
+        await run(settings, stop)
+    except (WorkerConfigError, BrowserNotFound) as exc:
+        # an operator's mistake: one clear line, not a traceback
+        raise SystemExit(f"browserfleet-worker: {exc}") from None

@@ -54,9 +54,8 @@ def find_chromium(
     raise BrowserNotFound(INSTALL_HINT)
 
 
-def launch_flags(*, is_root: bool) -> list[str]:
-    # Chromium's sandbox refuses to start as root; elsewhere keep it, it is the last line of defence.
-    return [*BASE_FLAGS, *(["--no-sandbox"] if is_root else [])]
+def launch_flags(*, sandbox: bool) -> list[str]:
+    return [*BASE_FLAGS, *([] if sandbox else ["--no-sandbox"])]
 
 
 def _is_root() -> bool:
@@ -66,9 +65,13 @@ def _is_root() -> bool:
 class BrowserHost:
     """Owns Playwright and the one Browser; relaunches it if it crashed between tasks."""
 
-    def __init__(self, *, executable: str | None = None, headless: bool = True) -> None:
+    def __init__(
+        self, *, executable: str | None = None, headless: bool = True, sandbox: bool | None = None
+    ) -> None:
         self._configured = executable
         self._headless = headless
+        # Chromium's sandbox refuses to start as root; elsewhere keep it, it is the last line of defence.
+        self._sandbox = (not _is_root()) if sandbox is None else sandbox
         self._pw: Playwright | None = None
         self._browser: Browser | None = None
         self._lock = asyncio.Lock()
@@ -85,13 +88,12 @@ class BrowserHost:
             self._pw = await async_playwright().start()
         if self.executable is None:
             self.executable = find_chromium(self._configured, self._pw.chromium.executable_path)
-        root = _is_root()
-        log.info("launching Chromium %s", self.executable)
+        log.info("launching Chromium %s (sandbox %s)", self.executable, "on" if self._sandbox else "off")
         self._browser = await self._pw.chromium.launch(
             executable_path=self.executable,
             headless=self._headless,
-            args=launch_flags(is_root=root),
-            chromium_sandbox=not root,
+            args=launch_flags(sandbox=self._sandbox),
+            chromium_sandbox=self._sandbox,
         )
         return self._browser
 

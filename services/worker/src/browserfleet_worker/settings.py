@@ -29,6 +29,11 @@ class WorkerSettings(ServiceSettings):
         default=None, description="Chromium binary to use instead of autodetect"
     )
     headless: bool = True
+    browser_sandbox: bool | None = Field(
+        default=None,
+        description="Chromium's sandbox; unset = on unless running as root (containers without a seccomp "
+        "profile that allows user namespaces need BROWSER_SANDBOX=false)",
+    )
     heartbeat_seconds: float = Field(default=5.0, gt=0)
     lease_extend_seconds: float = Field(
         default=10.0, gt=0, description="in-progress ack interval (< ack_wait)"
