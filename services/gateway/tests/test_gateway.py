@@ -448,3 +448,39 @@ def test_openapi_without_a_server() -> None:
     assert "ErrorResponse" in doc["components"]["schemas"]
     tags = {t for p in doc["paths"].values() for op in p.values() for t in op.get("tags", [])}
     assert {"auth", "tasks", "credentials", "admin", "workers", "ops"} <= tags
+
+
+# --- rate limits --------------------------------------------------------------------------------
+def test_token_bucket_refills_at_the_configured_rate() -> None:
+    from browserfleet_gateway.ratelimit import RateLimiter, TooManyRequests
+
+    now = [100.0]
+    limiter = RateLimiter(rate=2.0, burst=2, clock=lambda: now[0])
+    limiter.hit("a")
+    limiter.hit("a")
+    with pytest.raises(TooManyRequests) as info:
+        limiter.hit("a")
+    assert info.value.retry_after == 1
+    limiter.hit("b")  # buckets are per principal
+    now[0] += 0.5  # one token back at 2/s
+    limiter.hit("a")
+    with pytest.raises(TooManyRequests):
+        limiter.hit("a")
+
+
+async def test_rate_limited_principal_gets_429_with_retry_after(
+    nats_url: str, gateway_nc: Any, services: Any, signer: Any
+) -> None:
+    settings = GatewaySettings(nats_url=nats_url, rate_limit_per_second=0.01, rate_limit_burst=2)
+    app = create_app(settings, nc=gateway_nc)
+    alice, bob = bearer(signer.token(sub="alice")), bearer(signer.token(sub="bob"))
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://g") as c,
+    ):
+        for _ in range(2):
+            assert (await c.get("/api/v1/tasks", headers=alice)).status_code == 200
+        limited = await c.get("/api/v1/tasks", headers=alice)
+        assert (await c.get("/api/v1/tasks", headers=bob)).status_code == 200
+    assert_error(limited, 429, code="rate_limited")
+    assert int(limited.headers["retry-after"]) >= 1

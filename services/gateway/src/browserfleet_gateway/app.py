@@ -22,6 +22,7 @@ from nats.aio.client import Client as NatsClient
 from .deps import GatewayState
 from .errors import install_error_handlers
 from .middleware import BodyLimitMiddleware, EdgeMiddleware
+from .ratelimit import RateLimiter
 from .routes import ROUTERS
 from .settings import GatewaySettings
 
@@ -50,7 +51,10 @@ def create_app(
             return jwks.model_dump()
 
         verifier = JwksVerifier(fetch_jwks, min_refresh_seconds=settings.jwks_min_refresh_seconds)
-        app.state.gateway = GatewayState(settings=settings, nc=conn, rpc=client, verifier=verifier)
+        limiter = RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst)
+        app.state.gateway = GatewayState(
+            settings=settings, nc=conn, rpc=client, verifier=verifier, limiter=limiter
+        )
         log.info("gateway ready on NATS %s", settings.nats_url)
         try:
             yield

@@ -14,6 +14,7 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from nats.aio.client import Client as NatsClient
 
+from .ratelimit import RateLimiter
 from .settings import GatewaySettings
 
 
@@ -25,6 +26,7 @@ class GatewayState:
     nc: NatsClient | None = None
     rpc: RpcClient | None = None
     verifier: JwksVerifier | None = None
+    limiter: RateLimiter | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -86,6 +88,8 @@ async def get_principal(
     role = claims.get("role")
     if role not in _ROLES:
         raise Unauthorized("token carries no valid role", code="invalid_token")
+    if state.limiter is not None:
+        state.limiter.hit(f"{claims['org']}:{claims['sub']}")
     actor = Actor(
         org_id=str(claims["org"]), user_id=str(claims["sub"]), role=role, client_ip=client_ip(request)
     )

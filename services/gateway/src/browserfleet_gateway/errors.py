@@ -83,7 +83,7 @@ async def _on_service_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ServiceError)
     headers = {}
     if exc.status == 429:
-        headers["Retry-After"] = "1"
+        headers["Retry-After"] = str(getattr(exc, "retry_after", 1))
     if exc.status >= 500:
         log.warning("upstream error %s %s: %s", exc.status, exc.code, exc.message)
     return error_json(exc.body(), headers)

@@ -21,6 +21,10 @@ class GatewaySettings(ServiceSettings):
     jwks_min_refresh_seconds: float = Field(
         default=5.0, ge=0, description="an unknown key id refetches the JWKS at most this often"
     )
+    rate_limit_per_second: float = Field(
+        default=10.0, ge=0, description="sustained requests per second per principal; 0 disables"
+    )
+    rate_limit_burst: int = Field(default=20, ge=1, description="requests a principal may make at once")
     health_timeout_seconds: float = Field(default=2.0, gt=0, description="per-dependency readiness budget")
 
     @field_validator("cors_origins", mode="before")
