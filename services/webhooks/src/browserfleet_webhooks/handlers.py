@@ -85,7 +85,7 @@ def build_events_router(rt: Runtime) -> NatsRouter:
             max_deliver=-1,
             max_ack_pending=1000,
         ),
-        pull_sub=PullSub(batch_size=32, timeout=5.0),
+        pull_sub=PullSub(batch_size=16, timeout=5.0),  # <= the DB pool, so a batch never queues on it
         ack_policy=AckPolicy.MANUAL,
         description="Domain events (EventEnvelope) turned into one pending delivery per matching endpoint.",
     )
