@@ -44,7 +44,7 @@ async def test_worker_runs_a_dispatched_task_end_to_end(
     nats_url: str, site: str, password: str, tmp_path: Path
 ) -> None:
     pool = unique_name("pool")
-    good, refused, agent = unique_name("task"), unique_name("task"), unique_name("task")
+    good, refused, agent, doomed = (unique_name("task") for _ in range(4))
     calls: dict[str, list[Any]] = defaultdict(list)
     nc = await nats.connect(nats_url)
     js = nc.jetstream()
@@ -82,12 +82,14 @@ async def test_worker_runs_a_dispatched_task_end_to_end(
     ]
     updates: dict[str, list[TaskUpdateMessage]] = defaultdict(list)
     results: dict[str, asyncio.Future[TaskUpdateMessage]] = {
-        t: asyncio.get_running_loop().create_future() for t in (good, agent)
+        t: asyncio.get_running_loop().create_future() for t in (good, agent, doomed)
     }
 
     async def on_update(msg: Msg) -> None:
         update = TaskUpdateMessage.model_validate_json(msg.data)
         updates[update.task_id].append(update)
+        if update.kind == "started" and update.task_id == doomed:
+            await nc.publish(subjects.task_cancel(doomed), b"")  # what the scheduler sends on cancel
         if update.kind == "result" and not results[update.task_id].done():
             results[update.task_id].set_result(update)
 
@@ -105,6 +107,16 @@ async def test_worker_runs_a_dispatched_task_end_to_end(
         dispatch(good, "normal", steps),
         dispatch(refused, "urgent", steps),
         dispatch(agent, "low", {"kind": "agent", "goal": "find the cheapest widget"}),
+        dispatch(
+            doomed,
+            "low",
+            {
+                "steps": [
+                    {"action": "navigate", "url": f"{site}/login"},
+                    {"action": "wait_for", "selector": "#never", "timeout_ms": 120_000},
+                ]
+            },
+        ),
     ):
         await js.publish(
             subjects.task_run(pool, d.priority),
@@ -128,6 +140,7 @@ async def test_worker_runs_a_dispatched_task_end_to_end(
     try:
         result = await asyncio.wait_for(results[good], 60)
         agent_result = await asyncio.wait_for(results[agent], 60)
+        doomed_result = await asyncio.wait_for(results[doomed], 60)
     finally:
         stop.set()
         await asyncio.wait_for(worker, 30)
@@ -141,7 +154,7 @@ async def test_worker_runs_a_dispatched_task_end_to_end(
     assert calls["heartbeat"]
     assert calls["heartbeat"][0].worker_key == "sk_worker_test"
     assert calls["heartbeat"][0].slots == 2
-    assert {c.task_id for c in calls["claim"]} == {good, refused, agent}
+    assert {c.task_id for c in calls["claim"]} == {good, refused, agent, doomed}
     assert all(c.worker_key == "sk_worker_test" for c in calls["claim"])
     assert [(r.task_id, r.names) for r in calls["release"]] == [(good, ["PASSWORD"])]
 
@@ -170,6 +183,9 @@ async def test_worker_runs_a_dispatched_task_end_to_end(
     assert agent_result.status == "failed"
     assert agent_result.error_message is not None
     assert agent_result.error_message.startswith("agent tasks need an LLM endpoint")
+
+    # a cancel signal stops a running task at once (its wait_for alone would take 120 s)
+    assert (doomed_result.status, doomed_result.error_message) == ("failed", "cancelled while running")
 
     # every TASKS message was settled (acked, or termed for the refused claim and the malformed one)
     for priority in subjects.PRIORITIES:

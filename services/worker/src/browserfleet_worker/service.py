@@ -43,6 +43,7 @@ from .steps import StepsOutcome, StepsRunner
 
 log = logging.getLogger(__name__)
 
+CANCELLED = "cancelled while running"
 AGENT_UNAVAILABLE = "agent tasks need an LLM endpoint; the agent runner is not available in this build"
 STATE_FILE = "worker.json"
 PROBE_SECONDS = 0.1  # a pull request on a busier priority: long enough for a local round trip
@@ -317,14 +318,25 @@ class Worker:
             return
         task = claim.task or dispatch
         worker_id = claim.worker_id or self.identity.worker_id or self.settings.worker_name
-        await self._publish(
-            TaskUpdateMessage(
-                task_id=task.task_id, attempt=task.attempt, worker_id=worker_id, kind="started"
-            ),
-            f"{task.task_id}:{task.attempt}:started",
-        )
-        log.info("running %s (%s)", task_ref, task.spec.kind)
-        outcome = await self.execute(task)
+        # listen before announcing `started`: a cancel sent the moment the task shows as running must land
+        cancelled = asyncio.Event()
+
+        async def on_cancel(_msg: Msg) -> None:
+            cancelled.set()
+
+        cancel_sub = await self.nc.subscribe(subjects.task_cancel(task.task_id), cb=on_cancel)
+        try:
+            await self._publish(
+                TaskUpdateMessage(
+                    task_id=task.task_id, attempt=task.attempt, worker_id=worker_id, kind="started"
+                ),
+                f"{task.task_id}:{task.attempt}:started",
+            )
+            log.info("running %s (%s)", task_ref, task.spec.kind)
+            outcome = await self.execute(task, cancelled)
+        finally:
+            with contextlib.suppress(Exception):
+                await cancel_sub.unsubscribe()
         artifacts = await self._store_artifacts(task, outcome)
         result = TaskUpdateMessage(
             task_id=task.task_id,
@@ -345,11 +357,14 @@ class Worker:
         )
         await msg.ack_sync(timeout=self.settings.rpc_timeout_seconds)
 
-    async def execute(self, task: TaskDispatch) -> StepsOutcome:
+    async def execute(self, task: TaskDispatch, cancelled: asyncio.Event | None = None) -> StepsOutcome:
         """Release the secrets, run the steps in a fresh context, forget the secrets."""
         started = time.monotonic()
+        cancelled = cancelled or asyncio.Event()
         if task.spec.kind == "agent":
             return StepsOutcome(status="failed", result={}, error_message=AGENT_UNAVAILABLE)
+        if cancelled.is_set():
+            return StepsOutcome(status="failed", result={}, error_message=CANCELLED)
         names = task.spec.secret_names()
         values: dict[str, str] = {}
         if names:
@@ -374,15 +389,12 @@ class Worker:
         held = self.masks.register(values.values())
         try:
             runner = StepsRunner(task.spec, values, timeout_seconds=task.timeout_seconds)
-            outcome = await self._run_cancellable(task, runner)
+            outcome = await self._run_cancellable(runner, cancelled)
         except Exception as exc:
             log.exception("running %s failed unexpectedly", task.task_id)
+            message = f"worker error: {type(exc).__name__}: {exc}"
             outcome = StepsOutcome(
-                status="failed",
-                result={},
-                error_message=Masker(values.values()).text(f"worker error: {type(exc).__name__}: {exc}")[
-                    :500
-                ],
+                status="failed", result={}, error_message=Masker(values.values()).text(message)[:500]
             )
         finally:
             self.masks.release(held)
@@ -390,29 +402,29 @@ class Worker:
         outcome.execution_time_seconds = round(time.monotonic() - started, 3)
         return outcome
 
-    async def _run_cancellable(self, task: TaskDispatch, runner: StepsRunner) -> StepsOutcome:
-        """Runs the steps; a message on `tasks.cancel.<task_id>` stops them at once."""
+    async def _run_cancellable(self, runner: StepsRunner, cancelled: asyncio.Event) -> StepsOutcome:
+        """Runs the steps in a fresh context until they finish or `cancelled` is set."""
         async with self.browser.context() as ctx:
             run = asyncio.create_task(runner.run(ctx))
-
-            async def on_cancel(_msg: Msg) -> None:
-                run.cancel()
-
-            sub = await self.nc.subscribe(subjects.task_cancel(task.task_id), cb=on_cancel)
+            signal = asyncio.create_task(cancelled.wait())
             try:
-                return await run
-            except asyncio.CancelledError:
-                current = asyncio.current_task()
-                if current is not None and current.cancelling():
-                    raise  # we are being shut down, not the task being cancelled
-                return runner.masked(
-                    StepsOutcome(
-                        status="failed", result=await runner.partial_result(), error_message="cancelled"
-                    )
-                )
+                await asyncio.wait({run, signal}, return_when=asyncio.FIRST_COMPLETED)
             finally:
-                with contextlib.suppress(Exception):
-                    await sub.unsubscribe()
+                # also on our own cancellation (shutdown out of grace): nothing may outlive the context
+                signal.cancel()
+                if not run.done():
+                    run.cancel()
+                    await asyncio.gather(run, return_exceptions=True)
+            if not run.cancelled():
+                return run.result()
+            return runner.masked(
+                StepsOutcome(
+                    status="failed",
+                    result=await runner.partial_result(),
+                    error_message=CANCELLED,
+                    error_step=runner.index,
+                )
+            )
 
     async def _store_artifacts(self, task: TaskDispatch, outcome: StepsOutcome) -> list[ArtifactRef]:
         if not outcome.artifacts:
