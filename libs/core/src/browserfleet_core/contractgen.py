@@ -54,7 +54,11 @@ def asyncapi_yaml() -> str:
         version="0.1.0",
         description="Request/reply subjects (svc.<service>.<op>) and JetStream consumers of every service.",
     )
-    return str(spec.to_specification().to_yaml())
+    import yaml
+
+    # FastStream emits channels in registration order, which import order can change: sort for stable diffs
+    document = yaml.safe_load(spec.to_specification().to_yaml())
+    return str(yaml.safe_dump(document, sort_keys=True, allow_unicode=True, width=100))
 
 
 def openapi_json() -> str:
