@@ -42,7 +42,9 @@ def main(argv: list[str]) -> int:
             report = Path(tmp) / f"{index}.xml"
             print(f"\n=== {rel} ===", flush=True)
             t0 = time.monotonic()
-            code = subprocess.call([sys.executable, "-m", "pytest", str(rel), f"--junitxml={report}", *argv], cwd=ROOT)
+            code = subprocess.call(
+                [sys.executable, "-m", "pytest", str(rel), f"--junitxml={report}", *argv], cwd=ROOT
+            )
             counts = _counts(report)
             for key in totals:
                 totals[key] += counts[key]
@@ -52,7 +54,11 @@ def main(argv: list[str]) -> int:
     print(f"\nsuite took {time.monotonic() - started:.1f}s")
     if failed_packages:
         print("failing packages: " + ", ".join(failed_packages))
-    failed = totals["failed"] + totals["errors"] + (1 if failed_packages and not totals["failed"] + totals["errors"] else 0)
+    failed = (
+        totals["failed"]
+        + totals["errors"]
+        + (1 if failed_packages and not totals["failed"] + totals["errors"] else 0)
+    )
     print(f"{totals['passed']} passed, {failed} failed, {totals['skipped']} skipped")
     return 1 if failed_packages else 0
 
