@@ -207,7 +207,7 @@ class Platform:
             state.mkdir(parents=True, exist_ok=True)
             env["WORKER_STATE_DIR"] = str(state)
             env.setdefault("WORKER_NAME", f"{os.uname().nodename}-{label}")
-            if not (state / "worker.key").exists():
+            if not (state / "worker.json").exists():
                 env["WORKER_INVITE_CODE"] = asyncio.run(self._platform_invite())
         proc = subprocess.Popen(
             [sys.executable, "-m", module_of(service), "run"],

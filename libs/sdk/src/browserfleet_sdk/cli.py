@@ -41,6 +41,8 @@ def _up(args: argparse.Namespace) -> int:
         stop_requested = True
 
     signal.signal(signal.SIGTERM, request_stop)
+    # a shell that starts us in the background leaves SIGINT ignored; Ctrl-C must always stop us
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         platform.start()
     except KeyboardInterrupt:
