@@ -58,6 +58,20 @@ class Auth:
     ME: Final = "svc.auth.me"
     JWKS: Final = "svc.auth.jwks"
     BOOTSTRAP: Final = "svc.auth.bootstrap"
+    CREATE_API_KEY: Final = "svc.auth.create_api_key"
+    LIST_API_KEYS: Final = "svc.auth.list_api_keys"
+    REVOKE_API_KEY: Final = "svc.auth.revoke_api_key"
+    AUTHENTICATE_API_KEY: Final = "svc.auth.authenticate_api_key"
+    LIST_ORGANIZATIONS: Final = "svc.auth.list_organizations"
+    CREATE_ORGANIZATION: Final = "svc.auth.create_organization"
+    UPDATE_ORGANIZATION: Final = "svc.auth.update_organization"
+    DELETE_ORGANIZATION: Final = "svc.auth.delete_organization"
+    LIST_USERS: Final = "svc.auth.list_users"
+    CREATE_USER: Final = "svc.auth.create_user"
+    UPDATE_USER: Final = "svc.auth.update_user"
+    LIST_AUDIT: Final = "svc.auth.list_audit"
+    # core NATS broadcast (no queue group): every gateway replica drops the key from its cache
+    API_KEY_REVOKED: Final = "auth.api_key.revoked"
 
 
 class Scheduler:
