@@ -40,6 +40,7 @@ def secret_refs(text: str) -> set[str]:
 class _Step(Contract):
     timeout_ms: int | None = Field(default=None, ge=1, le=300_000, description="per-step timeout")
     optional: bool = Field(default=False, description="a failure of this step does not fail the task")
+    retries: int = Field(default=0, ge=0, le=5, description="times a failing step is tried again")
 
 
 class NavigateStep(_Step):
@@ -74,10 +75,26 @@ class PressStep(_Step):
     key: str = Field(min_length=1, max_length=64)
 
 
+MAX_WAIT_DELAY_MS = 30_000
+
+
 class WaitForStep(_Step):
+    """Exactly one of: `selector` (reaching `state`), `url` (a glob such as `**/orders*`), `load_state`
+    (e.g. `networkidle`), or `delay_ms` (a fixed pause, capped)."""
+
     action: Literal["wait_for"]
-    selector: Selector
+    selector: Selector | None = None
     state: Literal["attached", "detached", "visible", "hidden"] = "visible"
+    url: str | None = Field(default=None, min_length=1, max_length=2000)
+    load_state: Literal["load", "domcontentloaded", "networkidle"] | None = None
+    delay_ms: int | None = Field(default=None, ge=0, le=MAX_WAIT_DELAY_MS)
+
+    @model_validator(mode="after")
+    def _one_condition(self) -> WaitForStep:
+        given = [f for f in ("selector", "url", "load_state", "delay_ms") if getattr(self, f) is not None]
+        if len(given) != 1:
+            raise ValueError("wait_for takes exactly one of selector, url, load_state, delay_ms")
+        return self
 
 
 class ExtractStep(_Step):
@@ -89,6 +106,11 @@ class ExtractStep(_Step):
     selector: Selector
     fields: dict[Name, Selector] | None = Field(default=None, max_length=100)
     attribute: str | None = Field(default=None, max_length=256)
+    mode: Literal["text", "inner_html", "table", "all"] = Field(
+        default="text",
+        description="text (first match), inner_html (first match), table (a <table> into records by its "
+        "header row), all (the text of every match)",
+    )
 
 
 class ScreenshotStep(_Step):
@@ -98,10 +120,212 @@ class ScreenshotStep(_Step):
     selector: Selector | None = None
 
 
+class DblClickStep(_Step):
+    action: Literal["dblclick"]
+    selector: Selector
+
+
+class HoverStep(_Step):
+    action: Literal["hover"]
+    selector: Selector
+
+
+class TypeStep(_Step):
+    """Types key by key (for inputs that react to each keystroke); `fill` sets the value at once."""
+
+    action: Literal["type"]
+    selector: Selector
+    text: str = Field(max_length=10_000)
+    delay_ms: int = Field(default=0, ge=0, le=1_000, description="pause between keystrokes")
+
+
+class SelectOptionStep(_Step):
+    action: Literal["select_option"]
+    selector: Selector
+    values: list[Annotated[str, Field(max_length=1000)]] = Field(default_factory=list, max_length=100)
+    labels: list[Annotated[str, Field(max_length=1000)]] = Field(default_factory=list, max_length=100)
+
+    @model_validator(mode="after")
+    def _some(self) -> SelectOptionStep:
+        if not self.values and not self.labels:
+            raise ValueError("select_option needs `values` or `labels`")
+        return self
+
+
+class CheckStep(_Step):
+    action: Literal["check", "uncheck"]
+    selector: Selector
+
+
+MAX_UPLOAD_BYTES = 10 * 1024 * 1024
+
+
+class UploadFile(Contract):
+    name: str = Field(min_length=1, max_length=255, pattern=r"^[^/\\]+$")
+    mime_type: str = Field(default="application/octet-stream", max_length=255)
+    content_base64: str = Field(max_length=MAX_UPLOAD_BYTES * 4 // 3 + 4)
+
+    @field_validator("content_base64")
+    @classmethod
+    def _base64(cls, v: str) -> str:
+        import base64
+        import binascii
+
+        try:
+            base64.b64decode(v, validate=True)
+        except (binascii.Error, ValueError):
+            raise ValueError("content_base64 is not valid base64") from None
+        return v
+
+
+class UploadStep(_Step):
+    action: Literal["upload"]
+    selector: Selector
+    files: list[UploadFile] = Field(min_length=1, max_length=10)
+
+
+class ScrollStep(_Step):
+    """`selector`: scroll it into view; else scroll the page by `x`/`y` pixels."""
+
+    action: Literal["scroll"]
+    selector: Selector | None = None
+    x: int = Field(default=0, ge=-100_000, le=100_000)
+    y: int = Field(default=0, ge=-100_000, le=100_000)
+
+
+class AssertStep(_Step):
+    """Fails the task unless every given condition holds: `url` (glob or exact), and for `selector`:
+    `text` (contained in its text), `visible`, `count` (number of matches)."""
+
+    action: Literal["assert"]
+    selector: Selector | None = None
+    text: str | None = Field(default=None, max_length=10_000)
+    visible: bool | None = None
+    count: int | None = Field(default=None, ge=0, le=100_000)
+    url: str | None = Field(default=None, min_length=1, max_length=2000)
+    message: str | None = Field(default=None, max_length=500, description="said when the assertion fails")
+
+    @model_validator(mode="after")
+    def _some(self) -> AssertStep:
+        if self.selector is None and self.url is None:
+            raise ValueError("assert needs a `selector` or a `url`")
+        if self.selector is None and (self.text, self.visible, self.count) != (None, None, None):
+            raise ValueError("text, visible and count need a `selector`")
+        return self
+
+
+class PdfStep(_Step):
+    action: Literal["pdf"]
+    name: Name = "page"
+
+
+class DownloadStep(_Step):
+    """Clicks `selector` and stores the file it downloads as an artifact (size capped by the worker)."""
+
+    action: Literal["download"]
+    selector: Selector
+    name: Name | None = Field(default=None, description="artifact name; default the file's own name")
+
+
+class EvaluateStep(_Step):
+    """A JavaScript expression in the page; only when the organization (or operator) allows it."""
+
+    action: Literal["evaluate"]
+    expression: str = Field(min_length=1, max_length=20_000)
+    name: Name | None = Field(default=None, description="store the (JSON) value under extracted.<name>")
+
+
+class IfStep(_Step):
+    """Runs `then` when `selector` is present on the page (attached), else `otherwise`."""
+
+    action: Literal["if"]
+    selector: Selector
+    then: list[Step] = Field(default_factory=list, max_length=100)
+    otherwise: list[Step] = Field(default_factory=list, max_length=100)
+
+
+MAX_REPEAT = 100
+
+
+class RepeatStep(_Step):
+    """Pagination: run `steps`, then click `next` while it is present, at most `max_iterations` times."""
+
+    action: Literal["repeat"]
+    steps: list[Step] = Field(default_factory=list, max_length=100)
+    next: Selector
+    max_iterations: int = Field(default=10, ge=1, le=MAX_REPEAT)
+
+
 Step = Annotated[
-    NavigateStep | ClickStep | FillStep | PressStep | WaitForStep | ExtractStep | ScreenshotStep,
+    NavigateStep
+    | ClickStep
+    | FillStep
+    | PressStep
+    | WaitForStep
+    | ExtractStep
+    | ScreenshotStep
+    | DblClickStep
+    | HoverStep
+    | TypeStep
+    | SelectOptionStep
+    | CheckStep
+    | UploadStep
+    | ScrollStep
+    | AssertStep
+    | PdfStep
+    | DownloadStep
+    | EvaluateStep
+    | IfStep
+    | RepeatStep,
     Field(discriminator="action"),
 ]
+IfStep.model_rebuild()
+RepeatStep.model_rebuild()
+
+DOMAIN_PATTERN = r"^(\*\.)?[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?(:[0-9]{1,5})?$"
+
+
+def _strings(obj: Any) -> list[str]:
+    if isinstance(obj, str):
+        return [obj]
+    if isinstance(obj, dict):
+        return [s for v in obj.values() for s in _strings(v)]
+    if isinstance(obj, list | tuple):
+        return [s for v in obj for s in _strings(v)]
+    return []
+
+
+def _check_result_schema(v: dict[str, Any] | None) -> dict[str, Any] | None:
+    if v is None:
+        return v
+    try:  # contracts import pydantic only; where jsonschema is installed (gateway, worker) we check early
+        from jsonschema import Draft202012Validator
+        from jsonschema.exceptions import SchemaError
+    except ImportError:  # pragma: no cover - the worker validates the schema at run time either way
+        return v
+    try:
+        Draft202012Validator.check_schema(v)
+    except SchemaError as exc:
+        raise ValueError(f"result_schema is not a valid JSON Schema: {exc.message}") from None
+    return v
+
+
+class ProxySpec(Contract):
+    """Proxy for a task. Username/password may be `{{ secrets.NAME }}` references."""
+
+    server: str = Field(min_length=1, max_length=500, pattern=r"^(https?|socks5)://")
+    username: str | None = Field(default=None, max_length=500)
+    password: str | None = Field(default=None, max_length=500)
+    bypass: str | None = Field(default=None, max_length=2000)
+
+
+class AgentOptions(Contract):
+    """Limits of an agent task's LLM loop; the endpoint and key come from the worker's settings."""
+
+    model: str | None = Field(default=None, max_length=200, description="overrides the worker's default")
+    max_steps: int = Field(default=25, ge=1, le=200)
+    start_url: str | None = Field(default=None, max_length=8192)
+    screenshots: bool = False
 
 
 class TaskSpec(Contract):
@@ -110,19 +334,34 @@ class TaskSpec(Contract):
     kind: TaskKind = "steps"
     steps: list[Step] = Field(default_factory=list, max_length=500)
     goal: str | None = Field(default=None, max_length=20_000)
+    allowed_domains: list[Annotated[str, Field(pattern=DOMAIN_PATTERN)]] | None = Field(
+        default=None,
+        max_length=100,
+        description="hosts the task may reach (`example.com` also allows its subdomains; `*.example.com` "
+        "only them); unset = any public host",
+    )
+    result_schema: dict[str, Any] | None = Field(
+        default=None, description="JSON Schema the result's `extracted` must match, else the task fails"
+    )
+    profile: Name | None = Field(default=None, description="browser profile (cookies, storage) to load/save")
+    proxy: ProxySpec | None = None
+    secrets: list[Annotated[str, Field(pattern=SECRET_NAME_PATTERN)]] = Field(
+        default_factory=list, max_length=50, description="secrets an agent task may type (as placeholders)"
+    )
+    agent: AgentOptions | None = None
+
+    _valid_schema = field_validator("result_schema")(_check_result_schema)
 
     def secret_names(self) -> set[str]:
-        names: set[str] = set()
+        names: set[str] = set(self.secrets)
         for step in self.steps:
-            for value in step.model_dump().values():
-                if isinstance(value, str):
-                    names |= secret_refs(value)
-                elif isinstance(value, dict):
-                    for v in value.values():
-                        if isinstance(v, str):
-                            names |= secret_refs(v)
+            for value in _strings(step.model_dump()):
+                names |= secret_refs(value)
         if self.goal:
             names |= secret_refs(self.goal)
+        if self.proxy is not None:
+            for value in _strings(self.proxy.model_dump()):
+                names |= secret_refs(value)
         return names
 
 
@@ -145,6 +384,18 @@ class TaskCreate(Contract):
     max_attempts: int = Field(default=3, ge=1, le=10)
     webhook_url: HttpUrl | None = None
     metadata: dict[str, str] = Field(default_factory=dict, max_length=50)
+    allowed_domains: list[Annotated[str, Field(pattern=DOMAIN_PATTERN)]] | None = Field(
+        default=None, max_length=100
+    )
+    result_schema: dict[str, Any] | None = None
+    profile: Name | None = None
+    proxy: ProxySpec | None = None
+    secrets: list[Annotated[str, Field(pattern=SECRET_NAME_PATTERN)]] = Field(
+        default_factory=list, max_length=50
+    )
+    agent: AgentOptions | None = None
+
+    _valid_schema = field_validator("result_schema")(_check_result_schema)
 
     @model_validator(mode="after")
     def _shape(self) -> TaskCreate:
@@ -164,7 +415,17 @@ class TaskCreate(Contract):
         return self
 
     def spec(self) -> TaskSpec:
-        return TaskSpec(kind=self.kind or "steps", steps=list(self.steps or []), goal=self.goal)
+        return TaskSpec(
+            kind=self.kind or "steps",
+            steps=list(self.steps or []),
+            goal=self.goal,
+            allowed_domains=self.allowed_domains,
+            result_schema=self.result_schema,
+            profile=self.profile,
+            proxy=self.proxy,
+            secrets=self.secrets,
+            agent=self.agent,
+        )
 
 
 class ArtifactRef(BaseModel):
