@@ -81,6 +81,15 @@ class Scheduler:
     LIST_TASKS: Final = "svc.scheduler.list_tasks"
     CLAIM: Final = "svc.scheduler.claim"
     CLAIM_INFO: Final = "svc.scheduler.claim_info"
+    CANCEL_TASK: Final = "svc.scheduler.cancel_task"
+    ADMIN_LIST_TASKS: Final = "svc.scheduler.admin_list_tasks"
+    TASK_ATTEMPTS: Final = "svc.scheduler.task_attempts"
+    TASK_LOGS: Final = "svc.scheduler.task_logs"
+    CREATE_SCHEDULE: Final = "svc.scheduler.create_schedule"
+    LIST_SCHEDULES: Final = "svc.scheduler.list_schedules"
+    GET_SCHEDULE: Final = "svc.scheduler.get_schedule"
+    UPDATE_SCHEDULE: Final = "svc.scheduler.update_schedule"
+    DELETE_SCHEDULE: Final = "svc.scheduler.delete_schedule"
 
 
 class Vault:

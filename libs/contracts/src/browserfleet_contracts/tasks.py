@@ -523,6 +523,10 @@ class TaskLogLine(BaseModel):
     message: str
     step: int | None = None
     at: datetime | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict, description="structured context of the line")
+    seq: int | None = Field(
+        default=None, ge=0, description="per-attempt line number; makes a re-sent line a duplicate"
+    )
 
 
 class TaskUpdateMessage(Contract):
