@@ -43,6 +43,9 @@ class Actor(Contract):
     api_key_id: str | None = None
     role: Role = "viewer"
     client_ip: str | None = None
+    plan: str | None = Field(
+        default=None, max_length=64, description="the org's plan, for per-plan limits (scheduler concurrency)"
+    )
 
 
 class Page(BaseModel, Generic[T]):
