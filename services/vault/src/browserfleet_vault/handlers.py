@@ -27,29 +27,40 @@ if TYPE_CHECKING:
 def build_router(ctx: VaultContext) -> NatsRouter:
     router = rpc_router()
     queue = subjects.Vault.QUEUE
+    # FastStream handles one message at a time per subscriber unless told otherwise; each handler holds at
+    # most one pooled connection, so the pool size bounds how many may run at once.
+    in_flight = ctx.settings.db_pool_size
 
-    @router.subscriber(subjects.Vault.PUT_CREDENTIAL, queue=queue, title="vault.put_credential")
+    @router.subscriber(
+        subjects.Vault.PUT_CREDENTIAL, queue=queue, max_workers=in_flight, title="vault.put_credential"
+    )
     async def put_credential(body: PutCredentialRequest) -> CredentialPublic:
         async with ctx.db.transaction() as session:
             return await service.put_credential(session, ctx.keyring, body.actor, body.credential)
 
-    @router.subscriber(subjects.Vault.LIST_CREDENTIALS, queue=queue, title="vault.list_credentials")
+    @router.subscriber(
+        subjects.Vault.LIST_CREDENTIALS, queue=queue, max_workers=in_flight, title="vault.list_credentials"
+    )
     async def list_credentials(body: OrgScoped) -> list[CredentialPublic]:
         async with ctx.db.transaction() as session:
             return await service.list_credentials(session, body.actor)
 
-    @router.subscriber(subjects.Vault.DELETE_CREDENTIAL, queue=queue, title="vault.delete_credential")
+    @router.subscriber(
+        subjects.Vault.DELETE_CREDENTIAL, queue=queue, max_workers=in_flight, title="vault.delete_credential"
+    )
     async def delete_credential(body: NameRequest) -> Ack:
         async with ctx.db.transaction() as session:
             await service.delete_credential(session, body.actor, body.name)
         return Ack()
 
-    @router.subscriber(subjects.Vault.CHECK_NAMES, queue=queue, title="vault.check_names")
+    @router.subscriber(
+        subjects.Vault.CHECK_NAMES, queue=queue, max_workers=in_flight, title="vault.check_names"
+    )
     async def check_names(body: CheckNamesRequest) -> CheckNamesReply:
         async with ctx.db.transaction() as session:
             return CheckNamesReply(missing=await service.check_names(session, body.actor, body.names))
 
-    @router.subscriber(subjects.Vault.RELEASE, queue=queue, title="vault.release")
+    @router.subscriber(subjects.Vault.RELEASE, queue=queue, max_workers=in_flight, title="vault.release")
     async def release(body: ReleaseRequest) -> ReleaseReply:
         grant = await service.authorize_release(ctx.rpc, body.task_id, body.worker_key, body.names)
         async with ctx.db.transaction() as session:
