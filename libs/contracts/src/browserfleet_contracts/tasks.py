@@ -41,6 +41,9 @@ class _Step(Contract):
     timeout_ms: int | None = Field(default=None, ge=1, le=300_000, description="per-step timeout")
     optional: bool = Field(default=False, description="a failure of this step does not fail the task")
     retries: int = Field(default=0, ge=0, le=5, description="times a failing step is tried again")
+    frame: Selector | None = Field(
+        default=None, description="selector of an <iframe>: the step's selectors apply inside it"
+    )
 
 
 class NavigateStep(_Step):
@@ -493,6 +496,12 @@ class ClaimRequest(Contract):
     task_id: str
     attempt: int
     worker_key: str = Field(min_length=1, max_length=200)
+    delivery: int | None = Field(
+        default=None,
+        ge=1,
+        description="JetStream delivery count of the TASKS message; a higher count than the holder's "
+        "means the holder's lease expired (the scheduler then retries the task as a new attempt)",
+    )
 
 
 class ClaimReply(BaseModel):
