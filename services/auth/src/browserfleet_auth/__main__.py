@@ -27,14 +27,12 @@ async def run() -> None:
     if not settings.database_url:
         raise SystemExit("DATABASE_URL is required to run auth")
     app = build(settings)
-    await app.broker.start()
+    await app.start()
     log.info("auth serving on %s", settings.nats_url)
     try:
         await wait_for_shutdown()
     finally:
-        await app.broker.stop()
-        if app.db is not None:
-            await app.db.dispose()
+        await app.stop()
 
 
 def main() -> None:

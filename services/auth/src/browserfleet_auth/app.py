@@ -5,11 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from browserfleet_core.db import Database
-from browserfleet_core.messaging import make_broker
+from browserfleet_core.messaging import ensure_streams, make_broker
+from browserfleet_core.outbox import OutboxRelay
 from faststream.nats import NatsBroker
 
 from .handlers import AuthDeps, create_router
-from .service import AuthService
+from .models import outbox
+from .service import AuthService, BruteForcePolicy
 from .settings import AuthSettings
 
 SCHEMA = "auth"
@@ -23,6 +25,22 @@ class AuthApp:
     broker: NatsBroker
     db: Database | None
     service: AuthService
+    relay: OutboxRelay | None = None
+
+    async def start(self) -> None:
+        """Serve the handlers and relay the outbox (organization events) to JetStream."""
+        await self.broker.start()
+        if self.relay is not None:
+            js = self.broker.connection.jetstream()
+            await ensure_streams(js)
+            self.relay.start(js)
+
+    async def stop(self) -> None:
+        await self.broker.stop()
+        if self.relay is not None:
+            await self.relay.stop()
+        if self.db is not None:
+            await self.db.dispose()
 
 
 def build(settings: AuthSettings) -> AuthApp:
@@ -33,13 +51,21 @@ def build(settings: AuthSettings) -> AuthApp:
         if settings.database_url
         else None
     )
+    relay = OutboxRelay(db, outbox) if db is not None else None
     service = AuthService(
         access_token_ttl_seconds=settings.access_token_ttl_seconds,
         refresh_token_ttl_seconds=settings.refresh_token_ttl_seconds,
+        brute_force=BruteForcePolicy(
+            slow_after=settings.login_slow_after,
+            lock_after_account=settings.login_lock_after_account,
+            lock_after_ip=settings.login_lock_after_ip,
+            lock_seconds=settings.login_lock_seconds,
+        ),
+        relay=relay,
     )
     broker = make_broker(settings.nats_url, name=settings.service_name)
-    broker.include_router(create_router(AuthDeps(service=service, db=db)))
-    return AuthApp(settings=settings, broker=broker, db=db, service=service)
+    broker.include_router(create_router(AuthDeps(service=service, db=db, broker=broker)))
+    return AuthApp(settings=settings, broker=broker, db=db, service=service, relay=relay)
 
 
 def create_broker(settings: AuthSettings) -> NatsBroker:

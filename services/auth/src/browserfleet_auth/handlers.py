@@ -7,22 +7,37 @@ from typing import Any
 
 from browserfleet_contracts import subjects
 from browserfleet_contracts.auth import (
+    ApiKeyCreated,
+    ApiKeyPrincipal,
+    ApiKeyPublic,
+    ApiKeyRevoked,
+    AuditEntry,
+    AuthenticateApiKeyRequest,
     BootstrapReply,
     BootstrapRequest,
+    CreateApiKeyRequest,
+    CreateOrganizationRequest,
+    CreateUserRequest,
     Jwks,
+    ListAuditRequest,
     LoginCommand,
     MePublic,
     MeRequest,
+    OrganizationDetail,
     RefreshRequest,
     TokenPair,
+    UpdateOrganizationRequest,
+    UpdateUserRequest,
+    UserCreated,
+    UserDetail,
 )
-from browserfleet_contracts.common import Ack
+from browserfleet_contracts.common import Ack, ById, OrgScoped, Page
 from browserfleet_core.db import Database
 from browserfleet_core.errors import Unavailable
 from browserfleet_core.messaging import rpc_router
-from faststream.nats import NatsRouter
+from faststream.nats import NatsBroker, NatsRouter
 
-from .service import AuthService, RefreshTokenReused
+from .service import COMMIT_THEN_RAISE, AuthService, RefreshTokenReused
 
 # Login spends most of its time in argon2 on a worker thread; a few in flight keep both cores busy
 # without letting a burst exhaust the database pool.
@@ -33,6 +48,7 @@ MAX_IN_FLIGHT = 8
 class AuthDeps:
     service: AuthService
     db: Database | None = None
+    broker: NatsBroker | None = None
 
     @property
     def database(self) -> Database:
@@ -47,9 +63,16 @@ def create_router(deps: AuthDeps) -> NatsRouter:
 
     @router.subscriber(subjects.Auth.LOGIN, queue=q, max_workers=MAX_IN_FLIGHT, title="auth.login")
     async def login(body: LoginCommand) -> TokenPair:
-        """Email and password to an access token (Ed25519 JWT) and a rotating refresh token."""
+        """Email and password to an access token (Ed25519 JWT) and a rotating refresh token.
+
+        Repeated failures per account or client address slow down and then lock (429 `login_throttled`)."""
+        failed: Exception | None = None
         async with deps.database.transaction() as session:
-            return await deps.service.login(session, body.email, body.password)
+            try:
+                return await deps.service.login(session, body.email, body.password, client_ip=body.client_ip)
+            except COMMIT_THEN_RAISE as exc:
+                failed = exc  # the counters and the audit row must be committed before answering
+        raise failed
 
     @router.subscriber(subjects.Auth.REFRESH, queue=q, max_workers=MAX_IN_FLIGHT, title="auth.refresh")
     async def refresh(body: RefreshRequest) -> TokenPair:
@@ -86,5 +109,89 @@ def create_router(deps: AuthDeps) -> NatsRouter:
         """First start: create the first organization and its admin; the password is in this reply only."""
         async with deps.database.transaction() as session:
             return await deps.service.bootstrap(session, org_name=body.org_name, admin_email=body.admin_email)
+
+    @router.subscriber(subjects.Auth.CREATE_API_KEY, queue=q, title="auth.create_api_key")
+    async def create_api_key(body: CreateApiKeyRequest) -> ApiKeyCreated:
+        """A new `sk_api_…` key for the actor's org; the key is in this reply only (stored as SHA-256)."""
+        async with deps.database.transaction() as session:
+            return await deps.service.create_api_key(session, body.actor, body.key)
+
+    @router.subscriber(subjects.Auth.LIST_API_KEYS, queue=q, title="auth.list_api_keys")
+    async def list_api_keys(body: OrgScoped) -> list[ApiKeyPublic]:
+        """The org's API keys, without the keys themselves."""
+        async with deps.database.transaction() as session:
+            return await deps.service.list_api_keys(session, body.actor)
+
+    @router.subscriber(subjects.Auth.REVOKE_API_KEY, queue=q, title="auth.revoke_api_key")
+    async def revoke_api_key(body: ById) -> ApiKeyPublic:
+        """Revoke a key (idempotent); every gateway is told on `auth.api_key.revoked` after the commit."""
+        async with deps.database.transaction() as session:
+            key = await deps.service.revoke_api_key(session, body.actor, body.id)
+        if deps.broker is not None:
+            notice = ApiKeyRevoked(key_id=key.id, org_id=key.org_id)
+            await deps.broker.publish(notice, subjects.Auth.API_KEY_REVOKED)
+        return key
+
+    @router.subscriber(
+        subjects.Auth.AUTHENTICATE_API_KEY,
+        queue=q,
+        max_workers=MAX_IN_FLIGHT,
+        title="auth.authenticate_api_key",
+    )
+    async def authenticate_api_key(body: AuthenticateApiKeyRequest) -> ApiKeyPrincipal:
+        """The org, key id, scopes and plan of a valid key; 401 for an unknown, revoked or expired one."""
+        async with deps.database.transaction() as session:
+            return await deps.service.authenticate_api_key(session, body.key)
+
+    @router.subscriber(subjects.Auth.LIST_ORGANIZATIONS, queue=q, title="auth.list_organizations")
+    async def list_organizations(body: OrgScoped) -> list[OrganizationDetail]:
+        """Every organization (platform operator only)."""
+        async with deps.database.transaction() as session:
+            return await deps.service.list_organizations(session, body.actor)
+
+    @router.subscriber(subjects.Auth.CREATE_ORGANIZATION, queue=q, title="auth.create_organization")
+    async def create_organization(body: CreateOrganizationRequest) -> OrganizationDetail:
+        """A new organization (platform operator only); slugs are unique after NFKC and case folding."""
+        async with deps.database.transaction() as session:
+            return await deps.service.create_org(session, body.actor, body.organization)
+
+    @router.subscriber(subjects.Auth.UPDATE_ORGANIZATION, queue=q, title="auth.update_organization")
+    async def update_organization(body: UpdateOrganizationRequest) -> OrganizationDetail:
+        """Rename, re-slug, change plan or settings (platform operator only; 404 for anyone else)."""
+        async with deps.database.transaction() as session:
+            return await deps.service.update_org(session, body)
+
+    @router.subscriber(subjects.Auth.DELETE_ORGANIZATION, queue=q, title="auth.delete_organization")
+    async def delete_organization(body: ById) -> Ack:
+        """Remove an organization with its users and keys; emits `organization.deleted` on EVENTS."""
+        async with deps.database.transaction() as session:
+            await deps.service.delete_org(session, body.actor, body.id)
+        return Ack()
+
+    @router.subscriber(subjects.Auth.LIST_USERS, queue=q, title="auth.list_users")
+    async def list_users(body: OrgScoped) -> list[UserDetail]:
+        """The org's users (admins)."""
+        async with deps.database.transaction() as session:
+            return await deps.service.list_users(session, body.actor)
+
+    @router.subscriber(
+        subjects.Auth.CREATE_USER, queue=q, max_workers=MAX_IN_FLIGHT, title="auth.create_user"
+    )
+    async def create_user(body: CreateUserRequest) -> UserCreated:
+        """Create or invite (no password: a one-time password is in this reply only) a user of the org."""
+        async with deps.database.transaction() as session:
+            return await deps.service.invite_user(session, body.actor, body.user)
+
+    @router.subscriber(subjects.Auth.UPDATE_USER, queue=q, title="auth.update_user")
+    async def update_user(body: UpdateUserRequest) -> UserDetail:
+        """Change a user's name or role, deactivate (ends their sessions) or reactivate them."""
+        async with deps.database.transaction() as session:
+            return await deps.service.update_user(session, body)
+
+    @router.subscriber(subjects.Auth.LIST_AUDIT, queue=q, title="auth.list_audit")
+    async def list_audit(body: ListAuditRequest) -> Page[AuditEntry]:
+        """The org's audit log, newest first, filtered by action and time, keyset-paginated."""
+        async with deps.database.transaction() as session:
+            return await deps.service.list_audit(session, body)
 
     return router

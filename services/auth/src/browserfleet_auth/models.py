@@ -7,7 +7,7 @@ from typing import Any
 
 from browserfleet_core.db import new_id, schema_metadata, utcnow
 from browserfleet_core.outbox import outbox_table
-from sqlalchemy import JSON, CheckConstraint, Column, DateTime, ForeignKey, String, Text
+from sqlalchemy import JSON, BigInteger, CheckConstraint, Column, DateTime, ForeignKey, Identity, String, Text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field, SQLModel
 
@@ -61,6 +61,8 @@ class User(AuthBase, table=True):
     role: str = Field(default="user", max_length=16)
     password_hash: str = Field(sa_column=Column(Text, nullable=False))
     is_active: bool = True
+    # The platform operator manages organizations (DESIGN.md §5); the bootstrap admin is the first one.
+    platform_operator: bool = Field(default=False, sa_column_kwargs={"server_default": "false"})
     last_login: datetime | None = Field(
         default=None, sa_column=Column(DateTime(timezone=True), nullable=True)
     )
@@ -103,6 +105,77 @@ class SigningKey(AuthBase, table=True):
         default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False)
     )
     retired_at: datetime | None = Field(
+        default=None, sa_column=Column(DateTime(timezone=True), nullable=True)
+    )
+
+
+class ApiKey(AuthBase, table=True):
+    """`sk_api_…` keys: 256 random bits, stored as SHA-256 (see CONTRIBUTING.md), shown once."""
+
+    __tablename__ = "api_keys"
+
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=36)
+    org_id: str = Field(
+        sa_column=Column(
+            String(36),
+            ForeignKey(f"{SCHEMA}.organizations.id", ondelete="CASCADE"),
+            nullable=False,
+            index=True,
+        )
+    )
+    name: str = Field(max_length=200)
+    prefix: str = Field(max_length=16)
+    key_hash: str = Field(max_length=64, unique=True)
+    scopes: list[str] = Field(
+        default_factory=list,
+        sa_column=Column(JSON().with_variant(JSONB(), "postgresql"), nullable=False, server_default="[]"),
+    )
+    expires_at: datetime | None = Field(
+        default=None, sa_column=Column(DateTime(timezone=True), nullable=True)
+    )
+    created_by: str | None = Field(default=None, max_length=36)
+    created_at: datetime = Field(
+        default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False)
+    )
+    last_used_at: datetime | None = Field(
+        default=None, sa_column=Column(DateTime(timezone=True), nullable=True)
+    )
+    revoked_at: datetime | None = Field(
+        default=None, sa_column=Column(DateTime(timezone=True), nullable=True)
+    )
+
+
+class AuditLog(AuthBase, table=True):
+    """Append-only record of security-relevant actions. `org_id` is not a foreign key: the record of an
+    organization's deletion outlives the organization."""
+
+    __tablename__ = "audit_log"
+
+    id: int | None = Field(default=None, sa_column=Column(BigInteger, Identity(), primary_key=True))
+    at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False, index=True))
+    action: str = Field(max_length=64, index=True)
+    outcome: str = Field(max_length=16)
+    org_id: str | None = Field(default=None, max_length=36, index=True)
+    actor_user_id: str | None = Field(default=None, max_length=36)
+    actor_api_key_id: str | None = Field(default=None, max_length=36)
+    client_ip: str | None = Field(default=None, max_length=64)
+    target: str | None = Field(default=None, max_length=320)
+    detail: dict[str, Any] = Field(
+        default_factory=dict,
+        sa_column=Column(JSON().with_variant(JSONB(), "postgresql"), nullable=False, server_default="{}"),
+    )
+
+
+class LoginThrottle(AuthBase, table=True):
+    """Failed sign-ins per account (`email:<normalised>`) or client address (`ip:<addr>`), shared by every
+    auth replica through the database."""
+
+    __tablename__ = "login_throttle"
+
+    key: str = Field(primary_key=True, max_length=400)
+    failures: int = 0
+    last_failure_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    locked_until: datetime | None = Field(
         default=None, sa_column=Column(DateTime(timezone=True), nullable=True)
     )
 

@@ -8,29 +8,60 @@ request this process is serving.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import math
 import re
 import secrets
 import unicodedata
 from collections.abc import Callable
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
 
+from browserfleet_contracts import subjects
 from browserfleet_contracts.auth import (
+    API_KEY_PREFIX,
+    ApiKeyCreate,
+    ApiKeyCreated,
+    ApiKeyPrincipal,
+    ApiKeyPublic,
+    AuditEntry,
     BootstrapReply,
     Jwks,
+    ListAuditRequest,
     MePublic,
+    OrganizationCreate,
+    OrganizationDetail,
     OrganizationPublic,
     TokenPair,
+    UpdateOrganizationRequest,
+    UpdateUserRequest,
+    UserCreate,
+    UserCreated,
+    UserDetail,
     UserPublic,
 )
-from browserfleet_contracts.common import Role
+from browserfleet_contracts.common import Actor, Page, Role
+from browserfleet_contracts.events import EventEnvelope
 from browserfleet_core import security
 from browserfleet_core.db import new_id, utcnow
-from browserfleet_core.errors import Conflict, Invalid, Unauthorized
+from browserfleet_core.errors import Conflict, Forbidden, Invalid, NotFound, RateLimited, Unauthorized
+from browserfleet_core.outbox import OutboxRelay
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from . import repository as repo
-from .models import PLANS, ROLES, Organization, RefreshSession, SigningKey, User
+from .models import (
+    PLANS,
+    ROLES,
+    ApiKey,
+    AuditLog,
+    LoginThrottle,
+    Organization,
+    RefreshSession,
+    SigningKey,
+    User,
+)
 
 log = logging.getLogger(__name__)
 
@@ -57,10 +88,10 @@ class RefreshTokenReused(Unauthorized):
 
 
 def normalize_email(raw: str, *, field: str = "email") -> str:
-    """One spelling per mailbox: NFKC (full-width and compatibility forms fold), trimmed, lower-cased."""
+    """One spelling per mailbox: NFKC (full-width and compatibility forms fold), trimmed, case-folded."""
     if "\x00" in raw:
         raise Invalid(f"{field}: must not contain NUL", field=field)
-    email = unicodedata.normalize("NFKC", raw).strip().lower()
+    email = unicodedata.normalize("NFKC", raw).strip().casefold()
     local, at, domain = email.rpartition("@")
     if not at or not local or not domain or len(email) > 320 or _CONTROL.search(email) or " " in email:
         raise Invalid(f"{field}: not a valid email address", field=field)
@@ -83,6 +114,51 @@ def slugify(name: str, *, max_length: int = 63) -> str:
     return re.sub(r"[^a-z0-9]+", "-", ascii_name.lower()).strip("-")[:max_length].strip("-")
 
 
+class LoginFailed(Unauthorized):
+    """Wrong email, wrong password or inactive account: one answer for all three. The caller commits the
+    failure counters and the audit row before answering."""
+
+    def __init__(self) -> None:
+        super().__init__(INVALID_CREDENTIALS, code="invalid_credentials")
+
+
+class LoginThrottled(RateLimited):
+    """Too many failed sign-ins for this account or this address: wait `retry_after` seconds. Says nothing
+    about which one, nor whether the account exists."""
+
+    def __init__(self, retry_after: float) -> None:
+        super().__init__("too many failed sign-ins; try again later", code="login_throttled")
+        self.retry_after = max(1, math.ceil(retry_after))
+
+
+# Raised inside a transaction whose writes must be committed anyway (see handlers.py).
+COMMIT_THEN_RAISE: tuple[type[Exception], ...] = (LoginFailed, LoginThrottled)
+
+
+@dataclass(frozen=True)
+class BruteForcePolicy:
+    """Failed sign-ins per account and per client address: after `slow_after` failures each further
+    attempt must wait twice as long as the previous one (up to `max_delay_seconds`); after `lock_after_*`
+    failures the key is locked for `lock_seconds`. Failures older than `window_seconds` are forgotten."""
+
+    slow_after: int = 3
+    max_delay_seconds: float = 30.0
+    lock_after_account: int = 10
+    lock_after_ip: int = 50
+    lock_seconds: float = 900.0
+    window_seconds: float = 900.0
+
+    def wait_seconds(self, row: LoginThrottle, now: datetime) -> float:
+        if row.locked_until is not None and row.locked_until > now:
+            return (row.locked_until - now).total_seconds()
+        if (now - row.last_failure_at).total_seconds() > self.window_seconds:
+            return 0.0
+        if row.failures < self.slow_after:
+            return 0.0
+        delay = min(self.max_delay_seconds, float(2 ** (row.failures - self.slow_after)))
+        return max(0.0, delay - (now - row.last_failure_at).total_seconds())
+
+
 class AuthService:
     def __init__(
         self,
@@ -90,25 +166,63 @@ class AuthService:
         access_token_ttl_seconds: int = 900,
         refresh_token_ttl_seconds: int = 604_800,
         verify_password: PasswordVerifier = security.verify_password,
+        brute_force: BruteForcePolicy | None = None,
+        clock: Callable[[], datetime] = utcnow,
+        relay: OutboxRelay | None = None,
     ) -> None:
         self.access_ttl = access_token_ttl_seconds
         self.refresh_ttl = refresh_token_ttl_seconds
         self._verify_password = verify_password
+        self.brute_force = brute_force or BruteForcePolicy()
+        self.now = clock
+        self.relay = relay
 
     # --- tokens ------------------------------------------------------------------------------------
-    async def login(self, session: AsyncSession, email: str, password: str) -> TokenPair:
+    async def login(
+        self, session: AsyncSession, email: str, password: str, *, client_ip: str | None = None
+    ) -> TokenPair:
+        """Failures raise `LoginFailed` / `LoginThrottled`, whose audit rows and counters the caller must
+        commit before answering (they are the point of the exercise)."""
         email = normalize_email(email)
+        now = self.now()
+        keys = [f"email:{email}"] + ([f"ip:{client_ip}"] if client_ip else [])
+        throttles = await repo.get_throttles_for_update(session, keys)
+        wait = max((self.brute_force.wait_seconds(t, now) for t in throttles.values()), default=0.0)
         user = await repo.get_user_by_email(session, email)
+        org_id = user.org_id if user is not None else None
+        if wait > 0:
+            await self.audit(
+                session, "login.throttled", "denied", org_id=org_id, client_ip=client_ip, target=email
+            )
+            raise LoginThrottled(wait)
         # An unknown email still pays for one argon2 verification (against a dummy hash), so response
         # time does not tell which emails have accounts.
         stored = user.password_hash if user is not None else None
         ok = await asyncio.to_thread(self._verify_password, stored, password)
         if not ok or user is None or not user.is_active:
-            raise Unauthorized(INVALID_CREDENTIALS, code="invalid_credentials")
+            for key in keys:
+                await repo.add_login_failure(
+                    session,
+                    key,
+                    now,
+                    window_start=now - timedelta(seconds=self.brute_force.window_seconds),
+                    lock_after=self.brute_force.lock_after_ip
+                    if key.startswith("ip:")
+                    else self.brute_force.lock_after_account,
+                    locked_until=now + timedelta(seconds=self.brute_force.lock_seconds),
+                )
+            await self.audit(
+                session, "login.failed", "failure", org_id=org_id, client_ip=client_ip, target=email
+            )
+            raise LoginFailed()
+        await repo.clear_throttle(session, keys[0])
         if security.password_needs_rehash(user.password_hash):
             user.password_hash = await asyncio.to_thread(security.hash_password, password)
-        user.last_login = utcnow()
+        user.last_login = now
         session.add(user)
+        await self.audit(
+            session, "login", "success", org_id=user.org_id, actor_user_id=user.id, client_ip=client_ip
+        )
         return await self._issue(session, user, family_id=new_id())
 
     async def refresh(self, session: AsyncSession, refresh_token: str) -> TokenPair:
@@ -118,6 +232,16 @@ class AuthService:
             await repo.revoke_family(session, current.family_id, now)
             log.warning(
                 "refresh token reuse: revoked family %s of user %s", current.family_id, current.user_id
+            )
+            owner = await repo.get_user(session, current.user_id)
+            await self.audit(
+                session,
+                "session.family_revoked",
+                "success",
+                org_id=owner.org_id if owner else None,
+                actor_user_id=current.user_id,
+                target=current.family_id,
+                detail={"reason": "refresh token reuse"},
             )
             raise RefreshTokenReused()
         if current.revoked_at is not None or current.expires_at <= now:
@@ -135,8 +259,16 @@ class AuthService:
         if not refresh_token.startswith(REFRESH_PREFIX):
             return
         current = await repo.get_refresh_session(session, security.hash_token(refresh_token))
-        if current is not None:
-            await repo.revoke_family(session, current.family_id, utcnow())
+        if current is not None and await repo.revoke_family(session, current.family_id, utcnow()):
+            owner = await repo.get_user(session, current.user_id)
+            await self.audit(
+                session,
+                "logout",
+                "success",
+                org_id=owner.org_id if owner else None,
+                actor_user_id=current.user_id,
+                target=current.family_id,
+            )
 
     async def _locked_refresh_session(self, session: AsyncSession, token: str) -> RefreshSession:
         found = None
@@ -270,8 +402,276 @@ class AuthService:
         admin = await self.create_user(
             session, org_id=org.id, email=admin_email, password=password, role="admin", name="Administrator"
         )
+        # The first organization's first admin operates the platform (creates and removes organizations).
+        admin.platform_operator = True
+        session.add(admin)
         log.info("bootstrapped organization %s with admin %s", org.id, admin.id)
         return BootstrapReply(created=True, org_id=org.id, admin_email=admin.email, password=password)
+
+    # --- audit ---------------------------------------------------------------------------------------
+    async def audit(
+        self,
+        session: AsyncSession,
+        action: str,
+        outcome: str,
+        *,
+        org_id: str | None = None,
+        actor: Actor | None = None,
+        actor_user_id: str | None = None,
+        client_ip: str | None = None,
+        target: str | None = None,
+        detail: dict[str, Any] | None = None,
+    ) -> None:
+        """One audit row, in the caller's transaction: it exists exactly when the change it records does."""
+        row = AuditLog(
+            at=self.now(),
+            action=action,
+            outcome=outcome,
+            org_id=org_id if org_id is not None else (actor.org_id if actor else None),
+            actor_user_id=actor_user_id if actor_user_id is not None else (actor.user_id if actor else None),
+            actor_api_key_id=actor.api_key_id if actor else None,
+            client_ip=(client_ip or (actor.client_ip if actor else None) or None),
+            target=target[:320] if target else None,
+            detail=detail or {},
+        )
+        await repo.add(session, row)
+
+    async def list_audit(self, session: AsyncSession, req: ListAuditRequest) -> Page[AuditEntry]:
+        _require_admin(req.actor)
+        before: int | None = None
+        if req.cursor:
+            if not req.cursor.isdigit():
+                raise Invalid("cursor: not a cursor from this list", field="cursor")
+            before = int(req.cursor)
+        rows = await repo.list_audit(
+            session,
+            req.actor.org_id,
+            action=req.action,
+            since=req.since,
+            until=req.until,
+            before_id=before,
+            limit=req.limit + 1,
+        )
+        items = [audit_public(r) for r in rows[: req.limit]]
+        more = len(rows) > req.limit
+        return Page[AuditEntry](items=items, next_cursor=str(items[-1].id) if more and items else None)
+
+    # --- API keys ------------------------------------------------------------------------------------
+    async def create_api_key(self, session: AsyncSession, actor: Actor, body: ApiKeyCreate) -> ApiKeyCreated:
+        _require_admin(actor)
+        name = clean_name(body.name, field="name")
+        now = self.now()
+        if body.expires_at is not None:
+            if body.expires_at.tzinfo is None:
+                raise Invalid("expires_at: needs a timezone", field="expires_at")
+            if body.expires_at <= now:
+                raise Invalid("expires_at: must be in the future", field="expires_at")
+        raw = security.new_token(API_KEY_PREFIX)
+        key = ApiKey(
+            org_id=actor.org_id,
+            name=name,
+            prefix=raw[: len(API_KEY_PREFIX) + 4],
+            key_hash=security.hash_token(raw),
+            scopes=sorted(set(body.scopes)),
+            expires_at=body.expires_at,
+            created_by=actor.user_id or actor.api_key_id,
+            created_at=now,
+        )
+        await repo.add(session, key)
+        await self.audit(
+            session, "api_key.created", "success", actor=actor, target=key.id, detail={"scopes": key.scopes}
+        )
+        return ApiKeyCreated(**api_key_public(key).model_dump(), key=raw)
+
+    async def list_api_keys(self, session: AsyncSession, actor: Actor) -> list[ApiKeyPublic]:
+        _require_admin(actor)
+        return [api_key_public(k) for k in await repo.org_api_keys(session, actor.org_id)]
+
+    async def revoke_api_key(self, session: AsyncSession, actor: Actor, key_id: str) -> ApiKeyPublic:
+        """Idempotent; another org's key is a 404. The caller broadcasts the revocation after commit."""
+        _require_admin(actor)
+        key = await repo.get_org_api_key(session, actor.org_id, key_id)
+        if key is None:
+            raise NotFound("API key not found", code="api_key_not_found")
+        if key.revoked_at is None:
+            key.revoked_at = self.now()
+            session.add(key)
+            await self.audit(session, "api_key.revoked", "success", actor=actor, target=key.id)
+        return api_key_public(key)
+
+    async def authenticate_api_key(self, session: AsyncSession, raw: str) -> ApiKeyPrincipal:
+        key = None
+        if raw.startswith(API_KEY_PREFIX):
+            key = await repo.get_api_key_by_hash(session, security.hash_token(raw))
+        now = self.now()
+        if (
+            key is None
+            or key.revoked_at is not None
+            or (key.expires_at is not None and key.expires_at <= now)
+        ):
+            raise Unauthorized("invalid, revoked or expired API key", code="invalid_api_key")
+        org = await repo.get_organization(session, key.org_id)
+        if org is None:
+            raise Unauthorized("invalid, revoked or expired API key", code="invalid_api_key")
+        # The gateway caches a verified key briefly, so this write happens about once per key per second
+        # at most; coarser still, once a minute is plenty for "last used".
+        if key.last_used_at is None or now - key.last_used_at > timedelta(seconds=60):
+            await repo.touch_api_key(session, key.id, now)
+        return ApiKeyPrincipal(
+            org_id=key.org_id,
+            key_id=key.id,
+            scopes=list(key.scopes),
+            plan=org.plan,
+            expires_at=key.expires_at,
+        )
+
+    # --- organizations (platform operator) -----------------------------------------------------------
+    async def _require_operator(self, session: AsyncSession, actor: Actor) -> User:
+        user = await repo.get_org_user(session, actor.org_id, actor.user_id) if actor.user_id else None
+        if user is None or not user.is_active or not user.platform_operator:
+            raise Forbidden("this needs the platform operator role", code="platform_operator_required")
+        return user
+
+    async def _operator_org(self, session: AsyncSession, actor: Actor, org_id: str) -> Organization:
+        # To anyone but a platform operator an organization id names nothing: 404, never 403.
+        user = await repo.get_org_user(session, actor.org_id, actor.user_id) if actor.user_id else None
+        org = await repo.get_organization(session, org_id)
+        if user is None or not user.platform_operator or not user.is_active or org is None:
+            raise NotFound("organization not found", code="organization_not_found")
+        return org
+
+    async def list_organizations(self, session: AsyncSession, actor: Actor) -> list[OrganizationDetail]:
+        await self._require_operator(session, actor)
+        return [org_detail(o) for o in await repo.list_organizations(session)]
+
+    async def create_org(
+        self, session: AsyncSession, actor: Actor, body: OrganizationCreate
+    ) -> OrganizationDetail:
+        await self._require_operator(session, actor)
+        name = clean_name(body.name, field="name")
+        slug = normalize_slug(body.slug) if body.slug is not None else (slugify(name) or "org")
+        if await repo.slug_taken(session, slug):
+            raise Conflict("slug: an organization with this slug exists", field="slug", code="slug_taken")
+        org = Organization(
+            name=name, slug=slug, plan=body.plan, settings=_settings(body.settings), created_at=self.now()
+        )
+        await repo.add(session, org)
+        await self.audit(
+            session, "organization.created", "success", actor=actor, target=org.id, detail={"slug": slug}
+        )
+        return org_detail(org)
+
+    async def update_org(self, session: AsyncSession, req: UpdateOrganizationRequest) -> OrganizationDetail:
+        org = await self._operator_org(session, req.actor, req.id)
+        body = req.organization
+        changed: dict[str, Any] = {}
+        if body.name is not None:
+            org.name = changed["name"] = clean_name(body.name, field="name")
+        if body.slug is not None:
+            slug = normalize_slug(body.slug)
+            if slug != org.slug:
+                if await repo.slug_taken(session, slug):
+                    raise Conflict(
+                        "slug: an organization with this slug exists", field="slug", code="slug_taken"
+                    )
+                org.slug = changed["slug"] = slug
+        if body.plan is not None and body.plan != org.plan:
+            org.plan = changed["plan"] = body.plan
+        if body.settings is not None:
+            org.settings = _settings(body.settings)
+            changed["settings"] = True
+        session.add(org)
+        await session.flush()
+        await self.audit(
+            session, "organization.updated", "success", actor=req.actor, target=org.id, detail=changed
+        )
+        return org_detail(org)
+
+    async def delete_org(self, session: AsyncSession, actor: Actor, org_id: str) -> None:
+        """Removes the organization, its users, their sessions and its keys, and tells every service (an
+        `organization.deleted` event through the outbox, in this same transaction)."""
+        org = await self._operator_org(session, actor, org_id)
+        if org.id == actor.org_id:
+            raise Conflict("an operator cannot delete their own organization", code="own_organization")
+        if self.relay is None:
+            raise RuntimeError("organization deletion needs the outbox relay")
+        await repo.delete_organization(session, org.id)
+        event = EventEnvelope(
+            id=f"{org.id}:organization.deleted",
+            type="organization.deleted",
+            org_id=org.id,
+            occurred_at=self.now(),
+            data={"organization_id": org.id, "slug": org.slug},
+        )
+        await self.relay.enqueue(
+            session, subjects.event(org.id, "organization.deleted"), event, msg_id=event.id
+        )
+        await self.audit(
+            session, "organization.deleted", "success", actor=actor, target=org.id, detail={"slug": org.slug}
+        )
+
+    # --- users (org admins) --------------------------------------------------------------------------
+    async def list_users(self, session: AsyncSession, actor: Actor) -> list[UserDetail]:
+        _require_admin(actor)
+        return [user_detail(u) for u in await repo.org_users(session, actor.org_id)]
+
+    async def invite_user(self, session: AsyncSession, actor: Actor, body: UserCreate) -> UserCreated:
+        _require_admin(actor)
+        password = body.password or secrets.token_urlsafe(BOOTSTRAP_PASSWORD_BYTES)
+        user = await self.create_user(
+            session, org_id=actor.org_id, email=body.email, password=password, role=body.role, name=body.name
+        )
+        await self.audit(
+            session, "user.created", "success", actor=actor, target=user.id, detail={"role": user.role}
+        )
+        return UserCreated(**user_detail(user).model_dump(), password=None if body.password else password)
+
+    async def update_user(self, session: AsyncSession, req: UpdateUserRequest) -> UserDetail:
+        actor = req.actor
+        _require_admin(actor)
+        user = await repo.get_org_user(session, actor.org_id, req.id)
+        if user is None:
+            raise NotFound("user not found", code="user_not_found")
+        body = req.user
+        losing_admin = (
+            user.role == "admin"
+            and user.is_active
+            and ((body.role is not None and body.role != "admin") or body.is_active is False)
+        )
+        if losing_admin:
+            admins = [
+                u for u in await repo.org_users(session, actor.org_id) if u.role == "admin" and u.is_active
+            ]
+            if len(admins) <= 1:
+                raise Conflict(
+                    "the organization's last admin cannot be demoted or deactivated", code="last_admin"
+                )
+        if body.name is not None:
+            user.name = clean_name(body.name, field="name") if body.name else ""
+        if body.role is not None and body.role != user.role:
+            await self.audit(
+                session,
+                "user.role_changed",
+                "success",
+                actor=actor,
+                target=user.id,
+                detail={"from": user.role, "to": body.role},
+            )
+            user.role = body.role
+        if body.is_active is not None and body.is_active != user.is_active:
+            user.is_active = body.is_active
+            if not body.is_active:
+                await repo.revoke_user_sessions(session, user.id, self.now())
+            await self.audit(
+                session,
+                "user.deactivated" if not body.is_active else "user.reactivated",
+                "success",
+                actor=actor,
+                target=user.id,
+            )
+        session.add(user)
+        await session.flush()
+        return user_detail(user)
 
 
 _ROLES: dict[str, Role] = {"admin": "admin", "user": "user", "viewer": "viewer"}
@@ -287,3 +687,83 @@ def user_public(user: User) -> UserPublic:
 
 def org_public(org: Organization) -> OrganizationPublic:
     return OrganizationPublic(id=org.id, name=org.name, slug=org.slug, plan=org.plan)
+
+
+def _require_admin(actor: Actor) -> None:
+    if actor.role != "admin":
+        raise Forbidden("this needs the admin role", code="insufficient_role")
+
+
+_SLUG = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
+MAX_SETTINGS_BYTES = 16_384
+
+
+def normalize_slug(raw: str) -> str:
+    """One spelling per slug: NFKC, trimmed, case-folded, then `[a-z0-9-]` only (no NUL, no look-alikes)."""
+    if "\x00" in raw:
+        raise Invalid("slug: must not contain NUL", field="slug")
+    slug = unicodedata.normalize("NFKC", raw).strip().casefold()
+    if not _SLUG.match(slug):
+        raise Invalid(
+            "slug: 1 to 63 of a-z, 0-9 and '-', starting and ending with a letter or digit", field="slug"
+        )
+    return slug
+
+
+def _settings(value: dict[str, Any]) -> dict[str, Any]:
+    if len(json.dumps(value)) > MAX_SETTINGS_BYTES:
+        raise Invalid(f"settings: at most {MAX_SETTINGS_BYTES} bytes of JSON", field="settings")
+    if "\\u0000" in json.dumps(value):
+        raise Invalid("settings: must not contain NUL", field="settings")
+    return value
+
+
+def api_key_public(key: ApiKey) -> ApiKeyPublic:
+    return ApiKeyPublic(
+        id=key.id,
+        org_id=key.org_id,
+        name=key.name,
+        prefix=key.prefix,
+        scopes=list(key.scopes),
+        expires_at=key.expires_at,
+        created_by=key.created_by,
+        created_at=key.created_at,
+        last_used_at=key.last_used_at,
+        revoked_at=key.revoked_at,
+    )
+
+
+def audit_public(row: AuditLog) -> AuditEntry:
+    assert row.id is not None
+    return AuditEntry(
+        id=row.id,
+        at=row.at,
+        action=row.action,
+        outcome=row.outcome,
+        org_id=row.org_id,
+        actor_user_id=row.actor_user_id,
+        actor_api_key_id=row.actor_api_key_id,
+        client_ip=row.client_ip,
+        target=row.target,
+        detail=dict(row.detail),
+    )
+
+
+def org_detail(org: Organization) -> OrganizationDetail:
+    return OrganizationDetail(
+        id=org.id,
+        name=org.name,
+        slug=org.slug,
+        plan=org.plan,
+        settings=dict(org.settings),
+        created_at=org.created_at,
+    )
+
+
+def user_detail(user: User) -> UserDetail:
+    return UserDetail(
+        **user_public(user).model_dump(),
+        is_active=user.is_active,
+        last_login=user.last_login,
+        created_at=user.created_at,
+    )

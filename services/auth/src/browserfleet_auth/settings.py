@@ -10,3 +10,7 @@ class AuthSettings(ServiceSettings):
     service_name: str = "auth"
     access_token_ttl_seconds: int = Field(default=900, ge=30, le=86_400)
     refresh_token_ttl_seconds: int = Field(default=604_800, ge=60, le=90 * 86_400)
+    login_slow_after: int = Field(default=3, ge=1, description="failed sign-ins before each retry must wait")
+    login_lock_after_account: int = Field(default=10, ge=2, description="failures that lock an account")
+    login_lock_after_ip: int = Field(default=50, ge=2, description="failures that lock a client address")
+    login_lock_seconds: float = Field(default=900, ge=1, description="how long a lock lasts")
