@@ -304,7 +304,11 @@ class Worker:
             claim: ClaimReply = await self.rpc.call(
                 subjects.Scheduler.CLAIM,
                 ClaimRequest(
-                    task_id=dispatch.task_id, attempt=dispatch.attempt, worker_key=self.identity.worker_key
+                    task_id=dispatch.task_id,
+                    attempt=dispatch.attempt,
+                    worker_key=self.identity.worker_key,
+                    # a redelivery (count > the holder's) tells the scheduler the holder lost its lease
+                    delivery=_delivery(msg),
                 ),
                 ClaimReply,
             )
@@ -474,6 +478,13 @@ class Worker:
                 log.warning("publishing the result of %s failed (%s); retrying", update.task_id, exc)
                 await asyncio.sleep(delay)
                 delay *= 2
+
+
+def _delivery(msg: Msg) -> int | None:
+    try:
+        return int(msg.metadata.num_delivered) if msg.metadata.num_delivered else None
+    except Exception:  # not a JetStream message (tests), or metadata without a count
+        return None
 
 
 def _first_error(exc: ValidationError) -> str:
