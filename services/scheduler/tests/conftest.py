@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 import pytest
 from browserfleet_contracts import subjects
 from browserfleet_contracts.common import Actor
-from browserfleet_contracts.tasks import CreateTaskRequest, TaskCreate, TaskPublic
+from browserfleet_contracts.tasks import CreateTaskRequest, GetTaskRequest, TaskCreate, TaskPublic
 from browserfleet_contracts.workers import WorkerIdentity
 from browserfleet_core.messaging import RpcClient, connect
 from browserfleet_core.migrations import upgrade
@@ -62,6 +62,9 @@ def settings_for(nats_url: str, database_url: str) -> SchedulerSettings:
         migrate_on_start=False,
         outbox_poll_seconds=0.2,
         update_redelivery_seconds=0.0,
+        admission_poll_seconds=0.2,
+        retry_backoff_seconds=0.0,
+        pools={"default": [], "gpu": ["gpu"]},
     )
 
 
@@ -116,11 +119,32 @@ async def create(rpc: RpcClient, who: Actor, key: str | None = None, **extra: An
     return await rpc.call(subjects.Scheduler.CREATE_TASK, req, TaskPublic)
 
 
-async def take_dispatch(js: JetStreamContext, msg_id: str, priority: str = "normal") -> Msg:
+async def status_of(rpc: RpcClient, who: Actor, task_id: str) -> TaskPublic:
+    req = GetTaskRequest(actor=who, task_id=task_id)
+    return await rpc.call(subjects.Scheduler.GET_TASK, req, TaskPublic)
+
+
+async def wait_status(rpc: RpcClient, who: Actor, task_id: str, *statuses: str) -> TaskPublic:
+    async def probe() -> TaskPublic | None:
+        task = await status_of(rpc, who, task_id)
+        return task if task.status in statuses else None
+
+    return await eventually(probe, f"task {task_id} to become {'/'.join(statuses)}")
+
+
+async def create_assigned(rpc: RpcClient, who: Actor, key: str | None = None, **extra: Any) -> TaskPublic:
+    """Create a task and wait until admission has dispatched it (only then may a worker claim it)."""
+    task = await create(rpc, who, key, **extra)
+    return await wait_status(rpc, who, task.id, "assigned")
+
+
+async def take_dispatch(
+    js: JetStreamContext, msg_id: str, priority: str = "normal", pool: str = subjects.DEFAULT_POOL
+) -> Msg:
     """Pull from the pool's shared durable consumer until the message with `msg_id` arrives; other
     messages (another test's leftovers) are handed back untouched."""
     sub = await js.pull_subscribe_bind(
-        durable=subjects.task_run_consumer(subjects.DEFAULT_POOL, priority), stream=subjects.TASKS_STREAM
+        durable=subjects.task_run_consumer(pool, priority), stream=subjects.TASKS_STREAM
     )
     try:
 

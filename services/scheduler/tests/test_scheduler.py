@@ -22,6 +22,7 @@ from browserfleet_contracts.tasks import (
     TaskPublic,
     TaskUpdateMessage,
 )
+from browserfleet_core.db import utcnow
 from browserfleet_core.errors import ServiceError
 from browserfleet_core.messaging import RpcClient
 from browserfleet_core.outbox import OutboxRelay
@@ -31,7 +32,16 @@ from browserfleet_scheduler.models import TaskAttempt, outbox
 from nats.js import JetStreamContext
 from sqlalchemy import func, select
 
-from .conftest import DictAuthenticator, actor, create, eventually, steps_task, subject_count, take_dispatch
+from .conftest import (
+    DictAuthenticator,
+    actor,
+    create,
+    create_assigned,
+    eventually,
+    steps_task,
+    subject_count,
+    take_dispatch,
+)
 
 
 async def claim(rpc: RpcClient, task_id: str, key: str, attempt: int = 1) -> ClaimReply:
@@ -41,6 +51,16 @@ async def claim(rpc: RpcClient, task_id: str, key: str, attempt: int = 1) -> Cla
 
 async def get(rpc: RpcClient, who: object, task_id: str) -> TaskPublic:
     return await rpc.call(subjects.Scheduler.GET_TASK, GetTaskRequest(actor=who, task_id=task_id), TaskPublic)  # type: ignore[arg-type]
+
+
+async def admit_now(session: object, relay: OutboxRelay, task_id: str) -> None:
+    """Admit inside the caller's transaction; the running scheduler's pass may hold the advisory lock
+    for a moment, so ask until this transaction holds it."""
+    for _ in range(600):
+        if task_id in await service.admit(session, relay, service.Policy(), utcnow()):  # type: ignore[arg-type]
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("admission lock never free")
 
 
 async def unpublished(app: SchedulerApp) -> int:
@@ -53,8 +73,8 @@ async def create_dispatches_once_and_announces(rpc: RpcClient, js: JetStreamCont
     task = await create(rpc, who, title="t", priority="high", worker_tags=["gpu"])
     assert (task.status, task.attempt, task.org_id, task.worker_tags) == ("queued", 1, who.org_id, ["gpu"])
 
-    msg = await take_dispatch(js, f"{task.id}:1", priority="high")
-    assert msg.subject == subjects.task_run(subjects.DEFAULT_POOL, "high")
+    msg = await take_dispatch(js, f"{task.id}:1", priority="high", pool="gpu")
+    assert msg.subject == subjects.task_run("gpu", "high"), "a gpu task goes to the pool with that tag"
     dispatch = TaskDispatch.model_validate_json(msg.data)
     assert (dispatch.task_id, dispatch.org_id, dispatch.attempt) == (task.id, who.org_id, 1)
     assert dispatch.spec == task.spec
@@ -106,8 +126,8 @@ async def test_list_is_newest_first_with_cursor_and_status_filter(
     rpc: RpcClient, authenticator: DictAuthenticator
 ) -> None:
     who = actor()
-    made = [await create(rpc, who, title=str(i)) for i in range(3)]
-    await create(rpc, actor())  # another org's task never shows up
+    made = [await create_assigned(rpc, who, title=str(i)) for i in range(3)]
+    await create_assigned(rpc, actor())  # another org's task never shows up
 
     async def page(**kw: object) -> Page[TaskPublic]:
         req = ListTasksRequest(actor=who, **kw)  # type: ignore[arg-type]
@@ -130,7 +150,7 @@ async def test_list_is_newest_first_with_cursor_and_status_filter(
 
 async def test_claim_rules(rpc: RpcClient, authenticator: DictAuthenticator, js: JetStreamContext) -> None:
     who = actor()
-    task = await create(rpc, who)
+    task = await create_assigned(rpc, who)
     w1, id1 = authenticator.add(org_id=who.org_id)
     w2, _ = authenticator.add()
     foreign, _ = authenticator.add(org_id="some-other-org")
@@ -164,7 +184,7 @@ async def test_claim_rules(rpc: RpcClient, authenticator: DictAuthenticator, js:
 
 
 async def test_concurrent_claims_only_one_wins(rpc: RpcClient, authenticator: DictAuthenticator) -> None:
-    task = await create(rpc, actor())
+    task = await create_assigned(rpc, actor())
     keys = [authenticator.add()[0] for _ in range(8)]
     replies = await asyncio.gather(*(claim(rpc, task.id, k) for k in keys))
     assert sum(r.granted for r in replies) == 1
@@ -174,7 +194,7 @@ async def test_result_recorded_once_even_when_delivered_twice(
     rpc: RpcClient, authenticator: DictAuthenticator, js: JetStreamContext, scheduler: SchedulerApp
 ) -> None:
     who = actor()
-    task = await create(rpc, who)
+    task = await create_assigned(rpc, who)
     key, identity = authenticator.add()
     assert (await claim(rpc, task.id, key)).granted
 
@@ -231,7 +251,7 @@ async def test_update_from_wrong_worker_or_attempt_changes_nothing(
     rpc: RpcClient, authenticator: DictAuthenticator, js: JetStreamContext
 ) -> None:
     who = actor()
-    task = await create(rpc, who)
+    task = await create_assigned(rpc, who)
     key, identity = authenticator.add()
     assert (await claim(rpc, task.id, key)).granted
     subject = subjects.task_update(task.id)
@@ -261,7 +281,7 @@ async def test_failed_update_handling_is_redelivered(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     who = actor()
-    task = await create(rpc, who)
+    task = await create_assigned(rpc, who)
     key, identity = authenticator.add()
     assert (await claim(rpc, task.id, key)).granted
 
@@ -309,6 +329,9 @@ async def test_outbox_publishes_rows_a_crash_left_behind(
             task = await service.create_task(
                 session, dead_relay, CreateTaskRequest(actor=who, task=steps_task(priority="low"))
             )
+            # admitted in the same transaction (invisible to the running scheduler until commit); the
+            # advisory lock may be held by its own pass for a moment, so try again until we hold it
+            await admit_now(session, dead_relay, task.id)
         async with db.transaction() as session:
             rows = (
                 await session.exec(
@@ -353,6 +376,7 @@ async def test_concurrent_claims_in_separate_transactions(
         task = await service.create_task(
             session, scheduler.relay, CreateTaskRequest(actor=actor(), task=steps_task())
         )
+        await admit_now(session, scheduler.relay, task.id)
     identities = [authenticator.add()[1] for _ in range(6)]
 
     async def one(identity: object) -> ClaimReply:

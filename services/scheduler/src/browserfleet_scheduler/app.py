@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from datetime import datetime
 
-from browserfleet_core.db import Database
+from browserfleet_contracts import subjects
+from browserfleet_core.db import Database, utcnow
 from browserfleet_core.messaging import RpcClient, ensure_pool_consumers, ensure_streams, make_broker
 from browserfleet_core.migrations import upgrade
 from browserfleet_core.outbox import OutboxRelay
 from faststream.nats import NatsBroker
 
+from . import schedules, service
 from .handlers import Runtime, build_routers
 from .models import outbox
 from .service import RpcWorkerAuthenticator, WorkerAuthenticator
@@ -45,6 +49,7 @@ class SchedulerApp:
         *,
         authenticator: WorkerAuthenticator | None = None,
         start_relay: bool = True,
+        start_loop: bool = True,
     ) -> None:
         if not settings.database_url:
             raise RuntimeError("DATABASE_URL is required by the scheduler")
@@ -56,9 +61,44 @@ class SchedulerApp:
             relay=self.relay,
             authenticator=authenticator,
             redelivery_seconds=settings.update_redelivery_seconds,
+            policy=settings.policy(),
+            signal_cancel=self._signal_cancel,
         )
         self.broker = create_broker(settings, self.runtime)
         self._start_relay = start_relay
+        self._start_loop = start_loop
+        self._loop: asyncio.Task[None] | None = None
+
+    async def _signal_cancel(self, task_id: str) -> None:
+        await self.broker.connection.publish(subjects.task_cancel(task_id), b"")
+
+    async def lifecycle_pass(self, now: datetime | None = None) -> list[str]:
+        """Time out what overran, fire due cron ticks, admit what may run. Returns the admitted ids."""
+        now = now or utcnow()
+        policy = self.runtime.policy
+        async with self.db.transaction() as session:
+            overran = await service.reap(session, self.relay, policy, now)
+        for task_id in overran:
+            await self.runtime.cancel_signal(task_id)
+        async with self.db.transaction() as session:
+            await schedules.fire_due(session, self.relay, now)
+        async with self.db.transaction() as session:
+            return await service.admit(session, self.relay, policy, now)
+
+    async def _run_loop(self) -> None:
+        wake = self.runtime.wake
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wake.wait(), self.settings.admission_poll_seconds)
+            wake.clear()
+            try:
+                while len(await self.lifecycle_pass()) >= self.runtime.policy.batch:
+                    pass
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("lifecycle pass failed; retrying")
+                await asyncio.sleep(self.settings.admission_poll_seconds)
 
     async def start(self) -> None:
         if self.settings.migrate_on_start:
@@ -67,7 +107,8 @@ class SchedulerApp:
         js = self.broker.connection.jetstream()
         # the durable update consumer binds to TASK_UPDATES, so the streams must exist first
         await ensure_streams(js)
-        await ensure_pool_consumers(js)
+        for pool in self.settings.pools:
+            await ensure_pool_consumers(js, pool)
         if self.runtime.authenticator is None:
             rpc = RpcClient(self.broker.connection, timeout=self.settings.rpc_timeout_seconds)
             self.runtime.authenticator = RpcWorkerAuthenticator(
@@ -76,9 +117,15 @@ class SchedulerApp:
         if self._start_relay:
             self.relay.start(js)
         await self.broker.start()
+        if self._start_loop:
+            self._loop = asyncio.create_task(self._run_loop(), name="scheduler-lifecycle")
         log.info("scheduler serving on %s", self.settings.nats_url)
 
     async def stop(self) -> None:
+        if self._loop is not None:
+            self._loop.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loop
         await self.broker.stop()
         await self.relay.stop()
         await self.db.dispose()

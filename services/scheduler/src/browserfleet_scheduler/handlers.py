@@ -2,12 +2,28 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from browserfleet_contracts import subjects
-from browserfleet_contracts.common import Page
+from browserfleet_contracts.common import Ack, ById, Page
+from browserfleet_contracts.schedules import (
+    CreateScheduleRequest,
+    ListSchedulesRequest,
+    SchedulePublic,
+    UpdateScheduleRequest,
+)
+from browserfleet_contracts.task_admin import (
+    AdminListTasksRequest,
+    CancelTaskRequest,
+    GetTaskAttemptsRequest,
+    ListTaskLogsRequest,
+    TaskAttemptPublic,
+    TaskLogPage,
+)
 from browserfleet_contracts.tasks import (
     ClaimInfo,
     ClaimInfoRequest,
@@ -29,8 +45,8 @@ from faststream.middlewares import BaseMiddleware
 from faststream.nats import JStream, NatsRouter, PullSub
 from pydantic import ValidationError
 
-from . import service
-from .service import WorkerAuthenticator
+from . import schedules, service
+from .service import Policy, WorkerAuthenticator
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +62,18 @@ class Runtime:
     relay: OutboxRelay | None = None
     authenticator: WorkerAuthenticator | None = None
     redelivery_seconds: float = 2.0
+    policy: Policy = field(default_factory=Policy)
+    # set after a commit that may let admission do something (a new task, a finished one)
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    # sends `tasks.cancel.<task_id>` to whichever worker runs it (core NATS)
+    signal_cancel: Callable[[str], Awaitable[None]] | None = None
+
+    async def cancel_signal(self, task_id: str) -> None:
+        if self.signal_cancel is not None:
+            try:
+                await self.signal_cancel(task_id)
+            except Exception:
+                log.exception("sending the cancel signal of %s failed", task_id)
 
     def parts(self) -> tuple[Database, OutboxRelay]:
         if self.db is None or self.relay is None:
@@ -97,7 +125,9 @@ def build_routers(rt: Runtime, *, rpc_workers: int = 16) -> list[NatsRouter]:
     async def create_task(body: CreateTaskRequest) -> TaskPublic:
         db, relay = rt.parts()
         async with db.transaction() as session:
-            return await service.create_task(session, relay, body)
+            task = await service.create_task(session, relay, body)
+        rt.wake.set()
+        return task
 
     @rpc.subscriber(
         subjects.Scheduler.GET_TASK, queue=queue, max_workers=rpc_workers, title="scheduler.get_task"
@@ -121,7 +151,10 @@ def build_routers(rt: Runtime, *, rpc_workers: int = 16) -> list[NatsRouter]:
         # authenticate before the row lock: a slow worker-gateway must not hold the task locked
         identity = await rt.workers().authenticate(body.worker_key)
         async with db.transaction() as session:
-            return await service.claim(session, relay, body, identity)
+            reply = await service.claim(session, relay, body, identity, rt.policy)
+        if not reply.granted:
+            rt.wake.set()  # a lost attempt went back to the queue
+        return reply
 
     @rpc.subscriber(
         subjects.Scheduler.CLAIM_INFO, queue=queue, max_workers=rpc_workers, title="scheduler.claim_info"
@@ -130,6 +163,101 @@ def build_routers(rt: Runtime, *, rpc_workers: int = 16) -> list[NatsRouter]:
         db, _ = rt.parts()
         async with db.transaction() as session:
             return await service.claim_info(session, body)
+
+    @rpc.subscriber(
+        subjects.Scheduler.CANCEL_TASK, queue=queue, max_workers=rpc_workers, title="scheduler.cancel_task"
+    )
+    async def cancel_task(body: CancelTaskRequest) -> TaskPublic:
+        db, relay = rt.parts()
+        async with db.transaction() as session:
+            task, was_running = await service.cancel_task(session, relay, body)
+        if was_running:
+            await rt.cancel_signal(task.id)
+        rt.wake.set()
+        return task
+
+    @rpc.subscriber(
+        subjects.Scheduler.ADMIN_LIST_TASKS,
+        queue=queue,
+        max_workers=rpc_workers,
+        title="scheduler.admin_list_tasks",
+    )
+    async def admin_list_tasks(body: AdminListTasksRequest) -> Page[TaskPublic]:
+        db, _ = rt.parts()
+        async with db.transaction() as session:
+            return await service.admin_list_tasks(session, body)
+
+    @rpc.subscriber(
+        subjects.Scheduler.TASK_ATTEMPTS,
+        queue=queue,
+        max_workers=rpc_workers,
+        title="scheduler.task_attempts",
+    )
+    async def task_attempts(body: GetTaskAttemptsRequest) -> list[TaskAttemptPublic]:
+        db, _ = rt.parts()
+        async with db.transaction() as session:
+            return await service.task_attempts(session, body)
+
+    @rpc.subscriber(
+        subjects.Scheduler.TASK_LOGS, queue=queue, max_workers=rpc_workers, title="scheduler.task_logs"
+    )
+    async def task_logs(body: ListTaskLogsRequest) -> TaskLogPage:
+        db, _ = rt.parts()
+        async with db.transaction() as session:
+            return await service.task_logs(session, body)
+
+    @rpc.subscriber(
+        subjects.Scheduler.CREATE_SCHEDULE,
+        queue=queue,
+        max_workers=rpc_workers,
+        title="scheduler.create_schedule",
+    )
+    async def create_schedule(body: CreateScheduleRequest) -> SchedulePublic:
+        db, _ = rt.parts()
+        async with db.transaction() as session:
+            return await schedules.create_schedule(session, body)
+
+    @rpc.subscriber(
+        subjects.Scheduler.LIST_SCHEDULES,
+        queue=queue,
+        max_workers=rpc_workers,
+        title="scheduler.list_schedules",
+    )
+    async def list_schedules(body: ListSchedulesRequest) -> list[SchedulePublic]:
+        db, _ = rt.parts()
+        async with db.transaction() as session:
+            return await schedules.list_schedules(session, body)
+
+    @rpc.subscriber(
+        subjects.Scheduler.GET_SCHEDULE, queue=queue, max_workers=rpc_workers, title="scheduler.get_schedule"
+    )
+    async def get_schedule(body: ById) -> SchedulePublic:
+        db, _ = rt.parts()
+        async with db.transaction() as session:
+            return await schedules.get_schedule(session, body)
+
+    @rpc.subscriber(
+        subjects.Scheduler.UPDATE_SCHEDULE,
+        queue=queue,
+        max_workers=rpc_workers,
+        title="scheduler.update_schedule",
+    )
+    async def update_schedule(body: UpdateScheduleRequest) -> SchedulePublic:
+        db, _ = rt.parts()
+        async with db.transaction() as session:
+            return await schedules.update_schedule(session, body)
+
+    @rpc.subscriber(
+        subjects.Scheduler.DELETE_SCHEDULE,
+        queue=queue,
+        max_workers=rpc_workers,
+        title="scheduler.delete_schedule",
+    )
+    async def delete_schedule(body: ById) -> Ack:
+        db, _ = rt.parts()
+        async with db.transaction() as session:
+            await schedules.delete_schedule(session, body)
+        return Ack()
 
     # JetStream consumers stay off the rpc router: their errors must reach the ack policy, not a reply.
     updates = NatsRouter(middlewares=[_RedeliverOnError(rt)])
@@ -146,6 +274,8 @@ def build_routers(rt: Runtime, *, rpc_workers: int = 16) -> list[NatsRouter]:
     async def on_task_update(body: TaskUpdateMessage) -> None:
         db, relay = rt.parts()
         async with db.transaction() as session:
-            await service.apply_update(session, relay, body)
+            changed = await service.apply_update(session, relay, body)
+        if changed:
+            rt.wake.set()  # a slot of the org's concurrency is free again
 
     return [rpc, updates]

@@ -41,6 +41,8 @@ class Task(SchedulerBase, table=True):
         UniqueConstraint("org_id", "idempotency_key", name="uq_tasks_org_id_idempotency_key"),
         # keyset pagination of one org's tasks, newest first
         Index("ix_tasks_org_id_created_at_id", "org_id", "created_at", "id"),
+        # exactly one task per schedule tick, whichever replica fires it
+        UniqueConstraint("schedule_id", "schedule_tick", name="uq_tasks_schedule_id_schedule_tick"),
     )
 
     id: str = Field(primary_key=True, max_length=36)
@@ -73,6 +75,13 @@ class Task(SchedulerBase, table=True):
     started_at: datetime | None = _ts(nullable=True)
     completed_at: datetime | None = _ts(nullable=True)
     execution_time_seconds: float | None = None
+    # admission: not eligible before `not_before` (retry backoff); `pool` it was dispatched to
+    not_before: datetime | None = _ts(nullable=True)
+    dispatched_at: datetime | None = _ts(nullable=True)
+    pool: str | None = Field(default=None, max_length=64)
+    plan: str | None = Field(default=None, max_length=64)
+    schedule_id: str | None = Field(default=None, max_length=36)
+    schedule_tick: datetime | None = _ts(nullable=True)
 
 
 class TaskAttempt(SchedulerBase, table=True):
@@ -89,6 +98,49 @@ class TaskAttempt(SchedulerBase, table=True):
     claimed_at: datetime | None = _ts(nullable=True)
     finished_at: datetime | None = _ts(nullable=True)
     error: str | None = Field(default=None, sa_type=Text)
+    # JetStream delivery count of the TASKS message the claim came with (None: not told)
+    delivery: int | None = None
+
+
+class TaskLog(SchedulerBase, table=True):
+    __tablename__ = "task_logs"
+    __table_args__ = (
+        # a re-sent line (redelivered update, or the copy inside the result) is stored once
+        UniqueConstraint("task_id", "attempt", "seq", name="uq_task_logs_task_id_attempt_seq"),
+        Index("ix_task_logs_task_id_id", "task_id", "id"),
+    )
+
+    id: int | None = Field(default=None, sa_column=Column(BigInteger, Identity(), primary_key=True))
+    task_id: str = Field(
+        sa_column=Column(String(36), ForeignKey("scheduler.tasks.id", ondelete="CASCADE"), nullable=False)
+    )
+    attempt: int
+    seq: int
+    level: str = Field(max_length=16)
+    message: str = Field(sa_type=Text)
+    log_metadata: dict[str, Any] = Field(
+        default_factory=dict, sa_column=Column("metadata", JSONB, nullable=False)
+    )
+    at: datetime = Field(sa_type=DateTime(timezone=True))
+
+
+class Schedule(SchedulerBase, table=True):
+    __tablename__ = "schedules"
+    __table_args__ = (Index("ix_schedules_due", "paused", "next_run_at"),)
+
+    id: str = Field(primary_key=True, max_length=36)
+    org_id: str = Field(index=True, max_length=64)
+    name: str = Field(max_length=200)
+    cron: str = Field(max_length=200)
+    timezone: str = Field(max_length=64)
+    template: dict[str, Any] = Field(sa_type=JSONB)
+    paused: bool = False
+    next_run_at: datetime | None = _ts(nullable=True)
+    last_run_at: datetime | None = _ts(nullable=True)
+    created_by: str | None = Field(default=None, max_length=64)
+    plan: str | None = Field(default=None, max_length=64)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
 
 
 outbox = outbox_table(SchedulerBase.metadata)

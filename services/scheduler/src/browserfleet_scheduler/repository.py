@@ -5,12 +5,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import tuple_
+from sqlalchemy import case, func, or_, tuple_
 from sqlalchemy.dialects.postgresql import insert
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from .models import Task, TaskAttempt
+from .models import Schedule, Task, TaskAttempt, TaskLog
 
 
 async def insert_task(session: AsyncSession, values: dict[str, Any]) -> bool:
@@ -73,7 +73,208 @@ async def get_attempt(session: AsyncSession, task_id: str, attempt: int) -> Task
     return (await session.exec(stmt)).one_or_none()
 
 
-async def save(session: AsyncSession, *rows: Task | TaskAttempt) -> None:
+async def save(session: AsyncSession, *rows: Task | TaskAttempt | Schedule) -> None:
     for row in rows:
         session.add(row)
     await session.flush()
+
+
+# --- admission and reaping ---------------------------------------------------------------------
+ADMISSION_LOCK = 0x62665F61646D  # pg advisory lock key: one admission pass at a time across replicas
+PRIORITY_RANK = {"urgent": 0, "high": 1, "normal": 2, "low": 3}
+
+
+async def try_admission_lock(session: AsyncSession) -> bool:
+    """Transaction-scoped: released by the commit. Another replica's pass is skipped, not queued."""
+    got = (await session.exec(select(func.pg_try_advisory_xact_lock(ADMISSION_LOCK)))).one()
+    return bool(got)
+
+
+def _rank() -> Any:
+    return case(
+        *((col(Task.priority) == p, r) for p, r in PRIORITY_RANK.items()),
+        else_=len(PRIORITY_RANK),
+    )
+
+
+async def admission_candidates(session: AsyncSession, now: datetime, limit: int) -> list[Task]:
+    """Queued tasks that may start now, priority first then oldest first, locked (SKIP LOCKED: a row a
+    claim or cancel holds is left for the next pass)."""
+    stmt = (
+        select(Task)
+        .where(Task.status == "queued")
+        .where(or_(col(Task.not_before).is_(None), col(Task.not_before) <= now))
+        .order_by(_rank(), col(Task.created_at), col(Task.id))
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    return list((await session.exec(stmt, execution_options={"populate_existing": True})).all())
+
+
+async def active_counts(session: AsyncSession, org_ids: list[str]) -> dict[str, int]:
+    if not org_ids:
+        return {}
+    stmt = (
+        select(col(Task.org_id), func.count())
+        .where(col(Task.org_id).in_(org_ids), col(Task.status).in_(("assigned", "running")))
+        .group_by(col(Task.org_id))
+    )
+    return {org: int(n) for org, n in (await session.exec(stmt)).all()}
+
+
+async def last_dispatched(session: AsyncSession, org_ids: list[str]) -> dict[str, datetime]:
+    if not org_ids:
+        return {}
+    stmt = (
+        select(col(Task.org_id), func.max(col(Task.dispatched_at)))
+        .where(col(Task.org_id).in_(org_ids), col(Task.dispatched_at).is_not(None))
+        .group_by(col(Task.org_id))
+    )
+    return {org: at for org, at in (await session.exec(stmt)).all() if at is not None}
+
+
+async def overdue_running(
+    session: AsyncSession, now: datetime, grace_seconds: float, limit: int
+) -> list[Task]:
+    deadline = col(Task.started_at) + func.make_interval(
+        0, 0, 0, 0, 0, 0, col(Task.timeout_seconds) + grace_seconds
+    )
+    stmt = (
+        select(Task)
+        .where(Task.status == "running", col(Task.started_at).is_not(None), deadline < now)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    return list((await session.exec(stmt, execution_options={"populate_existing": True})).all())
+
+
+async def overdue_waiting(
+    session: AsyncSession, now: datetime, queue_timeout_seconds: float, limit: int
+) -> list[Task]:
+    """Queued or dispatched-but-unclaimed for longer than the queue timeout (counted from the later of
+    creation and the current attempt's earliest start)."""
+    since = func.coalesce(col(Task.not_before), col(Task.created_at))
+    stmt = (
+        select(Task)
+        .where(
+            col(Task.status).in_(("pending", "queued", "assigned")),
+            since + func.make_interval(0, 0, 0, 0, 0, 0, queue_timeout_seconds) < now,
+        )
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    return list((await session.exec(stmt, execution_options={"populate_existing": True})).all())
+
+
+# --- lists, attempts, logs ---------------------------------------------------------------------
+async def admin_list_tasks(
+    session: AsyncSession,
+    org_id: str,
+    *,
+    status: str | None,
+    priority: str | None,
+    worker_id: str | None,
+    tag: str | None,
+    created_after: datetime | None,
+    created_before: datetime | None,
+    limit: int,
+    after: tuple[datetime, str] | None,
+) -> list[Task]:
+    stmt = select(Task).where(Task.org_id == org_id)
+    if status is not None:
+        stmt = stmt.where(Task.status == status)
+    if priority is not None:
+        stmt = stmt.where(Task.priority == priority)
+    if worker_id is not None:
+        # any attempt ran on that worker, not only the last one
+        ran = select(TaskAttempt.task_id).where(TaskAttempt.worker_id == worker_id)
+        stmt = stmt.where(or_(col(Task.worker_id) == worker_id, col(Task.id).in_(ran)))
+    if tag is not None:
+        stmt = stmt.where(col(Task.worker_tags).contains([tag]))
+    if created_after is not None:
+        stmt = stmt.where(col(Task.created_at) >= created_after)
+    if created_before is not None:
+        stmt = stmt.where(col(Task.created_at) < created_before)
+    if after is not None:
+        stmt = stmt.where(tuple_(col(Task.created_at), col(Task.id)) < tuple_(*after))
+    stmt = stmt.order_by(col(Task.created_at).desc(), col(Task.id).desc()).limit(limit)
+    return list((await session.exec(stmt)).all())
+
+
+async def list_attempts(session: AsyncSession, task_id: str) -> list[TaskAttempt]:
+    stmt = select(TaskAttempt).where(TaskAttempt.task_id == task_id).order_by(col(TaskAttempt.attempt))
+    return list((await session.exec(stmt)).all())
+
+
+async def insert_logs(session: AsyncSession, rows: list[dict[str, Any]]) -> int:
+    if not rows:
+        return 0
+    stmt = (
+        insert(TaskLog)
+        .values(rows)
+        .on_conflict_do_nothing(index_elements=["task_id", "attempt", "seq"])
+        .returning(col(TaskLog.id))
+    )
+    return len((await session.exec(stmt)).all())
+
+
+async def max_log_seq(session: AsyncSession, task_id: str, attempt: int) -> int | None:
+    stmt = select(func.max(col(TaskLog.seq))).where(TaskLog.task_id == task_id, TaskLog.attempt == attempt)
+    value = (await session.exec(stmt)).one()
+    return None if value is None else int(value)
+
+
+async def list_logs(session: AsyncSession, task_id: str, since: int, limit: int) -> list[TaskLog]:
+    stmt = (
+        select(TaskLog)
+        .where(TaskLog.task_id == task_id, col(TaskLog.id) > since)
+        .order_by(col(TaskLog.id))
+        .limit(limit)
+    )
+    return list((await session.exec(stmt)).all())
+
+
+# --- schedules ---------------------------------------------------------------------------------
+async def get_schedule(
+    session: AsyncSession, schedule_id: str, *, org_id: str | None = None, lock: bool = False
+) -> Schedule | None:
+    stmt = select(Schedule).where(Schedule.id == schedule_id)
+    if org_id is not None:
+        stmt = stmt.where(Schedule.org_id == org_id)
+    if lock:
+        stmt = stmt.with_for_update()
+    return (await session.exec(stmt, execution_options={"populate_existing": True})).one_or_none()
+
+
+async def list_schedules(session: AsyncSession, org_id: str) -> list[Schedule]:
+    stmt = (
+        select(Schedule).where(Schedule.org_id == org_id).order_by(col(Schedule.created_at), col(Schedule.id))
+    )
+    return list((await session.exec(stmt)).all())
+
+
+async def due_schedules(session: AsyncSession, now: datetime, limit: int) -> list[Schedule]:
+    stmt = (
+        select(Schedule)
+        .where(not Schedule.paused, col(Schedule.next_run_at).is_not(None), col(Schedule.next_run_at) <= now)
+        .order_by(col(Schedule.next_run_at))
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    return list((await session.exec(stmt, execution_options={"populate_existing": True})).all())
+
+
+async def delete_schedule(session: AsyncSession, schedule: Schedule) -> None:
+    await session.delete(schedule)
+    await session.flush()
+
+
+async def insert_task_for_tick(session: AsyncSession, values: dict[str, Any]) -> bool:
+    """Insert a scheduled task; False when that (schedule, tick) already has one."""
+    stmt = (
+        insert(Task)
+        .values(**values)
+        .on_conflict_do_nothing(index_elements=["schedule_id", "schedule_tick"])
+        .returning(col(Task.id))
+    )
+    return (await session.exec(stmt)).first() is not None

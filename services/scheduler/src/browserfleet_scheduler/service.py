@@ -10,12 +10,22 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
-from datetime import datetime
-from typing import Protocol
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
 
 from browserfleet_contracts import subjects
-from browserfleet_contracts.common import Page
+from browserfleet_contracts.common import Actor, Page
 from browserfleet_contracts.events import EventEnvelope, TaskEventData
+from browserfleet_contracts.task_admin import (
+    AdminListTasksRequest,
+    CancelTaskRequest,
+    GetTaskAttemptsRequest,
+    ListTaskLogsRequest,
+    TaskAttemptPublic,
+    TaskLogPage,
+    TaskLogPublic,
+)
 from browserfleet_contracts.tasks import (
     TERMINAL_STATUSES,
     ClaimInfo,
@@ -25,6 +35,7 @@ from browserfleet_contracts.tasks import (
     CreateTaskRequest,
     GetTaskRequest,
     ListTasksRequest,
+    TaskCreate,
     TaskDispatch,
     TaskPublic,
     TaskSpec,
@@ -32,12 +43,12 @@ from browserfleet_contracts.tasks import (
 )
 from browserfleet_contracts.workers import WorkerAuthRequest, WorkerIdentity
 from browserfleet_core.db import jsonable, new_id, utcnow
-from browserfleet_core.errors import Forbidden, Invalid, NotFound, ServiceError, Unauthorized
+from browserfleet_core.errors import Conflict, Forbidden, Invalid, NotFound, ServiceError, Unauthorized
 from browserfleet_core.messaging import RpcClient
 from browserfleet_core.outbox import OutboxRelay
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from . import repository
+from . import repository, state
 from .models import Task, TaskAttempt
 
 log = logging.getLogger(__name__)
@@ -130,10 +141,47 @@ async def _emit(relay: OutboxRelay, session: AsyncSession, task: Task, event: st
     await relay.enqueue(session, subjects.event(task.org_id, f"task.{event}"), envelope, msg_id)
 
 
-async def _dispatch(relay: OutboxRelay, session: AsyncSession, task: Task) -> None:
-    # Routing by worker_tags to pools comes with admission; until then every task runs on the default pool.
-    subject = subjects.task_run(subjects.DEFAULT_POOL, task.priority)
+async def _dispatch(relay: OutboxRelay, session: AsyncSession, task: Task, pool: str) -> None:
+    """The TASKS message of the current attempt; msg id `<task_id>:<attempt>` makes a re-publication
+    (outbox replay after a crash) a duplicate JetStream drops."""
+    subject = subjects.task_run(pool, task.priority)
     await relay.enqueue(session, subject, to_dispatch(task), f"{task.id}:{task.attempt}")
+
+
+def _move(task: Task, target: str, now: datetime) -> None:
+    """Every status change goes through the state machine."""
+    state.check_transition(task.status, target)
+    task.status = target
+    task.updated_at = now
+
+
+def build_task_values(
+    actor: Actor, body: TaskCreate, idempotency_key: str | None, now: datetime
+) -> dict[str, Any]:
+    """The row of a new `queued` task (also used by cron schedules)."""
+    spec = body.spec()
+    return {
+        "id": new_id(),
+        "org_id": actor.org_id,
+        "title": body.title,
+        "kind": spec.kind,
+        "status": "queued",
+        "status_detail": "waiting for admission",
+        "plan": actor.plan,
+        "priority": body.priority,
+        "worker_tags": list(body.worker_tags),
+        "spec": spec.model_dump(mode="json"),
+        "secret_names": sorted(spec.secret_names()),
+        "timeout_seconds": body.timeout_seconds,
+        "max_attempts": body.max_attempts,
+        "attempt": 1,
+        "webhook_url": str(body.webhook_url) if body.webhook_url is not None else None,
+        "task_metadata": dict(body.metadata),
+        "created_by": actor.user_id or actor.api_key_id,
+        "idempotency_key": idempotency_key,
+        "created_at": now,
+        "updated_at": now,
+    }
 
 
 # --- commands and queries ----------------------------------------------------------------------
@@ -146,33 +194,9 @@ async def create_task(session: AsyncSession, relay: OutboxRelay, req: CreateTask
         if existing is not None:
             return to_public(existing)
 
-    body = req.task
-    spec = body.spec()
-    now = utcnow()
-    task_id = new_id()
-    inserted = await repository.insert_task(
-        session,
-        {
-            "id": task_id,
-            "org_id": actor.org_id,
-            "title": body.title,
-            "kind": spec.kind,
-            "status": "queued",
-            "priority": body.priority,
-            "worker_tags": list(body.worker_tags),
-            "spec": spec.model_dump(mode="json"),
-            "secret_names": sorted(spec.secret_names()),
-            "timeout_seconds": body.timeout_seconds,
-            "max_attempts": body.max_attempts,
-            "attempt": 1,
-            "webhook_url": str(body.webhook_url) if body.webhook_url is not None else None,
-            "task_metadata": dict(body.metadata),
-            "created_by": actor.user_id or actor.api_key_id,
-            "idempotency_key": req.idempotency_key,
-            "created_at": now,
-            "updated_at": now,
-        },
-    )
+    values = build_task_values(actor, req.task, req.idempotency_key, utcnow())
+    task_id = values["id"]
+    inserted = await repository.insert_task(session, values)
     if not inserted:
         # a concurrent request with the same key committed first
         assert req.idempotency_key is not None
@@ -182,7 +206,7 @@ async def create_task(session: AsyncSession, relay: OutboxRelay, req: CreateTask
 
     task = await repository.get_task(session, task_id)
     assert task is not None
-    await _dispatch(relay, session, task)
+    # no dispatch yet: TASKS is a work queue, so the task waits here until admission sends it
     await _emit(relay, session, task, "created", f"{task.id}:created")
     return to_public(task)
 
@@ -212,11 +236,108 @@ def _refuse(reason: str, identity: WorkerIdentity | None = None) -> ClaimReply:
     return ClaimReply(granted=False, reason=reason, worker_id=identity.worker_id if identity else None)
 
 
+@dataclass(frozen=True)
+class Policy:
+    """Admission, retry and timeout knobs (from SchedulerSettings); plain values, easy to test."""
+
+    pools: dict[str, frozenset[str]] = field(default_factory=lambda: {subjects.DEFAULT_POOL: frozenset()})
+    plan_limits: dict[str, int] = field(default_factory=dict)
+    default_concurrency: int = 10
+    batch: int = 100
+    scan: int = 1000
+    retry_backoff_seconds: float = 2.0
+    retry_backoff_cap_seconds: float = 300.0
+    queue_timeout_seconds: float = 3600.0
+    run_timeout_grace_seconds: float = 5.0
+
+    def limit_for(self, plan: str | None) -> int:
+        if plan is not None and plan in self.plan_limits:
+            return self.plan_limits[plan]
+        return self.default_concurrency
+
+    def route(self, tags: list[str]) -> str | None:
+        """The pool whose tags include all of `tags`; the one with the fewest extra tags wins, so a
+        plain task does not take a GPU pool's slot while a plain pool exists."""
+        need = set(tags)
+        fits = [(len(have - need), name) for name, have in self.pools.items() if need <= have]
+        return min(fits)[1] if fits else None
+
+
+def _fair_order(candidates: list[Task], last_served: dict[str, datetime]) -> list[Task]:
+    """Priority first; within one priority, orgs take turns (the k-th task of every org before the
+    (k+1)-th of any), the org served longest ago first; FIFO within an org."""
+    seen: dict[tuple[str, str], int] = {}
+    keyed: list[tuple[int, int, datetime, datetime, str, Task]] = []
+    never = datetime.min.replace(tzinfo=UTC)
+    for t in candidates:  # already priority then FIFO ordered
+        k = seen.get((t.priority, t.org_id), 0)
+        seen[(t.priority, t.org_id)] = k + 1
+        rank = repository.PRIORITY_RANK.get(t.priority, 9)
+        keyed.append((rank, k, last_served.get(t.org_id, never), t.created_at, t.id, t))
+    keyed.sort(key=lambda x: x[:5])
+    return [x[5] for x in keyed]
+
+
+async def admit(session: AsyncSession, relay: OutboxRelay, policy: Policy, now: datetime) -> list[str]:
+    """One admission pass: dispatch what may run now. Returns the admitted task ids.
+
+    Replicas serialise on an advisory lock (a pass that finds it taken does nothing), so per-org
+    counts cannot be overrun by two replicas admitting at once; the rows are also locked SKIP LOCKED so
+    a claim or cancel in flight is simply left for the next pass."""
+    if not await repository.try_admission_lock(session):
+        return []
+    candidates = await repository.admission_candidates(session, now, policy.scan)
+    if not candidates:
+        return []
+    orgs = sorted({t.org_id for t in candidates})
+    active = await repository.active_counts(session, orgs)
+    last_served = await repository.last_dispatched(session, orgs)
+    admitted: list[str] = []
+    changed: list[Task] = []
+    for task in _fair_order(candidates, last_served):
+        pool = policy.route(list(task.worker_tags))
+        if pool is None:
+            detail = f"no worker pool has all of the tags {', '.join(sorted(task.worker_tags))}"
+        elif active.get(task.org_id, 0) >= policy.limit_for(task.plan):
+            detail = f"waiting: the organization runs {policy.limit_for(task.plan)} task(s) at once (its plan's limit)"
+        elif len(admitted) >= policy.batch:
+            break
+        else:
+            _move(task, "assigned", now)
+            task.pool = pool
+            task.dispatched_at = now
+            task.status_detail = f"dispatched to pool {pool}"
+            await _dispatch(relay, session, task, pool)
+            active[task.org_id] = active.get(task.org_id, 0) + 1
+            admitted.append(task.id)
+            changed.append(task)
+            continue
+        if task.status_detail != detail:
+            task.status_detail = detail
+            task.updated_at = now
+            changed.append(task)
+    if changed:
+        await repository.save(session, *changed)
+    return admitted
+
+
 async def claim(
-    session: AsyncSession, relay: OutboxRelay, req: ClaimRequest, identity: WorkerIdentity | None
+    session: AsyncSession,
+    relay: OutboxRelay,
+    req: ClaimRequest,
+    identity: WorkerIdentity | None,
+    policy: Policy | None = None,
+    now: datetime | None = None,
 ) -> ClaimReply:
     """Grant one attempt of a task to one worker. The row lock makes concurrent claims take turns,
-    so exactly one of them sees the task `queued`."""
+    so exactly one of them sees the task `assigned`.
+
+    A claim for the current attempt by *another* worker while the task runs means JetStream redelivered
+    the dispatch: the holder stopped extending its lease (died, hung, partitioned). That attempt is
+    lost; the task goes back to `queued` as attempt + 1 after a backoff (or fails once max_attempts is
+    spent), and this claimant is refused: the new attempt is dispatched fresh through admission."""
+    policy = policy or Policy()
+    now = now or utcnow()
     if identity is None:
         return _refuse("worker key not recognised")
     task = await repository.get_task(session, req.task_id, lock=True) if _valid_uuid(req.task_id) else None
@@ -229,19 +350,28 @@ async def claim(
         return _refuse(f"task is {task.status}", identity)
     if req.attempt != task.attempt:
         return _refuse(f"stale attempt {req.attempt}: the current attempt is {task.attempt}", identity)
-    if task.status in ("assigned", "running"):
+    if task.status == "running":
+        held = await repository.get_attempt(session, task.id, task.attempt)
+        holder_delivery = held.delivery if held is not None else None
+        if req.delivery is not None and holder_delivery is not None and req.delivery > holder_delivery:
+            # JetStream redelivers only once the holder's lease (ack_wait) ran out without an in-progress ack
+            await _lose_attempt(
+                session, relay, task, policy, now, f"worker {task.worker_id} stopped extending its lease"
+            )
+            return _refuse(
+                f"attempt {req.attempt} was lost by its worker; it is retried as a new attempt", identity
+            )
         if task.worker_id == identity.worker_id:
             # the worker lost our first reply and asked again
             return ClaimReply(granted=True, worker_id=identity.worker_id, task=to_dispatch(task))
         return _refuse("attempt already claimed by another worker", identity)
-    if task.status != "queued":
+    if task.status != "assigned":
         return _refuse(f"task is {task.status}", identity)
 
-    now = utcnow()
-    task.status = "running"
+    _move(task, "running", now)
     task.worker_id = identity.worker_id
     task.started_at = now
-    task.updated_at = now
+    task.status_detail = None
     await repository.save(session, task)
     await repository.add_attempt(
         session,
@@ -251,10 +381,49 @@ async def claim(
             worker_id=identity.worker_id,
             status="running",
             claimed_at=now,
+            delivery=req.delivery,
         ),
     )
     await _emit(relay, session, task, "started", f"{task.id}:{task.attempt}:started")
     return ClaimReply(granted=True, worker_id=identity.worker_id, task=to_dispatch(task))
+
+
+async def _finish_attempt(
+    session: AsyncSession, task: Task, status: str, now: datetime, error: str | None
+) -> None:
+    attempt = await repository.get_attempt(session, task.id, task.attempt)
+    if attempt is not None and attempt.finished_at is None:
+        attempt.status = status
+        attempt.finished_at = now
+        attempt.error = error
+        await repository.save(session, attempt)
+
+
+async def _lose_attempt(
+    session: AsyncSession, relay: OutboxRelay, task: Task, policy: Policy, now: datetime, why: str
+) -> None:
+    lost = task.attempt
+    await _finish_attempt(session, task, "lost", now, why)
+    if lost >= task.max_attempts:
+        _move(task, "failed", now)
+        task.error_message = (
+            f"attempt {lost} lost ({why}); no attempts left (max_attempts={task.max_attempts})"
+        )
+        task.status_detail = task.error_message
+        task.completed_at = now
+        await repository.save(session, task)
+        await _emit(relay, session, task, "failed", f"{task.id}:{lost}:failed")
+        return
+    delay = state.retry_backoff(lost, base=policy.retry_backoff_seconds, cap=policy.retry_backoff_cap_seconds)
+    _move(task, "queued", now)
+    task.attempt = lost + 1
+    task.worker_id = None
+    task.started_at = None
+    task.pool = None
+    task.not_before = now + timedelta(seconds=delay)
+    task.status_detail = f"attempt {lost} lost ({why}); attempt {lost + 1} after {delay:g} s"
+    await repository.save(session, task)
+    log.warning("task %s: %s", task.id, task.status_detail)
 
 
 async def claim_info(session: AsyncSession, req: ClaimInfoRequest) -> ClaimInfo:
@@ -271,50 +440,207 @@ async def claim_info(session: AsyncSession, req: ClaimInfoRequest) -> ClaimInfo:
     )
 
 
-async def apply_update(session: AsyncSession, relay: OutboxRelay, msg: TaskUpdateMessage) -> bool:
-    """Record what a worker reported. Returns whether anything changed: a redelivered, stale or
-    foreign update changes nothing and is acknowledged."""
-    if msg.kind == "log":
-        return False  # task logs are not stored yet
+async def _store_logs(session: AsyncSession, task: Task, msg: TaskUpdateMessage, now: datetime) -> int:
+    if not msg.logs or msg.attempt > task.attempt or msg.attempt < 1:
+        return 0
+    base: int | None = None
+    rows: list[dict[str, Any]] = []
+    for i, line in enumerate(msg.logs):
+        seq = line.seq
+        if seq is None:
+            # unnumbered lines (a worker that does not number them) go after what is stored
+            if base is None:
+                top = await repository.max_log_seq(session, task.id, msg.attempt)
+                base = 0 if top is None else top + 1
+            seq = base + i
+        rows.append(
+            {
+                "task_id": task.id,
+                "attempt": msg.attempt,
+                "seq": seq,
+                "level": line.level,
+                "message": line.message[:10_000],
+                "log_metadata": jsonable(
+                    dict(line.metadata, **({"step": line.step} if line.step is not None else {}))
+                ),
+                "at": line.at or now,
+            }
+        )
+    return await repository.insert_logs(session, rows)
+
+
+async def apply_update(
+    session: AsyncSession, relay: OutboxRelay, msg: TaskUpdateMessage, now: datetime | None = None
+) -> bool:
+    """Record what a worker reported. Returns whether the task changed: a redelivered, stale or foreign
+    update changes nothing and is acknowledged."""
+    now = now or utcnow()
     if msg.kind == "started":
         return False  # the claim already moved the task to running
+    task = await repository.get_task(session, msg.task_id, lock=True) if _valid_uuid(msg.task_id) else None
+    if task is None:
+        log.warning("update for unknown task %s; ignored", msg.task_id)
+        return False
+    if (msg.kind == "log" or msg.logs) and (
+        msg.worker_id == task.worker_id
+        or await _attempt_worker(session, task.id, msg.attempt) == msg.worker_id
+    ):
+        await _store_logs(session, task, msg, now)
+    if msg.kind == "log":
+        return False
     if msg.status not in ("completed", "failed"):
         log.warning("result update for task %s without a completed/failed status; ignored", msg.task_id)
         return False
-    task = await repository.get_task(session, msg.task_id, lock=True) if _valid_uuid(msg.task_id) else None
-    if task is None:
-        log.warning("result for unknown task %s; ignored", msg.task_id)
-        return False
-    if task.status in TERMINAL_STATUSES or msg.attempt != task.attempt or msg.worker_id != task.worker_id:
+    if task.status != "running" or msg.attempt != task.attempt or msg.worker_id != task.worker_id:
         log.info(
             "result for task %s attempt %d from %s ignored (task %s, attempt %d, worker %s)",
             task.id, msg.attempt, msg.worker_id, task.status, task.attempt, task.worker_id,
         )  # fmt: skip
         return False
 
-    now = utcnow()
-    task.status = msg.status
+    _move(task, msg.status, now)
     task.result = jsonable(msg.result) if msg.result is not None else None
     task.error_message = msg.error_message
     task.error_step = msg.error_step
+    task.status_detail = None
     task.artifacts = [a.model_dump(mode="json") for a in msg.artifacts]
     task.completed_at = now
-    task.updated_at = now
     task.execution_time_seconds = (
         msg.execution_time_seconds
         if msg.execution_time_seconds is not None
         else ((now - task.started_at).total_seconds() if task.started_at else None)
     )
-    rows: list[Task | TaskAttempt] = [task]
-    attempt = await repository.get_attempt(session, task.id, task.attempt)
-    if attempt is not None:
-        attempt.status = msg.status
-        attempt.finished_at = now
-        attempt.error = msg.error_message
-        rows.append(attempt)
-    await repository.save(session, *rows)
+    await repository.save(session, task)
+    await _finish_attempt(session, task, msg.status, now, msg.error_message)
     await _emit(relay, session, task, msg.status, f"{task.id}:{task.attempt}:{msg.status}")
     return True
+
+
+async def _attempt_worker(session: AsyncSession, task_id: str, attempt: int) -> str | None:
+    row = await repository.get_attempt(session, task_id, attempt)
+    return row.worker_id if row is not None else None
+
+
+# --- cancellation and timeouts ---------------------------------------------------------------------
+async def cancel_task(
+    session: AsyncSession, relay: OutboxRelay, req: CancelTaskRequest, now: datetime | None = None
+) -> tuple[TaskPublic, bool]:
+    """Cancel at once in the database. Returns the task and whether a worker runs it (the caller then
+    signals `tasks.cancel.<id>` after commit; the worker's late result is ignored: the task is terminal)."""
+    now = now or utcnow()
+    if req.actor.role == "viewer":
+        raise Forbidden("viewers cannot cancel tasks", code="insufficient_role")
+    task = (
+        await repository.get_task(session, req.task_id, org_id=req.actor.org_id, lock=True)
+        if _valid_uuid(req.task_id)
+        else None
+    )
+    if task is None:
+        raise NotFound("task not found", field="task_id")
+    if task.status not in state.CANCELLABLE:
+        raise Conflict(f"task is already {task.status}", code="task_finished", field="task_id")
+    was_running = task.status == "running"
+    who = req.actor.user_id or req.actor.api_key_id or "a user"
+    reason = f"cancelled by {who}" + (f": {req.reason}" if req.reason else "")
+    _move(task, "cancelled", now)
+    task.error_message = reason
+    task.status_detail = reason
+    task.completed_at = now
+    await repository.save(session, task)
+    await _finish_attempt(session, task, "cancelled", now, reason)
+    await _emit(relay, session, task, "cancelled", f"{task.id}:cancelled")
+    return to_public(task), was_running
+
+
+async def reap(session: AsyncSession, relay: OutboxRelay, policy: Policy, now: datetime) -> list[str]:
+    """Time out what overran. Returns the ids of tasks a worker may still be running (to signal)."""
+    signal: list[str] = []
+    for task in await repository.overdue_running(session, now, policy.run_timeout_grace_seconds, policy.scan):
+        why = f"ran longer than its timeout of {task.timeout_seconds} s"
+        _move(task, "timed_out", now)
+        task.error_message = task.status_detail = why
+        task.completed_at = now
+        if task.started_at is not None:
+            task.execution_time_seconds = (now - task.started_at).total_seconds()
+        await repository.save(session, task)
+        await _finish_attempt(session, task, "timed_out", now, why)
+        await _emit(relay, session, task, "timed_out", f"{task.id}:timed_out")
+        signal.append(task.id)
+    for task in await repository.overdue_waiting(session, now, policy.queue_timeout_seconds, policy.scan):
+        why = f"not started within the queue timeout of {policy.queue_timeout_seconds:g} s" + (
+            f" ({task.status_detail})" if task.status_detail else ""
+        )
+        _move(task, "timed_out", now)
+        task.error_message = task.status_detail = why
+        task.completed_at = now
+        await repository.save(session, task)
+        await _emit(relay, session, task, "timed_out", f"{task.id}:timed_out")
+    return signal
+
+
+# --- admin queries ---------------------------------------------------------------------------------
+async def admin_list_tasks(session: AsyncSession, req: AdminListTasksRequest) -> Page[TaskPublic]:
+    if req.created_after and req.created_before and req.created_after >= req.created_before:
+        raise Invalid("created_after must be before created_before", field="created_after")
+    after = decode_cursor(req.cursor) if req.cursor else None
+    rows = await repository.admin_list_tasks(
+        session,
+        req.actor.org_id,
+        status=req.status,
+        priority=req.priority,
+        worker_id=req.worker_id,
+        tag=req.tag,
+        created_after=req.created_after,
+        created_before=req.created_before,
+        limit=req.limit + 1,
+        after=after,
+    )
+    page, more = rows[: req.limit], len(rows) > req.limit
+    next_cursor = encode_cursor(page[-1].created_at, page[-1].id) if more else None
+    return Page[TaskPublic](items=[to_public(t) for t in page], next_cursor=next_cursor)
+
+
+async def _own_task(session: AsyncSession, org_id: str, task_id: str) -> Task:
+    task = await repository.get_task(session, task_id, org_id=org_id) if _valid_uuid(task_id) else None
+    if task is None:
+        raise NotFound("task not found", field="task_id")
+    return task
+
+
+async def task_attempts(session: AsyncSession, req: GetTaskAttemptsRequest) -> list[TaskAttemptPublic]:
+    task = await _own_task(session, req.actor.org_id, req.task_id)
+    return [
+        TaskAttemptPublic(
+            attempt=a.attempt,
+            worker_id=a.worker_id,
+            status=a.status,
+            started_at=a.claimed_at,
+            finished_at=a.finished_at,
+            error=a.error,
+        )
+        for a in await repository.list_attempts(session, task.id)
+    ]
+
+
+async def task_logs(session: AsyncSession, req: ListTaskLogsRequest) -> TaskLogPage:
+    task = await _own_task(session, req.actor.org_id, req.task_id)
+    rows = await repository.list_logs(session, task.id, req.since, req.limit)
+    items = [
+        TaskLogPublic(
+            id=int(r.id or 0),
+            attempt=r.attempt,
+            level=r.level,
+            message=r.message,
+            metadata=dict(r.log_metadata),
+            at=r.at,
+        )
+        for r in rows
+    ]
+    return TaskLogPage(
+        items=items,
+        next_since=items[-1].id if items else req.since,
+        finished=task.status in TERMINAL_STATUSES and len(items) < req.limit,
+    )
 
 
 # --- worker authentication ---------------------------------------------------------------------
