@@ -186,6 +186,8 @@ class Platform:
         if service == "webhooks":
             # the dev stack's receivers are on this machine; production keeps the SSRF guard on
             env.setdefault("WEBHOOK_ALLOW_PRIVATE_TARGETS", "true")
+        if service == "worker":  # the dev stack's pages (the gateway's /docs, test sites) are on this machine
+            env.setdefault("BROWSER_ALLOW_NETWORKS", "127.0.0.1/32,::1/128")
         if service == "gateway":
             if not self.gateway_port:
                 self.gateway_port = free_port(_remembered_port(self.home, "gateway"))
