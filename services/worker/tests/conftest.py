@@ -11,6 +11,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from browserfleet_worker.browser import BrowserHost
+from browserfleet_worker.netguard import parse_networks
 
 PASSWORD = "hunter2-s3cret!"
 
@@ -103,7 +104,8 @@ def site() -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 async def browser() -> AsyncIterator[BrowserHost]:
-    host = BrowserHost()
+    # the stand-in sites live on 127.0.0.1, which the worker blocks unless the operator allows it
+    host = BrowserHost(allowed_networks=parse_networks(["127.0.0.1/32"]))
     await host.start()
     try:
         yield host

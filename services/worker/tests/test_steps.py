@@ -76,7 +76,10 @@ async def test_failing_step_reports_index_and_short_reason(browser: BrowserHost,
 
     assert out.status == "failed"
     assert out.error_step == 1
-    assert out.error_message == "step 1 (click '#missing'): Timeout 300ms exceeded waiting for selector"
+    assert (
+        out.error_message
+        == "step 1 (click '#missing'): Timeout 300ms exceeded waiting for selector '#missing'"
+    )
     assert out.result["steps"] == 1
 
 

@@ -134,6 +134,7 @@ async def test_worker_runs_a_dispatched_task_end_to_end(
         heartbeat_seconds=0.2,
         lease_extend_seconds=0.5,
         shutdown_grace_seconds=10,
+        browser_allow_networks=["127.0.0.1/32"],
     )
     stop = asyncio.Event()
     worker = asyncio.create_task(run(settings, stop))

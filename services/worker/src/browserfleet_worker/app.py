@@ -11,6 +11,7 @@ from browserfleet_core.messaging import RpcClient, connect, ensure_pool_consumer
 from pydantic import ValidationError
 
 from .browser import BrowserHost, BrowserNotFound
+from .netguard import parse_networks
 from .service import Worker, WorkerConfigError, obtain_identity
 from .settings import WorkerSettings
 
@@ -20,7 +21,10 @@ log = logging.getLogger(__name__)
 async def run(settings: WorkerSettings, stop: asyncio.Event) -> None:
     """Runs one worker until `stop` is set; running tasks get `shutdown_grace_seconds` to finish."""
     browser = BrowserHost(
-        executable=settings.browser_executable, headless=settings.headless, sandbox=settings.browser_sandbox
+        executable=settings.browser_executable,
+        headless=settings.headless,
+        sandbox=settings.browser_sandbox,
+        allowed_networks=parse_networks(settings.browser_allow_networks),
     )
     # launch first: a machine without Chromium should fail at start with the install hint, not per task
     await browser.start()

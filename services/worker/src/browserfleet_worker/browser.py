@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
-from playwright.async_api import Browser, BrowserContext, Playwright, async_playwright
+from playwright.async_api import Browser, BrowserContext, Dialog, Page, Playwright, async_playwright
+
+from .netguard import GuardProxy, IPNetwork, Policy
 
 log = logging.getLogger(__name__)
 
@@ -66,9 +71,22 @@ class BrowserHost:
     """Owns Playwright and the one Browser; relaunches it if it crashed between tasks."""
 
     def __init__(
-        self, *, executable: str | None = None, headless: bool = True, sandbox: bool | None = None
+        self,
+        *,
+        executable: str | None = None,
+        headless: bool = True,
+        sandbox: bool | None = None,
+        allowed_networks: list[IPNetwork] | None = None,
     ) -> None:
         self._configured = executable
+        self.allowed_networks = list(allowed_networks or [])
+        self._guard: GuardProxy | None = None
+        self.active = 0
+        self.tasks_since_launch = 0
+        self.launches = 0
+        self.recycles = 0
+        self.last_launch_seconds = 0.0
+        self.last_context_seconds = 0.0
         self._headless = headless
         # Chromium's sandbox refuses to start as root; elsewhere keep it, it is the last line of defence.
         self._sandbox = (not _is_root()) if sandbox is None else sandbox
@@ -89,27 +107,95 @@ class BrowserHost:
         if self.executable is None:
             self.executable = find_chromium(self._configured, self._pw.chromium.executable_path)
         log.info("launching Chromium %s (sandbox %s)", self.executable, "on" if self._sandbox else "off")
+        started = time.monotonic()
         self._browser = await self._pw.chromium.launch(
             executable_path=self.executable,
             headless=self._headless,
             args=launch_flags(sandbox=self._sandbox),
             chromium_sandbox=self._sandbox,
         )
+        self.last_launch_seconds = time.monotonic() - started
+        self.launches += 1
+        self.tasks_since_launch = 0
         return self._browser
 
     @asynccontextmanager
-    async def context(self) -> AsyncIterator[BrowserContext]:
-        """A fresh context (no cookies, storage or cache from any other task), always closed."""
+    async def context(
+        self,
+        policy: Policy | None = None,
+        *,
+        storage_state: dict[str, Any] | None = None,
+        accept_downloads: bool = False,
+    ) -> AsyncIterator[BrowserContext]:
+        """A fresh context (no cookies, storage or cache from any other task), always closed.
+
+        Every connection goes through the guard proxy under `policy` (default: no domain limit, internal
+        addresses blocked except the operator's allowance). Dialogs are dismissed and popups closed, so a
+        hostile page cannot stall a step.
+        """
+        policy = policy if policy is not None else Policy(allowed_networks=list(self.allowed_networks))
         async with self._lock:
             browser = await self._ensure()
-        ctx = await browser.new_context(accept_downloads=False)
+            if self._guard is None:
+                self._guard = GuardProxy()
+                await self._guard.start()
+            guard = self._guard
+            self.active += 1
+        user, password = guard.register(policy)
+        started = time.monotonic()
+        try:
+            ctx = await browser.new_context(
+                accept_downloads=accept_downloads,
+                service_workers="block",  # a service worker would fetch outside the page's view
+                proxy={
+                    "server": guard.server,
+                    "username": user,
+                    "password": password,
+                    "bypass": "<-loopback>",
+                },
+                storage_state=storage_state,  # type: ignore[arg-type]
+            )
+        except BaseException:
+            guard.unregister(user)
+            async with self._lock:
+                self.active -= 1
+            raise
+        self.last_context_seconds = time.monotonic() - started
+        ctx.on("page", _tame_page)
         try:
             yield ctx
         finally:
+            guard.unregister(user)
             try:
-                await ctx.close()
+                await asyncio.wait_for(ctx.close(), 10)
             except Exception:  # a crashed browser cannot close its contexts; nothing is left to leak
                 log.debug("closing a browser context failed", exc_info=True)
+            async with self._lock:
+                self.active -= 1
+                self.tasks_since_launch += 1
+
+    async def recycle_if_due(self, *, after_tasks: int, memory_mb: float | None) -> bool:
+        """Restarts the browser between tasks when it has run `after_tasks` tasks or uses too much memory."""
+        async with self._lock:
+            if self._browser is None or self.active:
+                return False
+            due = after_tasks > 0 and self.tasks_since_launch >= after_tasks
+            if not due and memory_mb is not None:
+                used = browser_memory_mb(self.browser_pids())
+                due = used is not None and used > memory_mb
+            if not due:
+                return False
+            log.info("recycling the browser after %d task(s)", self.tasks_since_launch)
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._browser.close(), 10)
+            self._browser = None
+            await self._ensure()
+            self.recycles += 1
+            return True
+
+    def browser_pids(self) -> list[int]:
+        """Chromium's processes (children of Playwright's driver), for memory and for crash tests."""
+        return chromium_pids(self.executable)
 
     async def close(self) -> None:
         async with self._lock:
@@ -122,3 +208,76 @@ class BrowserHost:
             if self._pw is not None:
                 await self._pw.stop()
                 self._pw = None
+            if self._guard is not None:
+                await self._guard.close()
+                self._guard = None
+
+
+MAX_POPUPS = 20
+
+
+def _tame_page(page: Page) -> None:
+    """Dialogs are dismissed at once; a popup (a page opened by another page) is closed."""
+
+    def on_dialog(dialog: Dialog) -> None:
+        _background(dialog.dismiss())
+
+    page.on("dialog", on_dialog)
+    if len(page.context.pages) > 1:
+        log.info("closing a popup")
+        _background(page.close())
+
+
+_BACKGROUND: set[asyncio.Task[None]] = set()
+
+
+def _background(aw: Awaitable[Any]) -> None:
+    task = asyncio.ensure_future(_quietly(aw))
+    _BACKGROUND.add(task)
+    task.add_done_callback(_BACKGROUND.discard)
+
+
+async def _quietly(aw: Awaitable[Any]) -> None:
+    with contextlib.suppress(Exception):
+        await aw
+
+
+def chromium_pids(executable: str | None) -> list[int]:
+    """Pids of Chromium processes started by this process's Playwright driver (via /proc)."""
+    me = os.getpid()
+    parents: dict[int, int] = {}
+    cmd: dict[int, str] = {}
+    for entry in Path("/proc").iterdir() if Path("/proc").is_dir() else []:
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+            cmd[int(entry.name)] = (entry / "cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")
+        except (OSError, ValueError, IndexError):
+            continue
+    mine = {me}
+    changed = True
+    while changed:  # descendants of this process
+        changed = False
+        for pid, parent in parents.items():
+            if parent in mine and pid not in mine:
+                mine.add(pid)
+                changed = True
+    name = Path(executable).name if executable else "chrom"
+    return sorted(p for p in mine - {me} if name in cmd.get(p, "") or "chrom" in cmd.get(p, ""))
+
+
+def browser_memory_mb(pids: list[int]) -> float | None:
+    """Resident memory of the given processes, in MB (Linux); None where /proc is missing."""
+    total = 0
+    seen = False
+    for pid in pids:
+        try:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+                    seen = True
+        except (OSError, ValueError):
+            continue
+    return total / 1024 if seen else None

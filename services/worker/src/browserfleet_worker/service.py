@@ -37,9 +37,11 @@ from nats.js.api import ObjectMeta
 from pydantic import ValidationError
 
 from .browser import BrowserHost
+from .execution import Runner, TaskRefused, build_runner, record_outcome
+from .netguard import Policy
 from .secret_values import Masker, MaskRegistry
 from .settings import WorkerSettings
-from .steps import StepsOutcome, StepsRunner
+from .steps import StepsOutcome
 
 log = logging.getLogger(__name__)
 
@@ -365,8 +367,6 @@ class Worker:
         """Release the secrets, run the steps in a fresh context, forget the secrets."""
         started = time.monotonic()
         cancelled = cancelled or asyncio.Event()
-        if task.spec.kind == "agent":
-            return StepsOutcome(status="failed", result={}, error_message=AGENT_UNAVAILABLE)
         if cancelled.is_set():
             return StepsOutcome(status="failed", result={}, error_message=CANCELLED)
         names = task.spec.secret_names()
@@ -392,8 +392,12 @@ class Worker:
             values = {name: reply.values[name] for name in names}
         held = self.masks.register(values.values())
         try:
-            runner = StepsRunner(task.spec, values, timeout_seconds=task.timeout_seconds)
-            outcome = await self._run_cancellable(runner, cancelled)
+            runner, policy = build_runner(self.settings, task, values)
+            outcome = await self._run_cancellable(runner, cancelled, policy)
+        except TaskRefused as exc:
+            outcome = StepsOutcome(
+                status="failed", result={}, error_message=Masker(values.values()).text(str(exc))
+            )
         except Exception as exc:
             log.exception("running %s failed unexpectedly", task.task_id)
             message = f"worker error: {type(exc).__name__}: {exc}"
@@ -404,11 +408,18 @@ class Worker:
             self.masks.release(held)
             values.clear()
         outcome.execution_time_seconds = round(time.monotonic() - started, 3)
+        record_outcome(self.browser, outcome)
+        with contextlib.suppress(Exception):
+            await self.browser.recycle_if_due(
+                after_tasks=self.settings.recycle_after_tasks, memory_mb=self.settings.recycle_memory_mb
+            )
         return outcome
 
-    async def _run_cancellable(self, runner: StepsRunner, cancelled: asyncio.Event) -> StepsOutcome:
+    async def _run_cancellable(
+        self, runner: Runner, cancelled: asyncio.Event, policy: Policy | None = None
+    ) -> StepsOutcome:
         """Runs the steps in a fresh context until they finish or `cancelled` is set."""
-        async with self.browser.context() as ctx:
+        async with self.browser.context(policy, accept_downloads=True) as ctx:
             run = asyncio.create_task(runner.run(ctx))
             signal = asyncio.create_task(cancelled.wait())
             try:

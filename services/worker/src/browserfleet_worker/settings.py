@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 from pathlib import Path
 from typing import Annotated, Any
 
 from browserfleet_contracts import subjects
 from browserfleet_core.settings import ServiceSettings
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import NoDecode
 
 
@@ -41,9 +42,60 @@ class WorkerSettings(ServiceSettings):
     pool: str = subjects.DEFAULT_POOL
     shutdown_grace_seconds: float = Field(default=60.0, ge=0, description="how long SIGTERM waits for tasks")
 
-    @field_validator("worker_tags", mode="before")
+    # --- safe browsing and limits ---
+    browser_allow_networks: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="CIDRs the browser may reach although internal (loopback, private, link-local, CGNAT); "
+        "e.g. 127.0.0.1/32 for pages served on this machine. Empty = every internal address is blocked.",
+    )
+    allow_evaluate: bool = Field(
+        default=False, description="allow `evaluate` steps (JavaScript) for all orgs"
+    )
+    max_download_mb: float = Field(default=50, gt=0, description="largest download a task may store")
+    task_transfer_mb: float = Field(default=500, gt=0, description="bytes a task's browser may receive")
+    trace_on_failure: bool = Field(default=True, description="store a Playwright trace when a task fails")
+    recycle_after_tasks: int = Field(
+        default=200, ge=0, description="restart the browser after K tasks (0: never)"
+    )
+    recycle_memory_mb: float | None = Field(default=None, gt=0, description="restart above this RSS")
+
+    # --- the agent runner: any OpenAI-compatible chat-completions endpoint ---
+    llm_base_url: str | None = Field(default=None, description="e.g. https://api.openai.com/v1")
+    llm_model: str | None = None
+    llm_api_key: SecretStr | None = None
+    openai_api_key: SecretStr | None = None
+    deepseek_api_key: SecretStr | None = None
+    llm_timeout_seconds: float = Field(default=60, gt=0)
+    llm_input_price_per_mtok: float = Field(default=0.0, ge=0, description="USD per 1M prompt tokens")
+    llm_output_price_per_mtok: float = Field(default=0.0, ge=0, description="USD per 1M completion tokens")
+
+    @field_validator("worker_tags", "browser_allow_networks", mode="before")
     @classmethod
     def _split_tags(cls, v: Any) -> Any:
         if isinstance(v, str):
             return [t.strip() for t in v.split(",") if t.strip()]
         return v
+
+    @field_validator("browser_allow_networks")
+    @classmethod
+    def _cidrs(cls, v: list[str]) -> list[str]:
+        for item in v:
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(f"{item!r} is not an IP network (e.g. 127.0.0.1/32)") from None
+        return v
+
+    def llm_endpoint(self) -> tuple[str, str, str | None]:
+        """(base URL, model, API key): LLM_* first; else OPENAI_API_KEY for OpenAI, DEEPSEEK_API_KEY for
+        DeepSeek, as the deployment guide lists them."""
+        key = self.llm_api_key or self.openai_api_key
+        base, model = "https://api.openai.com/v1", "gpt-4o-mini"
+        if key is None and self.deepseek_api_key is not None:
+            key = self.deepseek_api_key
+            base, model = "https://api.deepseek.com/v1", "deepseek-chat"
+        return (
+            (self.llm_base_url or base).rstrip("/"),
+            self.llm_model or model,
+            key.get_secret_value() if key is not None else None,
+        )

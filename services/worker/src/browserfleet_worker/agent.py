@@ -1,0 +1,430 @@
+"""The agent runner: an LLM loop over Playwright against any OpenAI-compatible chat-completions endpoint.
+
+observe (URL, title, indexed interactive elements, visible text) → ask the model for one tool call →
+act → repeat, until `done`/`fail`, max steps, or the task's timeout.
+
+Secrets reach the model only as placeholders (`{{ secrets.NAME }}`): the model types the placeholder, the
+runner substitutes the value when the action runs, and any secret value seen on the page is turned back
+into its placeholder before the page text goes to the model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import httpx
+from browserfleet_contracts.tasks import TaskLogLine, TaskSpec
+from playwright.async_api import BrowserContext, Page
+from playwright.async_api import Error as PlaywrightError
+
+from .netguard import Policy
+from .secret_values import Masker, SecretUnavailable, render, variants
+from .steps import Artifact, StepsOutcome, schema_errors
+
+log = logging.getLogger(__name__)
+
+MAX_ELEMENTS = 150
+MAX_TEXT_CHARS = 4_000
+ACTION_TIMEOUT_MS = 10_000
+
+SYSTEM_PROMPT = """You operate a web browser to achieve the user's goal.
+Each turn you get an observation: the URL, the title, the interactive elements as `[index] description`,
+and the visible text. Answer with exactly one tool call. Use element indices from the latest observation.
+Secrets appear only as placeholders like {{ secrets.NAME }}; type the placeholder itself, never guess a value.
+Call `done` with the result when the goal is reached, or `fail` with the reason when it cannot be."""
+
+
+def _tool(name: str, description: str, properties: dict[str, Any], required: list[str]) -> dict[str, Any]:
+    return {
+        "type": "function",
+        "function": {
+            "name": name,
+            "description": description,
+            "parameters": {"type": "object", "properties": properties, "required": required},
+        },
+    }
+
+
+_INDEX = {"type": "integer", "description": "element index from the observation"}
+TOOLS = [
+    _tool("navigate", "Open a URL", {"url": {"type": "string"}}, ["url"]),
+    _tool("click", "Click an element", {"index": _INDEX}, ["index"]),
+    _tool(
+        "type",
+        "Type text into an input (replacing its value); submit presses Enter afterwards",
+        {"index": _INDEX, "text": {"type": "string"}, "submit": {"type": "boolean"}},
+        ["index", "text"],
+    ),
+    _tool(
+        "select",
+        "Choose an option of a <select>",
+        {"index": _INDEX, "value": {"type": "string"}},
+        ["index", "value"],
+    ),
+    _tool(
+        "scroll", "Scroll the page", {"direction": {"type": "string", "enum": ["up", "down"]}}, ["direction"]
+    ),
+    _tool(
+        "extract",
+        "Record a named value you read on the page",
+        {"name": {"type": "string"}, "value": {}},
+        ["name", "value"],
+    ),
+    _tool("wait", "Wait for the page to change", {"seconds": {"type": "number", "maximum": 10}}, ["seconds"]),
+    _tool(
+        "done", "The goal is reached", {"result": {"description": "the answer or data asked for"}}, ["result"]
+    ),
+    _tool("fail", "The goal cannot be reached", {"reason": {"type": "string"}}, ["reason"]),
+]
+
+_OBSERVE_JS = """(max) => {
+  const sel = 'a[href], button, input, select, textarea, [role=button], [role=link], [role=checkbox],'
+            + ' [role=tab], [role=menuitem], [onclick], [contenteditable=true]';
+  document.querySelectorAll('[data-bf-idx]').forEach(e => e.removeAttribute('data-bf-idx'));
+  const out = [];
+  for (const el of document.querySelectorAll(sel)) {
+    if (out.length >= max) break;
+    const r = el.getBoundingClientRect();
+    const style = getComputedStyle(el);
+    if (r.width === 0 || r.height === 0 || style.visibility === 'hidden' || style.display === 'none') continue;
+    if (el.type === 'hidden') continue;
+    el.setAttribute('data-bf-idx', String(out.length));
+    const label = (el.getAttribute('aria-label') || el.getAttribute('placeholder') || el.innerText
+                   || el.getAttribute('title') || el.getAttribute('alt') || '').trim().replace(/\\s+/g, ' ');
+    const parts = [el.tagName.toLowerCase()];
+    for (const a of ['type', 'name', 'id', 'href', 'role']) {
+      const v = el.getAttribute(a); if (v) parts.push(`${a}=${v.slice(0, 80)}`);
+    }
+    if (label) parts.push(JSON.stringify(label.slice(0, 80)));
+    if ((el.tagName === 'INPUT' || el.tagName === 'TEXTAREA') && el.type !== 'password' && el.value)
+      parts.push(`value=${JSON.stringify(el.value.slice(0, 80))}`);
+    if (el.type === 'password' && el.value) parts.push('value=(filled)');
+    if (el.tagName === 'SELECT')
+      parts.push('options=' + JSON.stringify(Array.from(el.options).slice(0, 20).map(o => o.value)));
+    out.push(`[${out.length}] ` + parts.join(' '));
+  }
+  return out;
+}"""
+
+
+def placeholder(name: str) -> str:
+    return "{{ secrets." + name + " }}"
+
+
+class Placeholders:
+    """Turns secret values back into `{{ secrets.NAME }}` (also URL-encoded forms), longest first."""
+
+    def __init__(self, values: Mapping[str, str]) -> None:
+        pairs = [(v, placeholder(name)) for name, value in values.items() for v in variants(value)]
+        self._pairs = sorted(pairs, key=lambda p: len(p[0]), reverse=True)
+
+    def text(self, text: str) -> str:
+        for value, placeholder in self._pairs:
+            if value in text:
+                text = text.replace(value, placeholder)
+        return text
+
+    def deep(self, obj: Any) -> Any:
+        if isinstance(obj, str):
+            return self.text(obj)
+        if isinstance(obj, dict):
+            return {k: self.deep(v) for k, v in obj.items()}
+        if isinstance(obj, list):
+            return [self.deep(v) for v in obj]
+        return obj
+
+
+@dataclass
+class Usage:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    calls: int = 0
+
+    def cost(self, input_price: float, output_price: float) -> float:
+        return round((self.prompt_tokens * input_price + self.completion_tokens * output_price) / 1e6, 6)
+
+
+class LLMError(Exception):
+    pass
+
+
+@dataclass
+class LLMClient:
+    """POST {base_url}/chat/completions with tools; nothing provider-specific."""
+
+    base_url: str
+    model: str
+    api_key: str | None
+    timeout_seconds: float = 60.0
+    sent: list[dict[str, Any]] = field(default_factory=list)  # every request body, for audits and tests
+
+    async def complete(
+        self, messages: list[dict[str, Any]], usage: Usage, model: str | None = None
+    ) -> dict[str, Any]:
+        body = {"model": model or self.model, "messages": messages, "tools": TOOLS, "tool_choice": "auto"}
+        self.sent.append(json.loads(json.dumps(body)))
+        headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+        try:
+            async with httpx.AsyncClient(timeout=self.timeout_seconds) as client:
+                response = await client.post(f"{self.base_url}/chat/completions", json=body, headers=headers)
+        except httpx.HTTPError as exc:
+            raise LLMError(f"LLM endpoint unreachable: {type(exc).__name__}") from None
+        if response.status_code >= 400:
+            raise LLMError(f"LLM endpoint answered HTTP {response.status_code}")
+        try:
+            data = response.json()
+            message: dict[str, Any] = data["choices"][0]["message"]
+        except (ValueError, KeyError, IndexError, TypeError):
+            raise LLMError("LLM endpoint answered something that is not a chat completion") from None
+        u = data.get("usage") or {}
+        usage.prompt_tokens += int(u.get("prompt_tokens") or 0)
+        usage.completion_tokens += int(u.get("completion_tokens") or 0)
+        usage.calls += 1
+        return message
+
+
+class AgentRunner:
+    def __init__(
+        self,
+        spec: TaskSpec,
+        secrets: Mapping[str, str] | None,
+        *,
+        llm: LLMClient,
+        timeout_seconds: float | None = None,
+        policy: Policy | None = None,
+        prices: tuple[float, float] = (0.0, 0.0),
+    ) -> None:
+        self.spec = spec
+        self._secrets = dict(secrets or {})
+        self._mask = Masker(self._secrets.values())
+        self._placeholders = Placeholders(self._secrets)
+        self.llm = llm
+        self.timeout_seconds = timeout_seconds
+        self.policy = policy
+        self.prices = prices
+        self.options = spec.agent
+        self.max_steps = spec.agent.max_steps if spec.agent else 25
+        self.extracted: dict[str, Any] = {}
+        self.artifacts: list[Artifact] = []
+        self.logs: list[TaskLogLine] = []
+        self.usage = Usage()
+        self.answer: Any = None
+        self.index = 0
+        self._page: Page | None = None
+
+    async def run(self, context: BrowserContext) -> StepsOutcome:
+        started = time.monotonic()
+        error: str | None = None
+        self._page = await context.new_page()
+        try:
+            async with asyncio.timeout(self.timeout_seconds):
+                error = await self._loop(self._page)
+        except TimeoutError:
+            error = f"timed out after {self.timeout_seconds:g} s"
+        if error is None and self.spec.result_schema is not None:
+            error = schema_errors(self.spec.result_schema, self._mask.deep(self.answer))
+        if error is not None and self._page is not None and not self._page.is_closed():
+            try:
+                shot = await asyncio.wait_for(self._page.screenshot(type="png", timeout=5_000), 10)
+                self.artifacts.append(Artifact("failure.png", "image/png", shot))
+            except (PlaywrightError, TimeoutError):
+                pass
+        outcome = StepsOutcome(
+            status="failed" if error else "completed",
+            result=await self.partial_result(),
+            error_message=error,
+            error_step=self.index if error else None,
+            artifacts=self.artifacts,
+            logs=self.logs,
+            execution_time_seconds=round(time.monotonic() - started, 3),
+        )
+        return self.masked(outcome)
+
+    def masked(self, outcome: StepsOutcome) -> StepsOutcome:
+        outcome.result = self._mask.deep(outcome.result)
+        if outcome.error_message:
+            outcome.error_message = self._mask.text(outcome.error_message)
+        for line in outcome.logs:
+            line.message = self._mask.text(line.message)
+        return outcome
+
+    async def partial_result(self) -> dict[str, Any]:
+        url = title = None
+        if self._page is not None and not self._page.is_closed():
+            url = self._page.url
+            try:
+                title = await asyncio.wait_for(self._page.title(), 5)
+            except (PlaywrightError, TimeoutError):
+                title = None
+        model = (self.options.model if self.options else None) or self.llm.model
+        return {
+            "result": self.answer,
+            "extracted": self.extracted,
+            "steps": self.index,
+            "url": url,
+            "title": title,
+            "usage": {
+                "model": model,
+                "llm_calls": self.usage.calls,
+                "prompt_tokens": self.usage.prompt_tokens,
+                "completion_tokens": self.usage.completion_tokens,
+                "total_tokens": self.usage.prompt_tokens + self.usage.completion_tokens,
+                "cost_usd": self.usage.cost(*self.prices),
+            },
+        }
+
+    def _goal_message(self) -> str:
+        goal = self.spec.goal or ""
+        parts = [f"Goal: {goal}"]
+        names = sorted(self._secrets)
+        if names:
+            parts.append("Secrets you may type: " + ", ".join(placeholder(n) for n in names))
+        if self.spec.result_schema is not None:
+            parts.append(
+                "The `done` result must match this JSON Schema: " + json.dumps(self.spec.result_schema)
+            )
+        return self._placeholders.text("\n".join(parts))
+
+    async def _loop(self, page: Page) -> str | None:
+        if self.options and self.options.start_url:
+            try:
+                await page.goto(render(self.options.start_url, self._secrets), timeout=30_000)
+            except PlaywrightError as exc:
+                self._log("warning", f"start_url: {str(exc).splitlines()[0]}")
+        history: list[dict[str, Any]] = []
+        model = self.options.model if self.options else None
+        for step in range(self.max_steps):
+            self.index = step
+            observation = self._placeholders.text(await self._observe(page))
+            messages = [
+                {"role": "system", "content": SYSTEM_PROMPT},
+                {"role": "user", "content": self._goal_message()},
+                *history,
+                {
+                    "role": "user",
+                    "content": f"Observation (step {step + 1} of {self.max_steps}):\n{observation}",
+                },
+            ]
+            try:
+                message = await self.llm.complete(messages, self.usage, model)
+            except LLMError as exc:
+                return str(exc)
+            calls = message.get("tool_calls") or []
+            if not calls:
+                history.append(
+                    {
+                        "role": "assistant",
+                        "content": self._placeholders.text(str(message.get("content") or "")),
+                    }
+                )
+                history.append({"role": "user", "content": "Answer with a tool call."})
+                continue
+            call = calls[0]
+            name = str(call.get("function", {}).get("name", ""))
+            try:
+                args = json.loads(call.get("function", {}).get("arguments") or "{}")
+                if not isinstance(args, dict):
+                    raise ValueError
+            except ValueError:
+                args = None
+            history.append(
+                {
+                    "role": "assistant",
+                    "content": None,
+                    "tool_calls": [
+                        {
+                            "id": call.get("id", f"call_{step}"),
+                            "type": "function",
+                            "function": call.get("function", {}),
+                        }
+                    ],
+                }
+            )
+            if args is None:
+                outcome = "error: arguments are not a JSON object"
+            elif name == "done":
+                self.answer = self._placeholders.deep(args.get("result"))
+                self._log("info", f"done after {step + 1} step(s)")
+                self.index = step + 1
+                return None
+            elif name == "fail":
+                reason = self._mask.text(str(args.get("reason") or "no reason given"))[:500]
+                return f"the agent gave up: {reason}"
+            else:
+                outcome = await self._act(page, name, args)
+            self._log("info", f"{name} {self._placeholders.text(json.dumps(args))[:200]} -> {outcome[:200]}")
+            history.append(
+                {
+                    "role": "tool",
+                    "tool_call_id": call.get("id", f"call_{step}"),
+                    "content": self._placeholders.text(outcome),
+                }
+            )
+        self.index = self.max_steps
+        return f"the agent did not finish within {self.max_steps} steps"
+
+    async def _observe(self, page: Page) -> str:
+        try:
+            elements = await asyncio.wait_for(page.evaluate(_OBSERVE_JS, MAX_ELEMENTS), 10)
+            text = await asyncio.wait_for(
+                page.evaluate("() => document.body ? document.body.innerText : ''"), 10
+            )
+            title = await asyncio.wait_for(page.title(), 5)
+        except (PlaywrightError, TimeoutError) as exc:
+            return f"URL: {page.url}\n(the page could not be read: {str(exc).splitlines()[0][:200]})"
+        text = " ".join(str(text).split())[:MAX_TEXT_CHARS]
+        return f"URL: {page.url}\nTitle: {title}\nElements:\n" + "\n".join(elements) + f"\nText: {text}"
+
+    async def _act(self, page: Page, name: str, args: dict[str, Any]) -> str:
+        try:
+            if name == "navigate":
+                await page.goto(render(str(args["url"]), self._secrets), timeout=30_000)
+                if self.policy is not None and self.policy.blocked and self.policy.blocked[-1][0] in page.url:
+                    return f"blocked: {self.policy.blocked[-1][1]}"
+            elif name in ("click", "type", "select"):
+                loc = page.locator(f'[data-bf-idx="{int(args["index"])}"]').first
+                if name == "click":
+                    await loc.click(timeout=ACTION_TIMEOUT_MS)
+                elif name == "type":
+                    await loc.fill(
+                        render(str(args.get("text", "")), self._secrets), timeout=ACTION_TIMEOUT_MS
+                    )
+                    if args.get("submit"):
+                        await loc.press("Enter", timeout=ACTION_TIMEOUT_MS)
+                else:
+                    await loc.select_option(
+                        render(str(args["value"]), self._secrets), timeout=ACTION_TIMEOUT_MS
+                    )
+                await _settle(page)
+            elif name == "scroll":
+                dy = -600 if args.get("direction") == "up" else 600
+                await page.evaluate("(dy) => window.scrollBy(0, dy)", dy)
+            elif name == "extract":
+                self.extracted[str(args["name"])[:64]] = self._placeholders.deep(args.get("value"))
+            elif name == "wait":
+                await asyncio.sleep(min(max(float(args.get("seconds", 1)), 0), 10))
+            else:
+                return f"error: unknown tool {name!r}"
+        except (KeyError, ValueError, TypeError):
+            return "error: missing or invalid arguments"
+        except SecretUnavailable as exc:
+            return f"error: {exc}"
+        except PlaywrightError as exc:
+            return "error: " + str(exc).split("Call log:")[0].strip().splitlines()[0][:300]
+        return "ok"
+
+    def _log(self, level: Literal["info", "warning", "error"], message: str) -> None:
+        self.logs.append(TaskLogLine(level=level, message=self._mask.text(message), step=self.index))
+
+
+async def _settle(page: Page) -> None:
+    """After an action: give a navigation it started a moment to land."""
+    with contextlib.suppress(PlaywrightError):
+        await page.wait_for_load_state("load", timeout=5_000)
