@@ -156,6 +156,11 @@ class OrganizationCreate(Contract):
     slug: str | None = Field(default=None, min_length=1, max_length=63)
     plan: Plan = "free"
     settings: dict[str, Any] = Field(default_factory=dict)
+    admin_email: str | None = Field(
+        default=None,
+        max_length=320,
+        description="creates the org's first admin; the password is returned once",
+    )
 
 
 class OrganizationUpdate(Contract):
@@ -168,6 +173,13 @@ class OrganizationUpdate(Contract):
 class OrganizationDetail(OrganizationPublic):
     settings: dict[str, Any]
     created_at: datetime
+
+
+class OrganizationCreated(OrganizationDetail):
+    """`admin_password` is set only when `admin_email` was given, in this answer only."""
+
+    admin_email: str | None = None
+    admin_password: str | None = None
 
 
 class CreateOrganizationRequest(OrgScoped):

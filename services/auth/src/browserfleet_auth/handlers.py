@@ -23,6 +23,7 @@ from browserfleet_contracts.auth import (
     LoginCommand,
     MePublic,
     MeRequest,
+    OrganizationCreated,
     OrganizationDetail,
     RefreshRequest,
     TokenPair,
@@ -150,7 +151,7 @@ def create_router(deps: AuthDeps) -> NatsRouter:
             return await deps.service.list_organizations(session, body.actor)
 
     @router.subscriber(subjects.Auth.CREATE_ORGANIZATION, queue=q, title="auth.create_organization")
-    async def create_organization(body: CreateOrganizationRequest) -> OrganizationDetail:
+    async def create_organization(body: CreateOrganizationRequest) -> OrganizationCreated:
         """A new organization (platform operator only); slugs are unique after NFKC and case folding."""
         async with deps.database.transaction() as session:
             return await deps.service.create_org(session, body.actor, body.organization)

@@ -32,6 +32,7 @@ from browserfleet_contracts.auth import (
     ListAuditRequest,
     MePublic,
     OrganizationCreate,
+    OrganizationCreated,
     OrganizationDetail,
     OrganizationPublic,
     TokenPair,
@@ -280,6 +281,7 @@ class AuthService:
 
     async def _issue(self, session: AsyncSession, user: User, *, family_id: str) -> TokenPair:
         key = await self.signing_key(session)
+        org = await repo.get_organization(session, user.org_id)
         access, _jti = security.sign_access_token(
             key.private_pem,
             key.kid,
@@ -287,6 +289,7 @@ class AuthService:
             org=user.org_id,
             role=user.role,
             ttl_seconds=self.access_ttl,
+            extra={"plan": org.plan} if org is not None else None,  # per-plan limits without a lookup
         )
         raw = security.new_token(REFRESH_PREFIX)
         now = utcnow()
@@ -546,7 +549,7 @@ class AuthService:
 
     async def create_org(
         self, session: AsyncSession, actor: Actor, body: OrganizationCreate
-    ) -> OrganizationDetail:
+    ) -> OrganizationCreated:
         await self._require_operator(session, actor)
         name = clean_name(body.name, field="name")
         slug = normalize_slug(body.slug) if body.slug is not None else (slugify(name) or "org")
@@ -559,7 +562,14 @@ class AuthService:
         await self.audit(
             session, "organization.created", "success", actor=actor, target=org.id, detail={"slug": slug}
         )
-        return org_detail(org)
+        created = OrganizationCreated(**org_detail(org).model_dump())
+        if body.admin_email:
+            password = secrets.token_urlsafe(BOOTSTRAP_PASSWORD_BYTES)
+            admin = await self.create_user(
+                session, org_id=org.id, email=body.admin_email, password=password, role="admin"
+            )
+            created.admin_email, created.admin_password = admin.email, password
+        return created
 
     async def update_org(self, session: AsyncSession, req: UpdateOrganizationRequest) -> OrganizationDetail:
         org = await self._operator_org(session, req.actor, req.id)

@@ -19,11 +19,12 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from nats.aio.client import Client as NatsClient
 
-from .deps import GatewayState
+from .deps import ApiKeyCache, GatewayState
 from .errors import install_error_handlers
 from .middleware import BodyLimitMiddleware, EdgeMiddleware
 from .ratelimit import RateLimiter
 from .routes import ROUTERS
+from .routes_identity import router as identity_router
 from .settings import GatewaySettings
 
 log = logging.getLogger(__name__)
@@ -52,8 +53,16 @@ def create_app(
 
         verifier = JwksVerifier(fetch_jwks, min_refresh_seconds=settings.jwks_min_refresh_seconds)
         limiter = RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst)
+        api_keys = ApiKeyCache(settings.api_key_cache_seconds)
+        await api_keys.subscribe(conn)  # revocations from auth reach every replica at once
         app.state.gateway = GatewayState(
-            settings=settings, nc=conn, rpc=client, verifier=verifier, limiter=limiter
+            settings=settings,
+            nc=conn,
+            rpc=client,
+            verifier=verifier,
+            limiter=limiter,
+            login_limiter=RateLimiter(settings.login_rate_per_second, settings.login_burst),
+            api_keys=api_keys,
         )
         log.info("gateway ready on NATS %s", settings.nats_url)
         try:
@@ -72,6 +81,7 @@ def create_app(
     install_error_handlers(app)
     for router in ROUTERS:
         app.include_router(router)
+    app.include_router(identity_router)
     # add_middleware wraps: the last one added is the outermost.
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     if settings.cors_origins:
@@ -83,7 +93,13 @@ def create_app(
             allow_credentials=not wildcard,
             allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
             allow_headers=["Authorization", "Content-Type", "Idempotency-Key"],
-            expose_headers=["Location", "Retry-After"],
+            expose_headers=[
+                "Location",
+                "Retry-After",
+                "RateLimit-Limit",
+                "RateLimit-Remaining",
+                "RateLimit-Reset",
+            ],
             max_age=600,
         )
     app.add_middleware(EdgeMiddleware)

@@ -84,6 +84,7 @@ async def _on_service_error(_: Request, exc: Exception) -> JSONResponse:
     headers = {}
     if exc.status == 429:
         headers["Retry-After"] = str(getattr(exc, "retry_after", 1))
+        headers.update(getattr(exc, "headers", None) or {})  # RateLimit-* from the gateway's own limiter
     if exc.status >= 500:
         log.warning("upstream error %s %s: %s", exc.status, exc.code, exc.message)
     return error_json(exc.body(), headers)

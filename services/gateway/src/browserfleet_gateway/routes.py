@@ -53,42 +53,73 @@ from browserfleet_contracts.workers import (
     WorkerPublic,
 )
 from browserfleet_core.errors import Invalid, NotFound
-from fastapi import APIRouter, Body, Header, Path, Query, Request, Response
+from fastapi import APIRouter, Body, Depends, Header, Path, Query, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from pydantic import BaseModel
 from starlette import status as http
 
 from . import artifacts
-from .deps import Admin, CurrentPrincipal, GatewayState, RpcDep, StateDep, Writer, client_ip
+from .deps import (
+    CurrentPrincipal,
+    GatewayState,
+    Principal,
+    RpcDep,
+    StateDep,
+    access,
+    client_ip,
+    public,
+)
 from .errors import ErrorResponse
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse} for code in (400, 401, 403, 404, 409, 413, 422, 429, 503)
 }
 _ID = Annotated[str, Path(min_length=1, max_length=64)]
+# Every route declares who may call it (a test walks the route table): users by minimum role, API keys by scope.
+TasksRead = Annotated[Principal, Depends(access("viewer", scope="tasks:read"))]
+TasksWrite = Annotated[Principal, Depends(access("user", scope="tasks:write"))]
+CredentialsRead = Annotated[Principal, Depends(access("viewer", scope="credentials:write"))]
+CredentialsWrite = Annotated[Principal, Depends(access("user", scope="credentials:write"))]
+WebhooksAdmin = Annotated[Principal, Depends(access("admin", scope="webhooks:admin"))]
+WorkersAdmin = Annotated[Principal, Depends(access("admin", scope="workers:admin"))]
 
 auth_router = APIRouter(tags=["auth"], responses=_ERRORS)
 tasks_router = APIRouter(prefix="/api/v1/tasks", tags=["tasks"], responses=_ERRORS)
 credentials_router = APIRouter(prefix="/api/v1/credentials", tags=["credentials"], responses=_ERRORS)
 admin_router = APIRouter(prefix="/admin", tags=["admin"], responses=_ERRORS)
 workers_router = APIRouter(prefix="/workers", tags=["workers"], responses=_ERRORS)
-ops_router = APIRouter(tags=["ops"])
+ops_router = APIRouter(tags=["ops"], dependencies=[Depends(public("operations: health and metrics"))])
 
 
 # --- auth -------------------------------------------------------------------------------------------
-@auth_router.post("/auth/login", response_model=TokenPair, summary="Exchange email and password for tokens")
+@auth_router.post(
+    "/auth/login",
+    response_model=TokenPair,
+    summary="Exchange email and password for tokens",
+    dependencies=[Depends(public("the password is the credential", login=True))],
+)
 async def login(body: LoginRequest, request: Request, rpc: RpcDep) -> TokenPair:
     command = LoginCommand(**body.model_dump(), client_ip=client_ip(request))
     return await rpc.call(subjects.Auth.LOGIN, command, TokenPair)
 
 
-@auth_router.post("/auth/refresh", response_model=TokenPair, summary="Rotate a refresh token")
+@auth_router.post(
+    "/auth/refresh",
+    response_model=TokenPair,
+    summary="Rotate a refresh token",
+    dependencies=[Depends(public("the refresh token is the credential"))],
+)
 async def refresh(body: RefreshRequest, rpc: RpcDep) -> TokenPair:
     return await rpc.call(subjects.Auth.REFRESH, body, TokenPair)
 
 
-@auth_router.post("/auth/logout", response_model=Ack, summary="Revoke a refresh token and its family")
+@auth_router.post(
+    "/auth/logout",
+    response_model=Ack,
+    summary="Revoke a refresh token and its family",
+    dependencies=[Depends(public("the refresh token is the credential"))],
+)
 async def logout(body: RefreshRequest, rpc: RpcDep) -> Ack:
     # The access token is short-lived and may already be expired; the refresh token is the credential here.
     await rpc.call(subjects.Auth.LOGOUT, body, Any)
@@ -108,11 +139,22 @@ async def _jwks(rpc: RpcDep, response: Response) -> Jwks:
     return await rpc.call(subjects.Auth.JWKS, {}, Jwks)
 
 
+_PUBLIC_KEYS = [Depends(public("public keys"))]
 auth_router.add_api_route(
-    "/.well-known/jwks.json", _jwks, methods=["GET"], response_model=Jwks, summary="Public signing keys"
+    "/.well-known/jwks.json",
+    _jwks,
+    methods=["GET"],
+    response_model=Jwks,
+    summary="Public signing keys",
+    dependencies=_PUBLIC_KEYS,
 )
 auth_router.add_api_route(
-    "/auth/jwks", _jwks, methods=["GET"], response_model=Jwks, summary="Public signing keys"
+    "/auth/jwks",
+    _jwks,
+    methods=["GET"],
+    response_model=Jwks,
+    summary="Public signing keys",
+    dependencies=_PUBLIC_KEYS,
 )
 
 
@@ -120,7 +162,7 @@ auth_router.add_api_route(
 @tasks_router.post("", response_model=TaskPublic, status_code=http.HTTP_201_CREATED, summary="Submit a task")
 async def create_task(
     body: TaskCreate,
-    principal: Writer,
+    principal: TasksWrite,
     rpc: RpcDep,
     response: Response,
     idempotency_key: Annotated[
@@ -152,7 +194,7 @@ async def create_task(
 
 @tasks_router.get("", response_model=Page[TaskPublic], summary="List the organization's tasks, newest first")
 async def list_tasks(
-    principal: CurrentPrincipal,
+    principal: TasksRead,
     rpc: RpcDep,
     status: TaskStatus | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
@@ -162,14 +204,14 @@ async def list_tasks(
     return await rpc.call(subjects.Scheduler.LIST_TASKS, request, Page[TaskPublic])
 
 
-async def _get_task(rpc: RpcDep, principal: CurrentPrincipal, task_id: str) -> TaskPublic:
+async def _get_task(rpc: RpcDep, principal: Principal, task_id: str) -> TaskPublic:
     return await rpc.call(
         subjects.Scheduler.GET_TASK, GetTaskRequest(actor=principal.actor, task_id=task_id), TaskPublic
     )
 
 
 @tasks_router.get("/{task_id}", response_model=TaskPublic, summary="One task, with its result")
-async def get_task(task_id: _ID, principal: CurrentPrincipal, rpc: RpcDep) -> TaskPublic:
+async def get_task(task_id: _ID, principal: TasksRead, rpc: RpcDep) -> TaskPublic:
     return await _get_task(rpc, principal, task_id)
 
 
@@ -185,7 +227,7 @@ _SAFE_FILENAME = re.compile(r"[^A-Za-z0-9_.-]")
 async def download_artifact(
     task_id: _ID,
     name: Annotated[str, Path(min_length=1, max_length=200)],
-    principal: CurrentPrincipal,
+    principal: TasksRead,
     state: StateDep,
     rpc: RpcDep,
 ) -> StreamingResponse:
@@ -217,13 +259,15 @@ async def download_artifact(
     status_code=http.HTTP_201_CREATED,
     summary="Store (or replace) a credential; its value is never returned",
 )
-async def put_credential(body: CredentialCreate, principal: Writer, rpc: RpcDep) -> CredentialPublic:
+async def put_credential(
+    body: CredentialCreate, principal: CredentialsWrite, rpc: RpcDep
+) -> CredentialPublic:
     request = PutCredentialRequest(actor=principal.actor, credential=body)
     return await rpc.call(subjects.Vault.PUT_CREDENTIAL, request, CredentialPublic)
 
 
 @credentials_router.get("", response_model=list[CredentialPublic], summary="List credentials (names only)")
-async def list_credentials(principal: CurrentPrincipal, rpc: RpcDep) -> list[CredentialPublic]:
+async def list_credentials(principal: CredentialsRead, rpc: RpcDep) -> list[CredentialPublic]:
     return await rpc.call(
         subjects.Vault.LIST_CREDENTIALS, OrgScoped(actor=principal.actor), list[CredentialPublic]
     )
@@ -233,7 +277,7 @@ async def list_credentials(principal: CurrentPrincipal, rpc: RpcDep) -> list[Cre
     "/{name}", status_code=http.HTTP_204_NO_CONTENT, response_class=Response, summary="Delete a credential"
 )
 async def delete_credential(
-    name: Annotated[str, Path(pattern=SECRET_NAME_PATTERN)], principal: Writer, rpc: RpcDep
+    name: Annotated[str, Path(pattern=SECRET_NAME_PATTERN)], principal: CredentialsWrite, rpc: RpcDep
 ) -> Response:
     await rpc.call(subjects.Vault.DELETE_CREDENTIAL, NameRequest(actor=principal.actor, name=name), Any)
     return Response(status_code=http.HTTP_204_NO_CONTENT)
@@ -246,13 +290,15 @@ async def delete_credential(
     status_code=http.HTTP_201_CREATED,
     summary="Add a webhook endpoint; the signing secret is shown only in this answer",
 )
-async def create_webhook(body: WebhookEndpointCreate, principal: Admin, rpc: RpcDep) -> WebhookEndpointPublic:
+async def create_webhook(
+    body: WebhookEndpointCreate, principal: WebhooksAdmin, rpc: RpcDep
+) -> WebhookEndpointPublic:
     request = CreateEndpointRequest(actor=principal.actor, endpoint=body)
     return await rpc.call(subjects.Webhooks.CREATE_ENDPOINT, request, WebhookEndpointPublic)
 
 
 @admin_router.get("/webhooks", response_model=list[WebhookEndpointPublic], summary="List webhook endpoints")
-async def list_webhooks(principal: Admin, rpc: RpcDep) -> list[WebhookEndpointPublic]:
+async def list_webhooks(principal: WebhooksAdmin, rpc: RpcDep) -> list[WebhookEndpointPublic]:
     return await rpc.call(
         subjects.Webhooks.LIST_ENDPOINTS, OrgScoped(actor=principal.actor), list[WebhookEndpointPublic]
     )
@@ -262,7 +308,7 @@ async def list_webhooks(principal: Admin, rpc: RpcDep) -> list[WebhookEndpointPu
     "/webhooks/deliveries", response_model=list[WebhookDeliveryPublic], summary="The webhook delivery log"
 )
 async def list_deliveries(
-    principal: Admin,
+    principal: WebhooksAdmin,
     rpc: RpcDep,
     endpoint_id: Annotated[str | None, Query(max_length=64)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
@@ -277,7 +323,7 @@ async def list_deliveries(
     response_class=Response,
     summary="Remove a webhook endpoint",
 )
-async def delete_webhook(endpoint_id: _ID, principal: Admin, rpc: RpcDep) -> Response:
+async def delete_webhook(endpoint_id: _ID, principal: WebhooksAdmin, rpc: RpcDep) -> Response:
     await rpc.call(subjects.Webhooks.DELETE_ENDPOINT, ById(actor=principal.actor, id=endpoint_id), Any)
     return Response(status_code=http.HTTP_204_NO_CONTENT)
 
@@ -289,14 +335,14 @@ async def delete_webhook(endpoint_id: _ID, principal: Admin, rpc: RpcDep) -> Res
     summary="Create a one-time invite code for a remote worker",
 )
 async def create_invite(
-    principal: Admin, rpc: RpcDep, body: Annotated[InviteCreate | None, Body()] = None
+    principal: WorkersAdmin, rpc: RpcDep, body: Annotated[InviteCreate | None, Body()] = None
 ) -> InvitePublic:
     request = CreateInviteRequest(actor=principal.actor, invite=body or InviteCreate())
     return await rpc.call(subjects.Workers.CREATE_INVITE, request, InvitePublic)
 
 
 @admin_router.get("/workers", response_model=list[WorkerPublic], summary="The organization's workers")
-async def list_workers(principal: Admin, rpc: RpcDep) -> list[WorkerPublic]:
+async def list_workers(principal: WorkersAdmin, rpc: RpcDep) -> list[WorkerPublic]:
     return await rpc.call(
         subjects.Workers.LIST, ListWorkersRequest(actor=principal.actor), list[WorkerPublic]
     )
@@ -307,6 +353,7 @@ async def list_workers(principal: Admin, rpc: RpcDep) -> list[WorkerPublic]:
     response_model=RegisterReply,
     status_code=http.HTTP_201_CREATED,
     summary="Register a worker with an invite code; the worker key is shown only in this answer",
+    dependencies=[Depends(public("the invite code is the credential"))],
 )
 async def register_worker(body: RegisterRequest, rpc: RpcDep) -> RegisterReply:
     # No JWT: the single-use invite code is the credential, checked by worker-gateway.

@@ -25,6 +25,20 @@ class GatewaySettings(ServiceSettings):
         default=10.0, ge=0, description="sustained requests per second per principal; 0 disables"
     )
     rate_limit_burst: int = Field(default=20, ge=1, description="requests a principal may make at once")
+    api_key_rate_per_second: float = Field(
+        default=10.0, ge=0, description="sustained requests per second per API key (burst: twice that)"
+    )
+    rate_limit_plans: dict[str, float] = Field(
+        default_factory=dict,
+        description='per-plan API key rate, JSON, e.g. {"pro": 50, "enterprise": 200}; others use the default',
+    )
+    login_rate_per_second: float = Field(
+        default=0.2, ge=0, description="login attempts per second per client address; 0 disables"
+    )
+    login_burst: int = Field(default=5, ge=1, description="login attempts a client address may make at once")
+    api_key_cache_seconds: float = Field(
+        default=1.0, ge=0, description="how long a verified API key is trusted before auth is asked again"
+    )
     health_timeout_seconds: float = Field(default=2.0, gt=0, description="per-dependency readiness budget")
 
     @field_validator("cors_origins", mode="before")
