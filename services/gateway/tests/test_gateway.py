@@ -183,6 +183,7 @@ async def test_create_task_checks_secrets_then_creates(
         "api_key_id": None,
         "role": "user",
         "client_ip": "127.0.0.1",
+        "plan": None,  # the test signer's tokens carry no plan claim
     }
     got = await client.get(
         f"/api/v1/tasks/{task.id}", headers=bearer(signer.token(org="org-a", role="viewer"))
