@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import html
 import threading
+import time
 from collections.abc import AsyncIterator, Iterator
 from http.cookies import SimpleCookie
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -117,3 +119,114 @@ async def browser() -> AsyncIterator[BrowserHost]:
 def password() -> str:
     """The customer site's password, released to tasks as the secret PASSWORD."""
     return PASSWORD
+
+
+ACTIONS_PAGE = """
+<h1 id="title">Actions</h1>
+<button id="dbl" ondblclick="this.textContent='double'">dbl</button>
+<div id="hov" onmouseover="this.textContent='hovered'">hover me</div>
+<input id="typed" onkeyup="document.getElementById('keys').textContent=String(Number(document.getElementById('keys').textContent)+1)">
+<span id="keys">0</span>
+<select id="color"><option value="r">Red</option><option value="g">Green</option></select>
+<input id="agree" type="checkbox"><input id="news" type="checkbox" checked>
+<input id="file" type="file" multiple
+  onchange="document.getElementById('files').textContent=Array.from(this.files).map(f=>f.name+':'+f.size).join(',')">
+<span id="files"></span>
+<a id="later" href="#" onclick="setTimeout(()=>{location.hash='done'},50);return false">later</a>
+<table id="prices"><thead><tr><th>Item</th><th>Price</th></tr></thead>
+<tbody><tr><td>Widget</td><td>12.50</td></tr><tr><td>Gadget</td><td>7.00</td></tr></tbody></table>
+<a id="dl" href="/file.csv">csv</a> <a id="bomb" href="/bomb">bomb</a>
+<iframe id="frm" src="/inner"></iframe>
+<div style="height:3000px"></div><p id="bottom">bottom</p>
+"""
+
+
+class _ActionsSite(BaseHTTPRequestHandler):
+    """Stands in for a third-party website exercising every step action, and for hostile pages."""
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+    def _send(
+        self, status: int, body: bytes, ctype: str = "text/html; charset=utf-8", **headers: str
+    ) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        for k, v in headers.items():
+            self.send_header(k.replace("_", "-"), v)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self) -> None:
+        url = urlsplit(self.path)
+        q = parse_qs(url.query)
+        if url.path == "/actions":
+            self._send(200, _page("Actions", ACTIONS_PAGE))
+        elif url.path == "/inner":
+            self._send(
+                200, _page("Inner", '<button id="inbtn" onclick="this.textContent=\'clicked\'">in</button>')
+            )
+        elif url.path == "/list":
+            n = int(q.get("page", ["1"])[0])
+            items = "".join(f'<li class="item">item {n}-{i}</li>' for i in range(3))
+            nxt = f'<a id="next" href="/list?page={n + 1}">next</a>' if n < 3 else ""
+            self._send(200, _page(f"List {n}", f"<ul>{items}</ul>{nxt}"))
+        elif url.path == "/file.csv":
+            self._send(
+                200, b"a,b\n1,2\n", "text/csv", Content_Disposition='attachment; filename="report.csv"'
+            )
+        elif url.path == "/bomb":
+            self.send_response(200)
+            self.send_header("Content-Type", "application/octet-stream")
+            self.send_header("Content-Disposition", 'attachment; filename="bomb.bin"')
+            self.send_header("Content-Length", str(64 * 1024 * 1024))
+            self.end_headers()
+            chunk = b"\0" * 65536
+            try:
+                for _ in range(1024):
+                    self.wfile.write(chunk)
+            except OSError:
+                pass
+        elif url.path == "/hostile":
+            self._send(
+                200,
+                _page(
+                    "Hostile",
+                    "<script>for (let i = 0; i < 50; i++) { alert('x' + i); }"
+                    "window.open('/inner'); window.open('/inner');</script><p id='after'>still here</p>",
+                ),
+            )
+        elif url.path == "/never":
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.end_headers()
+            self.wfile.write(b"<html><body><p id='start'>loading")
+            self.wfile.flush()
+            with contextlib.suppress(OSError):
+                for _ in range(120):
+                    time.sleep(0.5)
+                    self.wfile.write(b".")
+                    self.wfile.flush()
+        elif url.path == "/redirect":
+            self.send_response(302)
+            self.send_header("Location", q.get("to", ["/"])[0])
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+        elif url.path == "/img-elsewhere":
+            self._send(200, _page("Img", f'<img src="{q.get("src", [""])[0]}"><p id="ok">ok</p>'))
+        else:
+            self._send(404, _page("Not found", "<h1>Not found</h1>"))
+
+
+@pytest.fixture(scope="session")
+def actions_site() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _ActionsSite)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
