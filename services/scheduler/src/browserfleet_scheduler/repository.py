@@ -256,7 +256,8 @@ async def list_schedules(session: AsyncSession, org_id: str) -> list[Schedule]:
 async def due_schedules(session: AsyncSession, now: datetime, limit: int) -> list[Schedule]:
     stmt = (
         select(Schedule)
-        .where(not Schedule.paused, col(Schedule.next_run_at).is_not(None), col(Schedule.next_run_at) <= now)
+        .where(col(Schedule.paused).is_(False), col(Schedule.next_run_at).is_not(None))
+        .where(col(Schedule.next_run_at) <= now)
         .order_by(col(Schedule.next_run_at))
         .limit(limit)
         .with_for_update(skip_locked=True)

@@ -1,0 +1,222 @@
+"""Lease loss, cancellation, timeouts, logs and schedules against the running scheduler (real NATS, PG)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from browserfleet_contracts import subjects
+from browserfleet_contracts.common import ById
+from browserfleet_contracts.schedules import CreateScheduleRequest, ScheduleCreate, SchedulePublic
+from browserfleet_contracts.task_admin import (
+    CancelTaskRequest,
+    GetTaskAttemptsRequest,
+    ListTaskLogsRequest,
+    TaskAttemptPublic,
+    TaskLogPage,
+)
+from browserfleet_contracts.tasks import ClaimReply, ClaimRequest, TaskLogLine, TaskPublic, TaskUpdateMessage
+from browserfleet_core.db import utcnow
+from browserfleet_core.errors import ServiceError
+from browserfleet_core.messaging import RpcClient
+from browserfleet_scheduler import schedules
+from browserfleet_scheduler.app import SchedulerApp
+from nats.aio.client import Client as NatsClient
+from nats.js import JetStreamContext
+
+from .conftest import (
+    DictAuthenticator,
+    actor,
+    create_assigned,
+    eventually,
+    status_of,
+    steps_task,
+    wait_status,
+)
+
+
+async def _claim(rpc: RpcClient, task_id: str, key: str, attempt: int, delivery: int) -> ClaimReply:
+    req = ClaimRequest(task_id=task_id, attempt=attempt, worker_key=key, delivery=delivery)
+    return await rpc.call(subjects.Scheduler.CLAIM, req, ClaimReply)
+
+
+async def test_redelivered_claim_loses_the_attempt_and_retries_until_max_then_fails(
+    rpc: RpcClient, authenticator: DictAuthenticator
+) -> None:
+    who = actor()
+    task = await create_assigned(rpc, who, max_attempts=2)
+    a, _ = authenticator.add()
+    b, id_b = authenticator.add()
+    assert (await _claim(rpc, task.id, a, 1, delivery=1)).granted
+    # a plain duplicate (same delivery count) does not take the attempt away
+    assert not (await _claim(rpc, task.id, b, 1, delivery=1)).granted
+    assert (await status_of(rpc, who, task.id)).status == "running"
+    # a redelivery proves worker a's lease ran out: attempt 1 lost, attempt 2 dispatched after backoff
+    lost = await _claim(rpc, task.id, b, 1, delivery=2)
+    assert not lost.granted and lost.reason and "lost" in lost.reason
+    again = await wait_status(rpc, who, task.id, "assigned")
+    assert again.attempt == 2 and again.status_detail
+    assert (await _claim(rpc, task.id, b, 2, delivery=1)).granted
+    # the last attempt is lost too: the task fails and says why
+    assert not (await _claim(rpc, task.id, a, 2, delivery=2)).granted
+    failed = await status_of(rpc, who, task.id)
+    assert failed.status == "failed" and failed.error_message and "max_attempts=2" in failed.error_message
+    attempts = await rpc.call(
+        subjects.Scheduler.TASK_ATTEMPTS,
+        GetTaskAttemptsRequest(actor=who, task_id=task.id),
+        list[TaskAttemptPublic],
+    )
+    assert [(x.attempt, x.status) for x in attempts] == [(1, "lost"), (2, "lost")]
+    assert attempts[1].worker_id == id_b.worker_id
+
+
+async def test_cancel_queued_running_and_finished(
+    rpc: RpcClient, authenticator: DictAuthenticator, nc: NatsClient
+) -> None:
+    who = actor(role="admin")
+    queued = await create_assigned(rpc, who)
+    cancelled = await rpc.call(
+        subjects.Scheduler.CANCEL_TASK, CancelTaskRequest(actor=who, task_id=queued.id), TaskPublic
+    )
+    assert cancelled.status == "cancelled"
+    key, _ = authenticator.add()
+    assert not (await _claim(rpc, queued.id, key, 1, 1)).granted, "a cancelled task cannot be claimed"
+
+    running = await create_assigned(rpc, who)
+    assert (await _claim(rpc, running.id, key, 1, 1)).granted
+    signal = await nc.subscribe(subjects.task_cancel(running.id))
+    done = await rpc.call(
+        subjects.Scheduler.CANCEL_TASK, CancelTaskRequest(actor=who, task_id=running.id), TaskPublic
+    )
+    assert done.status == "cancelled"
+    await signal.next_msg(timeout=10)  # the worker running it is told (tasks.cancel.<id>)
+    await signal.unsubscribe()
+    with pytest.raises(ServiceError) as err:
+        await rpc.call(
+            subjects.Scheduler.CANCEL_TASK, CancelTaskRequest(actor=who, task_id=running.id), TaskPublic
+        )
+    assert err.value.status == 409
+
+
+async def test_run_timeout_and_queue_timeout(
+    rpc: RpcClient, authenticator: DictAuthenticator, scheduler: SchedulerApp, nc: NatsClient
+) -> None:
+    who = actor()
+    task = await create_assigned(rpc, who, timeout_seconds=5)
+    key, _ = authenticator.add()
+    assert (await _claim(rpc, task.id, key, 1, 1)).granted
+    signal = await nc.subscribe(subjects.task_cancel(task.id))
+    # an injected clock, far past timeout + grace: no test waits for real time
+    await scheduler.lifecycle_pass(utcnow() + timedelta(seconds=60))
+    timed = await status_of(rpc, who, task.id)
+    assert timed.status == "timed_out" and timed.error_message and "timeout" in timed.error_message
+    await signal.next_msg(timeout=10)
+    await signal.unsubscribe()
+
+    stuck = await create_assigned(rpc, who, worker_tags=["gpu"])
+    await scheduler.lifecycle_pass(utcnow() + timedelta(hours=2))
+    assert (await status_of(rpc, who, stuck.id)).status == "timed_out"
+
+
+async def test_tasks_without_a_pool_stay_queued_and_say_so(rpc: RpcClient) -> None:
+    from .conftest import create
+
+    who = actor()
+    task = await create(rpc, who, worker_tags=["arm64"])
+
+    async def detail() -> str | None:
+        current = await status_of(rpc, who, task.id)
+        return (
+            current.status_detail
+            if current.status == "queued" and "pool" in (current.status_detail or "")
+            else None
+        )
+
+    assert "arm64" in await eventually(detail, "status detail naming the missing tags")
+
+
+async def test_logs_are_stored_once_and_followable(
+    rpc: RpcClient, authenticator: DictAuthenticator, js: JetStreamContext
+) -> None:
+    who = actor()
+    task = await create_assigned(rpc, who)
+    key, identity = authenticator.add()
+    assert (await _claim(rpc, task.id, key, 1, 1)).granted
+    lines = [TaskLogLine(message=f"line {i}", seq=i, metadata={"i": i}) for i in range(3)]
+    msg = TaskUpdateMessage(task_id=task.id, attempt=1, worker_id=identity.worker_id, kind="log", logs=lines)
+    for n in range(2):  # the same lines twice: stored once
+        await js.publish(
+            subjects.task_update(task.id),
+            msg.model_dump_json().encode(),
+            headers={"Nats-Msg-Id": f"{task.id}:log:{n}"},
+        )
+
+    async def page(since: int = 0) -> TaskLogPage:
+        req = ListTaskLogsRequest(actor=who, task_id=task.id, since=since, limit=2)
+        return await rpc.call(subjects.Scheduler.TASK_LOGS, req, TaskLogPage)
+
+    first = await eventually(lambda: _with_items(page()), "log lines")
+    assert [x.message for x in first.items] == ["line 0", "line 1"] and not first.finished
+    rest = await page(first.next_since)
+    assert [x.message for x in rest.items] == ["line 2"] and rest.items[0].metadata == {"i": 2}
+    assert (await page(rest.next_since)).items == []
+
+
+async def _with_items(p: object) -> TaskLogPage | None:
+    got: TaskLogPage = await p  # type: ignore[misc]
+    return got if got.items else None
+
+
+async def test_schedule_fires_once_per_tick_with_two_replicas(
+    rpc: RpcClient, scheduler: SchedulerApp
+) -> None:
+    who = actor(role="admin")
+    body = ScheduleCreate(name="every minute", cron="* * * * *", timezone="Europe/Paris", task=steps_task())
+    made = await rpc.call(
+        subjects.Scheduler.CREATE_SCHEDULE, CreateScheduleRequest(actor=who, schedule=body), SchedulePublic
+    )
+    assert made.next_run_at is not None
+    at = made.next_run_at + timedelta(seconds=1)
+    # two replicas firing the same tick, each in its own transaction, one after the other and interleaved
+    first = second = []
+    async with scheduler.db.transaction() as s1:
+        first = await schedules.fire_due(s1, scheduler.relay, at)
+    async with scheduler.db.transaction() as s2:
+        second = await schedules.fire_due(s2, scheduler.relay, at)
+    assert len(first) == 1 and second == []
+    got = await rpc.call(subjects.Scheduler.GET_SCHEDULE, ById(actor=who, id=made.id), SchedulePublic)
+    assert got.last_run_at == made.next_run_at and got.next_run_at and got.next_run_at > at
+
+
+@pytest.mark.parametrize(
+    ("patch", "field"),
+    [
+        ({"cron": "61 * * * *"}, "cron"),
+        ({"cron": "not cron"}, "cron"),
+        ({"timezone": "Mars/Olympus"}, "timezone"),
+    ],
+)
+async def test_bad_schedule_is_422_naming_the_field(
+    rpc: RpcClient, patch: dict[str, str], field: str
+) -> None:
+    who = actor(role="admin")
+    schedule = {
+        "name": "n",
+        "cron": "* * * * *",
+        "timezone": "UTC",
+        "task": steps_task().model_dump(exclude_none=True),
+        **patch,
+    }
+    with pytest.raises(ServiceError) as err:
+        await rpc.call(
+            subjects.Scheduler.CREATE_SCHEDULE,
+            {"actor": who.model_dump(), "schedule": schedule},
+            SchedulePublic,
+        )
+    assert err.value.status == 422 and err.value.field and field in err.value.field
+    from browserfleet_contracts.schedules import ListSchedulesRequest
+
+    listed = await rpc.call(
+        subjects.Scheduler.LIST_SCHEDULES, ListSchedulesRequest(actor=who), list[SchedulePublic]
+    )
+    assert listed == [], "nothing stored"
