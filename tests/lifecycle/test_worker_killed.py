@@ -126,7 +126,7 @@ async def test_worker_killed_mid_task_completes_once_on_the_other(
                 ],
             }
         )
-        task = await rpc.call(
+        task: TaskPublic = await rpc.call(
             subjects.Scheduler.CREATE_TASK, CreateTaskRequest(actor=who, task=body), TaskPublic
         )
 
@@ -156,7 +156,7 @@ async def test_worker_killed_mid_task_completes_once_on_the_other(
         done = await _eventually(finished, "the task to finish on the surviving worker")
         assert done.status == "completed", (done.status, done.error_message, done.status_detail)
         assert done.attempt == 2 and "finally" in json.dumps(done.result), done.result
-        attempts = await rpc.call(
+        attempts: list[TaskAttemptPublic] = await rpc.call(
             subjects.Scheduler.TASK_ATTEMPTS,
             GetTaskAttemptsRequest(actor=who, task_id=task.id),
             list[TaskAttemptPublic],
