@@ -35,7 +35,7 @@ contracts: install
 	uv run --frozen python -m browserfleet_core.contractgen write
 
 bench: install
-	uv run --frozen python -m benchmarks $(ARGS)
+	uv run --frozen python -m tests.bench $(ARGS)
 
 clean:
 	rm -rf .browserfleet bench-results

@@ -1,0 +1,149 @@
+"""A benchmark worker: the real worker protocol (CONTRIBUTING "The task protocol") without a browser.
+
+It pulls from the pool's durable consumers (every priority at once), claims each attempt with
+`svc.scheduler.claim`, publishes `started` and then `result` on TASK_UPDATES with the worker's message ids,
+and acks the TASKS message only after the result is stored, exactly as `browserfleet_worker` does. What it
+skips is the browser, so what the control-plane benchmark measures is the platform's own cost.
+
+Run by the benchmark as `python -m tests.bench.bench_worker` with NATS_URL, WORKER_KEY, WORKER_ID,
+BENCH_SLOTS and BENCH_STARTS_FILE; a request on `bench.worker.report` writes when each task started.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+from browserfleet_contracts import subjects
+from browserfleet_contracts.tasks import ClaimReply, ClaimRequest, TaskDispatch, TaskUpdateMessage
+from browserfleet_core.errors import ServiceError
+from browserfleet_core.messaging import RpcClient, connect
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+
+
+class BenchWorker:
+    def __init__(self, js: JetStreamContext, rpc: RpcClient, key: str, worker_id: str, slots: int) -> None:
+        self.js = js
+        self.rpc = rpc
+        self.key = key
+        self.worker_id = worker_id
+        self.max_batch = slots
+        self.started: dict[str, float] = {}
+        self.running: set[asyncio.Task[None]] = set()
+
+    async def pull(self, priority: str, stop: asyncio.Event) -> None:
+        """One loop per priority consumer, each with its own `slots`: a long poll on an idle priority
+        must not hold slots the busy one needs (the real worker probes them in turn instead)."""
+        sub = await self.js.pull_subscribe_bind(
+            durable=subjects.task_run_consumer(subjects.DEFAULT_POOL, priority), stream=subjects.TASKS_STREAM
+        )
+        slots = asyncio.Semaphore(self.max_batch)
+        while not stop.is_set():
+            await slots.acquire()
+            free = 1
+            while free < self.max_batch and not slots.locked():
+                await slots.acquire()
+                free += 1
+            try:
+                msgs = await sub.fetch(free, timeout=1.0)
+            except TimeoutError:
+                msgs = []
+            for _ in range(free - len(msgs)):
+                slots.release()
+            for msg in msgs:
+                task = asyncio.create_task(self.run(msg))
+                self.running.add(task)
+                task.add_done_callback(lambda t, s=slots: self._done(t, s))
+
+    def _done(self, task: asyncio.Task[None], slots: asyncio.Semaphore) -> None:
+        self.running.discard(task)
+        slots.release()
+
+    async def run(self, msg: Msg) -> None:
+        dispatch = TaskDispatch.model_validate_json(msg.data)
+        try:
+            claim: ClaimReply = await self.rpc.call(
+                subjects.Scheduler.CLAIM,
+                ClaimRequest(task_id=dispatch.task_id, attempt=dispatch.attempt, worker_key=self.key),
+                ClaimReply,
+            )
+        except ServiceError:
+            await msg.nak(delay=1)
+            return
+        if not claim.granted:
+            await msg.term()
+            return
+        self.started.setdefault(dispatch.task_id, time.time())
+        worker_id = claim.worker_id or self.worker_id
+        ref = f"{dispatch.task_id}:{dispatch.attempt}"
+        await self.publish(
+            TaskUpdateMessage(
+                task_id=dispatch.task_id, attempt=dispatch.attempt, worker_id=worker_id, kind="started"
+            ),
+            f"{ref}:started",
+        )
+        await self.publish(
+            TaskUpdateMessage(
+                task_id=dispatch.task_id,
+                attempt=dispatch.attempt,
+                worker_id=worker_id,
+                kind="result",
+                status="completed",
+                result={"noop": True},
+                execution_time_seconds=0.0,
+            ),
+            f"{ref}:result",
+        )
+        await msg.ack_sync(timeout=10)
+
+    async def publish(self, update: TaskUpdateMessage, msg_id: str) -> None:
+        await self.js.publish(
+            subjects.task_update(update.task_id),
+            update.model_dump_json().encode(),
+            stream=subjects.TASK_UPDATES_STREAM,
+            headers={"Nats-Msg-Id": msg_id},
+        )
+
+
+async def main() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    nc = await connect(os.environ["NATS_URL"], name="bench-worker")
+    worker = BenchWorker(
+        nc.jetstream(),
+        RpcClient(nc, timeout=10),
+        os.environ["WORKER_KEY"],
+        os.environ.get("WORKER_ID", "bench"),
+        int(os.environ.get("BENCH_SLOTS", "64")),
+    )
+    starts_file = Path(os.environ["BENCH_STARTS_FILE"])
+
+    async def report(msg: Msg) -> None:
+        await asyncio.to_thread(starts_file.write_text, json.dumps(worker.started))
+        await msg.respond(b"ok")
+
+    pullers = [asyncio.create_task(worker.pull(p, stop)) for p in subjects.PRIORITIES]
+    await asyncio.sleep(0.2)  # let every puller bind its consumer before saying we are ready
+    await nc.subscribe("bench.worker.report", cb=report)
+    await stop.wait()
+    for t in pullers:
+        t.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await asyncio.gather(*pullers, return_exceptions=True)
+    if worker.running:
+        await asyncio.wait(set(worker.running), timeout=10)
+    await nc.drain()
+
+
+if __name__ == "__main__":
+    import uvloop
+
+    uvloop.run(main())

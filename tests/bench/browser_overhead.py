@@ -1,0 +1,150 @@
+"""Browser overhead: the same small steps task N times through the whole platform on one real worker with
+2 slots, against a plain Playwright script with concurrency 2 and a fresh context per task.
+
+Both use the same Chromium binary and launch flags; both are timed after a warm-up (the browser is up),
+the platform from the first submit to the last `task.completed` event, the script from its first task
+to its last.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from typing import Any
+
+import httpx
+from browserfleet_core.devstack import Platform
+from browserfleet_core.messaging import connect
+
+from .common import Result, Sizes
+from .site import Site
+from .stack import Outcomes, login
+
+SLOTS = 2
+ROW_SCRIPT = (
+    "rows => rows.map(r => ({name: r.querySelector('.name').innerText.trim(),"
+    " company: r.querySelector('.company').innerText.trim(), score: r.querySelector('.score').innerText.trim()}))"
+)
+
+
+def steps(url: str) -> list[dict[str, Any]]:
+    return [
+        {"action": "navigate", "url": url},
+        {"action": "fill", "selector": "#q", "value": "browserfleet"},
+        {"action": "click", "selector": "#go"},
+        {
+            "action": "extract",
+            "name": "rows",
+            "selector": "#results tbody tr",
+            "fields": {"name": ".name", "company": ".company", "score": ".score"},
+        },
+    ]
+
+
+async def platform_run(p: Platform, site_url: str, n: int) -> dict[str, Any]:
+    assert p.nats_url and p.bootstrap
+    token = login(p)
+    nc = await connect(p.nats_url, name="bench-browser")
+    outcomes = Outcomes(nc, p.bootstrap.org_id)
+    await outcomes.start()
+    body = {"title": "bench-browser", "steps": steps(site_url)}
+    async with httpx.AsyncClient(
+        base_url=p.gateway_url, headers={"authorization": f"Bearer {token}"}, timeout=60
+    ) as client:
+
+        async def submit(count: int) -> set[str]:
+            sem = asyncio.Semaphore(16)
+
+            async def one() -> str:
+                async with sem:
+                    r = await client.post("/api/v1/tasks", json=body)
+                    r.raise_for_status()
+                    return str(r.json()["id"])
+
+            return set(await asyncio.gather(*(one() for _ in range(count))))
+
+        try:
+            warm = await submit(SLOTS)
+            if not await outcomes.wait_for(warm, 180):
+                raise RuntimeError("browser warm-up tasks did not finish (is the worker up?)")
+            first = time.time()
+            ids = await submit(n)
+            complete = await outcomes.wait_for(ids, max(300.0, n * 3.0))
+            last = max(outcomes.done[i] for i in ids if i in outcomes.done)
+            failed = sum(1 for i in ids if outcomes.status.get(i) != "completed")
+            sample = (await client.get(f"/api/v1/tasks/{next(iter(ids))}")).json()
+        finally:
+            await outcomes.stop()
+            await nc.close()
+    rows = ((sample.get("result") or {}).get("extracted") or {}).get("rows") or []
+    return {
+        "tasks": n,
+        "completed": n - failed,
+        "failed": failed,
+        "all_finished": complete,
+        "wall_seconds": round(last - first, 3),
+        "rows_extracted_per_task": len(rows),
+    }
+
+
+async def plain_run(site_url: str, n: int) -> dict[str, Any]:
+    from browserfleet_worker.browser import find_chromium, launch_flags
+    from playwright.async_api import async_playwright
+
+    sandbox = os.geteuid() != 0
+    failed = 0
+    async with async_playwright() as pw:
+        exe = find_chromium(os.environ.get("BROWSER_EXECUTABLE"), pw.chromium.executable_path)
+        browser = await pw.chromium.launch(
+            executable_path=exe, headless=True, args=launch_flags(sandbox=sandbox), chromium_sandbox=sandbox
+        )
+        sem = asyncio.Semaphore(SLOTS)
+
+        async def one() -> list[dict[str, str]]:
+            async with sem:
+                ctx = await browser.new_context(accept_downloads=False)
+                try:
+                    page = await ctx.new_page()
+                    await page.goto(site_url)
+                    await page.locator("#q").fill("browserfleet")
+                    await page.locator("#go").click()
+                    rows: list[dict[str, str]] = await page.locator("#results tbody tr").evaluate_all(
+                        ROW_SCRIPT
+                    )
+                    return rows
+                finally:
+                    await ctx.close()
+
+        await asyncio.gather(*(one() for _ in range(SLOTS)))  # warm-up, like the platform's
+        first = time.time()
+        results = await asyncio.gather(*(one() for _ in range(n)), return_exceptions=True)
+        wall = time.time() - first
+        failed = sum(1 for r in results if isinstance(r, BaseException))
+        await browser.close()
+    return {"tasks": n, "failed": failed, "wall_seconds": round(wall, 3), "executable": exe}
+
+
+def run(p: Platform, sizes: Sizes) -> Result:
+    n = sizes.browser_tasks
+    with Site() as site:
+        plain = asyncio.run(plain_run(site.url, n))
+        # one real worker, default 2 slots, started only now (the control plane ran without it)
+        p._spawn("worker", suffix="bench")
+        ours = asyncio.run(platform_run(p, site.url, n))
+    res = Result("browser_overhead")
+    res.settings = {
+        "tasks": n,
+        "concurrency": SLOTS,
+        "steps": "navigate (127.0.0.1), fill, click, extract a 3-row table",
+        "platform": "one worker process, 2 slots, fresh context per task",
+        "plain": "one Playwright script, semaphore of 2, fresh context per task",
+    }
+    res.figures = {
+        "browserfleet": ours,
+        "plain_playwright": plain,
+        "overhead_ratio": round(ours["wall_seconds"] / plain["wall_seconds"], 3)
+        if plain["wall_seconds"]
+        else None,
+    }
+    return res

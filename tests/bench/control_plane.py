@@ -1,0 +1,184 @@
+"""Control-plane throughput and latency: browserfleet with the benchmark worker, then Celery + Redis.
+
+Burst: N tasks submitted through `POST /api/v1/tasks` as fast as they are accepted (a fixed number of
+concurrent requests); tasks/s from the first submit to the last `task.completed` event read from EVENTS.
+Steady: a fixed offered rate for a fixed time; per task, submit → worker start (claim granted in the
+worker) and submit → completed (the event arriving at the client). Wall clocks of one machine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import httpx
+from browserfleet_core.devstack import Platform
+from browserfleet_core.messaging import connect
+
+from .common import Result, Sizes, percentiles
+from .stack import BenchWorkerProcess, Outcomes, login, worker_key
+
+TASK_BODY: dict[str, Any] = {
+    "title": "bench",
+    "steps": [{"action": "navigate", "url": "http://127.0.0.1:9/"}],  # never opened: no browser here
+}
+WORKER_SLOTS = 128
+
+
+class Submitter:
+    def __init__(self, base_url: str, token: str, connections: int) -> None:
+        self.client = httpx.AsyncClient(
+            base_url=base_url,
+            headers={"authorization": f"Bearer {token}"},
+            limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections),
+            timeout=60,
+        )
+        self.submitted: dict[str, float] = {}
+        self.errors: dict[int, int] = {}
+
+    async def submit(self) -> str | None:
+        t0 = time.time()
+        r = await self.client.post("/api/v1/tasks", json=TASK_BODY)
+        if r.status_code != 201:
+            self.errors[r.status_code] = self.errors.get(r.status_code, 0) + 1
+            return None
+        task_id: str = r.json()["id"]
+        self.submitted[task_id] = t0
+        return task_id
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+
+async def _burst(sub: Submitter, outcomes: Outcomes, n: int, concurrency: int) -> dict[str, Any]:
+    counter = iter(range(n))
+    ids: set[str] = set()
+
+    async def lane() -> None:
+        for _ in counter:
+            task_id = await sub.submit()
+            if task_id:
+                ids.add(task_id)
+
+    first = time.time()
+    await asyncio.gather(*(lane() for _ in range(concurrency)))
+    accepted_at = time.time()
+    complete = await outcomes.wait_for(ids, timeout=max(120.0, n / 20))
+    last = max((outcomes.done[i] for i in ids if i in outcomes.done), default=accepted_at)
+    done = sum(1 for i in ids if i in outcomes.done)
+    return {
+        "tasks": n,
+        "accepted": len(ids),
+        "completed": done,
+        "all_completed": complete,
+        "submit_rate_per_s": round(len(ids) / (accepted_at - first), 1),
+        "tasks_per_s": round(done / (last - first), 1),
+        "seconds": round(last - first, 2),
+    }
+
+
+async def _steady(
+    sub: Submitter, outcomes: Outcomes, rate: float, seconds: float
+) -> tuple[set[str], dict[str, Any]]:
+    ids: set[str] = set()
+    pending: set[asyncio.Task[None]] = set()
+    total = int(rate * seconds)
+    t0 = time.monotonic()
+
+    async def one() -> None:
+        task_id = await sub.submit()
+        if task_id:
+            ids.add(task_id)
+
+    for i in range(total):
+        delay = t0 + i / rate - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        task = asyncio.create_task(one())
+        pending.add(task)
+        task.add_done_callback(pending.discard)
+    if pending:
+        await asyncio.gather(*pending)
+    offered_for = time.monotonic() - t0
+    complete = await outcomes.wait_for(ids, timeout=120)
+    return ids, {
+        "offered_rate_per_s": rate,
+        "seconds": seconds,
+        "tasks": total,
+        "accepted": len(ids),
+        "achieved_submit_rate_per_s": round(len(ids) / offered_for, 1),
+        "all_completed": complete,
+    }
+
+
+async def run_platform(p: Platform, sizes: Sizes) -> dict[str, Any]:
+    assert p.nats_url and p.bootstrap
+    token = login(p)
+    reg = await worker_key(p.nats_url, "bench-worker")
+    worker = BenchWorkerProcess(p.nats_url, reg.worker_key, reg.worker_id, WORKER_SLOTS)
+    nc = await connect(p.nats_url, name="bench-client")
+    outcomes = Outcomes(nc, p.bootstrap.org_id)
+    await outcomes.start()
+    await worker.wait_ready(nc)
+    sub = Submitter(p.gateway_url, token, sizes.submit_concurrency)
+    try:
+        # warm-up: connections, JWKS cache, worker-auth cache, prepared statements
+        warm = await _burst(sub, outcomes, 20, 8)
+        if not warm["all_completed"]:
+            raise RuntimeError(f"warm-up tasks did not complete: {warm}")
+        burst = await _burst(sub, outcomes, sizes.burst_tasks, sizes.submit_concurrency)
+        await asyncio.sleep(1.0)
+        ids, steady = await _steady(sub, outcomes, sizes.steady_rate, sizes.steady_seconds)
+        starts = await worker.starts(nc)
+        to_start = [starts[i] - sub.submitted[i] for i in ids if i in starts]
+        to_done = [outcomes.done[i] - sub.submitted[i] for i in ids if i in outcomes.done]
+        steady["submit_to_start"] = percentiles(to_start)
+        steady["submit_to_completed"] = percentiles(to_done)
+        failed = sum(1 for s in outcomes.status.values() if s != "completed")
+        return {"burst": burst, "steady": steady, "http_errors": sub.errors, "failed_tasks": failed}
+    finally:
+        await sub.close()
+        await outcomes.stop()
+        await nc.close()
+        worker.stop()
+
+
+def result(
+    platform_figs: dict[str, Any] | None, celery: dict[str, Any] | None, sizes: Sizes, note: str | None
+) -> Result:
+    res = Result("control_plane")
+    res.settings = {
+        "burst_tasks": sizes.burst_tasks,
+        "submit_concurrency": sizes.submit_concurrency,
+        "steady_rate_per_s": sizes.steady_rate,
+        "steady_seconds": sizes.steady_seconds,
+        "bench_worker_slots_per_priority": WORKER_SLOTS,
+        "gateway_rate_limit": "off (RATE_LIMIT_PER_SECOND=0)",
+        "org_concurrency_limit": "lifted (DEFAULT_ORG_CONCURRENCY, PLAN_CONCURRENCY)",
+    }
+    res.figures["browserfleet"] = platform_figs
+    res.figures["celery_redis"] = celery
+    if note:
+        res.notes.append(note)
+    if platform_figs and celery:
+        ours, theirs = platform_figs, celery
+        res.figures["ratios"] = {
+            "throughput_browserfleet_over_celery": _ratio(
+                ours["burst"]["tasks_per_s"], theirs["burst"]["tasks_per_s"]
+            ),
+            "start_p50_browserfleet_over_celery": _ratio(
+                ours["steady"]["submit_to_start"]["p50_ms"], theirs["steady"]["submit_to_start"]["p50_ms"]
+            ),
+            "completed_p50_browserfleet_over_celery": _ratio(
+                ours["steady"]["submit_to_completed"]["p50_ms"],
+                theirs["steady"]["submit_to_completed"]["p50_ms"],
+            ),
+        }
+    return res
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    if not a or not b:
+        return None
+    return round(a / b, 3)

@@ -1,0 +1,68 @@
+"""Keeps `make bench` from rotting: runs the quick mode as `make bench ARGS=--quick` would and checks that
+every benchmark wrote its JSON with sane, non-zero figures. It asserts no speed: that is the benchmark's
+job, and this machine may be busy."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .common import ROOT
+
+pytestmark = [pytest.mark.bench, pytest.mark.timeout(900)]
+
+
+def _load(out: Path, name: str) -> dict[str, Any]:
+    path = out / f"{name}.json"
+    assert path.is_file(), f"{name}.json was not written"
+    doc: dict[str, Any] = json.loads(path.read_text())
+    assert doc["mode"] == "quick"
+    machine = doc["machine"]
+    assert machine["cores"] >= 1 and machine["python"] and machine["packages"]["faststream"]
+    return doc
+
+
+def _positive(value: Any) -> bool:
+    return isinstance(value, int | float) and value > 0
+
+
+def test_quick_mode_writes_every_result(tmp_path: Path) -> None:
+    out = tmp_path / "results"
+    run = subprocess.run(
+        [sys.executable, "-m", "tests.bench", "--quick", "--out", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=850,
+    )
+    assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
+    assert "| benchmark" in run.stdout  # the table was printed
+
+    cp = _load(out, "control_plane")["figures"]
+    ours = cp["browserfleet"]
+    assert ours["burst"]["all_completed"] and ours["burst"]["completed"] == ours["burst"]["tasks"]
+    assert _positive(ours["burst"]["tasks_per_s"])
+    assert ours["failed_tasks"] == 0 and not ours["http_errors"]
+    for key in ("submit_to_start", "submit_to_completed"):
+        figs = ours["steady"][key]
+        assert all(_positive(figs[p]) for p in ("p50_ms", "p95_ms", "p99_ms"))
+        assert figs["p50_ms"] <= figs["p95_ms"] <= figs["p99_ms"]
+    peer = cp["celery_redis"]
+    if peer is not None:  # skipped (with a note) only where no redis-server can be had
+        assert _positive(peer["burst"]["tasks_per_s"]) and peer["burst"]["all_completed"]
+        assert _positive(peer["steady"]["submit_to_start"]["p50_ms"])
+        assert _positive(cp["ratios"]["throughput_browserfleet_over_celery"])
+
+    reads = _load(out, "gateway_reads")["figures"]
+    assert _positive(reads["requests_per_s"]) and _positive(reads["p99_ms"])
+    assert reads["non_2xx"] == 0
+
+    browser = _load(out, "browser_overhead")["figures"]
+    assert browser["browserfleet"]["failed"] == 0 and browser["plain_playwright"]["failed"] == 0
+    assert browser["browserfleet"]["rows_extracted_per_task"] == 3
+    assert _positive(browser["overhead_ratio"])
