@@ -49,6 +49,11 @@ def event(org_id: str, event_type: str) -> str:
 EVENTS_ALL: Final = "events.>"
 
 
+def worker_drain(worker_id: str) -> str:
+    """Core NATS request to one worker: stop taking work, finish or hand back running tasks, stay up."""
+    return f"workers.drain.{worker_id}"
+
+
 # --- request/reply commands: svc.<service>.<op>, queue group = service name -------------------
 class Auth:
     QUEUE: Final = "auth"
@@ -99,6 +104,8 @@ class Vault:
     DELETE_CREDENTIAL: Final = "svc.vault.delete_credential"
     CHECK_NAMES: Final = "svc.vault.check_names"
     RELEASE: Final = "svc.vault.release"
+    PROFILE_ACQUIRE: Final = "svc.vault.profile_acquire"
+    PROFILE_SAVE: Final = "svc.vault.profile_save"
 
 
 class Webhooks:

@@ -76,3 +76,11 @@ class WorkerPublic(BaseModel):
 
 class ListWorkersRequest(OrgScoped):
     pass
+
+
+class DrainReply(BaseModel):
+    """Answer to `workers.drain.<worker_id>` once the worker has drained (it keeps running, idle)."""
+
+    worker_id: str
+    finished: int = Field(description="running tasks that finished within the grace period")
+    handed_back: int = Field(description="running tasks given back for redelivery when the grace ran out")
