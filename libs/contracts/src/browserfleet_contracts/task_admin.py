@@ -64,3 +64,13 @@ class TaskLogPage(BaseModel):
     items: list[TaskLogPublic]
     next_since: int = Field(description="the cursor for the next call; equals `since` when nothing is new")
     finished: bool = Field(description="the task is terminal: no more lines will come")
+
+
+class ArtifactPublic(BaseModel):
+    """One artifact of a task, as `GET /api/v1/tasks/{id}/artifacts` lists it (the bytes are at `url`)."""
+
+    name: str
+    content_type: str
+    size: int = Field(description="bytes")
+    attempt: int | None = Field(default=None, description="the attempt that stored it")
+    url: str = Field(description="download path: GET streams the bytes")
