@@ -33,6 +33,19 @@ def credential_aad(org_id: str, name: str) -> bytes:
     return f"{org_id}:{name}".encode()
 
 
+def profile_aad(org_id: str, name: str) -> bytes:
+    """Distinct from `credential_aad`: a credential's ciphertext copied into a profile fails, and back."""
+    return f"profile:{org_id}:{name}".encode()
+
+
+def encrypt_profile(data_key: bytes, org_id: str, name: str, state: bytes) -> tuple[bytes, bytes]:
+    return encrypt(data_key, state, profile_aad(org_id, name))
+
+
+def decrypt_profile(data_key: bytes, org_id: str, name: str, nonce: bytes, ciphertext: bytes) -> bytes:
+    return decrypt(data_key, nonce, ciphertext, profile_aad(org_id, name))
+
+
 def _wrap_aad(org_id: str, version: int) -> bytes:
     return f"data-key:{org_id}:{version}".encode()
 

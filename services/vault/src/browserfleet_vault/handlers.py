@@ -6,6 +6,12 @@ from typing import TYPE_CHECKING
 
 from browserfleet_contracts import subjects
 from browserfleet_contracts.common import Ack, OrgScoped
+from browserfleet_contracts.profiles import (
+    ProfileAcquireRequest,
+    ProfileLease,
+    ProfileSaveReply,
+    ProfileSaveRequest,
+)
 from browserfleet_contracts.vault import (
     CheckNamesReply,
     CheckNamesRequest,
@@ -15,6 +21,7 @@ from browserfleet_contracts.vault import (
     ReleaseReply,
     ReleaseRequest,
 )
+from browserfleet_core.db import utcnow
 from browserfleet_core.messaging import rpc_router
 from faststream.nats import NatsRouter
 
@@ -65,5 +72,23 @@ def build_router(ctx: VaultContext) -> NatsRouter:
         grant = await service.authorize_release(ctx.rpc, body.task_id, body.worker_key, body.names)
         async with ctx.db.transaction() as session:
             return ReleaseReply(values=await service.release(session, ctx.keyring, grant))
+
+    @router.subscriber(
+        subjects.Vault.PROFILE_ACQUIRE, queue=queue, max_workers=in_flight, title="vault.profile_acquire"
+    )
+    async def profile_acquire(body: ProfileAcquireRequest) -> ProfileLease:
+        grant = await service.authorize_profile_use(ctx.rpc, body.task_id, body.worker_key, body.profile)
+        async with ctx.db.transaction() as session:
+            return await service.acquire_profile(session, ctx.keyring, grant, utcnow())
+
+    @router.subscriber(
+        subjects.Vault.PROFILE_SAVE, queue=queue, max_workers=in_flight, title="vault.profile_save"
+    )
+    async def profile_save(body: ProfileSaveRequest) -> ProfileSaveReply:
+        grant = await service.authorize_profile_use(ctx.rpc, body.task_id, body.worker_key, body.profile)
+        async with ctx.db.transaction() as session:
+            return await service.save_profile(
+                session, ctx.keyring, grant, body.lease_token, body.state, utcnow()
+            )
 
     return router

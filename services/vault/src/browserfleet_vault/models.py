@@ -61,3 +61,28 @@ class Release(VaultBase, table=True):
     credential_name: str = Field(max_length=64)
     org_id: str = Field(max_length=64, index=True)
     released_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
+
+
+class Profile(VaultBase, table=True):
+    """A browser profile's storage state (cookies, localStorage), encrypted like a credential but with
+    `profile:<org_id>:<name>` as associated data, and the lease that lets one task at a time use it."""
+
+    __tablename__ = "profiles"
+    __table_args__ = (UniqueConstraint("org_id", "name", name="uq_profiles_org_name"),)
+
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=36)
+    org_id: str = Field(max_length=64, index=True)
+    name: str = Field(max_length=64)
+    ciphertext: bytes | None = Field(default=None, sa_column=Column(LargeBinary, nullable=True))
+    nonce: bytes | None = Field(default=None, sa_column=Column(LargeBinary, nullable=True))
+    data_key_id: str | None = Field(
+        default=None, sa_column=Column(String(36), ForeignKey(f"{SCHEMA}.data_keys.id"), nullable=True)
+    )
+    version: int = Field(default=0, description="saves so far")
+    lease_task_id: str | None = Field(default=None, max_length=64)
+    lease_token: str | None = Field(default=None, max_length=64)
+    lease_expires_at: datetime | None = Field(
+        default=None, sa_column=Column(DateTime(timezone=True), nullable=True)
+    )
+    created_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
+    updated_at: datetime = Field(default_factory=utcnow, sa_column=_ts())

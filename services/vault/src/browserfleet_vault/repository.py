@@ -11,7 +11,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from .models import Credential, DataKey, Release
+from .models import Credential, DataKey, Profile, Release
 
 
 async def get_data_key(session: AsyncSession, org_id: str, version: int) -> DataKey | None:
@@ -132,3 +132,32 @@ async def add_releases(
 async def count_releases(session: AsyncSession, task_id: str) -> int:
     stmt = select(func.count()).select_from(Release).where(Release.task_id == task_id)
     return int((await session.exec(stmt)).one())
+
+
+# --- profiles --------------------------------------------------------------------------------------------
+async def lock_profile(session: AsyncSession, org_id: str, name: str) -> Profile:
+    """The profile row, created empty on first use, locked FOR UPDATE until the transaction ends: every
+    lease decision on one profile is serialised by this row lock."""
+    now = utcnow()
+    await session.exec(
+        insert(Profile)
+        .values(id=new_id(), org_id=org_id, name=name, version=0, created_at=now, updated_at=now)
+        .on_conflict_do_nothing(constraint="uq_profiles_org_name")
+    )
+    stmt = (
+        select(Profile)
+        .where(Profile.org_id == org_id, Profile.name == name)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    return (await session.exec(stmt)).one()
+
+
+async def get_profile(session: AsyncSession, org_id: str, name: str) -> Profile | None:
+    stmt = select(Profile).where(Profile.org_id == org_id, Profile.name == name)
+    return (await session.exec(stmt)).first()
+
+
+async def save_profile(session: AsyncSession, profile: Profile) -> None:
+    session.add(profile)
+    await session.flush()

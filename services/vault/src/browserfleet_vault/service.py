@@ -5,16 +5,21 @@ Values go in through `put_credential` and come out only through `release`; nothi
 
 from __future__ import annotations
 
+import json
 import logging
+import secrets
 from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
 
 from browserfleet_contracts import subjects
 from browserfleet_contracts.common import Actor
-from browserfleet_contracts.tasks import ClaimInfo, ClaimInfoRequest
+from browserfleet_contracts.profiles import MAX_PROFILE_STATE_BYTES, ProfileLease, ProfileSaveReply
+from browserfleet_contracts.tasks import ClaimInfo, ClaimInfoRequest, GetTaskRequest, TaskPublic
 from browserfleet_contracts.vault import CredentialCreate, CredentialPublic
 from browserfleet_contracts.workers import WorkerAuthRequest, WorkerIdentity
 from browserfleet_core.db import utcnow
-from browserfleet_core.errors import Forbidden, NotFound
+from browserfleet_core.errors import Conflict, Forbidden, Invalid, NotFound
 from browserfleet_core.messaging import RpcClient
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -161,3 +166,137 @@ async def release(session: AsyncSession, keyring: Keyring, grant: ReleaseGrant) 
     )
     log.info("released %d secret(s) for task %s to worker %s", len(values), grant.task_id, grant.worker_id)
     return values
+
+
+# --- profiles ------------------------------------------------------------------------------------------
+PROFILE_LEASE_GRACE_SECONDS = 120  # a lease outlives its task's timeout by this much, then anyone may take it
+
+
+@dataclass(frozen=True)
+class ProfileGrant:
+    task_id: str
+    org_id: str
+    worker_id: str
+    profile: str
+    lease_seconds: float
+
+
+def authorize_profile(
+    identity: WorkerIdentity, claim: ClaimInfo, task: TaskPublic, profile: str
+) -> ProfileGrant:
+    """The release rule for secrets (running, claimed by this worker, same org), and the task names the profile."""
+    authorize(identity, claim, [])
+    if task.id != claim.task_id or task.spec.profile != profile:
+        raise Forbidden(
+            f"task {claim.task_id} does not name profile {profile}", code="release_denied", field="profile"
+        )
+    return ProfileGrant(
+        task_id=claim.task_id,
+        org_id=claim.org_id,
+        worker_id=identity.worker_id,
+        profile=profile,
+        lease_seconds=task.timeout_seconds + PROFILE_LEASE_GRACE_SECONDS,
+    )
+
+
+async def authorize_profile_use(rpc: RpcClient, task_id: str, worker_key: str, profile: str) -> ProfileGrant:
+    """Who the key is (worker-gateway), who holds the task (scheduler), and which profile the task names:
+    the scheduler's claim info does not carry the spec, so the task is read in its org's scope."""
+    identity: WorkerIdentity = await rpc.call(
+        subjects.Workers.AUTHENTICATE, WorkerAuthRequest(worker_key=worker_key), WorkerIdentity
+    )
+    claim: ClaimInfo = await rpc.call(
+        subjects.Scheduler.CLAIM_INFO, ClaimInfoRequest(task_id=task_id), ClaimInfo
+    )
+    authorize(identity, claim, [])  # refuse before reading the task for a worker that does not hold it
+    task: TaskPublic = await rpc.call(
+        subjects.Scheduler.GET_TASK,
+        GetTaskRequest(actor=Actor(org_id=claim.org_id, role="viewer"), task_id=task_id),
+        TaskPublic,
+    )
+    return authorize_profile(identity, claim, task, profile)
+
+
+async def acquire_profile(
+    session: AsyncSession, keyring: Keyring, grant: ProfileGrant, now: datetime
+) -> ProfileLease:
+    """Grants the lease (with the stored state) unless another task holds an unexpired one.
+
+    A later attempt of the same task takes the lease over: the earlier attempt was given up by the scheduler,
+    and its save will then fail on the changed token.
+    """
+    row = await repository.lock_profile(session, grant.org_id, grant.profile)
+    held = row.lease_token is not None and row.lease_expires_at is not None and row.lease_expires_at > now
+    if held and row.lease_task_id != grant.task_id:
+        return ProfileLease(
+            granted=False,
+            profile=grant.profile,
+            version=row.version,
+            expires_at=row.lease_expires_at,
+            held_by_task=row.lease_task_id,
+        )
+    state: dict[str, Any] | None = None
+    if row.ciphertext is not None and row.nonce is not None and row.data_key_id is not None:
+        dk = (await repository.get_data_keys(session, [row.data_key_id]))[row.data_key_id]
+        key = keyring.unwrap(dk.org_id, dk.wrapped_key, dk.master_key_version)
+        state = json.loads(
+            crypto.decrypt_profile(key, grant.org_id, grant.profile, row.nonce, row.ciphertext)
+        )
+    row.lease_task_id = grant.task_id
+    row.lease_token = secrets.token_urlsafe(24)
+    row.lease_expires_at = now + timedelta(seconds=grant.lease_seconds)
+    await repository.save_profile(session, row)
+    log.info("profile %s of org %s leased to task %s", grant.profile, grant.org_id, grant.task_id)
+    return ProfileLease(
+        granted=True,
+        profile=grant.profile,
+        lease_token=row.lease_token,
+        state=state,
+        version=row.version,
+        expires_at=row.lease_expires_at,
+        held_by_task=grant.task_id,
+    )
+
+
+async def save_profile(
+    session: AsyncSession,
+    keyring: Keyring,
+    grant: ProfileGrant,
+    lease_token: str,
+    state: dict[str, Any] | None,
+    now: datetime,
+) -> ProfileSaveReply:
+    """Stores `state` (if given) and ends the lease; only the lease's holder may, so a task whose lease was
+    taken over cannot overwrite what the newer holder will save."""
+    row = await repository.lock_profile(session, grant.org_id, grant.profile)
+    if row.lease_token is None or not secrets.compare_digest(row.lease_token, lease_token):
+        raise Conflict(
+            f"the lease on profile {grant.profile} is no longer held by this task; nothing saved",
+            code="profile_lease_lost",
+            field="lease_token",
+        )
+    saved = False
+    if state is not None:
+        data = json.dumps(state, separators=(",", ":")).encode()
+        if len(data) > MAX_PROFILE_STATE_BYTES:
+            raise Invalid(
+                f"profile state is {len(data)} bytes; at most {MAX_PROFILE_STATE_BYTES} are stored",
+                field="state",
+            )
+        data_key, key = await current_data_key(session, keyring, grant.org_id)
+        row.nonce, row.ciphertext = crypto.encrypt_profile(key, grant.org_id, grant.profile, data)
+        row.data_key_id = data_key.id
+        row.version += 1
+        row.updated_at = now
+        saved = True
+    row.lease_task_id = row.lease_token = None
+    row.lease_expires_at = None
+    await repository.save_profile(session, row)
+    log.info(
+        "profile %s of org %s %s by task %s",
+        grant.profile,
+        grant.org_id,
+        f"saved (version {row.version})" if saved else "released",
+        grant.task_id,
+    )
+    return ProfileSaveReply(saved=saved, version=row.version)
