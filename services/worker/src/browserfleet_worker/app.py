@@ -34,7 +34,14 @@ async def run(settings: WorkerSettings, stop: asyncio.Event) -> None:
         await ensure_streams(js)
         identity = await obtain_identity(settings, RpcClient(nc, timeout=settings.rpc_timeout_seconds), stop)
         await ensure_pool_consumers(js, identity.pool)
-        await Worker(settings, nc, browser, identity).run(stop)
+        worker = Worker(settings, nc, browser, identity)
+        with contextlib.suppress(NotImplementedError, RuntimeError):  # not on Windows / not main thread
+            asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, worker.request_drain)
+        try:
+            await worker.run(stop)
+        finally:
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                asyncio.get_running_loop().remove_signal_handler(signal.SIGUSR1)
     finally:
         with contextlib.suppress(Exception):
             await nc.drain()

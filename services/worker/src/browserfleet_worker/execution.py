@@ -83,8 +83,6 @@ def build_policy(settings: WorkerSettings, task: TaskDispatch, values: Mapping[s
 def build_runner(
     settings: WorkerSettings, task: TaskDispatch, values: Mapping[str, str]
 ) -> tuple[Runner, Policy]:
-    if task.spec.profile is not None:  # say so rather than run without the session the task relies on
-        raise TaskRefused("browser profiles are not available on this worker yet")
     policy = build_policy(settings, task, values)
     if task.spec.kind == "agent":
         base_url, model, key = settings.llm_endpoint()

@@ -19,15 +19,24 @@ from typing import Any
 import nats.errors
 from browserfleet_contracts import subjects
 from browserfleet_contracts.common import Ack
+from browserfleet_contracts.profiles import ProfileLease
 from browserfleet_contracts.tasks import (
     ArtifactRef,
     ClaimReply,
     ClaimRequest,
     TaskDispatch,
+    TaskLogLine,
     TaskUpdateMessage,
 )
 from browserfleet_contracts.vault import ReleaseReply, ReleaseRequest
-from browserfleet_contracts.workers import Heartbeat, RegisterReply, RegisterRequest
+from browserfleet_contracts.workers import (
+    DrainReply,
+    Heartbeat,
+    RegisterReply,
+    RegisterRequest,
+    WorkerAuthRequest,
+    WorkerIdentity,
+)
 from browserfleet_core.errors import ServiceError, Unavailable
 from browserfleet_core.messaging import RpcClient
 from nats.aio.client import Client as NatsClient
@@ -36,6 +45,7 @@ from nats.js import JetStreamContext
 from nats.js.api import ObjectMeta
 from pydantic import ValidationError
 
+from . import profiles
 from .browser import BrowserHost
 from .execution import Runner, TaskRefused, build_runner, record_outcome
 from .netguard import Policy
@@ -173,15 +183,23 @@ class Worker:
         self.running: set[asyncio.Task[None]] = set()
         self._slots = asyncio.Semaphore(settings.worker_slots)
         self._subs: list[tuple[str, JetStreamContext.PullSubscription]] = []
+        self.halt = asyncio.Event()  # stop pulling: set by stop (SIGTERM) or a drain request
+        self._drain_replies: list[str] = []
+        self._drain_result: tuple[int, int] | None = None
 
     # -- main loops --
     async def run(self, stop: asyncio.Event) -> None:
-        """Pull and run tasks until `stop` is set, then let running ones finish (bounded)."""
+        """Pull and run tasks until `stop` is set, then let running ones finish (bounded).
+
+        A drain (`workers.drain.<worker_id>` or SIGUSR1) does the same without returning: the worker stops
+        pulling, finishes or hands back its running tasks, and stays up (heartbeats go on) until `stop`.
+        """
         for priority in subjects.PRIORITIES:
             sub = await self.js.pull_subscribe_bind(
                 durable=subjects.task_run_consumer(self.identity.pool, priority), stream=subjects.TASKS_STREAM
             )
             self._subs.append((priority, sub))
+        drain_sub = await self._listen_for_drain()
         log.info(
             "worker %s pulling from pool %s with %d slot(s)",
             self.identity.worker_id or self.settings.worker_name,
@@ -189,9 +207,15 @@ class Worker:
             self.settings.worker_slots,
         )
         heartbeat = asyncio.create_task(self.heartbeat_loop(stop))
+        stopper = asyncio.create_task(stop.wait())
+        stopper.add_done_callback(lambda _t: self.halt.set())
         try:
-            await self.pull_loop(stop)
+            await self.pull_loop(self.halt)
+            if not stop.is_set():  # drained on request: stay up, idle, until told to stop
+                await self._drained()
+                await stop.wait()
         finally:
+            stopper.cancel()
             await self.drain(self.settings.shutdown_grace_seconds)
             heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -199,11 +223,64 @@ class Worker:
             for _, sub in self._subs:
                 with contextlib.suppress(Exception):
                     await sub.unsubscribe()
+            if drain_sub is not None:
+                with contextlib.suppress(Exception):
+                    await drain_sub.unsubscribe()
 
-    async def pull_loop(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            await self._slots.acquire()
-            msg = await self._next_message(stop)
+    def request_drain(self) -> None:
+        """Stop taking work; running tasks get the grace period (SIGUSR1 and the drain subject call this)."""
+        if not self.halt.is_set():
+            log.info("drain requested: no new tasks; %d running", len(self.running))
+        self.halt.set()
+
+    async def _listen_for_drain(self) -> Any:
+        worker_id = self.identity.worker_id
+        if worker_id is None:  # started with WORKER_KEY: ask worker-gateway who we are
+            try:
+                who: WorkerIdentity = await self.rpc.call(
+                    subjects.Workers.AUTHENTICATE,
+                    WorkerAuthRequest(worker_key=self.identity.worker_key),
+                    WorkerIdentity,
+                )
+                worker_id = self.identity.worker_id = who.worker_id
+            except ServiceError as exc:
+                log.warning("worker id unknown (%s): drain by SIGUSR1 only", exc.message)
+                return None
+
+        async def on_drain(msg: Msg) -> None:
+            self.request_drain()
+            if msg.reply:
+                self._drain_replies.append(msg.reply)
+            if self._drain_result is not None:  # already drained: answer at once
+                await self._answer_drains()
+
+        return await self.nc.subscribe(subjects.worker_drain(worker_id), cb=on_drain)
+
+    async def _drained(self) -> None:
+        self._drain_result = await self.drain(self.settings.shutdown_grace_seconds)
+        log.info(
+            "drained: %d task(s) finished, %d handed back; idle until stopped",
+            self._drain_result[0],
+            self._drain_result[1],
+        )
+        await self._answer_drains()
+
+    async def _answer_drains(self) -> None:
+        finished, handed_back = self._drain_result or (0, 0)
+        reply = DrainReply(
+            worker_id=self.identity.worker_id or self.settings.worker_name,
+            finished=finished,
+            handed_back=handed_back,
+        )
+        while self._drain_replies:
+            with contextlib.suppress(Exception):
+                await self.nc.publish(self._drain_replies.pop(), reply.model_dump_json().encode())
+
+    async def pull_loop(self, halt: asyncio.Event) -> None:
+        while not halt.is_set():
+            if not await self._acquire_slot(halt):
+                return
+            msg = await self._next_message(halt)
             if msg is None:
                 self._slots.release()
                 continue
@@ -211,15 +288,33 @@ class Worker:
             self.running.add(task)
             task.add_done_callback(self._finished)
 
+    async def _acquire_slot(self, halt: asyncio.Event) -> bool:
+        """A free slot, or False once `halt` is set (a full worker must still notice SIGTERM at once)."""
+        slot = asyncio.create_task(self._slots.acquire())
+        halted = asyncio.create_task(halt.wait())
+        await asyncio.wait({slot, halted}, return_when=asyncio.FIRST_COMPLETED)
+        halted.cancel()
+        if slot.done() and not slot.cancelled():
+            if halt.is_set():
+                self._slots.release()
+                return False
+            return True
+        slot.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await slot
+        if slot.done() and not slot.cancelled():  # it got the slot while being cancelled
+            self._slots.release()
+        return False
+
     def _finished(self, task: asyncio.Task[None]) -> None:
         self.running.discard(task)
         self._slots.release()
 
-    async def _next_message(self, stop: asyncio.Event) -> Msg | None:
+    async def _next_message(self, halt: asyncio.Event) -> Msg | None:
         """Urgent first: probe each priority briefly, let the last one linger while idle."""
-        while not stop.is_set():
+        while not halt.is_set():
             for i, (_priority, sub) in enumerate(self._subs):
-                if stop.is_set():
+                if halt.is_set():
                     return None
                 wait = IDLE_WAIT_SECONDS if i == len(self._subs) - 1 else PROBE_SECONDS
                 try:
@@ -231,18 +326,26 @@ class Worker:
                     await asyncio.sleep(1.0)
                     break
                 if msgs:
+                    if halt.is_set():  # fetched while halting: give it straight back
+                        with contextlib.suppress(Exception):
+                            await msgs[0].nak()
+                        return None
                     return msgs[0]
         return None
 
-    async def drain(self, grace: float) -> None:
+    async def drain(self, grace: float) -> tuple[int, int]:
+        """Waits up to `grace` for running tasks; the rest are cancelled and handed back (nak).
+        Returns (finished, handed back)."""
         if not self.running:
-            return
+            return 0, 0
         log.info("waiting up to %.0f s for %d running task(s)", grace, len(self.running))
-        _done, pending = await asyncio.wait(set(self.running), timeout=grace)
+        done, pending = await asyncio.wait(set(self.running), timeout=grace)
         for task in pending:
             task.cancel()
         if pending:
+            log.warning("handing %d task(s) back for redelivery: the grace period ran out", len(pending))
             await asyncio.wait(pending)
+        return len(done), len(pending)
 
     async def heartbeat_loop(self, stop: asyncio.Event) -> None:
         failing = False
@@ -391,10 +494,40 @@ class Worker:
                 )
             values = {name: reply.values[name] for name in names}
         held = self.masks.register(values.values())
+        lease: ProfileLease | None = None
+        saved_state: dict[str, Any] | None = None
+        waited_line: TaskLogLine | None = None
         try:
             runner, policy = build_runner(self.settings, task, values)
-            outcome = await self._run_cancellable(runner, cancelled, policy)
-        except TaskRefused as exc:
+            if task.spec.profile is not None:
+                lease, waited = await profiles.acquire(
+                    self.rpc,
+                    task_id=task.task_id,
+                    worker_key=self.identity.worker_key,
+                    profile=task.spec.profile,
+                    wait_seconds=min(self.settings.profile_wait_seconds, float(task.timeout_seconds)),
+                    cancelled=cancelled,
+                )
+                if waited >= profiles.FIRST_POLL_SECONDS:
+                    waited_line = TaskLogLine(
+                        message=f"waited {waited:.1f} s for profile {task.spec.profile} (held by another task)"
+                    )
+                saved_state = {}
+            outcome = await self._run_cancellable(
+                runner,
+                cancelled,
+                policy,
+                storage_state=lease.state if lease is not None else None,
+                keep_state=saved_state,
+            )
+            if waited_line is not None:
+                outcome.logs.insert(0, waited_line)
+            if lease is not None:
+                outcome = await self._finish_profile(task, lease, outcome, saved_state or None)
+                lease = None
+        except profiles.ProfileCancelled:
+            outcome = StepsOutcome(status="failed", result={}, error_message=CANCELLED)
+        except (TaskRefused, profiles.ProfileUnavailable) as exc:
             outcome = StepsOutcome(
                 status="failed", result={}, error_message=Masker(values.values()).text(str(exc))
             )
@@ -405,6 +538,10 @@ class Worker:
                 status="failed", result={}, error_message=Masker(values.values()).text(message)[:500]
             )
         finally:
+            if lease is not None:  # failed, cancelled or shut down before the end: keep the stored state
+                await profiles.release_quietly(
+                    self.rpc, task_id=task.task_id, worker_key=self.identity.worker_key, lease=lease
+                )
             self.masks.release(held)
             values.clear()
         outcome.execution_time_seconds = round(time.monotonic() - started, 3)
@@ -415,11 +552,41 @@ class Worker:
             )
         return outcome
 
-    async def _run_cancellable(
-        self, runner: Runner, cancelled: asyncio.Event, policy: Policy | None = None
+    async def _finish_profile(
+        self, task: TaskDispatch, lease: ProfileLease, outcome: StepsOutcome, state: dict[str, Any] | None
     ) -> StepsOutcome:
-        """Runs the steps in a fresh context until they finish or `cancelled` is set."""
-        async with self.browser.context(policy, accept_downloads=True) as ctx:
+        """After success the context's storage state goes back to the vault; otherwise only the lease ends."""
+        keep = state if outcome.status == "completed" else None
+        try:
+            reply = await profiles.save(
+                self.rpc, task_id=task.task_id, worker_key=self.identity.worker_key, lease=lease, state=keep
+            )
+        except ServiceError as exc:
+            if keep is None:
+                log.warning("ending the lease on profile %s failed: %s", lease.profile, exc.message)
+                return outcome
+            # the session the next task relies on was not stored: say so rather than report success
+            outcome.status = "failed"
+            outcome.error_message = f"profile {lease.profile} not saved: {exc.message}"
+            return outcome
+        if reply.saved:
+            outcome.logs.append(
+                TaskLogLine(message=f"profile {lease.profile} saved (version {reply.version})")
+            )
+        return outcome
+
+    async def _run_cancellable(
+        self,
+        runner: Runner,
+        cancelled: asyncio.Event,
+        policy: Policy | None = None,
+        *,
+        storage_state: dict[str, Any] | None = None,
+        keep_state: dict[str, Any] | None = None,
+    ) -> StepsOutcome:
+        """Runs the steps in a fresh context (loaded with `storage_state`) until they finish or `cancelled`
+        is set. After a success, the context's storage state is copied into `keep_state` when given."""
+        async with self.browser.context(policy, accept_downloads=True, storage_state=storage_state) as ctx:
             run = asyncio.create_task(runner.run(ctx))
             signal = asyncio.create_task(cancelled.wait())
             try:
@@ -431,7 +598,14 @@ class Worker:
                     run.cancel()
                     await asyncio.gather(run, return_exceptions=True)
             if not run.cancelled():
-                return run.result()
+                outcome = run.result()
+                if keep_state is not None and outcome.status == "completed":
+                    try:
+                        keep_state.update(await asyncio.wait_for(ctx.storage_state(), 10))
+                    except Exception as exc:
+                        outcome.status = "failed"
+                        outcome.error_message = f"reading the profile's storage state failed: {exc}"[:500]
+                return outcome
             return runner.masked(
                 StepsOutcome(
                     status="failed",

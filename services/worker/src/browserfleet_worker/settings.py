@@ -41,6 +41,11 @@ class WorkerSettings(ServiceSettings):
     )
     pool: str = subjects.DEFAULT_POOL
     shutdown_grace_seconds: float = Field(default=60.0, ge=0, description="how long SIGTERM waits for tasks")
+    profile_wait_seconds: float = Field(
+        default=60.0,
+        ge=0,
+        description="how long a task waits for a profile another task is using before it fails",
+    )
 
     # --- safe browsing and limits ---
     browser_allow_networks: Annotated[list[str], NoDecode] = Field(

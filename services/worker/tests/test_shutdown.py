@@ -1,0 +1,206 @@
+"""Graceful shutdown and drain on a real NATS server with real Chromium.
+
+SIGTERM (a real worker process) and a drain request (`workers.drain.<worker_id>`, in process): the worker
+stops pulling, lets a running task that finishes within SHUTDOWN_GRACE_SECONDS finish and report, and hands
+a task that does not back to JetStream (nak) so another worker gets it at once. Worker-gateway and the
+scheduler are stood in by small in-test responders on their request/reply subjects (other services).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import sys
+from collections import defaultdict
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import nats
+import pytest
+from browserfleet_contracts import subjects
+from browserfleet_contracts.tasks import ClaimRequest, TaskDispatch, TaskSpec, TaskUpdateMessage
+from browserfleet_contracts.workers import DrainReply
+from browserfleet_core.messaging import ensure_pool_consumers, ensure_streams
+from browserfleet_core.testing import unique_name
+from browserfleet_worker.app import run
+from browserfleet_worker.settings import WorkerSettings
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+
+
+@dataclass
+class Stand:
+    nc: NatsClient
+    pool: str
+    worker_id: str
+    claims: list[str] = field(default_factory=list)
+    updates: dict[str, list[TaskUpdateMessage]] = field(default_factory=lambda: defaultdict(list))
+    started: dict[str, asyncio.Event] = field(default_factory=lambda: defaultdict(asyncio.Event))
+    results: dict[str, asyncio.Event] = field(default_factory=lambda: defaultdict(asyncio.Event))
+
+    async def dispatch(self, task_id: str, steps: list[dict[str, Any]]) -> None:
+        d = TaskDispatch(
+            task_id=task_id,
+            org_id="org-1",
+            attempt=1,
+            priority="normal",
+            timeout_seconds=300,
+            spec=TaskSpec.model_validate({"steps": steps}),
+        )
+        await self.nc.jetstream().publish(
+            subjects.task_run(self.pool, "normal"),
+            d.model_dump_json().encode(),
+            headers={"Nats-Msg-Id": task_id},
+        )
+
+    async def waiting(self) -> dict[str, int]:
+        """What is left on the pool's `normal` consumer: task id -> delivery count (taken by this test)."""
+        sub = await self.nc.jetstream().pull_subscribe_bind(
+            durable=subjects.task_run_consumer(self.pool, "normal"), stream=subjects.TASKS_STREAM
+        )
+        found: dict[str, int] = {}
+        with contextlib.suppress(TimeoutError):
+            for msg in await sub.fetch(10, timeout=2):
+                found[TaskDispatch.model_validate_json(msg.data).task_id] = msg.metadata.num_delivered
+                await msg.ack()
+        await sub.unsubscribe()
+        return found
+
+
+@pytest.fixture
+async def stand(nats_url: str) -> AsyncIterator[Stand]:
+    nc = await nats.connect(nats_url)
+    js = nc.jetstream()
+    await ensure_streams(js)
+    state = Stand(nc=nc, pool=unique_name("pool"), worker_id=unique_name("w"))
+    await ensure_pool_consumers(js, state.pool)
+
+    async def register(msg: Msg) -> None:
+        await msg.respond(
+            json.dumps(
+                {"worker_id": state.worker_id, "worker_key": "sk_worker_t", "pool": state.pool}
+            ).encode()
+        )
+
+    async def heartbeat(msg: Msg) -> None:
+        await msg.respond(b'{"ok": true}')
+
+    async def claim(msg: Msg) -> None:
+        state.claims.append(ClaimRequest.model_validate_json(msg.data).task_id)
+        await msg.respond(json.dumps({"granted": True, "worker_id": state.worker_id}).encode())
+
+    async def on_update(msg: Msg) -> None:
+        update = TaskUpdateMessage.model_validate_json(msg.data)
+        state.updates[update.task_id].append(update)
+        (state.started if update.kind == "started" else state.results)[update.task_id].set()
+
+    subs = [
+        await nc.subscribe(subjects.Workers.REGISTER, cb=register),
+        await nc.subscribe(subjects.Workers.HEARTBEAT, cb=heartbeat),
+        await nc.subscribe(subjects.Scheduler.CLAIM, cb=claim),
+        await nc.subscribe("tasks.updates.>", cb=on_update),
+    ]
+    yield state
+    for sub in subs:
+        with contextlib.suppress(Exception):
+            await sub.unsubscribe()
+    await nc.close()
+
+
+def steps(site: str, *, hang: bool) -> list[dict[str, Any]]:
+    last: dict[str, Any] = (
+        {"action": "wait_for", "selector": "#never", "timeout_ms": 120_000}
+        if hang
+        else {"action": "wait_for", "delay_ms": 300}
+    )
+    return [{"action": "navigate", "url": f"{site}/login"}, last]
+
+
+async def start_two(stand: Stand, site: str) -> tuple[str, str]:
+    quick, slow = unique_name("quick"), unique_name("slow")
+    await stand.dispatch(slow, steps(site, hang=True))
+    await stand.dispatch(quick, steps(site, hang=False))
+    await asyncio.wait_for(stand.started[slow].wait(), 60)
+    await asyncio.wait_for(stand.started[quick].wait(), 60)
+    return quick, slow
+
+
+async def test_drain_finishes_what_fits_the_grace_hands_back_the_rest_and_stays_up(
+    stand: Stand, site: str, nats_url: str, tmp_path: Path
+) -> None:
+    settings = WorkerSettings(
+        nats_url=nats_url,
+        worker_invite_code="inv",
+        worker_state_dir=tmp_path,
+        worker_slots=2,
+        heartbeat_seconds=0.2,
+        shutdown_grace_seconds=3,
+        browser_allow_networks=["127.0.0.1/32"],
+    )
+    stop = asyncio.Event()
+    worker = asyncio.create_task(run(settings, stop))
+    try:
+        quick, slow = await start_two(stand, site)
+        reply = await stand.nc.request(subjects.worker_drain(stand.worker_id), b"", timeout=60)
+        assert DrainReply.model_validate_json(reply.data) == DrainReply(
+            worker_id=stand.worker_id, finished=1, handed_back=1
+        )
+        assert not worker.done()  # drained, not stopped
+
+        later = unique_name("later")
+        await stand.dispatch(later, steps(site, hang=False))
+        # the quick task reported; the slow one was handed back at once (delivered again), the new one waits
+        assert stand.results[quick].is_set()
+        assert [u.status for u in stand.updates[quick] if u.kind == "result"] == ["completed"]
+        assert not stand.results[slow].is_set()
+        assert await stand.waiting() == {slow: 2, later: 1}
+        assert later not in stand.claims
+
+        again = await stand.nc.request(subjects.worker_drain(stand.worker_id), b"", timeout=10)
+        assert DrainReply.model_validate_json(again.data).handed_back == 1  # idempotent answer
+    finally:
+        stop.set()
+        await asyncio.wait_for(worker, 30)
+
+
+async def test_sigterm_finishes_within_grace_and_hands_back_the_rest(
+    stand: Stand, site: str, nats_url: str, tmp_path: Path
+) -> None:
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("NATS_URL", "DATABASE_URL", "WORKER_"))},
+        "NATS_URL": nats_url,
+        "WORKER_INVITE_CODE": "inv",
+        "WORKER_STATE_DIR": str(tmp_path),
+        "WORKER_SLOTS": "2",
+        "SHUTDOWN_GRACE_SECONDS": "3",
+        "BROWSER_ALLOW_NETWORKS": "127.0.0.1/32",
+        "HEARTBEAT_SECONDS": "0.5",
+    }
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "browserfleet_worker",
+        "run",
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    try:
+        quick, slow = await start_two(stand, site)
+        proc.send_signal(signal.SIGTERM)
+        output, _ = await asyncio.wait_for(proc.communicate(), 60)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    text = output.decode(errors="replace")
+    assert proc.returncode == 0, text
+    assert [u.status for u in stand.updates[quick] if u.kind == "result"] == ["completed"], text
+    assert not stand.results[slow].is_set()
+    assert "handing 1 task(s) back for redelivery" in text
+    assert await stand.waiting() == {slow: 2}
