@@ -132,5 +132,44 @@ def unique_name(prefix: str = "t") -> str:
     return f"{prefix}{secrets.token_hex(4)}"
 
 
+async def publish_org_deleted_twice(js: Any, org_id: str) -> int:
+    """Publish auth's `organization.deleted` for `org_id` on EVENTS twice, as a redelivery after the duplicate
+    window would (the second copy has another Nats-Msg-Id, so JetStream keeps both). Returns the stream
+    sequence of the second copy, for `wait_consumed`."""
+    from datetime import UTC, datetime
+
+    from browserfleet_contracts import subjects
+    from browserfleet_contracts.events import EventEnvelope
+
+    event = EventEnvelope(
+        id=f"{org_id}:organization.deleted",
+        type="organization.deleted",
+        org_id=org_id,
+        occurred_at=datetime.now(UTC),
+        data={"organization_id": org_id, "slug": "deleted"},
+    )
+    subject = subjects.event(org_id, "organization.deleted")
+    payload = event.model_dump_json().encode()
+    await js.publish(subject, payload, headers={"Nats-Msg-Id": event.id})
+    ack = await js.publish(subject, payload, headers={"Nats-Msg-Id": f"{event.id}:again"})
+    return int(ack.seq)
+
+
+async def wait_consumed(js: Any, stream: str, durable: str, seq: int, cap: float = 30.0) -> None:
+    """Wait until the durable consumer has acknowledged everything up to stream sequence `seq` (hang
+    protection only: `cap` is not a speed check)."""
+    import asyncio
+
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + cap
+    while True:
+        info = await js.consumer_info(stream, durable)
+        if info.ack_floor.stream_seq >= seq and not info.num_ack_pending:
+            return
+        if loop.time() > deadline:
+            raise AssertionError(f"{durable} did not acknowledge up to {stream} #{seq}: {info}")
+        await asyncio.sleep(0.05)
+
+
 def pytest_configure(config: Any) -> None:
     config.addinivalue_line("markers", "integration: talks to real NATS and PostgreSQL")
