@@ -17,6 +17,7 @@ from faststream.nats import NatsBroker
 from . import schedules, service
 from .handlers import Runtime, build_routers
 from .models import outbox
+from .org_events import build_org_events_router
 from .service import RpcWorkerAuthenticator, WorkerAuthenticator
 from .settings import SchedulerSettings
 
@@ -29,8 +30,10 @@ SCHEMA = "scheduler"
 def create_broker(settings: SchedulerSettings, runtime: Runtime | None = None) -> NatsBroker:
     """The service's broker with every handler registered; needs no server (AsyncAPI generation)."""
     broker = make_broker(settings.nats_url, name=settings.service_name)
-    for router in build_routers(runtime or Runtime(), rpc_workers=settings.rpc_concurrency):
+    rt = runtime or Runtime()
+    for router in build_routers(rt, rpc_workers=settings.rpc_concurrency):
         broker.include_router(router)
+    broker.include_router(build_org_events_router(rt))
     return broker
 
 

@@ -7,13 +7,14 @@ from dataclasses import dataclass, field
 
 from browserfleet_core import observability
 from browserfleet_core.db import Database
-from browserfleet_core.messaging import RpcClient, make_broker
+from browserfleet_core.messaging import RpcClient, ensure_streams, make_broker
 from browserfleet_core.runner import wait_for_shutdown
 from faststream.nats import NatsBroker
 
 from .crypto import Keyring
 from .handlers import build_router
 from .models import SCHEMA
+from .org_events import build_org_events_router
 from .settings import VaultSettings
 
 log = logging.getLogger(__name__)
@@ -52,13 +53,18 @@ def create_context(settings: VaultSettings) -> VaultContext:
 
 
 def create_broker(settings: VaultSettings) -> NatsBroker:
-    return create_context(settings).broker
+    ctx = create_context(settings)
+    ctx.broker.include_router(build_org_events_router(ctx))
+    return ctx.broker
 
 
 async def run(settings: VaultSettings) -> None:
     observability.setup(settings)
     ctx = create_context(settings)
+    ctx.broker.include_router(build_org_events_router(ctx))
     await ctx.db.ping()
+    await ctx.broker.connect()
+    await ensure_streams(ctx.broker.connection.jetstream())  # EVENTS, before its durable consumer
     await ctx.broker.start()
     log.info("vault serving (master key version %d)", ctx.keyring.current_version)
     try:

@@ -14,6 +14,7 @@ from faststream.nats import NatsBroker
 from . import handlers
 from .dispatcher import Dispatcher
 from .models import SCHEMA
+from .org_events import build_org_events_router
 from .settings import WebhooksSettings
 
 log = logging.getLogger(__name__)
@@ -43,6 +44,7 @@ def create_broker(settings: WebhooksSettings, runtime: Runtime | None = None) ->
     broker = make_broker(settings.nats_url, name=settings.service_name)
     broker.include_router(handlers.build_rpc_router(rt))
     broker.include_router(handlers.build_events_router(rt))
+    broker.include_router(build_org_events_router(rt))
     return broker
 
 

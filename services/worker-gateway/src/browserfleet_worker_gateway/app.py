@@ -7,12 +7,13 @@ from dataclasses import dataclass, field
 
 from browserfleet_core import observability
 from browserfleet_core.db import Database
-from browserfleet_core.messaging import make_broker
+from browserfleet_core.messaging import ensure_streams, make_broker
 from browserfleet_core.runner import wait_for_shutdown
 from faststream.nats import NatsBroker
 
 from .handlers import build_router
 from .models import SCHEMA
+from .org_events import build_org_events_router
 from .settings import WorkerGatewaySettings
 
 log = logging.getLogger(__name__)
@@ -42,13 +43,18 @@ def create_context(settings: WorkerGatewaySettings) -> WorkerGatewayContext:
 
 
 def create_broker(settings: WorkerGatewaySettings) -> NatsBroker:
-    return create_context(settings).broker
+    ctx = create_context(settings)
+    ctx.broker.include_router(build_org_events_router(ctx))
+    return ctx.broker
 
 
 async def run(settings: WorkerGatewaySettings) -> None:
     observability.setup(settings)
     ctx = create_context(settings)
+    ctx.broker.include_router(build_org_events_router(ctx))
     await ctx.db.ping()
+    await ctx.broker.connect()
+    await ensure_streams(ctx.broker.connection.jetstream())  # EVENTS, before its durable consumer
     await ctx.broker.start()
     log.info("worker-gateway serving")
     try:
