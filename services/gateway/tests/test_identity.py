@@ -24,7 +24,7 @@ from browserfleet_gateway.deps import AccessRule, access_rules
 from browserfleet_gateway.ratelimit import RateLimiter
 from browserfleet_gateway.settings import GatewaySettings
 from fastapi import FastAPI
-from fastapi.routing import APIRoute
+from fastapi.routing import APIRoute, iter_route_contexts
 
 
 def rules_of(route: APIRoute) -> list[AccessRule]:
@@ -43,9 +43,10 @@ def rules_of(route: APIRoute) -> list[AccessRule]:
 
 def api_routes() -> Iterator[APIRoute]:
     app = create_app(GatewaySettings(nats_url="nats://unused.invalid:4222"))
-    for route in app.routes:
-        if isinstance(route, APIRoute):
-            yield route
+    # FastAPI >= 0.16x keeps included routers as one entry each in `app.routes`: walk their route contexts
+    for context in iter_route_contexts(app.routes):
+        if isinstance(context.original_route, APIRoute):
+            yield context.original_route
 
 
 def test_every_route_declares_who_may_call_it() -> None:
@@ -252,11 +253,21 @@ async def test_refresh_reuse_revokes_the_family_through_the_gateway(
 
 
 # --- tenant isolation, generated from the route table ---------------------------------------------
-# Routes with an object id whose service this test runs (auth). The others belong to services stood up by
-# their own test packages; listing them here keeps this test failing until each is classified.
+# Routes with an object id whose service this test runs (auth). The others need the services behind them,
+# which this package does not run: tests/isolation/test_matrix.py checks EVERY id route of the table (these
+# and the auth ones, for admin, user, viewer and an API key) on the whole platform. Listing them here keeps
+# this test failing until a new id route is classified.
 ID_ROUTES_ELSEWHERE = {
     "/api/v1/tasks/{task_id}",
+    "/api/v1/tasks/{task_id}/artifacts",
     "/api/v1/tasks/{task_id}/artifacts/{name}",
+    "/api/v1/tasks/{task_id}/cancel",
+    "/admin/tasks/{task_id}",
+    "/admin/tasks/{task_id}/attempts",
+    "/admin/tasks/{task_id}/logs",
+    "/admin/schedules/{schedule_id}",
+    "/admin/schedules/{schedule_id}/pause",
+    "/admin/schedules/{schedule_id}/resume",
     "/api/v1/credentials/{name}",
     "/admin/webhooks/{endpoint_id}",
 }
@@ -293,7 +304,11 @@ async def test_isolation_matrix_for_every_id_route(
 
     async def snapshot() -> Any:
         return (
-            (await client.get("/admin/api-keys", headers=admin_a)).json(),
+            # last_used_at moves: this test presents org A's own key on purpose
+            [
+                {k: v for k, v in key.items() if k != "last_used_at"}
+                for key in (await client.get("/admin/api-keys", headers=admin_a)).json()
+            ],
             (await client.get("/admin/users", headers=admin_a)).json(),
             [o for o in (await client.get("/organizations", headers=op)).json() if o["id"] == org_a],
         )

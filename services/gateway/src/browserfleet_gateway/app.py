@@ -24,7 +24,9 @@ from .errors import install_error_handlers
 from .middleware import BodyLimitMiddleware, EdgeMiddleware
 from .ratelimit import RateLimiter
 from .routes import ROUTERS
+from .routes_artifacts import router as artifacts_router
 from .routes_identity import router as identity_router
+from .routes_tasks import ROUTERS as TASK_ROUTERS
 from .settings import GatewaySettings
 
 log = logging.getLogger(__name__)
@@ -82,6 +84,8 @@ def create_app(
     for router in ROUTERS:
         app.include_router(router)
     app.include_router(identity_router)
+    for router in (*TASK_ROUTERS, artifacts_router):
+        app.include_router(router)
     # add_middleware wraps: the last one added is the outermost.
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     if settings.cors_origins:
