@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+import asyncio
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 
+import psycopg
 import pytest
 from browserfleet_contracts import subjects
-from browserfleet_contracts.common import ById
 from browserfleet_contracts.schedules import CreateScheduleRequest, ScheduleCreate, SchedulePublic
 from browserfleet_contracts.task_admin import (
     CancelTaskRequest,
@@ -16,13 +19,17 @@ from browserfleet_contracts.task_admin import (
     TaskLogPage,
 )
 from browserfleet_contracts.tasks import ClaimReply, ClaimRequest, TaskLogLine, TaskPublic, TaskUpdateMessage
-from browserfleet_core.db import utcnow
+from browserfleet_core.db import Database, utcnow
 from browserfleet_core.errors import ServiceError
 from browserfleet_core.messaging import RpcClient
+from browserfleet_core.migrations import upgrade
+from browserfleet_core.outbox import OutboxRelay
 from browserfleet_scheduler import schedules
-from browserfleet_scheduler.app import SchedulerApp
+from browserfleet_scheduler.app import PACKAGE, SchedulerApp
+from browserfleet_scheduler.models import Schedule, Task, outbox
 from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
+from sqlmodel import col, select
 
 from .conftest import (
     DictAuthenticator,
@@ -167,25 +174,56 @@ async def _with_items(p: object) -> TaskLogPage | None:
     return got if got.items else None
 
 
-async def test_schedule_fires_once_per_tick_with_two_replicas(
-    rpc: RpcClient, scheduler: SchedulerApp
-) -> None:
+@pytest.fixture
+def replicas_db(migrated: str) -> Iterator[str]:
+    """A database of its own (same server) for two scheduler replicas: no running scheduler and no other
+    test's schedules can fire there, so the test sees only its own ticks."""
+    name = f"sched_replicas_{uuid.uuid4().hex[:8]}"
+    base, _, _ = migrated.rpartition("/")
+    with psycopg.connect(f"{base}/postgres", autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        upgrade(PACKAGE, f"{base}/{name}")
+        yield f"{base}/{name}"
+    finally:
+        with psycopg.connect(f"{base}/postgres", autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+async def test_schedule_fires_once_per_tick_with_two_replicas(replicas_db: str) -> None:
+    """Two replicas (each its own connection pool) fire the same tick at the same moment, then again one after
+    the other: one task. The clock is injected throughout; the wall clock plays no part (an earlier version
+    raced the live scheduler's loop whenever a real minute boundary passed mid-test)."""
+    one, two = Database(replicas_db, "scheduler"), Database(replicas_db, "scheduler")
+    relays = OutboxRelay(one, outbox), OutboxRelay(two, outbox)  # never started: the rows are what we count
     who = actor(role="admin")
+    created_at = datetime(2030, 3, 30, 23, 59, 30, tzinfo=UTC)
     body = ScheduleCreate(name="every minute", cron="* * * * *", timezone="Europe/Paris", task=steps_task())
-    made = await rpc.call(
-        subjects.Scheduler.CREATE_SCHEDULE, CreateScheduleRequest(actor=who, schedule=body), SchedulePublic
-    )
-    assert made.next_run_at is not None
-    at = made.next_run_at + timedelta(seconds=1)
-    # two replicas firing the same tick, each in its own transaction, one after the other and interleaved
-    first = second = []
-    async with scheduler.db.transaction() as s1:
-        first = await schedules.fire_due(s1, scheduler.relay, at)
-    async with scheduler.db.transaction() as s2:
-        second = await schedules.fire_due(s2, scheduler.relay, at)
-    assert len(first) == 1 and second == []
-    got = await rpc.call(subjects.Scheduler.GET_SCHEDULE, ById(actor=who, id=made.id), SchedulePublic)
-    assert got.last_run_at == made.next_run_at and got.next_run_at and got.next_run_at > at
+    try:
+        async with one.transaction() as s:
+            made = await schedules.create_schedule(
+                s, CreateScheduleRequest(actor=who, schedule=body), now=created_at
+            )
+        assert made.next_run_at == datetime(2030, 3, 31, 0, 0, tzinfo=UTC)
+        at = made.next_run_at + timedelta(seconds=1)
+
+        async def fire(db: Database, relay: OutboxRelay) -> list[str]:
+            async with db.transaction() as s:
+                return await schedules.fire_due(s, relay, at)
+
+        together = await asyncio.gather(fire(one, relays[0]), fire(two, relays[1]))
+        after = [await fire(two, relays[1]), await fire(one, relays[0])]
+        fired = [t for batch in (*together, *after) for t in batch]
+        assert len(fired) == 1, (together, after)
+        async with one.transaction() as s:
+            tasks = (await s.exec(select(Task).where(col(Task.schedule_id) == made.id))).all()
+            row = await s.get(Schedule, made.id)
+        assert [t.id for t in tasks] == fired and tasks[0].schedule_tick == made.next_run_at
+        assert row is not None and row.last_run_at == made.next_run_at
+        assert row.next_run_at == made.next_run_at + timedelta(minutes=1)
+    finally:
+        await one.dispose()
+        await two.dispose()
 
 
 @pytest.mark.parametrize(
