@@ -12,9 +12,9 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, MutableMapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
@@ -413,7 +413,7 @@ class AsgiStream:
         await self._disconnect.wait()
         return {"type": "http.disconnect"}
 
-    async def _send(self, message: dict[str, Any]) -> None:
+    async def _send(self, message: MutableMapping[str, Any]) -> None:
         if message["type"] == "http.response.start":
             self.status = message["status"]
         elif message["type"] == "http.response.body":
@@ -450,12 +450,12 @@ async def test_follow_streams_lines_as_sse_until_the_task_is_terminal(
     stream = AsgiStream(stack.app, path, "follow=true", stack.admin)
     events = stream.events()
 
-    async def send(seq: int, kind: str = "log", **extra: Any) -> None:
+    async def send(seq: int, kind: Literal["log", "result"] = "log", **extra: Any) -> None:
         msg = TaskUpdateMessage(
             task_id=task["id"],
             attempt=1,
             worker_id=worker.worker_id,
-            kind=kind,  # type: ignore[arg-type]
+            kind=kind,
             logs=[TaskLogLine(message=f"line {seq}", seq=seq)],
             **extra,
         )

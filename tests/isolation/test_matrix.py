@@ -1,0 +1,429 @@
+"""Tenant isolation on the whole platform, generated from the gateway's route table.
+
+The platform runs exactly as `make dev` runs it (browserfleet_core.devstack.Platform: every service as its
+own process, real NATS and PostgreSQL of this package's own via `provision()`), without workers. Org A is
+the bootstrap organization; org B is created by the platform operator. Org A gets one object of every kind
+(task, schedule, credential, webhook endpoint with a delivery, worker, API key, user). Then, for EVERY route
+whose path has an object id, and for every principal of org B (admin, user, viewer, and an API key holding
+every scope), the test reads, updates or deletes org A's object through that route:
+
+* the answer is 404, exactly as for an id that exists nowhere (same status and error code) -- or, where the
+  route's access declaration refuses that principal whatever the object (a viewer on a mutation, a key
+  without the scope, a non-admin on an admin route), 403, again the same as for an id that exists nowhere;
+  either way the answer says nothing about org A's object;
+* org A's objects are unchanged afterwards (re-read as org A's admin);
+* no list route (every GET without an id) shows any of org A's ids or names to any principal of org B.
+
+A new route with an id placeholder this test does not know fails `test_every_id_route_is_classified` until
+it is given an org-A object below.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import httpx
+import pytest
+from browserfleet_core.devstack import Platform
+from browserfleet_core.testing import provision
+from browserfleet_gateway.app import create_app
+from browserfleet_gateway.deps import AccessRule, access_rules
+from browserfleet_gateway.settings import GatewaySettings
+from fastapi.routing import APIRoute, iter_route_contexts
+
+WAIT_CAP = 60.0  # hang protection only; nothing asserts on speed
+_ROLES = ("viewer", "user", "admin")
+KEY_SCOPES = ["tasks:read", "tasks:write", "credentials:write", "webhooks:admin", "workers:admin"]
+
+
+# --- the route table --------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Route:
+    method: str
+    path: str
+    rules: tuple[AccessRule, ...]
+
+    @property
+    def placeholders(self) -> list[str]:
+        return [part[1:-1] for part in self.path.split("/") if part.startswith("{") and part.endswith("}")]
+
+
+def _rules(dependant: Any) -> list[AccessRule]:
+    found: list[AccessRule] = []
+    rule = access_rules(dependant.call)
+    if rule is not None:
+        found.append(rule)
+    for sub in dependant.dependencies:
+        found += _rules(sub)
+    return found
+
+
+def route_table() -> list[Route]:
+    app = create_app(GatewaySettings(nats_url="nats://unused.invalid:4222"))
+    out = []
+    for context in iter_route_contexts(app.routes):
+        route = context.original_route
+        if not isinstance(route, APIRoute):
+            continue
+        for method in sorted((route.methods or set()) - {"HEAD"}):
+            out.append(Route(method, route.path, tuple(_rules(route.dependant))))
+    return out
+
+
+def id_routes() -> list[Route]:
+    return [r for r in route_table() if r.placeholders]
+
+
+def list_routes() -> list[Route]:
+    return [
+        r
+        for r in route_table()
+        if r.method == "GET" and not r.placeholders and not any(rule.public for rule in r.rules)
+    ]
+
+
+# Org A's object for each placeholder. `{name}` is per route: a credential's name or an artifact's name.
+PLACEHOLDERS = {"task_id", "schedule_id", "endpoint_id", "key_id", "user_id", "org_id", "name"}
+# A body the route accepts, so the request reaches the lookup instead of stopping at validation.
+BODIES: dict[tuple[str, str], dict[str, Any]] = {
+    ("PUT", "/admin/schedules/{schedule_id}"): {"name": "taken over", "paused": True},
+    ("PATCH", "/admin/users/{user_id}"): {"role": "viewer"},
+    ("PUT", "/organizations/{org_id}"): {"plan": "enterprise"},
+}
+
+
+def test_every_id_route_is_classified() -> None:
+    routes = id_routes()
+    assert routes, "the route table is empty: the walk over FastAPI's route contexts broke"
+    unknown = {(r.method, r.path) for r in routes if not set(r.placeholders) <= PLACEHOLDERS}
+    assert not unknown, f"id routes without an org-A object in this test: {sorted(unknown)}"
+    for r in routes:
+        assert r.rules, f"{r.method} {r.path} declares no access"
+        if r.method in ("PUT", "PATCH"):
+            assert (r.method, r.path) in BODIES, f"give {r.method} {r.path} a valid body in BODIES"
+
+
+# --- the platform -----------------------------------------------------------------------------------
+class Receiver(ThreadingHTTPServer):
+    """Stands in for org A's webhook receiver on 127.0.0.1: accepts every delivery with 204."""
+
+    daemon_threads = True
+
+    def __init__(self) -> None:
+        self.hits = 0
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                receiver.hits += 1
+                self.send_response(204)
+                self.end_headers()
+
+        super().__init__(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}/hook"
+
+
+@dataclass
+class World:
+    http: httpx.Client
+    a_admin: dict[str, str]
+    operator: dict[str, str]
+    org_a: str
+    objects: dict[str, str]  # placeholder -> org A's id
+    names: dict[str, str]  # `{name}` per route prefix
+    secrets: set[str]  # every id / name of org A that must never show to org B
+    b: dict[str, tuple[str, dict[str, str]]] = field(default_factory=dict)  # label -> (kind:role, headers)
+
+
+def _ok(resp: httpx.Response, status: int = 200) -> Any:
+    assert resp.status_code == status, f"{resp.request.method} {resp.request.url}: {resp.text}"
+    return resp.json() if resp.content else None
+
+
+def _login(http: httpx.Client, email: str, password: str) -> dict[str, str]:
+    body = _ok(http.post("/auth/login", json={"email": email, "password": password}))
+    return {"Authorization": f"Bearer {body['access_token']}"}
+
+
+def _eventually(probe: Any, what: str) -> Any:
+    deadline = time.monotonic() + WAIT_CAP
+    while True:
+        value = probe()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"gave up waiting for {what}")
+        time.sleep(0.2)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    receiver = Receiver()
+    with provision("bf_iso") as infra:
+        platform = Platform(
+            home=tmp_path_factory.mktemp("home"),
+            nats_url=infra.nats_url,
+            database_url=infra.database_url,
+            workers=0,
+            env={
+                "WEBHOOK_ALLOW_PRIVATE_TARGETS": "true",
+                # many calls from one address and one key: the limits have their own tests
+                "RATE_LIMIT_PER_SECOND": "0",
+                "API_KEY_RATE_PER_SECOND": "10000",
+                "LOGIN_RATE_PER_SECOND": "0",
+            },
+            output=lambda _line: None,
+        )
+        platform.start()
+        try:
+            with httpx.Client(base_url=platform.gateway_url, timeout=30) as http:
+                yield _populate(http, platform, receiver)
+        finally:
+            platform.stop()
+            receiver.shutdown()
+            receiver.server_close()
+
+
+def _populate(http: httpx.Client, platform: Platform, receiver: Receiver) -> World:
+    boot = platform.bootstrap
+    assert boot is not None and boot.password
+    a = _login(http, boot.admin_email, boot.password)  # org A's admin (also the platform operator)
+    # the endpoint first: org A's task.created must reach it (a delivery of org A's to look for)
+    endpoint = _ok(
+        http.post("/admin/webhooks", headers=a, json={"url": receiver.url, "events": ["task.*"]}), 201
+    )
+    task = _ok(
+        http.post(
+            "/api/v1/tasks",
+            headers=a,
+            json={"title": "a-task", "steps": [{"action": "navigate", "url": "https://a.example/"}]},
+        ),
+        201,
+    )
+    schedule = _ok(
+        http.post(
+            "/admin/schedules",
+            headers=a,
+            json={"name": "a-schedule", "cron": "0 0 1 1 *", "task": {"goal": "a yearly goal"}},
+        ),
+        201,
+    )
+    credential = _ok(
+        http.post("/api/v1/credentials", headers=a, json={"name": "A_SECRET", "value": "a-value"}), 201
+    )
+    invite = _ok(http.post("/admin/workers/invite", headers=a, json={}), 201)
+    worker = _ok(
+        http.post("/workers/register", json={"invite_code": invite["code"], "name": "a-worker"}), 201
+    )
+    key = _ok(http.post("/admin/api-keys", headers=a, json={"name": "a-key", "scopes": KEY_SCOPES}), 201)
+    user = _ok(
+        http.post("/admin/users", headers=a, json={"email": "someone@org-a.example", "role": "user"}), 201
+    )
+    org_a = boot.org_id
+    # org B, by the platform operator, with one principal of every kind
+    org_b = _ok(
+        http.post(
+            "/organizations",
+            headers=a,
+            json={"name": "Org B", "slug": "org-b", "admin_email": "admin@org-b.example"},
+        ),
+        201,
+    )
+    world = World(
+        http=http,
+        a_admin=a,
+        operator=a,
+        org_a=org_a,
+        objects={
+            "task_id": task["id"],
+            "schedule_id": schedule["id"],
+            "endpoint_id": endpoint["id"],
+            "key_id": key["id"],
+            "user_id": user["id"],
+            "org_id": org_a,
+        },
+        names={"/api/v1/credentials/": "A_SECRET", "/api/v1/tasks/": "screenshot.png"},
+        secrets={
+            task["id"],
+            schedule["id"],
+            credential["id"],
+            "A_SECRET",
+            endpoint["id"],
+            receiver.url,
+            worker["worker_id"],
+            key["id"],
+            key["prefix"],
+            user["id"],
+            "someone@org-a.example",
+            org_a,
+        },
+    )
+    b_admin = _login(http, org_b["admin_email"], org_b["admin_password"])
+    world.b["admin"] = ("user:admin", b_admin)
+    for role in ("user", "viewer"):
+        made = _ok(
+            http.post("/admin/users", headers=b_admin, json={"email": f"{role}@org-b.example", "role": role}),
+            201,
+        )
+        world.b[role] = (f"user:{role}", _login(http, made["email"], made["password"]))
+    b_key = _ok(
+        http.post("/admin/api-keys", headers=b_admin, json={"name": "b-key", "scopes": KEY_SCOPES}), 201
+    )
+    world.b["api key"] = ("api_key", {"Authorization": f"Bearer {b_key['key']}"})
+    # settle what moves by itself: the task admitted, org A's delivery made
+    _eventually(
+        lambda: _ok(http.get(f"/api/v1/tasks/{task['id']}", headers=a))["status"] == "assigned", "admission"
+    )
+    _eventually(
+        lambda: [
+            d
+            for d in _ok(
+                http.get("/admin/webhooks/deliveries", headers=a, params={"endpoint_id": endpoint["id"]})
+            )
+            if d.get("status") == "succeeded"
+        ],
+        "org A's webhook delivery",
+    )
+    world.secrets |= {
+        d["id"]
+        for d in _ok(
+            http.get("/admin/webhooks/deliveries", headers=a, params={"endpoint_id": endpoint["id"]})
+        )
+    }
+    return world
+
+
+def _url(world: World, route: Route, *, nowhere: bool = False) -> str:
+    """The route with org A's objects in it, or (`nowhere`) with ids that exist in no organization."""
+    url = route.path
+    for name in route.placeholders:
+        if name == "name":
+            prefix = next(p for p in world.names if route.path.startswith(p))
+            value = world.names[prefix] if not nowhere else f"Nothing_{uuid.uuid4().hex[:8]}"
+        else:
+            value = world.objects[name] if not nowhere else str(uuid.uuid4())
+        url = url.replace("{" + name + "}", value)
+    return url
+
+
+def _refused_by_rule(route: Route, kind: str) -> bool:
+    """Does the route's access declaration refuse this principal whatever the object?"""
+    for rule in route.rules:
+        if rule.public:
+            continue
+        if kind == "api_key":
+            if not set(rule.scopes) & set(KEY_SCOPES):
+                return True
+        else:
+            role = kind.split(":", 1)[1]
+            assert rule.min_role is not None
+            if _ROLES.index(role) < _ROLES.index(rule.min_role):
+                return True
+    return False
+
+
+def _snapshot(world: World) -> Any:
+    http, a, o = world.http, world.a_admin, world.objects
+    return (
+        _ok(http.get(f"/api/v1/tasks/{o['task_id']}", headers=a)),
+        _ok(http.get(f"/admin/tasks/{o['task_id']}/attempts", headers=a)),
+        _ok(http.get(f"/admin/tasks/{o['task_id']}/logs", headers=a)),
+        _ok(http.get(f"/admin/schedules/{o['schedule_id']}", headers=a)),
+        _ok(http.get("/api/v1/credentials", headers=a)),
+        _ok(http.get("/admin/webhooks", headers=a)),
+        _ok(http.get("/admin/workers", headers=a)),
+        _ok(http.get("/admin/api-keys", headers=a)),
+        _ok(http.get("/admin/users", headers=a)),
+        [x for x in _ok(http.get("/organizations", headers=world.operator)) if x["id"] == world.org_a],
+    )
+
+
+def test_org_b_gets_404_on_every_id_route_and_nothing_of_org_a_changes(world: World) -> None:
+    before = _snapshot(world)
+    checked = 0
+    reached: dict[str, int] = dict.fromkeys(world.b, 0)  # answers that came from a service's lookup
+    for route in id_routes():
+        body = BODIES.get((route.method, route.path))
+        for label, (kind, headers) in world.b.items():
+            theirs = world.http.request(route.method, _url(world, route), headers=headers, json=body)
+            nowhere = world.http.request(
+                route.method, _url(world, route, nowhere=True), headers=headers, json=body
+            )
+            expected = 403 if _refused_by_rule(route, kind) else 404
+            where = f"{route.method} {route.path} as org B's {label}: {theirs.text}"
+            assert theirs.status_code == expected, where
+            # indistinguishable from an object that exists nowhere
+            assert nowhere.status_code == expected, f"{route.method} {route.path} (no such id) as {label}"
+            assert theirs.json()["error"]["code"] == nowhere.json()["error"]["code"], where
+            checked += 1
+            reached[label] += expected == 404
+    assert checked >= len(id_routes()) * len(world.b)
+    # every principal got past the gateway's rules somewhere: the 404s were answered by the services
+    assert reached["admin"] == len(id_routes()) and all(reached.values()), reached
+    assert _snapshot(world) == before, "org B changed something of org A"
+
+
+def test_org_b_lists_never_show_org_a(world: World) -> None:
+    routes = list_routes()
+    assert any(r.path == "/admin/tasks" for r in routes) and any(r.path == "/admin/webhooks" for r in routes)
+    endpoint = world.objects["endpoint_id"]
+    for route in routes:
+        for label, (_, headers) in world.b.items():
+            # a filter naming org A's object (ignored by routes without it) must not open a door either
+            resp = world.http.get(route.path, headers=headers, params={"endpoint_id": endpoint, "limit": 100})
+            assert resp.status_code in (200, 403, 404, 422), f"{route.path} as {label}: {resp.text}"
+            leaked = {s for s in world.secrets if s in resp.text}
+            assert not leaked, f"GET {route.path} shows org B's {label} org A's {leaked}"
+    # ...while org A itself sees them (the check above is not vacuous)
+    a = world.a_admin
+    seen = " ".join(
+        world.http.get(p, headers=a, params={"endpoint_id": endpoint}).text
+        for p in (
+            "/admin/tasks",
+            "/admin/schedules",
+            "/api/v1/credentials",
+            "/admin/webhooks",
+            "/admin/webhooks/deliveries",
+            "/admin/workers",
+            "/admin/api-keys",
+            "/admin/users",
+        )
+    )
+    assert all(s in seen for s in world.secrets - {world.org_a}), world.secrets - {
+        s for s in world.secrets if s in seen
+    }
+
+
+def test_the_principals_of_org_b_work(world: World) -> None:
+    """Guards the matrix against passing for the wrong reason (a principal that is refused everything)."""
+    for label, (_, headers) in world.b.items():
+        resp = world.http.get("/admin/tasks", headers=headers)
+        assert resp.status_code == 200, f"{label}: {resp.text}"
+        assert resp.json()["items"] == []
+    made = world.http.post(
+        "/api/v1/tasks",
+        headers=world.b["api key"][1],
+        json={"steps": [{"action": "navigate", "url": "https://b.example/"}]},
+    )
+    task_b = _ok(made, 201)
+    assert (
+        _ok(world.http.get(f"/admin/tasks/{task_b['id']}", headers=world.b["viewer"][1]))["id"]
+        == task_b["id"]
+    )
+    # and org A cannot see org B's task either
+    assert world.http.get(f"/api/v1/tasks/{task_b['id']}", headers=world.a_admin).status_code == 404
+    _ok(world.http.post(f"/api/v1/tasks/{task_b['id']}/cancel", headers=world.b["user"][1]))
