@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     ours: dict[str, Any] | None = None
 
     from . import browser_overhead, control_plane, gateway_reads
-    from .stack import login, platform
+    from .stack import cpu_meter, login, platform
 
     print(
         f"browserfleet benchmarks ({mode}) on {host['cpu']}, {host['cores']} cores, {host['memory_gib']} GiB",
@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         if "gateway_reads" in args.only:
             try:
                 task_id = asyncio.run(_one_task(p))
-                results.append(gateway_reads.run(p.gateway_url, login(p), task_id, sizes))
+                results.append(gateway_reads.run(p.gateway_url, login(p), task_id, sizes, cpu_meter(p)))
             except Exception:
                 failures.append("gateway_reads")
                 traceback.print_exc()
@@ -140,6 +140,10 @@ def _rows(results: list[Result]) -> list[tuple[str, str, str, str]]:
                         ("control plane", f"{fmt(rate)}/s: submit→{what} {p}",
                          fmt(g(a, "steady", key, f"{p}_ms"), " ms"), fmt(g(b, "steady", key, f"{p}_ms"), " ms"))
                     )  # fmt: skip
+            for proc in ("gateway", "scheduler", "postgres"):
+                cpu = g(a, "burst", "cpu_ms_per_task", proc)
+                if cpu is not None:
+                    rows.append(("control plane", f"burst: {proc} CPU per task", fmt(cpu, " ms"), ""))
             ratios = f.get("ratios") or {}
             if ratios:
                 rows.append(
@@ -160,6 +164,10 @@ def _rows(results: list[Result]) -> list[tuple[str, str, str, str]]:
                 )
             )
             rows.append(("gateway reads", "p99", fmt(f.get("p99_ms"), " ms"), ""))
+            for proc in ("gateway", "scheduler"):
+                cpu = (f.get("cpu_ms_per_request") or {}).get(proc)
+                if cpu is not None:
+                    rows.append(("gateway reads", f"{proc} CPU per request", fmt(cpu, " ms"), ""))
         elif res.name == "browser_overhead":
             a, b = f["browserfleet"], f["plain_playwright"]
             rows.append(

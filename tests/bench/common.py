@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -167,3 +168,54 @@ def table(rows: list[tuple[str, str, str, str]]) -> str:
 
     sep = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
     return "\n".join([line(header), sep, *(line(r) for r in rows)])
+
+
+_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU one process has used so far (Linux /proc), None when unreadable."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    # after the command name: state is field 3, utime/stime are fields 14/15 (1-based)
+    return (int(fields[11]) + int(fields[12])) / _TICKS
+
+
+def tree_cpu_seconds(root: int) -> float:
+    """CPU of `root` and its direct children (PostgreSQL: the postmaster and its backends)."""
+    total = cpu_seconds(root) or 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[1]) == root:
+            total += (int(fields[11]) + int(fields[12])) / _TICKS
+    return total
+
+
+class CpuMeter:
+    """CPU seconds each named process spends between `start()` and `stop()`. On a shared machine this
+    is the steadier figure: wall-clock rates move with the neighbours' load, CPU cost per task much less.
+    (A PostgreSQL backend that exits in between takes its CPU with it; pooled ones stay.)"""
+
+    def __init__(self, sources: dict[str, Callable[[], float | None]]) -> None:
+        self.sources = sources
+        self._start: dict[str, float] = {}
+        self.used: dict[str, float] = {}
+
+    def start(self) -> None:
+        self._start = {n: s for n, f in self.sources.items() if (s := f()) is not None}
+
+    def stop(self) -> dict[str, float]:
+        for name, before in self._start.items():
+            now = self.sources[name]()
+            if now is not None:
+                self.used[name] = round(now - before, 3)
+        return self.used
+
+    def per(self, count: int) -> dict[str, float]:
+        """Milliseconds of CPU per unit of work (task, request) for each process."""
+        return {n: round(1000 * s / count, 3) for n, s in self.used.items()} if count else {}

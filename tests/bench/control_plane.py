@@ -17,7 +17,7 @@ from browserfleet_core.devstack import Platform
 from browserfleet_core.messaging import connect
 
 from .common import Result, Sizes, percentiles
-from .stack import BenchWorkerProcess, Outcomes, login, worker_key
+from .stack import BenchWorkerProcess, Outcomes, cpu_meter, login, worker_key
 
 TASK_BODY: dict[str, Any] = {
     "title": "bench",
@@ -127,7 +127,12 @@ async def run_platform(p: Platform, sizes: Sizes) -> dict[str, Any]:
         warm = await _burst(sub, outcomes, 20, 8)
         if not warm["all_completed"]:
             raise RuntimeError(f"warm-up tasks did not complete: {warm}")
+        meter = cpu_meter(p, {"bench-worker": worker.proc.pid})
+        meter.start()
         burst = await _burst(sub, outcomes, sizes.burst_tasks, sizes.submit_concurrency)
+        meter.stop()
+        # CPU per task of each process: steadier than tasks/s when the machine is shared
+        burst["cpu_ms_per_task"] = meter.per(burst["completed"])
         await asyncio.sleep(1.0)
         ids, steady = await _steady(sub, outcomes, sizes.steady_rate, sizes.steady_seconds)
         starts = await worker.starts(nc)

@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 
-from .common import ROOT, Result, Sizes
+from .common import ROOT, CpuMeter, Result, Sizes
 
 
 def ensure_wrk() -> str | None:
@@ -54,7 +54,7 @@ def parse_wrk(out: str) -> dict[str, Any]:
     return figs
 
 
-def run(gateway_url: str, token: str, task_id: str, sizes: Sizes) -> Result:
+def run(gateway_url: str, token: str, task_id: str, sizes: Sizes, meter: CpuMeter | None = None) -> Result:
     url = f"{gateway_url}/api/v1/tasks/{task_id}"
     headers = {"authorization": f"Bearer {token}"}
     check = httpx.get(url, headers=headers, timeout=10)
@@ -67,6 +67,8 @@ def run(gateway_url: str, token: str, task_id: str, sizes: Sizes) -> Result:
         "gateway": "one uvicorn process (httptools, uvloop)",
     }
     wrk = ensure_wrk()
+    if meter is not None:
+        meter.start()
     if wrk:
         cmd = [
             wrk, "-t2", f"-c{sizes.read_connections}", f"-d{sizes.read_seconds:.0f}s", "--latency",
@@ -90,4 +92,7 @@ def run(gateway_url: str, token: str, task_id: str, sizes: Sizes) -> Result:
         res.figures = json.loads(out)
         res.settings["generator"] = "tests/bench/loadgen.py (httpx, second process)"
         res.notes.append("wrk not available; the Python generator saturates sooner than wrk would")
+    if meter is not None:
+        meter.stop()
+        res.figures["cpu_ms_per_request"] = meter.per(int(res.figures.get("requests") or 0))
     return res

@@ -25,7 +25,7 @@ from browserfleet_core.messaging import RpcClient, connect
 from nats.aio.client import Client as NatsClient
 from nats.js.api import DeliverPolicy
 
-from .common import ROOT
+from .common import ROOT, CpuMeter, cpu_seconds, tree_cpu_seconds
 
 # The gateway limits each principal to 10 req/s by default (DESIGN.md §5). One benchmark principal
 # submitting thousands of tasks a second would only measure the 429 path, so the limiter is off here.
@@ -58,6 +58,24 @@ def platform(log_tail: int = 200) -> Iterator[Platform]:
             yield p
         finally:
             p.stop()
+
+
+def cpu_meter(p: Platform, extra: dict[str, int] | None = None) -> CpuMeter:
+    """A CPU meter over every service process of `p`, NATS, PostgreSQL (with its backends) and `extra`."""
+    sources: dict[str, Any] = {}
+    for sp in p.processes:
+        sources[sp.name] = lambda pid=sp.proc.pid: cpu_seconds(pid)
+    nats = getattr(p, "_nats", None)
+    if nats is not None and getattr(nats, "proc", None) is not None:
+        sources["nats"] = lambda pid=nats.proc.pid: cpu_seconds(pid)
+    pg = getattr(p, "_pg", None)
+    pidfile = getattr(pg, "data_dir", None)
+    if pidfile is not None and (pidfile / "postmaster.pid").is_file():
+        postmaster = int((pidfile / "postmaster.pid").read_text().split()[0])
+        sources["postgres"] = lambda: tree_cpu_seconds(postmaster)
+    for name, pid in (extra or {}).items():
+        sources[name] = lambda pid=pid: cpu_seconds(pid)
+    return CpuMeter(sources)
 
 
 def login(p: Platform) -> str:
