@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 
 from browserfleet_contracts import subjects
@@ -76,26 +77,49 @@ class SchedulerApp:
         await self.broker.connection.publish(subjects.task_cancel(task_id), b"")
 
     async def lifecycle_pass(self, now: datetime | None = None) -> list[str]:
-        """Time out what overran, fire due cron ticks, admit what may run. Returns the admitted ids."""
+        """Time out what overran, fire due cron ticks, admit what may run. Returns the admitted ids.
+        (The running service does these on their own clocks, see `_run_loop`; this does all three now.)"""
         now = now or utcnow()
-        policy = self.runtime.policy
+        await self.reap_pass(now)
+        await self.cron_pass(now)
+        return await self.admission_pass(now)
+
+    async def reap_pass(self, now: datetime | None = None) -> None:
+        now = now or utcnow()
         async with self.db.transaction() as session:
-            overran = await service.reap(session, self.relay, policy, now)
+            overran = await service.reap(session, self.relay, self.runtime.policy, now)
         for task_id in overran:
             await self.runtime.cancel_signal(task_id)
+
+    async def cron_pass(self, now: datetime | None = None) -> None:
         async with self.db.transaction() as session:
-            await schedules.fire_due(session, self.relay, now)
+            await schedules.fire_due(session, self.relay, now or utcnow())
+
+    async def admission_pass(self, now: datetime | None = None) -> list[str]:
         async with self.db.transaction() as session:
-            return await service.admit(session, self.relay, policy, now)
+            return await service.admit(session, self.relay, self.runtime.policy, now or utcnow())
 
     async def _run_loop(self) -> None:
+        """Admission runs when woken (a create, a finish, a cancel) and every `admission_poll_seconds`;
+        the reaper and cron run on their own timers only, so a busy wake costs one transaction, not three."""
         wake = self.runtime.wake
+        clock = asyncio.get_running_loop().time
+        timers: dict[str, tuple[float, Callable[[], Awaitable[None]]]] = {
+            "reap": (self.settings.admission_poll_seconds, self.reap_pass),
+            "cron": (self.settings.schedule_poll_seconds, self.cron_pass),
+        }
+        due = dict.fromkeys(timers, 0.0)
         while True:
+            until_timer = max(0.0, min(due.values()) - clock())
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(wake.wait(), self.settings.admission_poll_seconds)
+                await asyncio.wait_for(wake.wait(), min(self.settings.admission_poll_seconds, until_timer))
             wake.clear()
             try:
-                while len(await self.lifecycle_pass()) >= self.runtime.policy.batch:
+                for name, (every, run_pass) in timers.items():
+                    if clock() >= due[name]:
+                        due[name] = clock() + every
+                        await run_pass()
+                while len(await self.admission_pass()) >= self.runtime.policy.batch:
                     pass
             except asyncio.CancelledError:
                 raise

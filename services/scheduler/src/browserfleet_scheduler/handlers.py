@@ -272,6 +272,8 @@ def build_routers(rt: Runtime, *, rpc_workers: int = 16) -> list[NatsRouter]:
         title="scheduler.task_updates",
     )
     async def on_task_update(body: TaskUpdateMessage) -> None:
+        if body.kind == "started":
+            return  # the claim already moved the task to running: no transaction for nothing
         db, relay = rt.parts()
         async with db.transaction() as session:
             changed = await service.apply_update(session, relay, body)

@@ -195,7 +195,6 @@ async def create_task(session: AsyncSession, relay: OutboxRelay, req: CreateTask
             return to_public(existing)
 
     values = build_task_values(actor, req.task, req.idempotency_key, utcnow())
-    task_id = values["id"]
     inserted = await repository.insert_task(session, values)
     if not inserted:
         # a concurrent request with the same key committed first
@@ -204,8 +203,8 @@ async def create_task(session: AsyncSession, relay: OutboxRelay, req: CreateTask
         assert winner is not None
         return to_public(winner)
 
-    task = await repository.get_task(session, task_id)
-    assert task is not None
+    # the row as inserted (no re-read: every column is in `values` or a model default)
+    task = Task(**values)
     # no dispatch yet: TASKS is a work queue, so the task waits here until admission sends it
     await _emit(relay, session, task, "created", f"{task.id}:created")
     return to_public(task)
