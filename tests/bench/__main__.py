@@ -144,6 +144,9 @@ def _rows(results: list[Result]) -> list[tuple[str, str, str, str]]:
                 cpu = g(a, "burst", "cpu_ms_per_task", proc)
                 if cpu is not None:
                     rows.append(("control plane", f"burst: {proc} CPU per task", fmt(cpu, " ms"), ""))
+            xacts = g(a, "burst", "pg_transactions_per_task")
+            if xacts is not None:
+                rows.append(("control plane", "burst: database transactions per task", fmt(xacts), ""))
             ratios = f.get("ratios") or {}
             if ratios:
                 rows.append(
