@@ -136,8 +136,23 @@ class RpcClient:
             raise Unavailable(f"{subject} did not answer in time", code="service_timeout") from exc
         if msg.headers and ERROR_HEADER in msg.headers:
             raise ServiceError.from_body(ErrorBody.model_validate_json(msg.data))
-        adapter: TypeAdapter[M] = TypeAdapter(reply_type)
-        return adapter.validate_json(msg.data)
+        if isinstance(reply_type, type) and issubclass(reply_type, BaseModel):
+            return reply_type.model_validate_json(msg.data)  # type: ignore[return-value]
+        return _adapter(reply_type).validate_json(msg.data)  # type: ignore[no-any-return]
+
+
+_ADAPTERS: dict[Any, TypeAdapter[Any]] = {}
+
+
+def _adapter(reply_type: Any) -> TypeAdapter[Any]:
+    """One TypeAdapter per reply type: building one costs far more than the validation it does."""
+    try:
+        adapter = _ADAPTERS.get(reply_type)
+    except TypeError:  # an unhashable type expression: build one each time
+        return TypeAdapter(reply_type)
+    if adapter is None:
+        adapter = _ADAPTERS[reply_type] = TypeAdapter(reply_type)
+    return adapter
 
 
 async def connect(url: str, *, name: str) -> NatsClient:
