@@ -70,7 +70,7 @@ class Principal:
         return self.actor.role
 
 
-def get_state(request: Request) -> GatewayState:
+async def get_state(request: Request) -> GatewayState:
     state = getattr(request.app.state, "gateway", None)
     if not isinstance(state, GatewayState) or state.rpc is None:
         raise Unavailable("gateway is starting", code="starting")
@@ -131,7 +131,7 @@ class ApiKeyCache:
 StateDep = Annotated[GatewayState, Depends(get_state)]
 
 
-def get_rpc(state: StateDep) -> RpcClient:
+async def get_rpc(state: StateDep) -> RpcClient:
     assert state.rpc is not None  # get_state guarantees it
     return state.rpc
 
@@ -280,7 +280,7 @@ def public(note: str, *, login: bool = False) -> Callable[..., Awaitable[None]]:
     return declared
 
 
-def get_principal(principal: Annotated[Principal, Depends(access("viewer"))]) -> Principal:
+async def get_principal(principal: Annotated[Principal, Depends(access("viewer"))]) -> Principal:
     return principal
 
 
