@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 
 from browserfleet_contracts import subjects
-from browserfleet_core.db import Database, TransactionBatcher, utcnow
+from browserfleet_core.db import Database, utcnow
 from browserfleet_core.messaging import RpcClient, ensure_pool_consumers, ensure_streams, make_broker
 from browserfleet_core.migrations import upgrade
 from browserfleet_core.outbox import OutboxRelay
@@ -67,7 +67,6 @@ class SchedulerApp:
             redelivery_seconds=settings.update_redelivery_seconds,
             policy=settings.policy(),
             signal_cancel=self._signal_cancel,
-            batcher=TransactionBatcher(self.db, max_batch=settings.admission_batch, concurrency=1),
         )
         self.broker = create_broker(settings, self.runtime)
         self._start_relay = start_relay

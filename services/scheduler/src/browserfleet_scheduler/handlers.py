@@ -6,7 +6,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 
 from browserfleet_contracts import subjects
 from browserfleet_contracts.common import Ack, ById, Page
@@ -35,7 +35,7 @@ from browserfleet_contracts.tasks import (
     TaskPublic,
     TaskUpdateMessage,
 )
-from browserfleet_core.db import Database, TransactionBatcher
+from browserfleet_core.db import Database
 from browserfleet_core.messaging import rpc_router
 from browserfleet_core.outbox import OutboxRelay
 from faststream import AckPolicy
@@ -44,7 +44,6 @@ from faststream.message import StreamMessage
 from faststream.middlewares import BaseMiddleware
 from faststream.nats import JStream, NatsRouter, PullSub
 from pydantic import ValidationError
-from sqlmodel.ext.asyncio.session import AsyncSession
 
 from . import schedules, service
 from .service import Policy, WorkerAuthenticator
@@ -52,7 +51,6 @@ from .service import Policy, WorkerAuthenticator
 log = logging.getLogger(__name__)
 
 UPDATES_DURABLE = "scheduler"
-T = TypeVar("T")
 
 
 @dataclass
@@ -69,17 +67,6 @@ class Runtime:
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     # sends `tasks.cancel.<task_id>` to whichever worker runs it (core NATS)
     signal_cancel: Callable[[str], Awaitable[None]] | None = None
-    # concurrent creates, claims and updates share a transaction under load (see TransactionBatcher)
-    batcher: TransactionBatcher | None = None
-
-    async def transact(self, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
-        """`work(session)` in a committed transaction: shared with concurrent callers when batching."""
-        if self.batcher is not None:
-            result: T = await self.batcher.run(work)
-            return result
-        db, _ = self.parts()
-        async with db.transaction() as session:
-            return await work(session)
 
     async def cancel_signal(self, task_id: str) -> None:
         if self.signal_cancel is not None:
@@ -136,8 +123,9 @@ def build_routers(rt: Runtime, *, rpc_workers: int = 16) -> list[NatsRouter]:
         subjects.Scheduler.CREATE_TASK, queue=queue, max_workers=rpc_workers, title="scheduler.create_task"
     )
     async def create_task(body: CreateTaskRequest) -> TaskPublic:
-        _, relay = rt.parts()
-        task = await rt.transact(lambda session: service.create_task(session, relay, body))
+        db, relay = rt.parts()
+        async with db.transaction() as session:
+            task = await service.create_task(session, relay, body)
         rt.wake.set()
         return task
 
@@ -159,10 +147,11 @@ def build_routers(rt: Runtime, *, rpc_workers: int = 16) -> list[NatsRouter]:
 
     @rpc.subscriber(subjects.Scheduler.CLAIM, queue=queue, max_workers=rpc_workers, title="scheduler.claim")
     async def claim(body: ClaimRequest) -> ClaimReply:
-        _, relay = rt.parts()
+        db, relay = rt.parts()
         # authenticate before the row lock: a slow worker-gateway must not hold the task locked
         identity = await rt.workers().authenticate(body.worker_key)
-        reply = await rt.transact(lambda session: service.claim(session, relay, body, identity, rt.policy))
+        async with db.transaction() as session:
+            reply = await service.claim(session, relay, body, identity, rt.policy)
         if not reply.granted:
             rt.wake.set()  # a lost attempt went back to the queue
         return reply
@@ -278,18 +267,16 @@ def build_routers(rt: Runtime, *, rpc_workers: int = 16) -> list[NatsRouter]:
         stream=JStream(subjects.TASK_UPDATES_STREAM, declare=False),
         # one durable pull consumer shared by every replica: each update goes to one of them
         durable=UPDATES_DURABLE,
-        pull_sub=PullSub(batch_size=64, timeout=5.0),
-        # handled concurrently so that the updates of one pull share a transaction (Runtime.transact);
-        # each message is still acked only after the transaction that recorded it committed
-        max_workers=64,
+        pull_sub=PullSub(batch_size=16, timeout=5.0),
         ack_policy=AckPolicy.NACK_ON_ERROR,
         title="scheduler.task_updates",
     )
     async def on_task_update(body: TaskUpdateMessage) -> None:
         if body.kind == "started":
             return  # the claim already moved the task to running: no transaction for nothing
-        _, relay = rt.parts()
-        changed = await rt.transact(lambda session: service.apply_update(session, relay, body))
+        db, relay = rt.parts()
+        async with db.transaction() as session:
+            changed = await service.apply_update(session, relay, body)
         if changed:
             rt.wake.set()  # a slot of the org's concurrency is free again
 
