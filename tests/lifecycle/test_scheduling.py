@@ -196,7 +196,7 @@ async def schedulers(stack: Stack, pool: str, replicas: int = 1) -> AsyncIterato
 
 # --- the test worker --------------------------------------------------------------------------------
 @dataclass
-class TestWorker:
+class ProtocolWorker:
     """Speaks the task protocol without a browser. `take()` pulls the next dispatch urgent-first and claims
     it; `finish()` publishes the result, then acks the TASKS message, as the real worker does."""
 
@@ -274,8 +274,8 @@ class TestWorker:
 
 
 @contextlib.asynccontextmanager
-async def worker(stack: Stack, pool: str) -> AsyncIterator[TestWorker]:
-    w = TestWorker(stack, pool)
+async def worker(stack: Stack, pool: str) -> AsyncIterator[ProtocolWorker]:
+    w = ProtocolWorker(stack, pool)
     try:
         yield w
     finally:
