@@ -41,6 +41,7 @@ from browserfleet_core.errors import ServiceError, Unavailable
 from browserfleet_core.messaging import RpcClient
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
 from nats.js.api import ObjectMeta
 from pydantic import ValidationError
@@ -58,8 +59,8 @@ log = logging.getLogger(__name__)
 CANCELLED = "cancelled while running"
 AGENT_UNAVAILABLE = "agent tasks need an LLM endpoint; the agent runner is not available in this build"
 STATE_FILE = "worker.json"
-PROBE_SECONDS = 0.1  # a pull request on a busier priority: long enough for a local round trip
-IDLE_WAIT_SECONDS = 1.0  # the last priority lingers; this bounds how late an urgent task is noticed
+PROBE_TIMEOUT_SECONDS = 2.0  # a no-wait pull answers at once; this only bounds a server that does not
+IDLE_WAIT_SECONDS = 1.0  # with no doorbell, re-probe this often: redeliveries after a lost lease ring none
 RESULT_PUBLISH_ATTEMPTS = 5
 
 
@@ -182,7 +183,9 @@ class Worker:
         self.masks = MaskRegistry()
         self.running: set[asyncio.Task[None]] = set()
         self._slots = asyncio.Semaphore(settings.worker_slots)
-        self._subs: list[tuple[str, JetStreamContext.PullSubscription]] = []
+        self._consumers: list[str] = []  # durable names, urgent first
+        self._doorbell = asyncio.Event()  # rung by every dispatch published to this worker's pool
+        self._inbox: Subscription | None = None
         self.halt = asyncio.Event()  # stop pulling: set by stop (SIGTERM) or a drain request
         self._drain_replies: list[str] = []
         self._drain_result: tuple[int, int] | None = None
@@ -194,11 +197,12 @@ class Worker:
         A drain (`workers.drain.<worker_id>` or SIGUSR1) does the same without returning: the worker stops
         pulling, finishes or hands back its running tasks, and stays up (heartbeats go on) until `stop`.
         """
-        for priority in subjects.PRIORITIES:
-            sub = await self.js.pull_subscribe_bind(
-                durable=subjects.task_run_consumer(self.identity.pool, priority), stream=subjects.TASKS_STREAM
-            )
-            self._subs.append((priority, sub))
+        self._consumers = [subjects.task_run_consumer(self.identity.pool, p) for p in subjects.PRIORITIES]
+        # JetStream also delivers each published dispatch to plain subscribers of its subject: a doorbell
+        # that wakes an idle worker at once, instead of it lingering in a long pull on one priority.
+        bell = await self.nc.subscribe(subjects.task_run(self.identity.pool, "*"), cb=self._ring)
+        # pulled messages arrive on this inbox under their own subject, which nc.request's mux cannot route
+        self._inbox = await self.nc.subscribe(self.nc.new_inbox())
         drain_sub = await self._listen_for_drain()
         log.info(
             "worker %s pulling from pool %s with %d slot(s)",
@@ -220,9 +224,9 @@ class Worker:
             heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await heartbeat
-            for _, sub in self._subs:
-                with contextlib.suppress(Exception):
-                    await sub.unsubscribe()
+            with contextlib.suppress(Exception):
+                await bell.unsubscribe()
+                await self._inbox.unsubscribe()
             if drain_sub is not None:
                 with contextlib.suppress(Exception):
                     await drain_sub.unsubscribe()
@@ -310,28 +314,61 @@ class Worker:
         self.running.discard(task)
         self._slots.release()
 
+    async def _ring(self, _msg: Msg) -> None:
+        self._doorbell.set()
+
     async def _next_message(self, halt: asyncio.Event) -> Msg | None:
-        """Urgent first: probe each priority briefly, let the last one linger while idle."""
+        """Urgent first: a no-wait pull on each priority (one local round trip each), then sleep until
+        the pool's doorbell rings (a new dispatch) or IDLE_WAIT_SECONDS pass (a redelivery rings none)."""
         while not halt.is_set():
-            for i, (_priority, sub) in enumerate(self._subs):
+            self._doorbell.clear()  # before probing: a dispatch published mid-probe re-wakes us at once
+            for durable in self._consumers:
                 if halt.is_set():
                     return None
-                wait = IDLE_WAIT_SECONDS if i == len(self._subs) - 1 else PROBE_SECONDS
                 try:
-                    msgs = await sub.fetch(1, timeout=wait)
-                except TimeoutError:  # nats' timeouts subclass it: nothing at this priority
-                    continue
-                except nats.errors.Error as exc:
-                    log.warning("pulling tasks failed (%s); retrying", exc)
+                    msg = await self._pull_no_wait(durable)
+                except (nats.errors.Error, TimeoutError) as exc:
+                    log.warning("pulling tasks from %s failed (%s); retrying", durable, exc)
                     await asyncio.sleep(1.0)
                     break
-                if msgs:
+                if msg is not None:
                     if halt.is_set():  # fetched while halting: give it straight back
                         with contextlib.suppress(Exception):
-                            await msgs[0].nak()
+                            await msg.nak()
                         return None
-                    return msgs[0]
+                    return msg
+            else:
+                bell = asyncio.create_task(self._doorbell.wait())
+                halted = asyncio.create_task(halt.wait())
+                await asyncio.wait(
+                    {bell, halted}, timeout=IDLE_WAIT_SECONDS, return_when=asyncio.FIRST_COMPLETED
+                )
+                bell.cancel()
+                halted.cancel()
         return None
+
+    async def _pull_no_wait(self, durable: str) -> Msg | None:
+        """One message from `durable` if it has one now, else None, without leaving a pull request behind.
+
+        nats-py's fetch(1) always lingers until its expiry; the JetStream API's `no_wait` answers at once
+        with the message or a 404 status, so probing four priorities costs four round trips, not seconds.
+        """
+        assert self._inbox is not None
+        request = json.dumps({"batch": 1, "no_wait": True}).encode()
+        # One probe in flight at a time (the pull loop is sequential), so the inbox needs no multiplexing;
+        # a late answer to a timed-out probe is read by the next one and is still a real message or a 404.
+        await self.nc.publish(
+            f"$JS.API.CONSUMER.MSG.NEXT.{subjects.TASKS_STREAM}.{durable}", request, reply=self._inbox.subject
+        )
+        reply = await self._inbox.next_msg(timeout=PROBE_TIMEOUT_SECONDS)
+        status = (reply.headers or {}).get("Status")
+        if status is not None:
+            if status in ("404", "408", "409"):  # no messages / request expired / max waiting: nothing now
+                return None
+            raise nats.errors.Error(
+                f"pull from {durable} answered {status} {(reply.headers or {}).get('Description', '')}"
+            )
+        return reply
 
     async def drain(self, grace: float) -> tuple[int, int]:
         """Waits up to `grace` for running tasks; the rest are cancelled and handed back (nak).
