@@ -267,7 +267,11 @@ def build_routers(rt: Runtime, *, rpc_workers: int = 16) -> list[NatsRouter]:
         stream=JStream(subjects.TASK_UPDATES_STREAM, declare=False),
         # one durable pull consumer shared by every replica: each update goes to one of them
         durable=UPDATES_DURABLE,
-        pull_sub=PullSub(batch_size=16, timeout=5.0),
+        # fetch(1) hands each update over the moment it arrives: nats-py's fetch(batch>1) holds the first
+        # message until the batch fills or the timeout ends whenever nothing was waiting at request time.
+        # max_workers keeps 16 updates in flight at once; each is acked after its own commit.
+        pull_sub=PullSub(batch_size=1, timeout=5.0),
+        max_workers=16,
         ack_policy=AckPolicy.NACK_ON_ERROR,
         title="scheduler.task_updates",
     )
