@@ -24,6 +24,7 @@ from browserfleet_contracts.tasks import ClaimReply, ClaimRequest, TaskDispatch,
 from browserfleet_core.errors import ServiceError
 from browserfleet_core.messaging import RpcClient, connect
 from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
 
 
@@ -38,28 +39,59 @@ class BenchWorker:
         self.running: set[asyncio.Task[None]] = set()
 
     async def pull(self, priority: str, stop: asyncio.Event) -> None:
-        """One loop per priority consumer, each with its own `slots`: a long poll on an idle priority
-        must not hold slots the busy one needs (the real worker probes them in turn instead)."""
-        sub = await self.js.pull_subscribe_bind(
-            durable=subjects.task_run_consumer(subjects.DEFAULT_POOL, priority), stream=subjects.TASKS_STREAM
-        )
+        """One loop per priority consumer, each with its own `slots`: an idle priority must not hold
+        slots the busy one needs. Pulls are no-wait batches (whatever is there now, answered at once),
+        and an empty pull sleeps until the priority's doorbell rings (a dispatch was published) or 1 s
+        passes (a redelivery rings none), as the real worker does. nats-py's fetch(n, timeout) would
+        hold the first message until n arrived or the timeout ran out."""
+        durable = subjects.task_run_consumer(subjects.DEFAULT_POOL, priority)
+        doorbell = asyncio.Event()
+
+        async def ring(_msg: Msg) -> None:
+            doorbell.set()
+
+        bell = await self.js._nc.subscribe(subjects.task_run(subjects.DEFAULT_POOL, priority), cb=ring)
+        inbox = await self.js._nc.subscribe(self.js._nc.new_inbox())
         slots = asyncio.Semaphore(self.max_batch)
-        while not stop.is_set():
-            await slots.acquire()
-            free = 1
-            while free < self.max_batch and not slots.locked():
+        try:
+            while not stop.is_set():
                 await slots.acquire()
-                free += 1
-            try:
-                msgs = await sub.fetch(free, timeout=1.0)
-            except TimeoutError:
-                msgs = []
-            for _ in range(free - len(msgs)):
-                slots.release()
-            for msg in msgs:
-                task = asyncio.create_task(self.run(msg))
-                self.running.add(task)
-                task.add_done_callback(lambda t, s=slots: self._done(t, s))
+                free = 1
+                while free < self.max_batch and not slots.locked():
+                    await slots.acquire()
+                    free += 1
+                doorbell.clear()  # before pulling: a dispatch published mid-pull wakes the next wait
+                try:
+                    msgs = await self.pull_no_wait(inbox, durable, free)
+                except TimeoutError:
+                    msgs = []
+                for _ in range(free - len(msgs)):
+                    slots.release()
+                for msg in msgs:
+                    task = asyncio.create_task(self.run(msg))
+                    self.running.add(task)
+                    task.add_done_callback(lambda t, s=slots: self._done(t, s))
+                if not msgs:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(doorbell.wait(), timeout=1.0)
+        finally:
+            await bell.unsubscribe()
+            await inbox.unsubscribe()
+
+    async def pull_no_wait(self, inbox: Subscription, durable: str, batch: int) -> list[Msg]:
+        """Up to `batch` messages that `durable` holds now; the server ends the answer with a status
+        (404 no messages / 408) when it has fewer, so this never waits for messages to arrive."""
+        request = json.dumps({"batch": batch, "no_wait": True}).encode()
+        await self.js._nc.publish(
+            f"$JS.API.CONSUMER.MSG.NEXT.{subjects.TASKS_STREAM}.{durable}", request, reply=inbox.subject
+        )
+        msgs: list[Msg] = []
+        while len(msgs) < batch:
+            reply = await inbox.next_msg(timeout=5.0)
+            if (reply.headers or {}).get("Status") is not None:
+                break
+            msgs.append(reply)
+        return msgs
 
     def _done(self, task: asyncio.Task[None], slots: asyncio.Semaphore) -> None:
         self.running.discard(task)
