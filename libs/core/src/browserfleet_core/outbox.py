@@ -72,6 +72,29 @@ class OutboxRelay:
         await session.execute(stmt)
         after_commit(session, self._kick)
 
+    async def enqueue_many(
+        self, session: AsyncSession, messages: list[tuple[str, BaseModel | bytes, str]]
+    ) -> None:
+        """`enqueue` for several (subject, payload, msg_id) at once: one INSERT for all of them."""
+        if not messages:
+            return
+        from sqlalchemy.dialects.postgresql import insert
+
+        now = utcnow()
+        rows = [
+            {
+                "subject": subject,
+                "msg_id": msg_id,
+                "payload": payload if isinstance(payload, bytes) else payload.model_dump_json().encode(),
+                "created_at": now,
+            }
+            for subject, payload, msg_id in messages
+        ]
+        await session.execute(
+            insert(self.table).values(rows).on_conflict_do_nothing(index_elements=["msg_id"])
+        )
+        after_commit(session, self._kick)
+
     async def _kick(self) -> None:
         self._wake.set()
 

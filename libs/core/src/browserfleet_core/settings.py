@@ -24,3 +24,5 @@ class ServiceSettings(BaseSettings):
     otel_exporter: Literal["none", "console", "otlp"] = "none"
     otel_endpoint: str | None = None
     db_pool_size: int = 10
+    # ping pooled connections only after this many idle seconds (None: ping at every checkout)
+    db_ping_after_idle_seconds: float | None = 1.0
