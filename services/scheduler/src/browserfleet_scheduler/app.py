@@ -58,7 +58,12 @@ class SchedulerApp:
         if not settings.database_url:
             raise RuntimeError("DATABASE_URL is required by the scheduler")
         self.settings = settings
-        self.db = Database(settings.database_url, SCHEMA, pool_size=settings.db_pool_size)
+        self.db = Database(
+            settings.database_url,
+            SCHEMA,
+            pool_size=settings.db_pool_size,
+            ping_after_idle=settings.db_ping_after_idle_seconds,
+        )
         self.relay = OutboxRelay(self.db, outbox, poll_seconds=settings.outbox_poll_seconds)
         self.runtime = Runtime(
             db=self.db,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import case, func, or_, tuple_
+from sqlalchemy import case, func, or_, tuple_, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -71,6 +71,22 @@ async def add_attempt(session: AsyncSession, attempt: TaskAttempt) -> None:
 async def get_attempt(session: AsyncSession, task_id: str, attempt: int) -> TaskAttempt | None:
     stmt = select(TaskAttempt).where(TaskAttempt.task_id == task_id, TaskAttempt.attempt == attempt)
     return (await session.exec(stmt)).one_or_none()
+
+
+async def finish_attempt(
+    session: AsyncSession, task_id: str, attempt: int, status: str, now: datetime, error: str | None
+) -> None:
+    """Close an attempt that is still open, in one UPDATE (no read first); a closed one stays as it is."""
+    stmt = (
+        update(TaskAttempt)
+        .where(
+            col(TaskAttempt.task_id) == task_id,
+            col(TaskAttempt.attempt) == attempt,
+            col(TaskAttempt.finished_at).is_(None),
+        )
+        .values(status=status, finished_at=now, error=error)
+    )
+    await session.execute(stmt)
 
 
 async def save(session: AsyncSession, *rows: Task | TaskAttempt | Schedule) -> None:

@@ -46,6 +46,7 @@ from browserfleet_core.db import jsonable, new_id, utcnow
 from browserfleet_core.errors import Conflict, Forbidden, Invalid, NotFound, ServiceError, Unauthorized
 from browserfleet_core.messaging import RpcClient
 from browserfleet_core.outbox import OutboxRelay
+from pydantic import BaseModel
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from . import repository, state
@@ -293,6 +294,9 @@ async def admit(session: AsyncSession, relay: OutboxRelay, policy: Policy, now: 
     last_served = await repository.last_dispatched(session, orgs)
     admitted: list[str] = []
     changed: list[Task] = []
+    # the TASKS messages of this pass go into the outbox in one INSERT (msg id `<task_id>:<attempt>`, as
+    # `_dispatch` writes them)
+    dispatches: list[tuple[str, BaseModel | bytes, str]] = []
     for task in _fair_order(candidates, last_served):
         pool = policy.route(list(task.worker_tags))
         if pool is None:
@@ -306,7 +310,9 @@ async def admit(session: AsyncSession, relay: OutboxRelay, policy: Policy, now: 
             task.pool = pool
             task.dispatched_at = now
             task.status_detail = f"dispatched to pool {pool}"
-            await _dispatch(relay, session, task, pool)
+            dispatches.append(
+                (subjects.task_run(pool, task.priority), to_dispatch(task), f"{task.id}:{task.attempt}")
+            )
             active[task.org_id] = active.get(task.org_id, 0) + 1
             admitted.append(task.id)
             changed.append(task)
@@ -315,6 +321,7 @@ async def admit(session: AsyncSession, relay: OutboxRelay, policy: Policy, now: 
             task.status_detail = detail
             task.updated_at = now
             changed.append(task)
+    await relay.enqueue_many(session, dispatches)
     if changed:
         await repository.save(session, *changed)
     return admitted
@@ -390,12 +397,7 @@ async def claim(
 async def _finish_attempt(
     session: AsyncSession, task: Task, status: str, now: datetime, error: str | None
 ) -> None:
-    attempt = await repository.get_attempt(session, task.id, task.attempt)
-    if attempt is not None and attempt.finished_at is None:
-        attempt.status = status
-        attempt.finished_at = now
-        attempt.error = error
-        await repository.save(session, attempt)
+    await repository.finish_attempt(session, task.id, task.attempt, status, now, error)
 
 
 async def _lose_attempt(
