@@ -108,6 +108,7 @@ def build_runner(
         allow_evaluate=settings.allow_evaluate,
         max_download_bytes=int(settings.max_download_mb * 1024 * 1024),
         trace_on_failure=settings.trace_on_failure,
+        trace_screenshots=settings.trace_screenshots,
     )
     return steps, policy
 

@@ -59,6 +59,14 @@ class WorkerSettings(ServiceSettings):
     max_download_mb: float = Field(default=50, gt=0, description="largest download a task may store")
     task_transfer_mb: float = Field(default=500, gt=0, description="bytes a task's browser may receive")
     trace_on_failure: bool = Field(default=True, description="store a Playwright trace when a task fails")
+    trace_screenshots: bool = Field(
+        default=False,
+        description=(
+            "record the screencast (a screenshot per frame) in failure traces; off, a trace keeps the DOM "
+            "snapshot of every action and the failure's last screenshot is stored on its own "
+            "(the screencast costs ~60-110 ms per task on 2 cores)"
+        ),
+    )
     recycle_after_tasks: int = Field(
         default=200, ge=0, description="restart the browser after K tasks (0: never)"
     )

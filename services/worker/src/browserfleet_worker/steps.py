@@ -191,6 +191,7 @@ class StepsRunner:
         allow_evaluate: bool = False,
         max_download_bytes: int = MAX_DOWNLOAD_BYTES,
         trace_on_failure: bool = True,
+        trace_screenshots: bool = False,
     ) -> None:
         self.spec = spec
         self._secrets = dict(secrets or {})
@@ -200,6 +201,9 @@ class StepsRunner:
         self.allow_evaluate = allow_evaluate
         self.max_download_bytes = max_download_bytes
         self.trace_on_failure = trace_on_failure
+        # The trace runs on every task (whether it fails is known only at the end), so it must be cheap:
+        # DOM snapshots per action, no screencast unless asked; a failure stores its last screenshot anyway.
+        self.trace_screenshots = trace_screenshots
         self.extracted: dict[str, Any] = {}
         self.artifacts: list[Artifact] = []
         self.logs: list[TaskLogLine] = []
@@ -217,7 +221,7 @@ class StepsRunner:
         tracing = False
         if self.trace_on_failure:
             try:
-                await context.tracing.start(screenshots=True, snapshots=True)
+                await context.tracing.start(screenshots=self.trace_screenshots, snapshots=True)
                 tracing = True
             except PlaywrightError:
                 log.debug("tracing unavailable", exc_info=True)
