@@ -364,6 +364,51 @@ async def test_outbox_publishes_rows_a_crash_left_behind(
         await db.dispose()
 
 
+async def test_outbox_publishes_on_commit_and_marks_the_rows_later(
+    scheduler: SchedulerApp, js: JetStreamContext, migrated: str
+) -> None:
+    """publish_on_commit: the message is on the stream once the commit returns, with no relay pass; the
+    row is marked sent later (here: at stop); a rolled-back transaction publishes nothing."""
+    from browserfleet_core.db import Database
+
+    db = Database(migrated, "scheduler")
+    relay = OutboxRelay(db, outbox, poll_seconds=3600, publish_on_commit=True)  # passes only when asked
+    relay.start(js)
+    who = actor()
+    try:
+        created = subjects.event(who.org_id, "task.created")
+
+        async def rolled_back() -> None:
+            async with db.transaction() as session:
+                await service.create_task(session, relay, CreateTaskRequest(actor=who, task=steps_task()))
+                raise RuntimeError("rolled back")
+
+        with pytest.raises(RuntimeError):
+            await rolled_back()
+        async with db.transaction() as session:
+            task = await service.create_task(session, relay, CreateTaskRequest(actor=who, task=steps_task()))
+        # published by the commit itself: no relay pass ran (poll_seconds is an hour, nothing woke it)
+        assert await subject_count(js, subjects.EVENTS_STREAM, created) == 1
+        assert json.loads((await _last(js, created)).data)["id"] == f"{task.id}:created"
+
+        async def published_at() -> object:
+            async with db.transaction() as session:
+                return (
+                    await session.exec(
+                        select(outbox.c.published_at).where(outbox.c.msg_id == f"{task.id}:created")
+                    )
+                ).one()[0]  # type: ignore[call-overload]
+
+        # (the scheduler fixture's own relay may also pass over the row meanwhile; JetStream drops its copy)
+        assert await relay.publish_pending() == 0  # a pass does not publish what the fast path holds
+        await relay.stop()  # stopping marks what was published
+        assert await published_at() is not None
+        assert await subject_count(js, subjects.EVENTS_STREAM, created) == 1
+    finally:
+        await relay.stop()
+        await db.dispose()
+
+
 async def _last(js: JetStreamContext, subject: str) -> object:
     return await js.get_last_msg(subjects.EVENTS_STREAM, subject)
 

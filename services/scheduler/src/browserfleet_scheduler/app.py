@@ -64,7 +64,10 @@ class SchedulerApp:
             pool_size=settings.db_pool_size,
             ping_after_idle=settings.db_ping_after_idle_seconds,
         )
-        self.relay = OutboxRelay(self.db, outbox, poll_seconds=settings.outbox_poll_seconds)
+        # messages go out right after their commit (no relay round trip on the dispatch path)
+        self.relay = OutboxRelay(
+            self.db, outbox, poll_seconds=settings.outbox_poll_seconds, publish_on_commit=True
+        )
         self.runtime = Runtime(
             db=self.db,
             relay=self.relay,
