@@ -97,7 +97,8 @@ async def stand(nats_url: str) -> AsyncIterator[Stand]:
     async def on_update(msg: Msg) -> None:
         update = TaskUpdateMessage.model_validate_json(msg.data)
         state.updates[update.task_id].append(update)
-        (state.started if update.kind == "started" else state.results)[update.task_id].set()
+        if update.kind in ("started", "result"):  # log lines ship while a task runs
+            (state.started if update.kind == "started" else state.results)[update.task_id].set()
 
     subs = [
         await nc.subscribe(subjects.Workers.REGISTER, cb=register),
@@ -204,3 +205,44 @@ async def test_sigterm_finishes_within_grace_and_hands_back_the_rest(
     assert not stand.results[slow].is_set()
     assert "handing 1 task(s) back for redelivery" in text
     assert await stand.waiting() == {slow: 2}
+
+
+async def test_log_lines_reach_the_scheduler_while_the_task_runs(
+    stand: Stand, site: str, nats_url: str, tmp_path: Path
+) -> None:
+    """A followable log needs lines before the result: they ship every LOG_SHIP_SECONDS, numbered, and the
+    result repeats them with the same numbers (so the scheduler stores each line once)."""
+    settings = WorkerSettings(
+        nats_url=nats_url,
+        worker_invite_code="inv",
+        worker_state_dir=tmp_path,
+        heartbeat_seconds=0.2,
+        log_ship_seconds=0.2,
+        browser_allow_networks=["127.0.0.1/32"],
+    )
+    stop = asyncio.Event()
+    worker = asyncio.create_task(run(settings, stop))
+    try:
+        task_id = unique_name("logs")
+        await stand.dispatch(
+            task_id,
+            [
+                {"action": "navigate", "url": f"{site}/login"},
+                {"action": "wait_for", "delay_ms": 2500},
+                {"action": "wait_for", "selector": "#username"},
+            ],
+        )
+        await asyncio.wait_for(stand.results[task_id].wait(), 60)
+    finally:
+        stop.set()
+        await asyncio.wait_for(worker, 30)
+    updates = stand.updates[task_id]
+    kinds = [u.kind for u in updates]
+    assert "log" in kinds
+    assert kinds.index("log") < kinds.index("result")  # shipped while running, not only with the result
+    live = [line for u in updates if u.kind == "log" for line in u.logs]
+    assert live[0].seq == 0
+    assert "navigate" in live[0].message
+    final = next(u for u in updates if u.kind == "result").logs
+    assert [line.seq for line in final] == list(range(len(final)))
+    assert {(line.seq, line.message) for line in live} <= {(line.seq, line.message) for line in final}

@@ -49,6 +49,7 @@ from pydantic import ValidationError
 from . import profiles
 from .browser import BrowserHost
 from .execution import Runner, TaskRefused, build_runner, record_outcome
+from .logship import LogShipper
 from .netguard import Policy
 from .secret_values import Masker, MaskRegistry
 from .settings import WorkerSettings
@@ -479,7 +480,16 @@ class Worker:
                 f"{task.task_id}:{task.attempt}:started",
             )
             log.info("running %s (%s)", task_ref, task.spec.kind)
-            outcome = await self.execute(task, cancelled)
+
+            async def ship(lines: list[TaskLogLine], first: int) -> None:
+                update = TaskUpdateMessage(
+                    task_id=task.task_id, attempt=task.attempt, worker_id=worker_id, kind="log", logs=lines
+                )
+                await self._publish(update, f"{task.task_id}:{task.attempt}:log:{first}")
+
+            async with LogShipper(ship, interval=self.settings.log_ship_seconds) as shipper:
+                outcome = await self.execute(task, cancelled)
+            outcome.logs = shipper.number(outcome.logs)
         finally:
             with contextlib.suppress(Exception):
                 await cancel_sub.unsubscribe()

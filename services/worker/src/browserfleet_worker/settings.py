@@ -36,6 +36,9 @@ class WorkerSettings(ServiceSettings):
         "profile that allows user namespaces need BROWSER_SANDBOX=false)",
     )
     heartbeat_seconds: float = Field(default=5.0, gt=0)
+    log_ship_seconds: float = Field(
+        default=1.0, gt=0, description="how often running tasks send new log lines"
+    )
     lease_extend_seconds: float = Field(
         default=10.0, gt=0, description="in-progress ack interval (< ack_wait)"
     )

@@ -16,6 +16,7 @@ import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -49,6 +50,7 @@ from playwright.async_api import BrowserContext, FrameLocator, Locator, Page
 from playwright.async_api import Error as PlaywrightError
 from playwright.async_api import TimeoutError as PlaywrightTimeout
 
+from . import logship
 from .netguard import Policy
 from .secret_values import Masker, SecretUnavailable, render
 
@@ -274,6 +276,7 @@ class StepsRunner:
     async def _run_guarded(self, page: Page, step: AnyStep, label: str) -> str | None:
         """Runs one step with its retries; the failure message, or None (also for an optional failure)."""
         last: BaseException | None = None
+        self._log("info", describe(label, step), self.index)  # followable progress, masked like the rest
         for attempt in range(step.retries + 1):
             try:
                 await self._run_step(page, step, label)
@@ -331,7 +334,8 @@ class StepsRunner:
         return result
 
     def _log(self, level: Literal["info", "warning", "error"], message: str, step: int | None) -> None:
-        self.logs.append(TaskLogLine(level=level, message=self._mask.text(message), step=step))
+        line = TaskLogLine(level=level, message=self._mask.text(message), step=step, at=datetime.now(UTC))
+        self.logs.append(logship.emit(line))
 
     def _loc(self, page: Page, step: AnyStep, selector: str) -> Locator:
         root: Page | FrameLocator = page
