@@ -190,8 +190,7 @@ class Platform:
             env.setdefault("BROWSER_ALLOW_NETWORKS", "127.0.0.1/32,::1/128")
         if service == "gateway":
             if not self.gateway_port:
-                # 8080 when free, so the README's URL usually just works; else a free port, kept across runs
-                self.gateway_port = free_port(_remembered_port(self.home, "gateway") or 8080)
+                self.gateway_port = free_port(_remembered_port(self.home, "gateway"))
             env.update(GATEWAY_HOST="127.0.0.1", GATEWAY_PORT=str(self.gateway_port))
             self.gateway_url = f"http://127.0.0.1:{self.gateway_port}"
             _remember_port(self.home, "gateway", self.gateway_port)

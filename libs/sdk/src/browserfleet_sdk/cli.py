@@ -25,11 +25,17 @@ def _up(args: argparse.Namespace) -> int:
         return 2
 
     home = Path(args.home or os.environ.get("BROWSERFLEET_HOME", ".browserfleet")).resolve()
+    port = args.port
+    if port is None and not (home / "ports.json").exists():
+        # first start: 8080 when free, so the README's URL just works; later starts reuse the port they had
+        from browserfleet_core.embedded import port_is_free
+
+        port = 8080 if port_is_free(8080) else None
     platform = Platform(
         home=home,
         nats_url=os.environ.get("NATS_URL") or None,
         database_url=os.environ.get("DATABASE_URL") or None,
-        gateway_port=args.port,
+        gateway_port=port,
         workers=args.workers,
         color=sys.stdout.isatty(),
     )
