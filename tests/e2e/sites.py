@@ -10,9 +10,11 @@ from __future__ import annotations
 import json
 import threading
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs
+
+from browserfleet_core.testing import LoopbackHTTPServer
 
 LOGIN_PAGE = b"""<!doctype html><html><head><title>Acme login</title></head><body>
 <form method="post" action="/login">
@@ -29,27 +31,7 @@ TABLE_PAGE = b"""<!doctype html><html><head><title>Acme leads</title></head><bod
 </tbody></table></body></html>"""
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def __init__(self, handler: type[BaseHTTPRequestHandler]) -> None:
-        super().__init__(("127.0.0.1", 0), handler)
-        self.thread = threading.Thread(target=self.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
-
-    def __enter__(self) -> _Server:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.shutdown()
-        self.server_close()
-
-
-class TestSite(_Server):
+class TestSite(LoopbackHTTPServer):
     __test__ = False  # not a pytest class
 
     def __init__(self, username: str, password: str) -> None:
@@ -104,7 +86,7 @@ class ReceivedWebhook:
         return json.loads(self.body)
 
 
-class WebhookReceiver(_Server):
+class WebhookReceiver(LoopbackHTTPServer):
     def __init__(self) -> None:
         receiver = self
 

@@ -15,9 +15,11 @@ import struct
 import threading
 import time
 from http.cookies import SimpleCookie
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
+
+from browserfleet_core.testing import LoopbackHTTPServer
 
 
 def totp_code(seed: str, at: float) -> str:
@@ -43,9 +45,8 @@ OTP = _page(
 )
 
 
-class TotpSite(ThreadingHTTPServer):
+class TotpSite(LoopbackHTTPServer):
     __test__ = False
-    daemon_threads = True
 
     def __init__(self, username: str, password: str, seed: str) -> None:
         self.username, self.password, self.seed = username, password, seed
@@ -129,17 +130,4 @@ class TotpSite(ThreadingHTTPServer):
                 else:
                     self._send(404)
 
-        super().__init__(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
-
-    def __enter__(self) -> TotpSite:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.shutdown()
-        self.server_close()
+        super().__init__(Handler)

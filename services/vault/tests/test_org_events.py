@@ -14,9 +14,9 @@ from browserfleet_core.messaging import ensure_streams
 from browserfleet_core.org_events import durable_name
 from browserfleet_core.testing import publish_org_deleted_twice, unique_name, wait_consumed
 from browserfleet_vault import crypto, service
-from browserfleet_vault.app import VaultContext, create_context
+from browserfleet_vault.app import VaultContext, create_service
 from browserfleet_vault.models import Credential, DataKey, Profile, Release, VaultBase
-from browserfleet_vault.org_events import NOT_ORG_SCOPED, build_org_events_router, purge_org
+from browserfleet_vault.org_events import NOT_ORG_SCOPED, purge_org
 from browserfleet_vault.settings import VaultSettings
 from nats.aio.client import Client as NatsClient
 from sqlmodel import col, func, select
@@ -31,8 +31,7 @@ def test_every_table_is_org_scoped_or_named() -> None:
 @pytest.fixture(scope="module")
 async def vault(vault_settings: VaultSettings, vault_migrated: str) -> AsyncIterator[VaultContext]:
     """Wired like `app.run`: the rpc router plus the organization-deletion consumer on EVENTS."""
-    ctx = create_context(vault_settings)
-    ctx.broker.include_router(build_org_events_router(ctx))
+    ctx = create_service(vault_settings)
     await ctx.broker.connect()
     await ensure_streams(ctx.broker.connection.jetstream())
     await ctx.broker.start()

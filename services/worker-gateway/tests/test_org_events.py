@@ -23,9 +23,9 @@ from browserfleet_core.errors import ServiceError
 from browserfleet_core.messaging import RpcClient, ensure_streams
 from browserfleet_core.org_events import durable_name
 from browserfleet_core.testing import publish_org_deleted_twice, unique_name, wait_consumed
-from browserfleet_worker_gateway.app import WorkerGatewayContext, create_context
+from browserfleet_worker_gateway.app import WorkerGatewayContext, create_service
 from browserfleet_worker_gateway.models import Worker, WorkerInvite, WorkersBase
-from browserfleet_worker_gateway.org_events import NOT_ORG_SCOPED, build_org_events_router, purge_org
+from browserfleet_worker_gateway.org_events import NOT_ORG_SCOPED, purge_org
 from browserfleet_worker_gateway.settings import WorkerGatewaySettings
 from nats.aio.client import Client as NatsClient
 from sqlmodel import col, func, select
@@ -41,8 +41,7 @@ async def gateway(
     wg_settings: WorkerGatewaySettings, wg_migrated: str
 ) -> AsyncIterator[WorkerGatewayContext]:
     """Wired like `app.run`: the rpc router plus the organization-deletion consumer on EVENTS."""
-    ctx = create_context(wg_settings)
-    ctx.broker.include_router(build_org_events_router(ctx))
+    ctx = create_service(wg_settings)
     await ctx.broker.connect()
     await ensure_streams(ctx.broker.connection.jetstream())
     await ctx.broker.start()

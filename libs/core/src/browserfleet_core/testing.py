@@ -14,10 +14,12 @@ import secrets
 import shutil
 import subprocess
 import tempfile
+import threading
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import psycopg
 import pytest
@@ -173,3 +175,26 @@ async def wait_consumed(js: Any, stream: str, durable: str, seq: int, cap: float
 
 def pytest_configure(config: Any) -> None:
     config.addinivalue_line("markers", "integration: talks to real NATS and PostgreSQL")
+
+
+class LoopbackHTTPServer(ThreadingHTTPServer):
+    """Base of the local stand-ins for third parties (a customer's website, a webhook receiver): bound to
+    127.0.0.1 on a free port, served from a daemon thread, used as a context manager."""
+
+    daemon_threads = True
+
+    def __init__(self, handler: type[BaseHTTPRequestHandler]) -> None:
+        super().__init__(("127.0.0.1", 0), handler)
+        self.thread = threading.Thread(target=self.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+    def __enter__(self) -> Self:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.shutdown()
+        self.server_close()

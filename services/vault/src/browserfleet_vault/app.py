@@ -52,16 +52,21 @@ def create_context(settings: VaultSettings) -> VaultContext:
     return ctx
 
 
-def create_broker(settings: VaultSettings) -> NatsBroker:
+def create_service(settings: VaultSettings) -> VaultContext:
+    """What `run` serves: the rpc router plus the organization-deletion consumer on EVENTS (tests that only
+    exercise the rpc subjects use `create_context`, without the durable consumer)."""
     ctx = create_context(settings)
     ctx.broker.include_router(build_org_events_router(ctx))
-    return ctx.broker
+    return ctx
+
+
+def create_broker(settings: VaultSettings) -> NatsBroker:
+    return create_service(settings).broker
 
 
 async def run(settings: VaultSettings) -> None:
     observability.setup(settings)
-    ctx = create_context(settings)
-    ctx.broker.include_router(build_org_events_router(ctx))
+    ctx = create_service(settings)
     await ctx.db.ping()
     await ctx.broker.connect()
     await ensure_streams(ctx.broker.connection.jetstream())  # EVENTS, before its durable consumer

@@ -42,16 +42,21 @@ def create_context(settings: WorkerGatewaySettings) -> WorkerGatewayContext:
     return ctx
 
 
-def create_broker(settings: WorkerGatewaySettings) -> NatsBroker:
+def create_service(settings: WorkerGatewaySettings) -> WorkerGatewayContext:
+    """What `run` serves: the rpc router plus the organization-deletion consumer on EVENTS (tests that only
+    exercise the rpc subjects use `create_context`, without the durable consumer)."""
     ctx = create_context(settings)
     ctx.broker.include_router(build_org_events_router(ctx))
-    return ctx.broker
+    return ctx
+
+
+def create_broker(settings: WorkerGatewaySettings) -> NatsBroker:
+    return create_service(settings).broker
 
 
 async def run(settings: WorkerGatewaySettings) -> None:
     observability.setup(settings)
-    ctx = create_context(settings)
-    ctx.broker.include_router(build_org_events_router(ctx))
+    ctx = create_service(settings)
     await ctx.db.ping()
     await ctx.broker.connect()
     await ensure_streams(ctx.broker.connection.jetstream())  # EVENTS, before its durable consumer
