@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import json
@@ -22,8 +23,13 @@ from .errors import Unauthorized
 
 # argon2-cffi's default is RFC 9106's low-memory profile (t=3, m=64 MiB, p=4): above OWASP's minimum.
 password_hasher = PasswordHasher()
-# Verified against when the email is unknown, so both paths cost one argon2 verification.
-_DUMMY_HASH = password_hasher.hash(secrets.token_urlsafe(16))
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    """Verified against when the email is unknown, so both paths cost one argon2 verification. Made on
+    first use: hashing at import cost every process that imports this module (gateway, worker…) ~0.1 s."""
+    return password_hasher.hash(secrets.token_urlsafe(16))
 
 
 def hash_password(password: str) -> str:
@@ -32,7 +38,7 @@ def hash_password(password: str) -> str:
 
 def verify_password(stored_hash: str | None, password: str) -> bool:
     try:
-        return password_hasher.verify(stored_hash or _DUMMY_HASH, password) and stored_hash is not None
+        return password_hasher.verify(stored_hash or _dummy_hash(), password) and stored_hash is not None
     except (VerificationError, InvalidHashError):
         return False
 
