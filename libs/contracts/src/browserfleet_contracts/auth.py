@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 import email_validator
-from pydantic import BaseModel, EmailStr, Field
+from pydantic import BaseModel, EmailStr, Field, field_validator
 
 from .common import Contract, OrgScoped, Role
+from .tasks import DOMAIN_PATTERN, SECRET_REF, ProxySpec, secret_refs
 
 # Self-hosted installs name their machines `*.local`, and the bootstrap admin is admin@browserfleet.local:
 # email-validator rejects that special-use domain by default (its documented knob is this list), which
@@ -251,3 +254,68 @@ class ListAuditRequest(OrgScoped):
     until: datetime | None = None
     limit: int = Field(default=100, ge=1, le=1000)
     cursor: str | None = Field(default=None, max_length=40, description="next_cursor of the previous page")
+
+
+# --- organization policy (org admins set it; every worker enforces it) ---------------------------------
+class OrgPolicy(Contract):
+    """What every task of the organization is held to, on top of its own settings (README "Safe browsing"):
+    a request must satisfy both the task's and the organization's allowed domains; `evaluate` steps run
+    when the operator allows them for all orgs or this policy does; the task's proxy wins, else this one.
+
+    The proxy password is never stored here: it is a `{{ secrets.NAME }}` reference the vault releases to
+    the worker running the task. The username may be plain text or a reference."""
+
+    allowed_domains: list[Annotated[str, Field(pattern=DOMAIN_PATTERN)]] | None = Field(
+        default=None,
+        max_length=100,
+        description="hosts any task of the org may reach (`example.com` also allows its subdomains; "
+        "`*.example.com` only them); unset = any public host",
+    )
+    allow_evaluate: bool = Field(default=False, description="let this org's tasks run `evaluate` steps")
+    proxy: ProxySpec | None = Field(
+        default=None, description="upstream proxy for the org's tasks that name none (http:// only)"
+    )
+
+    @field_validator("proxy")
+    @classmethod
+    def _proxy(cls, v: ProxySpec | None) -> ProxySpec | None:
+        if v is None:
+            return v
+        if not v.server.startswith("http://"):
+            raise ValueError("only http:// upstream proxies are supported")
+        if secret_refs(v.server):
+            raise ValueError("the proxy server cannot be a secret; put credentials in username/password")
+        try:
+            parts = urlsplit(v.server)
+            parts.port  # noqa: B018 - raises on a port that is not a number or out of range
+        except ValueError:
+            raise ValueError("the proxy server is not a URL like http://proxy.example:3128") from None
+        if not parts.hostname:
+            raise ValueError("the proxy server is not a URL like http://proxy.example:3128")
+        if "@" in parts.netloc:
+            raise ValueError("the proxy server cannot carry credentials; use username and password")
+        if v.username is not None:
+            secret_refs(v.username)  # raises on a malformed reference
+        if v.password is not None and not re.fullmatch(SECRET_REF.pattern, v.password.strip()):
+            raise ValueError("the proxy password must be a vault reference: {{ secrets.NAME }}")
+        return v
+
+    def secret_names(self) -> set[str]:
+        """Vault secrets the policy's proxy names (released to the worker of a task that uses it)."""
+        names: set[str] = set()
+        if self.proxy is not None:
+            for value in (self.proxy.username, self.proxy.password):
+                if value:
+                    names |= secret_refs(value)
+        return names
+
+
+class UpdateOrgPolicyRequest(OrgScoped):
+    policy: OrgPolicy
+
+
+class WorkerOrgPolicyRequest(Contract):
+    """A worker (or the vault on its behalf) asks for the policy of the org whose task it runs."""
+
+    org_id: str = Field(min_length=1, max_length=64)
+    worker_key: str = Field(min_length=1, max_length=200)

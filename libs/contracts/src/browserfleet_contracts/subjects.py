@@ -75,6 +75,10 @@ class Auth:
     CREATE_USER: Final = "svc.auth.create_user"
     UPDATE_USER: Final = "svc.auth.update_user"
     LIST_AUDIT: Final = "svc.auth.list_audit"
+    GET_ORG_POLICY: Final = "svc.auth.get_org_policy"
+    UPDATE_ORG_POLICY: Final = "svc.auth.update_org_policy"
+    # workers (and the vault on a worker's behalf), authenticated by the worker key, read an org's policy
+    ORG_POLICY: Final = "svc.auth.org_policy"
     # core NATS broadcast (no queue group): every gateway replica drops the key from its cache
     API_KEY_REVOKED: Final = "auth.api_key.revoked"
 
@@ -106,6 +110,8 @@ class Vault:
     RELEASE: Final = "svc.vault.release"
     PROFILE_ACQUIRE: Final = "svc.vault.profile_acquire"
     PROFILE_SAVE: Final = "svc.vault.profile_save"
+    LIST_PROFILES: Final = "svc.vault.list_profiles"
+    DELETE_PROFILE: Final = "svc.vault.delete_profile"
 
 
 class Webhooks:

@@ -163,22 +163,53 @@ class CheckStep(_Step):
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024
 
 
+class ArtifactSource(Contract):
+    """An artifact of an earlier task of the same organization, as the file to upload."""
+
+    task_id: str = Field(min_length=1, max_length=64)
+    name: str = Field(min_length=1, max_length=200, description="the artifact's name, e.g. report.pdf")
+    attempt: int | None = Field(
+        default=None,
+        ge=1,
+        description="which attempt's artifact; unset = the latest one with that name (the gateway checks the "
+        "reference at submission and records the attempt it found)",
+    )
+
+
 class UploadFile(Contract):
-    name: str = Field(min_length=1, max_length=255, pattern=r"^[^/\\]+$")
-    mime_type: str = Field(default="application/octet-stream", max_length=255)
-    content_base64: str = Field(max_length=MAX_UPLOAD_BYTES * 4 // 3 + 4)
+    """One file for an `upload` step: exactly one of `content_base64` (inline, with `name`) or `artifact`
+    (an artifact of an earlier task of the same organization; `name` and `mime_type` default to its own)."""
+
+    name: str | None = Field(default=None, min_length=1, max_length=255, pattern=r"^[^/\\]+$")
+    mime_type: str | None = Field(
+        default=None,
+        max_length=255,
+        description="default: the artifact's type, else application/octet-stream",
+    )
+    content_base64: str | None = Field(default=None, max_length=MAX_UPLOAD_BYTES * 4 // 3 + 4)
+    artifact: ArtifactSource | None = None
 
     @field_validator("content_base64")
     @classmethod
-    def _base64(cls, v: str) -> str:
+    def _base64(cls, v: str | None) -> str | None:
         import base64
         import binascii
 
+        if v is None:
+            return v
         try:
             base64.b64decode(v, validate=True)
         except (binascii.Error, ValueError):
             raise ValueError("content_base64 is not valid base64") from None
         return v
+
+    @model_validator(mode="after")
+    def _one_source(self) -> UploadFile:
+        if (self.content_base64 is None) == (self.artifact is None):
+            raise ValueError("a file takes exactly one of `content_base64` or `artifact`")
+        if self.content_base64 is not None and self.name is None:
+            raise ValueError("an inline file (`content_base64`) needs a `name`")
+        return self
 
 
 class UploadStep(_Step):
@@ -323,12 +354,20 @@ class ProxySpec(Contract):
 
 
 class AgentOptions(Contract):
-    """Limits of an agent task's LLM loop; the endpoint and key come from the worker's settings."""
+    """Limits of an agent task's LLM loop. The endpoint comes from the worker's settings; so does the API key,
+    unless `api_key_secret` names an organization credential to use instead."""
 
     model: str | None = Field(default=None, max_length=200, description="overrides the worker's default")
     max_steps: int = Field(default=25, ge=1, le=200)
     start_url: str | None = Field(default=None, max_length=8192)
     screenshots: bool = False
+    api_key_secret: str | None = Field(
+        default=None,
+        pattern=SECRET_NAME_PATTERN,
+        description="name of an organization credential (vault) whose value is the LLM API key for this "
+        "task, sent as the bearer token to the worker's endpoint instead of its own key; released like any "
+        "task secret, masked everywhere, and never offered to the model",
+    )
 
 
 class TaskSpec(Contract):
@@ -365,6 +404,11 @@ class TaskSpec(Contract):
         if self.proxy is not None:
             for value in _strings(self.proxy.model_dump()):
                 names |= secret_refs(value)
+        if self.agent is not None:
+            if self.agent.start_url:
+                names |= secret_refs(self.agent.start_url)
+            if self.agent.api_key_secret:
+                names.add(self.agent.api_key_secret)
         return names
 
 
@@ -550,3 +594,9 @@ class TaskUpdateMessage(Contract):
     artifacts: list[ArtifactRef] = Field(default_factory=list)
     execution_time_seconds: float | None = None
     logs: list[TaskLogLine] = Field(default_factory=list)
+    retryable: bool = Field(
+        default=False,
+        description="on a failed result: the attempt failed because of the worker's browser (it crashed or "
+        "disconnected, or the task's context or a page crashed), not because of the task's steps; the "
+        "scheduler may run the task again as a new attempt while attempts remain",
+    )

@@ -75,25 +75,25 @@ class OutboxRelay:
         self._js: JetStreamContext | None = None
         self._inflight: set[int] = set()  # committed rows the fast path is publishing now
         self._published: set[int] = set()  # published by the fast path, not yet marked in the table
+        # built once and run with the row as parameters: on the hot path, composing the INSERT per
+        # message cost more CPU than the round trip
+        from sqlalchemy.dialects.postgresql import insert
+
+        self._insert = insert(table).on_conflict_do_nothing(index_elements=["msg_id"])
+        self._insert_returning = self._insert.returning(table.c.id)
 
     async def enqueue(
         self, session: AsyncSession, subject: str, payload: BaseModel | bytes, msg_id: str
     ) -> None:
         """Add a message to the current transaction; it is published once the transaction commits."""
-        from sqlalchemy.dialects.postgresql import insert
-
         data = payload if isinstance(payload, bytes) else payload.model_dump_json().encode()
-        stmt = (
-            insert(self.table)
-            .values(subject=subject, msg_id=msg_id, payload=data, created_at=utcnow())
-            .on_conflict_do_nothing(index_elements=["msg_id"])
-        )
+        row = {"subject": subject, "msg_id": msg_id, "payload": data, "created_at": utcnow()}
         if self._fast():
-            row_id = (await session.execute(stmt.returning(self.table.c.id))).scalar_one_or_none()
+            row_id = (await session.execute(self._insert_returning, row)).scalar_one_or_none()
             if row_id is not None:  # None: the msg id is already in the outbox (sent or on its way)
                 self._on_commit(session, [(row_id, subject, data, msg_id)])
             return
-        await session.execute(stmt)
+        await session.execute(self._insert, row)
         after_commit(session, self._kick)
 
     def _fast(self) -> bool:

@@ -8,7 +8,23 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
-class ServiceSettings(BaseSettings):
+class ArtifactSettings(BaseSettings):
+    """Settings every service that declares the `artifacts` object store must agree on (`ensure_streams()`
+    reads them from the environment when the caller passes none), so no service shortens or lengthens the
+    retention another one set."""
+
+    model_config = SettingsConfigDict(extra="ignore", env_prefix="")
+
+    artifact_retention_days: float = Field(
+        default=7.0,
+        gt=0,
+        le=3650,
+        description="how long artifacts (screenshots, PDFs, downloads, traces) are kept in the object store; "
+        "older ones are deleted by NATS (the bucket's max age)",
+    )
+
+
+class ServiceSettings(ArtifactSettings):
     model_config = SettingsConfigDict(extra="ignore", env_prefix="")
 
     service_name: str = "browserfleet"
