@@ -5,8 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from browserfleet_core.db import Database
-from browserfleet_core.messaging import ensure_streams, make_broker
+from browserfleet_core.messaging import RpcClient, ensure_streams, make_broker
 from browserfleet_core.outbox import OutboxRelay
+from browserfleet_core.workerkeys import WorkerKeys, rpc_lookup
 from faststream.nats import NatsBroker
 
 from .handlers import AuthDeps, create_router
@@ -17,6 +18,8 @@ from .settings import AuthSettings
 SCHEMA = "auth"
 # Only ever used to describe the handlers (AsyncAPI): nothing connects to it.
 _DOC_NATS_URL = "nats://127.0.0.1:4222"
+# a worker reads its organization's policy once per task: a verified worker key is trusted this long
+WORKER_KEY_CACHE_SECONDS = 5.0
 
 
 @dataclass
@@ -64,7 +67,17 @@ def build(settings: AuthSettings) -> AuthApp:
         relay=relay,
     )
     broker = make_broker(settings.nats_url, name=settings.service_name)
-    broker.include_router(create_router(AuthDeps(service=service, db=db, broker=broker)))
+    rpc: list[RpcClient] = []
+
+    def rpc_client() -> RpcClient:  # the broker's own connection, once it has started
+        if not rpc:
+            rpc.append(RpcClient(broker.connection, timeout=settings.rpc_timeout_seconds))
+        return rpc[0]
+
+    worker_keys = WorkerKeys(rpc_lookup(rpc_client), ttl_seconds=WORKER_KEY_CACHE_SECONDS)
+    broker.include_router(
+        create_router(AuthDeps(service=service, db=db, broker=broker, worker_keys=worker_keys))
+    )
     return AuthApp(settings=settings, broker=broker, db=db, service=service, relay=relay)
 
 

@@ -25,17 +25,21 @@ from browserfleet_contracts.auth import (
     MeRequest,
     OrganizationCreated,
     OrganizationDetail,
+    OrgPolicy,
     RefreshRequest,
     TokenPair,
     UpdateOrganizationRequest,
+    UpdateOrgPolicyRequest,
     UpdateUserRequest,
     UserCreated,
     UserDetail,
+    WorkerOrgPolicyRequest,
 )
 from browserfleet_contracts.common import Ack, ById, OrgScoped, Page
 from browserfleet_core.db import Database
 from browserfleet_core.errors import Unavailable
 from browserfleet_core.messaging import rpc_router
+from browserfleet_core.workerkeys import WorkerKeys
 from faststream.nats import NatsBroker, NatsRouter
 
 from .service import COMMIT_THEN_RAISE, AuthService, RefreshTokenReused
@@ -50,6 +54,13 @@ class AuthDeps:
     service: AuthService
     db: Database | None = None
     broker: NatsBroker | None = None
+    worker_keys: WorkerKeys | None = None
+
+    @property
+    def workers(self) -> WorkerKeys:
+        if self.worker_keys is None:
+            raise Unavailable("auth cannot verify worker keys here", code="service_unavailable")
+        return self.worker_keys
 
     @property
     def database(self) -> Database:
@@ -194,5 +205,25 @@ def create_router(deps: AuthDeps) -> NatsRouter:
         """The org's audit log, newest first, filtered by action and time, keyset-paginated."""
         async with deps.database.transaction() as session:
             return await deps.service.list_audit(session, body)
+
+    @router.subscriber(subjects.Auth.GET_ORG_POLICY, queue=q, title="auth.get_org_policy")
+    async def get_org_policy(body: OrgScoped) -> OrgPolicy:
+        """The actor's organization's policy (any member may read it)."""
+        async with deps.database.transaction() as session:
+            return await deps.service.get_org_policy(session, body.actor)
+
+    @router.subscriber(subjects.Auth.UPDATE_ORG_POLICY, queue=q, title="auth.update_org_policy")
+    async def update_org_policy(body: UpdateOrgPolicyRequest) -> OrgPolicy:
+        """Replace the actor's organization's policy (admins); audit-logged."""
+        async with deps.database.transaction() as session:
+            return await deps.service.update_org_policy(session, body.actor, body.policy)
+
+    @router.subscriber(subjects.Auth.ORG_POLICY, queue=q, max_workers=MAX_IN_FLIGHT, title="auth.org_policy")
+    async def org_policy(body: WorkerOrgPolicyRequest) -> OrgPolicy:
+        """The policy a worker enforces for a task of `org_id`; the worker key is verified with worker-gateway
+        (cached briefly). 401 for an unknown key, 404 for an org the worker may not serve."""
+        worker = await deps.workers.verify(body.worker_key)  # before the transaction: no connection held
+        async with deps.database.transaction() as session:
+            return await deps.service.org_policy_for_worker(session, worker, body.org_id)
 
     return router

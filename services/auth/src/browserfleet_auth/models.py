@@ -37,6 +37,12 @@ class Organization(AuthBase, table=True):
         default_factory=dict,
         sa_column=Column(JSON().with_variant(JSONB(), "postgresql"), nullable=False, server_default="{}"),
     )
+    # An OrgPolicy as JSON, written only through AuthService.update_org_policy (validated, typed on the way
+    # out); kept apart from the operator's free-form `settings` so neither can overwrite the other.
+    policy: dict[str, Any] = Field(
+        default_factory=dict,
+        sa_column=Column(JSON().with_variant(JSONB(), "postgresql"), nullable=False, server_default="{}"),
+    )
     created_at: datetime = Field(
         default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False)
     )

@@ -35,6 +35,7 @@ from browserfleet_contracts.auth import (
     OrganizationCreated,
     OrganizationDetail,
     OrganizationPublic,
+    OrgPolicy,
     TokenPair,
     UpdateOrganizationRequest,
     UpdateUserRequest,
@@ -45,6 +46,7 @@ from browserfleet_contracts.auth import (
 )
 from browserfleet_contracts.common import Actor, Page, Role
 from browserfleet_contracts.events import EventEnvelope
+from browserfleet_contracts.workers import WorkerIdentity
 from browserfleet_core import security
 from browserfleet_core.db import new_id, utcnow
 from browserfleet_core.errors import Conflict, Forbidden, Invalid, NotFound, RateLimited, Unauthorized
@@ -620,6 +622,48 @@ class AuthService:
             session, "organization.deleted", "success", actor=actor, target=org.id, detail={"slug": org.slug}
         )
 
+    # --- organization policy (org admins write it, every member reads it, workers enforce it) ---------
+    async def get_org_policy(self, session: AsyncSession, actor: Actor) -> OrgPolicy:
+        org = await repo.get_organization(session, actor.org_id)
+        if org is None:
+            raise NotFound("organization not found", code="organization_not_found")
+        return org_policy(org)
+
+    async def update_org_policy(self, session: AsyncSession, actor: Actor, policy: OrgPolicy) -> OrgPolicy:
+        """Replaces the actor's own organization's policy (admins); the audit row records the new policy's
+        shape (domains, evaluate, proxy server and the secret names it references, never a value)."""
+        _require_admin(actor)
+        org = await repo.get_organization(session, actor.org_id)
+        if org is None:
+            raise NotFound("organization not found", code="organization_not_found")
+        before = org_policy(org)
+        org.policy = policy.model_dump(mode="json")
+        session.add(org)
+        await session.flush()
+        changed = sorted(k for k in OrgPolicy.model_fields if getattr(before, k) != getattr(policy, k))
+        await self.audit(
+            session,
+            "organization.policy_updated",
+            "success",
+            actor=actor,
+            target=org.id,
+            detail={"changed": changed, **policy_summary(policy)},
+        )
+        log.info("organization %s policy updated (%s)", org.id, ", ".join(changed) or "no change")
+        return policy
+
+    async def org_policy_for_worker(
+        self, session: AsyncSession, worker: WorkerIdentity, org_id: str
+    ) -> OrgPolicy:
+        """The policy a worker must enforce for a task of `org_id`. A worker bound to another organization
+        learns nothing (404, as for an organization that does not exist)."""
+        if worker.org_id is not None and worker.org_id != org_id:
+            raise NotFound("organization not found", code="organization_not_found")
+        org = await repo.get_organization(session, org_id)
+        if org is None:
+            raise NotFound("organization not found", code="organization_not_found")
+        return org_policy(org)
+
     # --- users (org admins) --------------------------------------------------------------------------
     async def list_users(self, session: AsyncSession, actor: Actor) -> list[UserDetail]:
         _require_admin(actor)
@@ -757,6 +801,20 @@ def audit_public(row: AuditLog) -> AuditEntry:
         target=row.target,
         detail=dict(row.detail),
     )
+
+
+def org_policy(org: Organization) -> OrgPolicy:
+    # written only by update_org_policy from a validated OrgPolicy; `{}` (the column default) is the default
+    return OrgPolicy.model_validate(org.policy or {})
+
+
+def policy_summary(policy: OrgPolicy) -> dict[str, Any]:
+    return {
+        "allowed_domains": policy.allowed_domains,
+        "allow_evaluate": policy.allow_evaluate,
+        "proxy_server": policy.proxy.server if policy.proxy is not None else None,
+        "proxy_secrets": sorted(policy.secret_names()),
+    }
 
 
 def org_detail(org: Organization) -> OrganizationDetail:
