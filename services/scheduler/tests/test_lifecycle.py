@@ -77,6 +77,51 @@ async def test_redelivered_claim_loses_the_attempt_and_retries_until_max_then_fa
     assert attempts[1].worker_id == id_b.worker_id
 
 
+async def test_retryable_failure_runs_a_new_attempt_until_attempts_run_out(
+    rpc: RpcClient, authenticator: DictAuthenticator, js: JetStreamContext
+) -> None:
+    """A failure the worker marks retryable (its browser crashed under the task) is not the task's
+    verdict: the attempt ends `failed` and attempt + 1 follows; on the last attempt the task fails."""
+    who = actor()
+    task = await create_assigned(rpc, who, max_attempts=2)
+    key, identity = authenticator.add()
+
+    async def crash(attempt: int) -> None:
+        update = TaskUpdateMessage(
+            task_id=task.id,
+            attempt=attempt,
+            worker_id=identity.worker_id,
+            kind="result",
+            status="failed",
+            error_message="browser disconnected",
+            retryable=True,
+        )
+        await js.publish(
+            subjects.task_update(task.id),
+            update.model_dump_json().encode(),
+            headers={"Nats-Msg-Id": f"{task.id}:{attempt}:result"},
+        )
+
+    assert (await _claim(rpc, task.id, key, 1, delivery=1)).granted
+    await crash(1)
+    again = await wait_status(rpc, who, task.id, "assigned")
+    assert again.attempt == 2
+    assert (await _claim(rpc, task.id, key, 2, delivery=1)).granted
+    await crash(2)
+    failed = await wait_status(rpc, who, task.id, "failed")
+    assert failed.error_message == "browser disconnected"
+    attempts = await rpc.call(
+        subjects.Scheduler.TASK_ATTEMPTS,
+        GetTaskAttemptsRequest(actor=who, task_id=task.id),
+        list[TaskAttemptPublic],
+    )
+    assert [(x.attempt, x.status) for x in attempts] == [(1, "failed"), (2, "failed")]
+    assert attempts[0].error and "browser disconnected" in attempts[0].error
+    failed_events = subjects.event(who.org_id, "task.failed")
+    info = await js.stream_info(subjects.EVENTS_STREAM, subjects_filter=failed_events)
+    assert info.state.subjects == {failed_events: 1}, "one task.failed, for the last attempt only"
+
+
 async def test_cancel_queued_running_and_finished(
     rpc: RpcClient, authenticator: DictAuthenticator, nc: NatsClient
 ) -> None:

@@ -88,6 +88,21 @@ async def test_create_dispatches_to_pool_with_attempt_msg_id(rpc: RpcClient, js:
     await create_dispatches_once_and_announces(rpc, js)
 
 
+async def test_the_create_answer_is_the_stored_task(rpc: RpcClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    """create_task answers from the values it inserted, not from a re-read: the two must agree."""
+
+    # a paused admission keeps the stored row exactly as inserted
+    async def no_admission(*_: object, **__: object) -> list[str]:
+        return []
+
+    monkeypatch.setattr(service, "admit", no_admission)
+    who = actor()
+    created = await create(
+        rpc, who, title="t", priority="high", worker_tags=["gpu"], metadata={"k": "v"}, timeout_seconds=42
+    )
+    assert created == await get(rpc, who, created.id)
+
+
 async def test_idempotency_key_returns_first_task_per_org(rpc: RpcClient) -> None:
     who, other = actor(), actor()
     first = await create(rpc, who, key="k-1", title="first")
@@ -291,7 +306,7 @@ async def test_failed_update_handling_is_redelivered(
     async def flaky(*args: object, **kwargs: object) -> bool:
         nonlocal calls
         calls += 1
-        if calls == 1:
+        if calls <= 2:  # the batch's transaction, then the update's own: it is nak'ed and redelivered
             raise RuntimeError("database went away")
         return await real(*args, **kwargs)  # type: ignore[arg-type]
 
@@ -310,7 +325,7 @@ async def test_failed_update_handling_is_redelivered(
         return (await get(rpc, who, task.id)).status == "failed"
 
     await eventually(failed, "the redelivered update to be recorded")
-    assert calls >= 2
+    assert calls >= 3
     assert (await get(rpc, who, task.id)).error_message == "boom"
 
 
@@ -431,3 +446,53 @@ async def test_concurrent_claims_in_separate_transactions(
 
     replies = await asyncio.gather(*(one(i) for i in identities))
     assert sum(r.granted for r in replies) == 1
+
+
+async def test_updates_recorded_in_batches_and_a_poisoned_one_fails_alone(
+    rpc: RpcClient,
+    authenticator: DictAuthenticator,
+    js: JetStreamContext,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Updates that arrive together share one transaction; when one of them cannot be recorded the rest
+    still are (one transaction each), the poisoned one is nak'ed, and a malformed one is terminated."""
+    who = actor()
+    key, identity = authenticator.add()
+    tasks = [await create_assigned(rpc, who) for _ in range(6)]
+    for task in tasks:
+        assert (await claim(rpc, task.id, key)).granted
+    poisoned = tasks[0].id
+    real = service.apply_update
+    batches: list[int] = []
+    real_batch = service.apply_updates
+
+    async def counting(session: object, relay: object, msgs: list[TaskUpdateMessage], *a: object) -> bool:
+        batches.append(len(msgs))
+        return await real_batch(session, relay, msgs, *a)  # type: ignore[arg-type]
+
+    async def poison(session: object, relay: object, msg: TaskUpdateMessage, *a: object, **k: object) -> bool:
+        if msg.task_id == poisoned:
+            raise RuntimeError("this row cannot be written")
+        return await real(session, relay, msg, *a, **k)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(service, "apply_update", poison)
+    monkeypatch.setattr(service, "apply_updates", counting)
+    await js.publish(subjects.task_update(str(uuid.uuid4())), b"{not json")
+    updates = [
+        TaskUpdateMessage(
+            task_id=task.id, attempt=1, worker_id=identity.worker_id, kind="result", status="completed"
+        )
+        for task in tasks
+    ]
+    # all at once, so they are waiting together when the consumer takes its next batch
+    await asyncio.gather(
+        *(js.publish(subjects.task_update(u.task_id), u.model_dump_json().encode()) for u in updates)
+    )
+
+    async def all_but_poisoned_completed() -> bool:
+        states = [(await get(rpc, who, t.id)).status for t in tasks[1:]]
+        return all(s == "completed" for s in states)
+
+    await eventually(all_but_poisoned_completed, "the healthy updates to be recorded")
+    assert (await get(rpc, who, poisoned)).status == "running"
+    assert max(batches) > 1, f"updates published together were never recorded together: {batches}"

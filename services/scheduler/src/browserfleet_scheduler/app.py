@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 
 from browserfleet_contracts import subjects
+from browserfleet_core.batching import BatchConsumer
 from browserfleet_core.db import Database, utcnow
 from browserfleet_core.messaging import RpcClient, ensure_pool_consumers, ensure_streams, make_broker
 from browserfleet_core.migrations import upgrade
@@ -16,7 +17,7 @@ from browserfleet_core.outbox import OutboxRelay
 from faststream.nats import NatsBroker
 
 from . import schedules, service
-from .handlers import Runtime, build_routers
+from .handlers import Runtime, build_lean, build_routers, build_updates_consumer, updates_doc_router
 from .models import outbox
 from .org_events import build_org_events_router
 from .service import RpcWorkerAuthenticator, WorkerAuthenticator
@@ -29,12 +30,19 @@ SCHEMA = "scheduler"
 
 
 def create_broker(settings: SchedulerSettings, runtime: Runtime | None = None) -> NatsBroker:
-    """The service's broker with every handler registered; needs no server (AsyncAPI generation)."""
+    """The service's broker with every handler registered; needs no server (AsyncAPI generation).
+
+    Without a runtime the broker is built to describe the service: it then also declares the TASK_UPDATES
+    consumer and the lean request/reply subjects (`build_lean`), which at run time are served beside the
+    broker (a BatchConsumer, LeanResponders), not by its subscribers."""
     broker = make_broker(settings.nats_url, name=settings.service_name)
     rt = runtime or Runtime()
     for router in build_routers(rt, rpc_workers=settings.rpc_concurrency):
         broker.include_router(router)
     broker.include_router(build_org_events_router(rt))
+    if runtime is None:
+        broker.include_router(updates_doc_router())
+        broker.include_router(build_lean(rt, rpc_workers=settings.rpc_concurrency).doc_router())
     return broker
 
 
@@ -77,9 +85,13 @@ class SchedulerApp:
             signal_cancel=self._signal_cancel,
         )
         self.broker = create_broker(settings, self.runtime)
+        self.lean = build_lean(
+            self.runtime, rpc_workers=settings.rpc_concurrency, app_name=settings.service_name
+        )
         self._start_relay = start_relay
         self._start_loop = start_loop
         self._loop: asyncio.Task[None] | None = None
+        self._updates: BatchConsumer | None = None
 
     async def _signal_cancel(self, task_id: str) -> None:
         await self.broker.connection.publish(subjects.task_cancel(task_id), b"")
@@ -152,6 +164,9 @@ class SchedulerApp:
         if self._start_relay:
             self.relay.start(js)
         await self.broker.start()
+        await self.lean.start(self.broker.connection)
+        self._updates = build_updates_consumer(self.runtime, self.broker.connection)
+        await self._updates.start()
         if self._start_loop:
             self._loop = asyncio.create_task(self._run_loop(), name="scheduler-lifecycle")
         log.info("scheduler serving on %s", self.settings.nats_url)
@@ -161,6 +176,10 @@ class SchedulerApp:
             self._loop.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._loop
+        await self.lean.stop()  # answers the requests in hand while the connection is up
+        if self._updates is not None:
+            await self._updates.stop()  # finishes the batch in hand while the connection is up
+            self._updates = None
         await self.broker.stop()
         await self.relay.stop()
         await self.db.dispose()

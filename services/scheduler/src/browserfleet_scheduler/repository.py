@@ -5,12 +5,27 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import case, func, or_, tuple_, update
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import bindparam, case, func, or_, text, tuple_, update
+from sqlalchemy.dialects.postgresql import JSONB, insert
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from .models import Schedule, Task, TaskAttempt, TaskLog
+
+_TASKS = Task.__table__  # type: ignore[attr-defined]
+# Built once and given the row as parameters: composing `insert(Task).values(...)` per call cost more
+# CPU than the round trip it makes.
+_INSERT_TASK = (
+    insert(_TASKS).on_conflict_do_nothing(index_elements=["org_id", "idempotency_key"]).returning(_TASKS.c.id)
+)
+
+
+def _task_columns(values: dict[str, Any]) -> dict[str, Any]:
+    """Attribute names to column names (`task_metadata` is the `metadata` column)."""
+    row = dict(values)
+    if "task_metadata" in row:
+        row["metadata"] = row.pop("task_metadata")
+    return row
 
 
 async def insert_task(session: AsyncSession, values: dict[str, Any]) -> bool:
@@ -19,18 +34,43 @@ async def insert_task(session: AsyncSession, values: dict[str, Any]) -> bool:
     ON CONFLICT waits for a concurrent insert of the same key to commit, so two racing creates
     end with one task and no aborted transaction.
     """
-    stmt = (
-        insert(Task)
-        .values(**values)
-        .on_conflict_do_nothing(index_elements=["org_id", "idempotency_key"])
-        .returning(col(Task.id))
-    )
-    return (await session.exec(stmt)).first() is not None
+    return (await session.execute(_INSERT_TASK, _task_columns(values))).first() is not None
+
+
+_GET_TASK_LOCKED = (
+    select(Task)
+    .where(Task.id == bindparam("task_id"))
+    .with_for_update()
+    .execution_options(populate_existing=True)
+)
+
+
+_LOCK_TASKS = (
+    select(Task)
+    .where(col(Task.id).in_(bindparam("task_ids", expanding=True)))
+    .order_by(col(Task.id))
+    .with_for_update()
+    .execution_options(populate_existing=True)
+)
+
+
+async def lock_tasks(session: AsyncSession, task_ids: list[str]) -> list[Task]:
+    """Lock and read several tasks, in id order: batches that lock in one order cannot deadlock."""
+    return list((await session.exec(_LOCK_TASKS, params={"task_ids": task_ids})).all())
+
+
+_GET_TASK_IN_ORG = select(Task).where(Task.id == bindparam("task_id"), Task.org_id == bindparam("org_id"))
 
 
 async def get_task(
     session: AsyncSession, task_id: str, *, org_id: str | None = None, lock: bool = False
 ) -> Task | None:
+    # the two hot reads (every worker update; every API read) use statements built once
+    if lock and org_id is None:
+        return (await session.exec(_GET_TASK_LOCKED, params={"task_id": task_id})).one_or_none()
+    if org_id is not None and not lock:
+        params = {"task_id": task_id, "org_id": org_id}
+        return (await session.exec(_GET_TASK_IN_ORG, params=params)).one_or_none()
     stmt = select(Task).where(Task.id == task_id)
     if org_id is not None:
         stmt = stmt.where(Task.org_id == org_id)
@@ -63,6 +103,54 @@ async def list_tasks(
     return list((await session.exec(stmt)).all())
 
 
+# Built once: on this path, composing a SQLAlchemy statement per call cost more CPU than running it.
+_CLAIM_ASSIGNED = text(
+    """
+    WITH claimed AS (
+        UPDATE scheduler.tasks
+           SET status = 'running', worker_id = :worker_id, started_at = :now, status_detail = NULL,
+               updated_at = :now
+         WHERE id = :task_id AND status = 'assigned' AND attempt = :attempt
+           AND (CAST(:worker_org_id AS varchar) IS NULL OR org_id = :worker_org_id)
+        RETURNING id, org_id, attempt, priority, timeout_seconds, spec
+    ), recorded AS (
+        INSERT INTO scheduler.task_attempts (task_id, attempt, worker_id, status, claimed_at, delivery)
+        SELECT id, attempt, :worker_id, 'running', :now, :delivery FROM claimed
+    )
+    SELECT id, org_id, attempt, priority, timeout_seconds, spec FROM claimed
+    """
+).columns(spec=JSONB)
+
+
+async def claim_assigned(
+    session: AsyncSession,
+    task_id: str,
+    attempt: int,
+    *,
+    worker_id: str,
+    worker_org_id: str | None,
+    delivery: int | None,
+    now: datetime,
+) -> Any | None:
+    """The common claim in one round trip: the task goes `assigned` -> `running` for this worker and its
+    attempt row is written, in one statement (an UPDATE ... RETURNING feeding an INSERT).
+
+    Returns the row (id, org_id, attempt, priority, timeout_seconds, spec), or None when the task is not
+    `assigned` at that attempt for a worker that may take it (an org's own workers never take another
+    org's tasks); the caller then takes the locked path that works out why. The UPDATE's WHERE is the
+    state check: two racing claims serialise on the row, and the second finds it `running`.
+    """
+    params = {
+        "task_id": task_id,
+        "attempt": attempt,
+        "worker_id": worker_id,
+        "worker_org_id": worker_org_id,
+        "delivery": delivery,
+        "now": now,
+    }
+    return (await session.execute(_CLAIM_ASSIGNED, params)).first()
+
+
 async def add_attempt(session: AsyncSession, attempt: TaskAttempt) -> None:
     session.add(attempt)
     await session.flush()
@@ -73,20 +161,42 @@ async def get_attempt(session: AsyncSession, task_id: str, attempt: int) -> Task
     return (await session.exec(stmt)).one_or_none()
 
 
+_ATTEMPTS = TaskAttempt.__table__  # type: ignore[attr-defined]
+_FINISH_ATTEMPT = (
+    update(_ATTEMPTS)
+    .where(
+        _ATTEMPTS.c.task_id == bindparam("b_task_id"),
+        _ATTEMPTS.c.attempt == bindparam("b_attempt"),
+        _ATTEMPTS.c.finished_at.is_(None),
+    )
+    .values(status=bindparam("b_status"), finished_at=bindparam("b_finished_at"), error=bindparam("b_error"))
+)
+
+
+def attempt_close(
+    task_id: str, attempt: int, status: str, now: datetime, error: str | None
+) -> dict[str, Any]:
+    """The parameters of one `finish_attempt`, for `finish_attempts`."""
+    return {
+        "b_task_id": task_id,
+        "b_attempt": attempt,
+        "b_status": status,
+        "b_finished_at": now,
+        "b_error": error,
+    }
+
+
+async def finish_attempts(session: AsyncSession, closes: list[dict[str, Any]]) -> None:
+    """Several `finish_attempt`s as one executemany."""
+    if closes:
+        await session.execute(_FINISH_ATTEMPT, closes)
+
+
 async def finish_attempt(
     session: AsyncSession, task_id: str, attempt: int, status: str, now: datetime, error: str | None
 ) -> None:
     """Close an attempt that is still open, in one UPDATE (no read first); a closed one stays as it is."""
-    stmt = (
-        update(TaskAttempt)
-        .where(
-            col(TaskAttempt.task_id) == task_id,
-            col(TaskAttempt.attempt) == attempt,
-            col(TaskAttempt.finished_at).is_(None),
-        )
-        .values(status=status, finished_at=now, error=error)
-    )
-    await session.execute(stmt)
+    await session.execute(_FINISH_ATTEMPT, attempt_close(task_id, attempt, status, now, error))
 
 
 async def save(session: AsyncSession, *rows: Task | TaskAttempt | Schedule) -> None:
