@@ -11,11 +11,55 @@ from http.cookies import SimpleCookie
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
+import nats
 import pytest
+from browserfleet_contracts import subjects
+from browserfleet_contracts.auth import OrgPolicy, WorkerOrgPolicyRequest
+from browserfleet_core.errors import Unavailable
+from browserfleet_core.messaging import ERROR_HEADER
 from browserfleet_worker.browser import BrowserHost
 from browserfleet_worker.netguard import parse_networks
+from nats.aio.msg import Msg
 
 PASSWORD = "hunter2-s3cret!"
+
+
+class OrgPolicyStand:
+    """Stands in for auth (another service) on `svc.auth.org_policy`, for every test of this package: an org
+    has the default policy unless a test sets one; an org listed in `down` gets the 503 of an auth that
+    cannot answer. `asked` records (org_id, worker_key) of every request."""
+
+    def __init__(self) -> None:
+        self.policies: dict[str, OrgPolicy] = {}
+        self.down: set[str] = set()
+        self.asked: list[tuple[str, str]] = []
+
+    async def answer(self, msg: Msg, nc: nats.NATS) -> None:
+        req = WorkerOrgPolicyRequest.model_validate_json(msg.data)
+        self.asked.append((req.org_id, req.worker_key))
+        if req.org_id in self.down:
+            body = Unavailable("auth did not answer in time", code="service_timeout").body()
+            await nc.publish(msg.reply, body.model_dump_json().encode(), headers={ERROR_HEADER: "503"})
+            return
+        await msg.respond(self.policies.get(req.org_id, OrgPolicy()).model_dump_json().encode())
+
+
+@pytest.fixture(scope="session", autouse=True)
+async def org_policies(nats_url: str) -> AsyncIterator[OrgPolicyStand]:
+    stand = OrgPolicyStand()
+    nc = await nats.connect(nats_url)
+
+    async def on_request(msg: Msg) -> None:
+        await stand.answer(msg, nc)
+
+    sub = await nc.subscribe(subjects.Auth.ORG_POLICY, cb=on_request)
+    try:
+        yield stand
+    finally:
+        with contextlib.suppress(Exception):
+            await sub.unsubscribe()
+        await nc.close()
+
 
 _ORDERS = [("A-1", "Widget", "12.50"), ("A-2", "Gadget", "7.00"), ("A-3", "Gizmo", None)]
 

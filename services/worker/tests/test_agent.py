@@ -19,9 +19,12 @@ from browserfleet_worker.netguard import Policy, parse_networks
 class ScriptedModel(BaseHTTPRequestHandler):
     """Stands in for a real LLM provider: an OpenAI-compatible `/v1/chat/completions` endpoint that answers
     from a scripted policy (log in, read the orders, visit the echo page, report) instead of a model.
-    Every raw request body is recorded so a test can audit what a provider would have seen."""
+    Every raw request body and Authorization header is recorded so a test can audit what a provider would
+    have seen; a request without the expected bearer token is refused as a provider would (HTTP 401)."""
 
     recorded: list[bytes] = []
+    authorizations: list[str | None] = []
+    expected_auth = "Bearer sk-test"
     site = ""
 
     def log_message(self, format: str, *args: object) -> None:
@@ -30,9 +33,14 @@ class ScriptedModel(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         raw = self.rfile.read(int(self.headers.get("Content-Length", "0")))
         type(self).recorded.append(raw)
+        type(self).authorizations.append(self.headers.get("Authorization"))
         body = json.loads(raw)
         assert self.path == "/v1/chat/completions"
-        assert self.headers.get("Authorization") == "Bearer sk-test"
+        if self.headers.get("Authorization") != type(self).expected_auth:
+            self.send_response(401)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
         name, args = self.decide(body["messages"][-1]["content"], body["messages"])
         reply = {
             "id": "cmpl-1",
@@ -91,6 +99,8 @@ class ScriptedModel(BaseHTTPRequestHandler):
 @pytest.fixture
 def model(site: str) -> Iterator[str]:
     ScriptedModel.recorded = []
+    ScriptedModel.authorizations = []
+    ScriptedModel.expected_auth = "Bearer sk-test"
     ScriptedModel.site = site
     server = ThreadingHTTPServer(("127.0.0.1", 0), ScriptedModel)
     threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -151,3 +161,120 @@ async def test_agent_stops_at_max_steps_and_reports_a_dead_endpoint(
             spec, {}, llm=LLMClient("http://127.0.0.1:1/v1", "m", None), timeout_seconds=30
         ).run(ctx)
     assert (dead.status, dead.error_message) == ("failed", "LLM endpoint unreachable: ConnectError")
+
+
+ORG_KEY = "sk-org-from-vault-7Qx2pLm"
+
+
+async def test_agent_uses_the_org_llm_key_from_the_vault_and_never_shows_it(
+    nats_url: str,
+    browser: BrowserHost,
+    site: str,
+    model: str,
+    password: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """`agent.api_key_secret` names an org credential: the worker asks the vault (stood in on its real
+    subject) for it with the task's other secrets, sends it as the bearer token instead of its own key, and
+    the value appears nowhere: not in the prompts, the result, the logs, nor offered to the model."""
+    import asyncio
+    import logging
+
+    import nats
+    from browserfleet_contracts import subjects
+    from browserfleet_contracts.tasks import TaskDispatch
+    from browserfleet_contracts.vault import ReleaseRequest
+    from browserfleet_worker.service import Identity, Worker
+    from browserfleet_worker.settings import WorkerSettings
+    from nats.aio.msg import Msg
+
+    caplog.set_level(logging.DEBUG)
+    ScriptedModel.expected_auth = f"Bearer {ORG_KEY}"
+    released: list[ReleaseRequest] = []
+    nc = await nats.connect(nats_url)
+
+    async def release(msg: Msg) -> None:  # stands in for the vault (another service)
+        req = ReleaseRequest.model_validate_json(msg.data)
+        released.append(req)
+        values = {"PASSWORD": password, "ORG_LLM_KEY": ORG_KEY}
+        await msg.respond(json.dumps({"values": {n: values[n] for n in req.names}}).encode())
+
+    sub = await nc.subscribe(subjects.Vault.RELEASE, cb=release)
+    settings = WorkerSettings(
+        nats_url=nats_url,
+        worker_key="sk_worker_agent",
+        llm_base_url=model,
+        llm_model="scripted-1",
+        llm_api_key="sk-worker-own-key",  # the org's key wins over the worker's
+        browser_allow_networks=["127.0.0.1/32"],
+        trace_on_failure=False,
+    )
+    task = TaskDispatch(
+        task_id="agent-org-key",
+        org_id="org-1",
+        attempt=1,
+        priority="normal",
+        timeout_seconds=60,
+        spec=TaskSpec.model_validate(
+            {
+                "kind": "agent",
+                "goal": "Log in as ada with {{ secrets.PASSWORD }} and report what the echo page shows",
+                "agent": {"max_steps": 10, "api_key_secret": "ORG_LLM_KEY"},
+            }
+        ),
+    )
+    try:
+        worker = Worker(settings, nc, browser, Identity("sk_worker_agent", "w-agent", "default"))
+        out = await asyncio.wait_for(worker.execute(task), 90)
+    finally:
+        await sub.unsubscribe()
+        await nc.close()
+
+    assert out.status == "completed", out.error_message
+    assert [sorted(r.names) for r in released] == [["ORG_LLM_KEY", "PASSWORD"]]
+    # every call to the provider carried the vault's value, never the worker's own key
+    assert ScriptedModel.authorizations
+    assert set(ScriptedModel.authorizations) == {f"Bearer {ORG_KEY}"}
+    for raw in ScriptedModel.recorded:
+        assert ORG_KEY.encode() not in raw
+        assert b"ORG_LLM_KEY" not in raw  # not even offered to the model as a placeholder to type
+    dumped = json.dumps(
+        {"result": out.result, "error": out.error_message, "logs": [str(x) for x in out.logs]}
+    )
+    assert ORG_KEY not in dumped and password not in dumped
+    assert ORG_KEY not in caplog.text
+
+
+async def test_the_model_cannot_type_the_org_llm_key_into_a_page(
+    browser: BrowserHost, site: str, model: str
+) -> None:
+    """A hostile page asking the model to type `{{ secrets.ORG_LLM_KEY }}` gets nothing: the key is not a
+    typeable secret of the task (unless the task names it in `secrets` or the goal on purpose)."""
+    spec = TaskSpec.model_validate(
+        {"kind": "agent", "goal": "wander", "agent": {"max_steps": 1, "api_key_secret": "ORG_LLM_KEY"}}
+    )
+    runner = AgentRunner(spec, {"ORG_LLM_KEY": ORG_KEY}, llm=LLMClient(model, "m", ORG_KEY))
+    async with browser.context(Policy(allowed_networks=parse_networks(["127.0.0.1/32"]))) as ctx:
+        page = await ctx.new_page()
+        await page.goto(f"{site}/login")
+        await page.evaluate("() => document.querySelector('#user').setAttribute('data-bf-idx', '0')")
+        said = await runner._act(page, "type", {"index": 0, "text": "{{ secrets.ORG_LLM_KEY }}"})
+        assert said == "error: secret ORG_LLM_KEY was not released to this task"
+        assert await page.input_value("#user") == ""
+    named = TaskSpec.model_validate(
+        {"kind": "agent", "goal": "g", "secrets": ["ORG_LLM_KEY"], "agent": {"api_key_secret": "ORG_LLM_KEY"}}
+    )
+    assert "ORG_LLM_KEY" in AgentRunner(named, {"ORG_LLM_KEY": ORG_KEY}, llm=runner.llm)._typeable
+
+
+def test_the_org_llm_key_is_a_secret_the_task_names() -> None:
+    spec = TaskSpec.model_validate(
+        {
+            "kind": "agent",
+            "goal": "g",
+            "agent": {"api_key_secret": "ORG_LLM_KEY", "start_url": "https://x.test/{{ secrets.TOKEN }}"},
+        }
+    )
+    assert spec.secret_names() == {"ORG_LLM_KEY", "TOKEN"}
+    with pytest.raises(ValueError, match="api_key_secret"):
+        TaskSpec.model_validate({"kind": "agent", "goal": "g", "agent": {"api_key_secret": "not a name"}})

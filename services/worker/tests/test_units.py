@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import stat
 from pathlib import Path
@@ -92,3 +93,34 @@ def test_log_lines_cannot_carry_a_registered_secret() -> None:
         assert record.getMessage() == "typed ***"
     finally:
         reg.release(held)
+
+
+async def test_a_ring_that_beats_its_message_is_followed_by_quick_reprobes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """JetStream offers a stored message to its consumers asynchronously, so the doorbell can ring before a
+    no-wait pull sees the new dispatch. The pull loop must probe again shortly, not sleep IDLE_WAIT_SECONDS
+    (made an hour here: without the re-probes this test would hit its cap)."""
+    from browserfleet_worker import service as worker_service
+
+    monkeypatch.setattr(worker_service, "IDLE_WAIT_SECONDS", 3600.0)
+    worker = object.__new__(worker_service.Worker)
+    worker._doorbell = asyncio.Event()
+    worker._consumers = ["pool-default-normal"]
+    probes: list[str] = []
+    arrived = asyncio.Event()
+    message = object()
+
+    async def pull(durable: str) -> object | None:
+        probes.append(durable)
+        if len(probes) == 1:  # the first probe finds nothing; then the ring comes ahead of the message
+            asyncio.get_running_loop().call_later(0.05, worker._doorbell.set)
+            return None
+        if len(probes) == 2:
+            asyncio.get_running_loop().call_later(0.01, arrived.set)
+            return None
+        return message if arrived.is_set() else None
+
+    worker._pull_no_wait = pull  # type: ignore[method-assign]
+    got = await asyncio.wait_for(worker._next_message(asyncio.Event()), timeout=10)
+    assert got is message and len(probes) >= 3

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import httpx
-from browserfleet_contracts.tasks import TaskLogLine, TaskSpec
+from browserfleet_contracts.tasks import TaskLogLine, TaskSpec, secret_refs
 from playwright.async_api import BrowserContext, Page
 from playwright.async_api import Error as PlaywrightError
 
@@ -205,6 +205,9 @@ class AgentRunner:
         self._secrets = dict(secrets or {})
         self._mask = Masker(self._secrets.values())
         self._placeholders = Placeholders(self._secrets)
+        # what the model may type: every released secret but the org's LLM key (masked and turned back into
+        # its placeholder like the rest, but never typed into a page unless the task names it on purpose)
+        self._typeable = {n: v for n, v in self._secrets.items() if n not in _hidden_from_model(spec)}
         self.llm = llm
         self.timeout_seconds = timeout_seconds
         self.policy = policy
@@ -283,7 +286,7 @@ class AgentRunner:
     def _goal_message(self) -> str:
         goal = self.spec.goal or ""
         parts = [f"Goal: {goal}"]
-        names = sorted(self._secrets)
+        names = sorted(self._typeable)
         if names:
             parts.append("Secrets you may type: " + ", ".join(placeholder(n) for n in names))
         if self.spec.result_schema is not None:
@@ -295,7 +298,7 @@ class AgentRunner:
     async def _loop(self, page: Page) -> str | None:
         if self.options and self.options.start_url:
             try:
-                await page.goto(render(self.options.start_url, self._secrets), timeout=30_000)
+                await page.goto(render(self.options.start_url, self._typeable), timeout=30_000)
             except PlaywrightError as exc:
                 self._log("warning", f"start_url: {str(exc).splitlines()[0]}")
         history: list[dict[str, Any]] = []
@@ -385,7 +388,7 @@ class AgentRunner:
     async def _act(self, page: Page, name: str, args: dict[str, Any]) -> str:
         try:
             if name == "navigate":
-                await page.goto(render(str(args["url"]), self._secrets), timeout=30_000)
+                await page.goto(render(str(args["url"]), self._typeable), timeout=30_000)
                 if self.policy is not None and self.policy.blocked and self.policy.blocked[-1][0] in page.url:
                     return f"blocked: {self.policy.blocked[-1][1]}"
             elif name in ("click", "type", "select"):
@@ -394,13 +397,13 @@ class AgentRunner:
                     await loc.click(timeout=ACTION_TIMEOUT_MS)
                 elif name == "type":
                     await loc.fill(
-                        render(str(args.get("text", "")), self._secrets), timeout=ACTION_TIMEOUT_MS
+                        render(str(args.get("text", "")), self._typeable), timeout=ACTION_TIMEOUT_MS
                     )
                     if args.get("submit"):
                         await loc.press("Enter", timeout=ACTION_TIMEOUT_MS)
                 else:
                     await loc.select_option(
-                        render(str(args["value"]), self._secrets), timeout=ACTION_TIMEOUT_MS
+                        render(str(args["value"]), self._typeable), timeout=ACTION_TIMEOUT_MS
                     )
                 await _settle(page)
             elif name == "scroll":
@@ -422,6 +425,14 @@ class AgentRunner:
 
     def _log(self, level: Literal["info", "warning", "error"], message: str) -> None:
         self.logs.append(TaskLogLine(level=level, message=self._mask.text(message), step=self.index))
+
+
+def _hidden_from_model(spec: TaskSpec) -> set[str]:
+    """The org's LLM key (`agent.api_key_secret`) unless the task also names it as a secret to type."""
+    key = spec.agent.api_key_secret if spec.agent is not None else None
+    if key is None or key in spec.secrets or key in secret_refs(spec.goal or ""):
+        return set()
+    return {key}
 
 
 async def _settle(page: Page) -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from playwright.async_api import Browser, BrowserContext, Dialog, Page, Playwright, async_playwright
+from playwright.async_api import Error as PlaywrightError
 
 from .netguard import GuardProxy, IPNetwork, Policy
 
@@ -33,6 +34,9 @@ INSTALL_HINT = (
     "no Chromium found: install Playwright's build with `uv run playwright install chromium` "
     "(or `apt-get install chromium`), or set BROWSER_EXECUTABLE to a Chromium binary"
 )
+
+
+BROWSER_GONE = "the browser crashed or disconnected"
 
 
 class BrowserNotFound(RuntimeError):
@@ -94,6 +98,7 @@ class BrowserHost:
         self._browser: Browser | None = None
         self._lock = asyncio.Lock()
         self.executable: str | None = None
+        self._faults: dict[int, str] = {}  # id(context) -> what broke under its task (see `fault`)
 
     async def start(self) -> None:
         async with self._lock:
@@ -162,9 +167,28 @@ class BrowserHost:
             raise
         self.last_context_seconds = time.monotonic() - started
         ctx.on("page", _tame_page)
+        key = id(ctx)
+        closing = False
+
+        def broke(reason: str) -> None:
+            if not closing:
+                self._faults.setdefault(key, reason)
+
+        def on_page(page: Page) -> None:
+            page.on("crash", lambda _p: broke("a page of the task crashed"))
+
+        def on_disconnected(_b: Browser) -> None:
+            broke(BROWSER_GONE)
+
+        ctx.on("page", on_page)
+        ctx.on("close", lambda _c: broke("the task's browser context closed unexpectedly"))
+        browser.on("disconnected", on_disconnected)
         try:
             yield ctx
         finally:
+            closing = True
+            browser.remove_listener("disconnected", on_disconnected)
+            self._faults.pop(key, None)
             guard.unregister(user)
             try:
                 await asyncio.wait_for(ctx.close(), 10)
@@ -173,6 +197,26 @@ class BrowserHost:
             async with self._lock:
                 self.active -= 1
                 self.tasks_since_launch += 1
+
+    async def fault(self, context: BrowserContext, *, probe_seconds: float = 5.0) -> str | None:
+        """Why `context` broke under its task: the browser crashed or disconnected, the context closed, or a
+        page crashed; None while it is healthy (a failed step is not a fault).
+
+        Playwright may report a step's "Target closed" error before the disconnect event, so a context with
+        no fault on record is asked one cheap question; one that cannot answer is broken too.
+        """
+        if context.browser is not None and not context.browser.is_connected():
+            return BROWSER_GONE
+        known = self._faults.get(id(context))
+        if known is not None:
+            return known
+        try:
+            await asyncio.wait_for(context.cookies(), probe_seconds)
+        except (PlaywrightError, TimeoutError):
+            if context.browser is not None and not context.browser.is_connected():
+                return BROWSER_GONE
+            return self._faults.get(id(context), "the task's browser context stopped answering")
+        return None
 
     async def recycle_if_due(self, *, after_tasks: int, memory_mb: float | None) -> bool:
         """Restarts the browser between tasks when it has run `after_tasks` tasks or uses too much memory."""

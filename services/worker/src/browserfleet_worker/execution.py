@@ -6,6 +6,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any, Protocol
 
+from browserfleet_contracts.auth import OrgPolicy
 from browserfleet_contracts.tasks import TaskDispatch
 from playwright.async_api import BrowserContext
 from prometheus_client import Counter, Gauge, Histogram
@@ -13,6 +14,7 @@ from prometheus_client import Counter, Gauge, Histogram
 from .agent import AgentRunner, LLMClient
 from .browser import BrowserHost
 from .netguard import Policy, parse_networks, upstream_from
+from .orgpolicy import SecurityEvents, block_kind
 from .secret_values import SecretUnavailable, render
 from .settings import WorkerSettings
 from .steps import StepsOutcome, StepsRunner
@@ -47,12 +49,21 @@ class Runner(Protocol):
     def masked(self, outcome: StepsOutcome) -> StepsOutcome: ...
 
 
-def build_policy(settings: WorkerSettings, task: TaskDispatch, values: Mapping[str, str]) -> Policy:
+def build_policy(
+    settings: WorkerSettings,
+    task: TaskDispatch,
+    values: Mapping[str, str],
+    org: OrgPolicy | None = None,
+    events: SecurityEvents | None = None,
+) -> Policy:
+    """The task's network policy merged with its organization's (README "Safe browsing"): a host must be in
+    both allowed-domain lists when both are set; the task's proxy wins, else the organization's."""
     spec = task.spec
+    org = org or OrgPolicy()
 
-    def on_block(host: str, reason: str) -> None:
-        kind = "domain" if "allowed domains" in reason else "budget" if "budget" in reason else "address"
-        BLOCKED.labels(kind).inc()
+    def on_block(host: str, reason: str, url: str | None) -> None:
+        kind = block_kind(reason)
+        BLOCKED.labels("address" if kind == "dns" else kind).inc()
         # a security event: structured, searchable, never carrying a secret (hosts and reasons only)
         security_log.warning(
             "security event: blocked request of task %s to %s: %s",
@@ -61,29 +72,42 @@ def build_policy(settings: WorkerSettings, task: TaskDispatch, values: Mapping[s
             reason,
             extra={"event": "security.blocked", "task_id": task.task_id, "org_id": task.org_id},
         )
+        if events is not None:
+            events.blocked(host, reason, url, kind)
 
     policy = Policy(
         allowed_domains=list(spec.allowed_domains) if spec.allowed_domains is not None else None,
+        org_allowed_domains=list(org.allowed_domains) if org.allowed_domains is not None else None,
         allowed_networks=parse_networks(settings.browser_allow_networks),
         max_bytes=int(settings.task_transfer_mb * 1024 * 1024),
         on_block=on_block,
     )
-    if spec.proxy is not None:
+    proxy, whose = (spec.proxy, "proxy") if spec.proxy is not None else (org.proxy, "organization proxy")
+    if proxy is not None:
         try:
             policy.upstream = upstream_from(
-                render(spec.proxy.server, values),
-                render(spec.proxy.username, values) if spec.proxy.username else None,
-                render(spec.proxy.password, values) if spec.proxy.password else None,
+                render(proxy.server, values),
+                render(proxy.username, values) if proxy.username else None,
+                render(proxy.password, values) if proxy.password else None,
             )
         except (ValueError, SecretUnavailable) as exc:
-            raise TaskRefused(f"proxy: {exc}") from None
+            raise TaskRefused(f"{whose}: {exc}") from None
     return policy
 
 
+def allow_evaluate(settings: WorkerSettings, org: OrgPolicy | None) -> bool:
+    """`evaluate` runs when the operator allows it for every org (ALLOW_EVALUATE) or the org's policy does."""
+    return settings.allow_evaluate or (org is not None and org.allow_evaluate)
+
+
 def build_runner(
-    settings: WorkerSettings, task: TaskDispatch, values: Mapping[str, str]
+    settings: WorkerSettings,
+    task: TaskDispatch,
+    values: Mapping[str, str],
+    org: OrgPolicy | None = None,
+    events: SecurityEvents | None = None,
 ) -> tuple[Runner, Policy]:
-    policy = build_policy(settings, task, values)
+    policy = build_policy(settings, task, values, org, events)
     if task.spec.kind == "agent":
         base_url, model, key = settings.llm_endpoint()
         if key is None and settings.llm_base_url is None:
@@ -105,7 +129,7 @@ def build_runner(
         values,
         timeout_seconds=task.timeout_seconds,
         policy=policy,
-        allow_evaluate=settings.allow_evaluate,
+        allow_evaluate=allow_evaluate(settings, org),
         max_download_bytes=int(settings.max_download_mb * 1024 * 1024),
         trace_on_failure=settings.trace_on_failure,
         trace_screenshots=settings.trace_screenshots,

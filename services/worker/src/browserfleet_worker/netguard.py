@@ -7,8 +7,10 @@ so a redirect to an internal host, a hostname that resolves to 169.254.169.254, 
 refused the same way.
 
 Each task's context authenticates to the proxy with its own token (the proxy username), which selects the
-task's policy: its allowed domains, the operator's private-network allowance, an optional upstream proxy,
-and a byte budget (a download bomb or a 50 MB page ends there).
+task's policy: its allowed domains and its organization's (a host must satisfy both), the operator's
+private-network allowance, an optional upstream proxy (itself held to the internal-address rule, so a
+tenant cannot point it at the cloud metadata service), and a byte budget (a download bomb or a 50 MB page
+ends there).
 """
 
 from __future__ import annotations
@@ -83,20 +85,28 @@ class Upstream:
     auth: str | None  # "user:password"
 
 
+# on_block(host, reason, url): url is scheme://host[:port]/path of a plain-HTTP request, None for a tunnel
+BlockHook = Callable[[str, str, str | None], None]
+
+
 @dataclass
 class Policy:
-    allowed_domains: list[str] | None = None
+    allowed_domains: list[str] | None = None  # the task's
+    org_allowed_domains: list[str] | None = None  # its organization's: a host must satisfy both lists
     allowed_networks: list[IPNetwork] = field(default_factory=list)
     upstream: Upstream | None = None
     max_bytes: int = 200 * 1024 * 1024
-    on_block: Callable[[str, str], None] | None = None
+    on_block: BlockHook | None = None
     bytes_in: int = 0
     blocked: list[tuple[str, str]] = field(default_factory=list)
 
-    def block(self, host: str, reason: str) -> Blocked:
+    def block(self, host: str, reason: str, url: str | None = None) -> Blocked:
         self.blocked.append((host, reason))
         if self.on_block is not None:
-            self.on_block(host, reason)
+            try:
+                self.on_block(host, reason, url)
+            except Exception:  # reporting must never change what the proxy does
+                log.warning("reporting a blocked request failed", exc_info=True)
         return Blocked(reason)
 
 
@@ -126,20 +136,50 @@ async def resolve(host: str, port: int) -> list[IPAddress]:
     return out
 
 
-async def check(policy: Policy, host: str, port: int) -> list[IPAddress]:
+async def check(policy: Policy, host: str, port: int, url: str | None = None) -> list[IPAddress]:
     """The addresses `host` may be reached at, or Blocked (recorded as a security event)."""
     host = host.lower().strip("[]").rstrip(".")
     if policy.allowed_domains is not None and not host_matches(host, policy.allowed_domains):
-        raise policy.block(host, f"{host} is not in the task's allowed domains")
+        raise policy.block(host, f"{host} is not in the task's allowed domains", url)
+    if policy.org_allowed_domains is not None and not host_matches(host, policy.org_allowed_domains):
+        raise policy.block(host, f"{host} is not in the organization's allowed domains", url)
     try:
         ips = await resolve(host, port)
     except Blocked as exc:
-        raise policy.block(host, str(exc)) from None
+        raise policy.block(host, str(exc), url) from None
     for ip in ips:  # every address must pass: a name that resolves anywhere internal is internal
         reason = address_blocked(ip, policy.allowed_networks)
         if reason:
-            raise policy.block(host, f"{host} resolves to a {reason}")
+            raise policy.block(host, f"{host} resolves to a {reason}", url)
     return ips
+
+
+async def check_upstream(policy: Policy, upstream: Upstream) -> list[IPAddress]:
+    """The upstream proxy's addresses, held to the internal-address rule like any host: a task or an org
+    admin chooses the proxy, so it must not be a way to reach the worker's own network."""
+    host = upstream.host.lower().strip("[]").rstrip(".")
+    try:
+        ips = await resolve(host, upstream.port)
+    except Blocked as exc:
+        raise policy.block(host, f"upstream proxy: {exc}") from None
+    for ip in ips:
+        reason = address_blocked(ip, policy.allowed_networks)
+        if reason:
+            raise policy.block(host, f"the upstream proxy {host} resolves to a {reason}")
+    return ips
+
+
+def _query_less(target: str) -> str | None:
+    """scheme://host[:port]/path of an absolute request target: no query, fragment or credentials."""
+    try:
+        parts = urlsplit(target)
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        return None
+    if not parts.hostname:
+        return None
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    return f"{parts.scheme}://{host}{port}{parts.path or '/'}"
 
 
 class GuardProxy:
@@ -198,6 +238,7 @@ class GuardProxy:
             )
             await writer.drain()
             return
+        shown: str | None = None
         if method == "CONNECT":
             host, _, port_s = target.rpartition(":")
             port = int(port_s)
@@ -206,8 +247,11 @@ class GuardProxy:
             if url.scheme != "http" or not url.hostname:
                 raise ValueError("not a proxy request")
             host, port = url.hostname, url.port or 80
+            shown = _query_less(target)
         try:
-            ips = await check(policy, host, port)
+            ips = await check(policy, host, port, shown)
+            if policy.upstream is not None:
+                ips = await check_upstream(policy, policy.upstream)
         except Blocked as exc:
             body = f"blocked by browserfleet: {exc}".encode()
             writer.write(
@@ -259,11 +303,12 @@ class GuardProxy:
     async def _open(
         self, policy: Policy, host: str, port: int, ips: list[IPAddress], *, tunnel: bool
     ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """`ips` are the checked addresses of the target, or of the upstream proxy when there is one:
+        connect to one we checked, never re-resolve (DNS rebinding)."""
         up = policy.upstream
         if up is None:
-            # connect to the address we checked, never re-resolve (DNS rebinding)
             return await asyncio.wait_for(asyncio.open_connection(str(ips[0]), port), CONNECT_TIMEOUT)
-        r, w = await asyncio.wait_for(asyncio.open_connection(up.host, up.port), CONNECT_TIMEOUT)
+        r, w = await asyncio.wait_for(asyncio.open_connection(str(ips[0]), up.port), CONNECT_TIMEOUT)
         if tunnel:
             auth = ""
             if up.auth:

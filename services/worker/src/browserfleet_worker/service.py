@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +23,9 @@ from browserfleet_contracts import subjects
 from browserfleet_contracts.common import Ack
 from browserfleet_contracts.profiles import ProfileLease
 from browserfleet_contracts.tasks import (
+    MAX_UPLOAD_BYTES,
     ArtifactRef,
+    ArtifactSource,
     ClaimReply,
     ClaimRequest,
     TaskDispatch,
@@ -43,17 +47,19 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
-from nats.js.api import ObjectMeta
+from nats.js.api import ObjectInfo, ObjectMeta
+from nats.js.errors import NotFoundError
+from playwright.async_api import Error as PlaywrightError
 from pydantic import ValidationError
 
-from . import profiles
+from . import orgpolicy, profiles
 from .browser import BrowserHost
 from .execution import Runner, TaskRefused, build_runner, record_outcome
 from .logship import LogShipper
 from .netguard import Policy
 from .secret_values import Masker, MaskRegistry
 from .settings import WorkerSettings
-from .steps import StepsOutcome
+from .steps import StepError, StepsOutcome, StepsRunner
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +68,11 @@ AGENT_UNAVAILABLE = "agent tasks need an LLM endpoint; the agent runner is not a
 STATE_FILE = "worker.json"
 PROBE_TIMEOUT_SECONDS = 2.0  # a no-wait pull answers at once; this only bounds a server that does not
 IDLE_WAIT_SECONDS = 1.0  # with no doorbell, re-probe this often: redeliveries after a lost lease ring none
+# A ring can come before the consumer offers the message it announces (JetStream hands a stored message to
+# its consumers asynchronously), so a probe right after a ring may find nothing yet: probe again after these
+# short pauses before the long wait. Without them, a share of idle-path tasks waited the full
+# IDLE_WAIT_SECONDS (measured: a p90 of ~1 s from submit to start at 10 tasks/s).
+RING_REPROBE_SECONDS = (0.002, 0.005, 0.01, 0.025, 0.05)
 RESULT_PUBLISH_ATTEMPTS = 5
 
 
@@ -182,6 +193,7 @@ class Worker:
         self.identity = identity
         self.rpc = RpcClient(nc, timeout=settings.rpc_timeout_seconds)
         self.masks = MaskRegistry()
+        self.org_policies = orgpolicy.OrgPolicies(self.rpc, identity.worker_key)
         self.running: set[asyncio.Task[None]] = set()
         self._slots = asyncio.Semaphore(settings.worker_slots)
         self._consumers: list[str] = []  # durable names, urgent first
@@ -321,6 +333,7 @@ class Worker:
     async def _next_message(self, halt: asyncio.Event) -> Msg | None:
         """Urgent first: a no-wait pull on each priority (one local round trip each), then sleep until
         the pool's doorbell rings (a new dispatch) or IDLE_WAIT_SECONDS pass (a redelivery rings none)."""
+        reprobe: Iterator[float] = iter(())
         while not halt.is_set():
             self._doorbell.clear()  # before probing: a dispatch published mid-probe re-wakes us at once
             for durable in self._consumers:
@@ -339,13 +352,18 @@ class Worker:
                         return None
                     return msg
             else:
+                pause = next(reprobe, None)
+                if pause is not None:
+                    await asyncio.sleep(pause)
+                    continue
                 bell = asyncio.create_task(self._doorbell.wait())
                 halted = asyncio.create_task(halt.wait())
-                await asyncio.wait(
+                done, _ = await asyncio.wait(
                     {bell, halted}, timeout=IDLE_WAIT_SECONDS, return_when=asyncio.FIRST_COMPLETED
                 )
                 bell.cancel()
                 halted.cancel()
+                reprobe = iter(RING_REPROBE_SECONDS if bell in done else ())
         return None
 
     async def _pull_no_wait(self, durable: str) -> Msg | None:
@@ -506,6 +524,7 @@ class Worker:
             artifacts=artifacts,
             execution_time_seconds=outcome.execution_time_seconds,
             logs=outcome.logs,
+            retryable=outcome.status == "failed" and outcome.retryable,
         )
         await self._publish_with_retry(result, f"{task.task_id}:{task.attempt}:result")
         log.info(
@@ -519,7 +538,11 @@ class Worker:
         cancelled = cancelled or asyncio.Event()
         if cancelled.is_set():
             return StepsOutcome(status="failed", result={}, error_message=CANCELLED)
-        names = task.spec.secret_names()
+        try:  # the organization's restrictions apply to every task: no policy, no run
+            org = await self.org_policies.get(task.org_id)
+        except orgpolicy.OrgPolicyUnavailable as exc:
+            return StepsOutcome(status="failed", result={}, error_message=str(exc))
+        names = orgpolicy.secret_names(task, org)
         values: dict[str, str] = {}
         if names:
             try:
@@ -541,11 +564,18 @@ class Worker:
                 )
             values = {name: reply.values[name] for name in names}
         held = self.masks.register(values.values())
+        events = orgpolicy.SecurityEvents(self.js, task, values)
         lease: ProfileLease | None = None
         saved_state: dict[str, Any] | None = None
         waited_line: TaskLogLine | None = None
         try:
-            runner, policy = build_runner(self.settings, task, values)
+            settings = self.settings
+            agent = task.spec.agent
+            if task.spec.kind == "agent" and agent is not None and agent.api_key_secret:
+                settings = settings.with_llm_api_key(values[agent.api_key_secret])  # the org's key
+            runner, policy = build_runner(settings, task, values, org, events)
+            if isinstance(runner, StepsRunner):
+                runner.artifact_reader = functools.partial(self._read_artifact, task)
             if task.spec.profile is not None:
                 lease, waited = await profiles.acquire(
                     self.rpc,
@@ -582,13 +612,18 @@ class Worker:
             log.exception("running %s failed unexpectedly", task.task_id)
             message = f"worker error: {type(exc).__name__}: {exc}"
             outcome = StepsOutcome(
-                status="failed", result={}, error_message=Masker(values.values()).text(message)[:500]
+                status="failed",
+                result={},
+                error_message=Masker(values.values()).text(message)[:500],
+                # Playwright failing outside the steps (opening the context, a dead browser) is the worker's
+                retryable=isinstance(exc, PlaywrightError),
             )
         finally:
             if lease is not None:  # failed, cancelled or shut down before the end: keep the stored state
                 await profiles.release_quietly(
                     self.rpc, task_id=task.task_id, worker_key=self.identity.worker_key, lease=lease
                 )
+            await events.close()
             self.masks.release(held)
             values.clear()
         outcome.execution_time_seconds = round(time.monotonic() - started, 3)
@@ -645,7 +680,16 @@ class Worker:
                     run.cancel()
                     await asyncio.gather(run, return_exceptions=True)
             if not run.cancelled():
-                outcome = run.result()
+                try:
+                    outcome = run.result()
+                except PlaywrightError as exc:  # the runner could not even start: a browser problem
+                    message = f"browser error: {exc}".split("\n")[0][:500]
+                    outcome = runner.masked(StepsOutcome(status="failed", result={}, error_message=message))
+                if outcome.status == "failed":
+                    fault = await self.browser.fault(ctx)
+                    if fault is not None:  # not the steps' doing: the scheduler may run it again
+                        outcome.retryable = True
+                        outcome.error_message = f"{fault} (retryable): {outcome.error_message or 'failed'}"
                 if keep_state is not None and outcome.status == "completed":
                     try:
                         keep_state.update(await asyncio.wait_for(ctx.storage_state(), 10))
@@ -671,7 +715,10 @@ class Worker:
             object_name = f"{task.task_id}/{task.attempt}/{artifact.name}"
             try:
                 await store.put(
-                    object_name, artifact.data, meta=ObjectMeta(description=artifact.content_type)
+                    object_name,
+                    artifact.data,
+                    # the org travels with the object: an upload step of another org's task cannot read it
+                    meta=ObjectMeta(description=artifact.content_type, headers={ORG_HEADER: [task.org_id]}),
                 )
             except Exception as exc:
                 log.warning("storing artifact %s failed: %s", object_name, exc)
@@ -688,6 +735,34 @@ class Worker:
                 )
             )
         return refs
+
+    async def _read_artifact(self, task: TaskDispatch, source: ArtifactSource) -> tuple[bytes, str]:
+        """An earlier task's artifact for an upload step: only one stored by a task of the same organization
+        (another org's looks exactly like a missing one), at most MAX_UPLOAD_BYTES."""
+        label = f"artifact {source.name!r} of task {source.task_id}"
+        if source.attempt is None:  # the gateway records the attempt when it checks the reference
+            raise StepError(f"{label}: the reference names no attempt")
+        object_name = f"{source.task_id}/{source.attempt}/{source.name}"
+        try:
+            store = await self.js.object_store(subjects.ARTIFACTS_BUCKET)
+            info = await store.get_info(object_name)
+        except NotFoundError:
+            raise StepError(f"{label} not found (it may have expired)") from None
+        except Exception as exc:
+            raise StepError(f"{label}: reading it failed ({type(exc).__name__})") from None
+        if info.deleted or _org_of(info) != task.org_id:
+            if not info.deleted:
+                log.warning("task %s named %s of another organization", task.task_id, object_name)
+            raise StepError(f"{label} not found (it may have expired)")
+        if (info.size or 0) > MAX_UPLOAD_BYTES:
+            raise StepError(f"{label} is {info.size} bytes; an upload takes at most {MAX_UPLOAD_BYTES}")
+        try:
+            data = (await store.get(object_name)).data or b""
+        except Exception as exc:
+            raise StepError(f"{label}: reading it failed ({type(exc).__name__})") from None
+        if len(data) > MAX_UPLOAD_BYTES:  # replaced by a bigger object meanwhile
+            raise StepError(f"{label} is {len(data)} bytes; an upload takes at most {MAX_UPLOAD_BYTES}")
+        return data, info.description or "application/octet-stream"
 
     async def _publish(self, update: TaskUpdateMessage, msg_id: str) -> None:
         await self.js.publish(
@@ -710,6 +785,16 @@ class Worker:
                 log.warning("publishing the result of %s failed (%s); retrying", update.task_id, exc)
                 await asyncio.sleep(delay)
                 delay *= 2
+
+
+ORG_HEADER = "Bf-Org-Id"
+
+
+def _org_of(info: ObjectInfo) -> str | None:
+    value = (info.headers or {}).get(ORG_HEADER)
+    if isinstance(value, list):
+        return str(value[0]) if value else None
+    return str(value) if value is not None else None
 
 
 def _delivery(msg: Msg) -> int | None:

@@ -102,6 +102,14 @@ class WorkerSettings(ServiceSettings):
                 raise ValueError(f"{item!r} is not an IP network (e.g. 127.0.0.1/32)") from None
         return v
 
+    def with_llm_api_key(self, key: str) -> WorkerSettings:
+        """These settings with `key` (an org credential from the vault) as the LLM API key: the endpoint and
+        model stay what the worker's settings choose, only the bearer token changes."""
+        base, model, _ = self.llm_endpoint()
+        return self.model_copy(
+            update={"llm_base_url": base, "llm_model": model, "llm_api_key": SecretStr(key)}
+        )
+
     def llm_endpoint(self) -> tuple[str, str, str | None]:
         """(base URL, model, API key): LLM_* first; else OPENAI_API_KEY for OpenAI, DEEPSEEK_API_KEY for
         DeepSeek, as the deployment guide lists them."""

@@ -14,7 +14,7 @@ import os
 import re
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,6 +22,7 @@ from typing import Any, Literal
 
 from browserfleet_contracts.tasks import (
     MAX_WAIT_DELAY_MS,
+    ArtifactSource,
     AssertStep,
     CheckStep,
     ClickStep,
@@ -43,6 +44,7 @@ from browserfleet_contracts.tasks import (
     TaskLogLine,
     TaskSpec,
     TypeStep,
+    UploadFile,
     UploadStep,
     WaitForStep,
 )
@@ -92,6 +94,11 @@ class Artifact:
     data: bytes
 
 
+# Reads an earlier task's artifact for an `upload` step: (bytes, content type), or raises StepError. The worker
+# supplies one that reads the object store and checks the artifact belongs to the task's own organization.
+ArtifactReader = Callable[[ArtifactSource], Awaitable[tuple[bytes, str]]]
+
+
 @dataclass
 class StepsOutcome:
     status: Literal["completed", "failed"]
@@ -101,6 +108,8 @@ class StepsOutcome:
     artifacts: list[Artifact] = field(default_factory=list)
     logs: list[TaskLogLine] = field(default_factory=list)
     execution_time_seconds: float = 0.0
+    # failed because of the browser (crash, disconnect), not the steps: the scheduler may try again
+    retryable: bool = False
 
 
 class StepError(Exception):
@@ -211,6 +220,8 @@ class StepsRunner:
         self.logs: list[TaskLogLine] = []
         self._page: Page | None = None
         self._accumulate = 0  # > 0 inside a `repeat`: extracts append instead of overwrite
+        # for `upload` from an artifact; the worker sets one that reads the object store
+        self.artifact_reader: ArtifactReader | None = None
         self.index = 0  # the top-level step running now; after the loop, how many steps ran
 
     def _r(self, text: str) -> str:
@@ -381,10 +392,7 @@ class StepsRunner:
             loc = self._loc(page, step, step.selector).first
             await (loc.check if step.action == "check" else loc.uncheck)(timeout=timeout)
         elif isinstance(step, UploadStep):
-            files: list[Any] = [
-                {"name": f.name, "mimeType": f.mime_type, "buffer": base64.b64decode(f.content_base64)}
-                for f in step.files
-            ]
+            files = [await self._upload_file(f) for f in step.files]
             await self._loc(page, step, step.selector).first.set_input_files(files, timeout=timeout)
         elif isinstance(step, ScrollStep):
             if step.selector:
@@ -424,6 +432,23 @@ class StepsRunner:
             await self._repeat(page, step, label, timeout)
         else:  # pragma: no cover - the contract's discriminated union makes this unreachable
             raise StepError(f"unsupported action {step.action!r}")
+
+    async def _upload_file(self, f: UploadFile) -> Any:
+        if f.artifact is None:
+            assert f.content_base64 is not None and f.name is not None  # the contract requires them
+            return {
+                "name": f.name,
+                "mimeType": f.mime_type or "application/octet-stream",
+                "buffer": base64.b64decode(f.content_base64),
+            }
+        if self.artifact_reader is None:
+            raise StepError("uploading an artifact is not available here")
+        data, content_type = await self.artifact_reader(f.artifact)
+        return {
+            "name": f.name or f.artifact.name,
+            "mimeType": f.mime_type or content_type or "application/octet-stream",
+            "buffer": data,
+        }
 
     async def _navigate(self, page: Page, step: NavigateStep, timeout: float) -> None:
         seen = len(self.policy.blocked) if self.policy else 0
