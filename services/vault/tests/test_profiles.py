@@ -16,10 +16,14 @@ from typing import Any
 import nats
 import pytest
 from browserfleet_contracts import subjects
+from browserfleet_contracts.common import Ack, Actor
 from browserfleet_contracts.profiles import (
     MAX_PROFILE_STATE_BYTES,
+    ListProfilesRequest,
     ProfileAcquireRequest,
     ProfileLease,
+    ProfileNameRequest,
+    ProfilePublic,
     ProfileSaveReply,
     ProfileSaveRequest,
 )
@@ -235,6 +239,8 @@ async def served(
     ]
     ctx = create_context(vault_settings)
     await ctx.broker.start()
+    # its SUBs went out on its own connection: a PING round trip makes sure the server has them
+    await ctx.broker.connection.flush()
     tasks["t1"] = _task("t1", org, "crm")
     tasks["t2"] = _task("t2", org, "crm")
     tasks["t3"] = _task("t3", org, None)
@@ -274,3 +280,76 @@ async def test_profile_subjects_round_trip_and_refuse_a_task_not_naming_it(
     with pytest.raises(ServiceError) as exc:
         await rpc.call(subjects.Vault.PROFILE_ACQUIRE, acquire("t3"), ProfileLease)
     assert exc.value.status == 403 and exc.value.field == "profile"
+
+
+async def test_list_and_delete_profiles_are_org_scoped_and_refuse_a_leased_one(
+    served: tuple[RpcClient, dict[str, TaskPublic]],
+) -> None:
+    rpc, tasks = served
+    org = tasks["t1"].org_id
+
+    def actor(role: str, org_id: str = org) -> Actor:
+        return Actor(org_id=org_id, user_id="u1", role=role)  # type: ignore[arg-type]
+
+    async def listed(who: Actor) -> list[ProfilePublic]:
+        return await rpc.call(
+            subjects.Vault.LIST_PROFILES, ListProfilesRequest(actor=who), list[ProfilePublic]
+        )
+
+    async def delete(who: Actor, name: str = "crm") -> None:
+        await rpc.call(subjects.Vault.DELETE_PROFILE, ProfileNameRequest(actor=who, name=name), Ack)
+
+    lease = await rpc.call(
+        subjects.Vault.PROFILE_ACQUIRE,
+        ProfileAcquireRequest(task_id="t1", worker_key="sk_worker_x", profile="crm"),
+        ProfileLease,
+    )
+    assert lease.granted and lease.lease_token
+    size = len(json.dumps(STATE, separators=(",", ":")).encode())
+
+    # leased: listed as in use, and an admin's delete is a 409 (the task would save it back)
+    [crm] = await listed(actor("viewer"))
+    assert (crm.name, crm.version, crm.size, crm.in_use) == ("crm", 0, 0, True)
+    with pytest.raises(ServiceError) as exc:
+        await delete(actor("admin"))
+    assert (exc.value.status, exc.value.code, exc.value.field) == (409, "profile_in_use", "name")
+
+    await rpc.call(
+        subjects.Vault.PROFILE_SAVE,
+        ProfileSaveRequest(
+            task_id="t1", worker_key="sk_worker_x", profile="crm", lease_token=lease.lease_token, state=STATE
+        ),
+        ProfileSaveReply,
+    )
+    raw = await rpc.nc.request(
+        subjects.Vault.LIST_PROFILES, ListProfilesRequest(actor=actor("viewer")).model_dump_json().encode()
+    )
+    assert COOKIE.encode() not in raw.data  # the state never leaves through the list
+    [crm] = await listed(actor("viewer"))
+    assert (crm.version, crm.size, crm.in_use) == (1, size, False)
+
+    # another organization sees none of it and cannot delete it: as absent as a name that exists nowhere
+    other = unique_name("org")
+    assert await listed(actor("admin", other)) == []
+    for name in ("crm", "nowhere"):
+        with pytest.raises(ServiceError) as exc:
+            await delete(actor("admin", other), name)
+        assert (exc.value.status, exc.value.code, exc.value.field) == (404, "profile_not_found", "name")
+    # only admins delete
+    with pytest.raises(ServiceError) as exc:
+        await delete(actor("user"))
+    assert exc.value.status == 403
+    assert [p.name for p in await listed(actor("viewer"))] == ["crm"]
+
+    await delete(actor("admin"))
+    assert await listed(actor("viewer")) == []
+    with pytest.raises(ServiceError) as exc:
+        await delete(actor("admin"))
+    assert exc.value.status == 404
+    # the next task starts from an empty profile
+    fresh = await rpc.call(
+        subjects.Vault.PROFILE_ACQUIRE,
+        ProfileAcquireRequest(task_id="t2", worker_key="sk_worker_x", profile="crm"),
+        ProfileLease,
+    )
+    assert fresh.granted and fresh.state is None and fresh.version == 0

@@ -1,7 +1,8 @@
 """The vault's subjects end to end over the real NATS server and PostgreSQL.
 
-`svc.workers.authenticate` and `svc.scheduler.claim_info` are answered by small in-test responders
-standing in for worker-gateway and the scheduler (other services; this package must not import them).
+`svc.workers.authenticate`, `svc.scheduler.claim_info` and `svc.auth.org_policy` are answered by small
+in-test responders standing in for worker-gateway, the scheduler and auth (other services; this package must
+not import them).
 They are ordinary NATS subscribers that reply with the real contract models.
 """
 
@@ -13,6 +14,7 @@ from dataclasses import dataclass, field
 import nats
 import pytest
 from browserfleet_contracts import subjects
+from browserfleet_contracts.auth import OrgPolicy, WorkerOrgPolicyRequest
 from browserfleet_contracts.common import Ack, Actor, OrgScoped
 from browserfleet_contracts.tasks import ClaimInfo, ClaimInfoRequest
 from browserfleet_contracts.vault import (
@@ -38,10 +40,12 @@ from nats.aio.msg import Msg
 
 @dataclass
 class Stand:
-    """State of the stand-in worker-gateway and scheduler."""
+    """State of the stand-in worker-gateway, scheduler and auth."""
 
     workers: dict[str, WorkerIdentity] = field(default_factory=dict)
     claims: dict[str, ClaimInfo] = field(default_factory=dict)
+    policies: dict[str, OrgPolicy] = field(default_factory=dict)
+    policy_asks: list[WorkerOrgPolicyRequest] = field(default_factory=list)
 
 
 @pytest.fixture(scope="module")
@@ -73,9 +77,19 @@ async def stand(nc: NatsClient) -> AsyncIterator[Stand]:
         else:
             await msg.respond(claim.model_dump_json().encode())
 
+    async def org_policy(msg: Msg) -> None:
+        req = WorkerOrgPolicyRequest.model_validate_json(msg.data)
+        state.policy_asks.append(req)
+        if req.worker_key not in state.workers:
+            body = Unauthorized("unknown worker key").body()
+            await nc.publish(msg.reply, body.model_dump_json().encode(), headers={ERROR_HEADER: "401"})
+            return
+        await msg.respond(state.policies.get(req.org_id, OrgPolicy()).model_dump_json().encode())
+
     subs = [
         await nc.subscribe(subjects.Workers.AUTHENTICATE, queue="stand-in", cb=authenticate),
         await nc.subscribe(subjects.Scheduler.CLAIM_INFO, queue="stand-in", cb=claim_info),
+        await nc.subscribe(subjects.Auth.ORG_POLICY, queue="stand-in", cb=org_policy),
     ]
     yield state
     for sub in subs:
@@ -86,6 +100,8 @@ async def stand(nc: NatsClient) -> AsyncIterator[Stand]:
 async def vault(vault_settings: VaultSettings, vault_migrated: str) -> AsyncIterator[VaultContext]:
     ctx = create_context(vault_settings)
     await ctx.broker.start()
+    # its SUBs went out on its own connection: a PING round trip makes sure the server has them
+    await ctx.broker.connection.flush()
     yield ctx
     await ctx.broker.stop()
     await ctx.db.dispose()
@@ -168,6 +184,68 @@ async def test_release_to_the_worker_running_the_task(
     assert reply.values == {"A": "value-a", "B": "value-b"}
     async with vault.db.transaction() as session:
         assert await repository.count_releases(session, task_id) == 2
+
+
+async def test_the_org_proxy_secrets_are_released_but_no_other_unnamed_secret(
+    rpc: RpcClient, stand: Stand, vault: VaultContext
+) -> None:
+    """A task's worker may get the secrets its organization's policy names (the org proxy's credentials,
+    set by an org admin) besides those its steps name; anything else stays refused."""
+    org = unique_name("org")
+    for name in ("A", "PROXY_USER", "PROXY_PW", "OTHER"):
+        await put(rpc, org, name, f"value-{name}")
+    stand.policies[org] = OrgPolicy.model_validate(
+        {
+            "proxy": {
+                "server": "http://proxy.example:3128",
+                "username": "{{ secrets.PROXY_USER }}",
+                "password": "{{ secrets.PROXY_PW }}",
+            }
+        }
+    )
+    key = unique_name("sk_worker_")
+    _, task_id = _running_task(stand, org, key, ["A"])
+    asks = len(stand.policy_asks)
+    only_steps = await rpc.call(
+        subjects.Vault.RELEASE, ReleaseRequest(task_id=task_id, worker_key=key, names=["A"]), ReleaseReply
+    )
+    assert only_steps.values == {"A": "value-A"}
+    assert len(stand.policy_asks) == asks  # names the steps cover need no policy lookup
+    reply = await rpc.call(
+        subjects.Vault.RELEASE,
+        ReleaseRequest(task_id=task_id, worker_key=key, names=["A", "PROXY_USER", "PROXY_PW"]),
+        ReleaseReply,
+    )
+    assert reply.values == {"A": "value-A", "PROXY_USER": "value-PROXY_USER", "PROXY_PW": "value-PROXY_PW"}
+    assert stand.policy_asks[-1] == WorkerOrgPolicyRequest(org_id=org, worker_key=key)
+    with pytest.raises(ServiceError) as exc:
+        await rpc.call(
+            subjects.Vault.RELEASE,
+            ReleaseRequest(task_id=task_id, worker_key=key, names=["PROXY_PW", "OTHER"]),
+            ReleaseReply,
+        )
+    assert exc.value.status == 403 and "does not name secret(s): OTHER" in exc.value.message
+    # another org's policy does not open this org's secrets: the policy asked for is the task's org's
+    other = unique_name("org")
+    await put(rpc, other, "PROXY_PW", "other-org-value")
+    _, other_task = _running_task(stand, other, key, [])
+    with pytest.raises(ServiceError) as exc:
+        await rpc.call(
+            subjects.Vault.RELEASE,
+            ReleaseRequest(task_id=other_task, worker_key=key, names=["PROXY_PW"]),
+            ReleaseReply,
+        )
+    assert exc.value.status == 403
+    # and a task that is not running asks auth nothing
+    stand.claims[task_id] = stand.claims[task_id].model_copy(update={"status": "completed"})
+    asks = len(stand.policy_asks)
+    with pytest.raises(ServiceError) as exc:
+        await rpc.call(
+            subjects.Vault.RELEASE,
+            ReleaseRequest(task_id=task_id, worker_key=key, names=["PROXY_PW"]),
+            ReleaseReply,
+        )
+    assert exc.value.status == 403 and len(stand.policy_asks) == asks
 
 
 @pytest.mark.parametrize(

@@ -45,6 +45,8 @@ async def gateway(
     await ctx.broker.connect()
     await ensure_streams(ctx.broker.connection.jetstream())
     await ctx.broker.start()
+    # its SUBs went out on its own connection: a PING round trip makes sure the server has them
+    await ctx.broker.connection.flush()
     yield ctx
     await ctx.broker.stop()
     await ctx.db.dispose()

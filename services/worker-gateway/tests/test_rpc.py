@@ -32,6 +32,8 @@ async def gateway(
 ) -> AsyncIterator[WorkerGatewayContext]:
     ctx = create_context(wg_settings)
     await ctx.broker.start()
+    # its SUBs went out on its own connection: a PING round trip makes sure the server has them
+    await ctx.broker.connection.flush()
     yield ctx
     await ctx.broker.stop()
     await ctx.db.dispose()

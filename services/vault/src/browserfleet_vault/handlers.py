@@ -7,8 +7,11 @@ from typing import TYPE_CHECKING
 from browserfleet_contracts import subjects
 from browserfleet_contracts.common import Ack, OrgScoped
 from browserfleet_contracts.profiles import (
+    ListProfilesRequest,
     ProfileAcquireRequest,
     ProfileLease,
+    ProfileNameRequest,
+    ProfilePublic,
     ProfileSaveReply,
     ProfileSaveRequest,
 )
@@ -90,5 +93,20 @@ def build_router(ctx: VaultContext) -> NatsRouter:
             return await service.save_profile(
                 session, ctx.keyring, grant, body.lease_token, body.state, utcnow()
             )
+
+    @router.subscriber(
+        subjects.Vault.LIST_PROFILES, queue=queue, max_workers=in_flight, title="vault.list_profiles"
+    )
+    async def list_profiles(body: ListProfilesRequest) -> list[ProfilePublic]:
+        async with ctx.db.transaction() as session:
+            return await service.list_profiles(session, body.actor, utcnow())
+
+    @router.subscriber(
+        subjects.Vault.DELETE_PROFILE, queue=queue, max_workers=in_flight, title="vault.delete_profile"
+    )
+    async def delete_profile(body: ProfileNameRequest) -> Ack:
+        async with ctx.db.transaction() as session:
+            await service.delete_profile(session, body.actor, body.name, utcnow())
+        return Ack()
 
     return router

@@ -153,6 +153,27 @@ async def lock_profile(session: AsyncSession, org_id: str, name: str) -> Profile
     return (await session.exec(stmt)).one()
 
 
+async def list_profiles(session: AsyncSession, org_id: str) -> list[Profile]:
+    stmt = select(Profile).where(Profile.org_id == org_id).order_by(Profile.name)
+    return list((await session.exec(stmt)).all())
+
+
+async def lock_existing_profile(session: AsyncSession, org_id: str, name: str) -> Profile | None:
+    """The profile row locked FOR UPDATE (a lease decision waits for the delete), or None; never creates it."""
+    stmt = (
+        select(Profile)
+        .where(Profile.org_id == org_id, Profile.name == name)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    return (await session.exec(stmt)).first()
+
+
+async def delete_profile_row(session: AsyncSession, profile: Profile) -> None:
+    await session.delete(profile)
+    await session.flush()
+
+
 async def get_profile(session: AsyncSession, org_id: str, name: str) -> Profile | None:
     stmt = select(Profile).where(Profile.org_id == org_id, Profile.name == name)
     return (await session.exec(stmt)).first()

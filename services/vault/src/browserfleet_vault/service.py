@@ -8,13 +8,20 @@ from __future__ import annotations
 import json
 import logging
 import secrets
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from browserfleet_contracts import subjects
+from browserfleet_contracts.auth import OrgPolicy, WorkerOrgPolicyRequest
 from browserfleet_contracts.common import Actor
-from browserfleet_contracts.profiles import MAX_PROFILE_STATE_BYTES, ProfileLease, ProfileSaveReply
+from browserfleet_contracts.profiles import (
+    MAX_PROFILE_STATE_BYTES,
+    ProfileLease,
+    ProfilePublic,
+    ProfileSaveReply,
+)
 from browserfleet_contracts.tasks import ClaimInfo, ClaimInfoRequest, GetTaskRequest, TaskPublic
 from browserfleet_contracts.vault import CredentialCreate, CredentialPublic
 from browserfleet_contracts.workers import WorkerAuthRequest, WorkerIdentity
@@ -25,7 +32,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from . import crypto, repository
 from .crypto import Keyring
-from .models import Credential, DataKey
+from .models import Credential, DataKey, Profile
 
 log = logging.getLogger(__name__)
 
@@ -102,15 +109,19 @@ class ReleaseGrant:
     names: list[str]
 
 
-def authorize(identity: WorkerIdentity, claim: ClaimInfo, names: list[str]) -> ReleaseGrant:
-    """The release rule: the task is running, claimed by this worker, and names every secret asked for."""
+def authorize(
+    identity: WorkerIdentity, claim: ClaimInfo, names: list[str], policy_names: Iterable[str] = ()
+) -> ReleaseGrant:
+    """The release rule: the task is running, claimed by this worker, and every secret asked for is named
+    by the task's steps or by its organization's policy (`policy_names`: the org proxy's credentials, which
+    only an org admin can set; a task cannot add to them)."""
     if claim.status != "running":
         raise Forbidden(f"task {claim.task_id} is {claim.status}, not running", code="release_denied")
     if claim.worker_id != identity.worker_id:
         raise Forbidden(f"task {claim.task_id} is not claimed by this worker", code="release_denied")
     if identity.org_id is not None and identity.org_id != claim.org_id:
         raise Forbidden(f"task {claim.task_id} belongs to another organization", code="release_denied")
-    allowed = set(claim.secret_names)
+    allowed = set(claim.secret_names) | set(policy_names)
     unnamed = [n for n in dict.fromkeys(names) if n not in allowed]
     if unnamed:
         raise Forbidden(
@@ -137,7 +148,18 @@ async def authorize_release(rpc: RpcClient, task_id: str, worker_key: str, names
     claim: ClaimInfo = await rpc.call(
         subjects.Scheduler.CLAIM_INFO, ClaimInfoRequest(task_id=task_id), ClaimInfo
     )
-    return authorize(identity, claim, names)
+    policy_names: set[str] = set()
+    if set(names) - set(claim.secret_names):
+        # names the task's steps do not: allowed only if the org's policy (its proxy) references them. Asked
+        # only now, after the claim was checked, with the worker's own key (auth verifies it again).
+        authorize(identity, claim, [])
+        policy: OrgPolicy = await rpc.call(
+            subjects.Auth.ORG_POLICY,
+            WorkerOrgPolicyRequest(org_id=claim.org_id, worker_key=worker_key),
+            OrgPolicy,
+        )
+        policy_names = policy.secret_names()
+    return authorize(identity, claim, names, policy_names)
 
 
 async def release(session: AsyncSession, keyring: Keyring, grant: ReleaseGrant) -> dict[str, str]:
@@ -300,3 +322,41 @@ async def save_profile(
         grant.task_id,
     )
     return ProfileSaveReply(saved=saved, version=row.version)
+
+
+GCM_TAG_BYTES = 16
+
+
+def _profile_public(row: Profile, now: datetime) -> ProfilePublic:
+    held = row.lease_token is not None and row.lease_expires_at is not None and row.lease_expires_at > now
+    return ProfilePublic(
+        name=row.name,
+        version=row.version,
+        size=max(len(row.ciphertext) - GCM_TAG_BYTES, 0) if row.ciphertext is not None else 0,
+        in_use=held,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+    )
+
+
+async def list_profiles(session: AsyncSession, actor: Actor, now: datetime) -> list[ProfilePublic]:
+    """The caller's organization's profiles: names, versions, sizes; never a state."""
+    return [_profile_public(row, now) for row in await repository.list_profiles(session, actor.org_id)]
+
+
+async def delete_profile(session: AsyncSession, actor: Actor, name: str, now: datetime) -> None:
+    """Admins delete a profile of their organization; another org's profile is NotFound. A profile whose lease
+    a running task holds is a Conflict (the task would save it back): retry once the task has finished."""
+    if actor.role != "admin":
+        raise Forbidden("only admins delete profiles", code="insufficient_role")
+    row = await repository.lock_existing_profile(session, actor.org_id, name)
+    if row is None:
+        raise NotFound(f"profile {name} not found", code="profile_not_found", field="name")
+    if row.lease_token is not None and row.lease_expires_at is not None and row.lease_expires_at > now:
+        raise Conflict(
+            f"profile {name} is in use by task {row.lease_task_id}; delete it after that task has finished",
+            code="profile_in_use",
+            field="name",
+        )
+    await repository.delete_profile_row(session, row)
+    log.info("profile %s of org %s deleted", name, actor.org_id)

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import String, cast, delete, update
-from sqlalchemy.dialects.postgresql import ARRAY, array, insert
+from browserfleet_core.db import new_id
+from sqlalchemy import String, any_, bindparam, delete, update
+from sqlalchemy.dialects.postgresql import ARRAY, insert
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from .models import DUE_STATES, WebhookAttempt, WebhookDelivery, WebhookEndpoint
+from .models import DUE_STATES, PENDING, WebhookAttempt, WebhookDelivery, WebhookEndpoint
 
 # --- endpoints ------------------------------------------------------------------------------------
 
@@ -45,50 +46,83 @@ async def delete_endpoint(session: AsyncSession, org_id: str, endpoint_id: str) 
     return bool(result.rowcount)
 
 
-async def matching_endpoints(session: AsyncSession, org_id: str, filters: list[str]) -> Sequence[str]:
-    """Ids of the org's enabled endpoints whose filter list contains any of `filters`."""
-    stmt = select(col(WebhookEndpoint.id)).where(
-        col(WebhookEndpoint.org_id) == org_id,
-        col(WebhookEndpoint.enabled).is_(True),
-        col(WebhookEndpoint.events).op("?|")(cast(array(filters), ARRAY(String))),
-    )
-    return (await session.exec(stmt)).all()
+@dataclass(frozen=True)
+class EndpointFilter:
+    """An enabled endpoint and the event filters it subscribed to."""
+
+    id: str
+    org_id: str
+    events: list[str]
+
+
+# built once: composing the statement per batch cost more CPU than running it
+_ENDPOINTS_FOR_EVENTS = select(
+    col(WebhookEndpoint.id), col(WebhookEndpoint.org_id), col(WebhookEndpoint.events)
+).where(
+    col(WebhookEndpoint.org_id) == any_(bindparam("org_ids", type_=ARRAY(String))),
+    col(WebhookEndpoint.enabled).is_(True),
+    col(WebhookEndpoint.events).op("?|")(bindparam("filters", type_=ARRAY(String))),
+)
+
+
+async def endpoints_for_events(
+    session: AsyncSession, org_ids: Collection[str], filters: Collection[str]
+) -> list[EndpointFilter]:
+    """One query for a batch of events: the enabled endpoints of `org_ids` whose filter list contains any
+    of `filters`. A superset: the caller pairs each event with its own org's endpoints and its own filters."""
+    if not org_ids or not filters:
+        return []
+    params = {"org_ids": sorted(org_ids), "filters": sorted(filters)}
+    rows = (await session.exec(_ENDPOINTS_FOR_EVENTS, params=params)).all()
+    return [EndpointFilter(id=r[0], org_id=r[1], events=list(r[2])) for r in rows]
 
 
 # --- deliveries -----------------------------------------------------------------------------------
 
 
-async def insert_delivery(
-    session: AsyncSession,
-    *,
-    delivery_id: str,
-    endpoint_id: str,
-    org_id: str,
-    event_id: str,
-    event_type: str,
-    payload: bytes,
-    now: datetime,
-) -> bool:
-    """Insert a pending delivery due now; False when this (endpoint, event) already has one."""
-    stmt = (
-        insert(WebhookDelivery)
-        .values(
-            id=delivery_id,
-            endpoint_id=endpoint_id,
-            org_id=org_id,
-            event_id=event_id,
-            event_type=event_type,
-            payload=payload,
-            status="pending",
-            attempt=0,
-            next_attempt_at=now,
-            created_at=now,
-            updated_at=now,
+@dataclass(frozen=True)
+class NewDelivery:
+    endpoint_id: str
+    org_id: str
+    event_id: str
+    event_type: str
+    payload: bytes
+
+
+INSERT_CHUNK = 500  # rows per INSERT statement (11 parameters each, well under PostgreSQL's 65,535)
+
+
+async def insert_deliveries(
+    session: AsyncSession, deliveries: Sequence[NewDelivery], *, now: datetime
+) -> int:
+    """Insert pending deliveries due now, skipping every (endpoint, event) that already has one (the
+    unique key uq_webhook_deliveries_endpoint_event). Returns how many were new."""
+    created = 0
+    for start in range(0, len(deliveries), INSERT_CHUNK):
+        rows = [
+            {
+                "id": new_id(),
+                "endpoint_id": d.endpoint_id,
+                "org_id": d.org_id,
+                "event_id": d.event_id,
+                "event_type": d.event_type,
+                "payload": d.payload,
+                "status": PENDING,
+                "attempt": 0,
+                "next_attempt_at": now,
+                "created_at": now,
+                "updated_at": now,
+            }
+            for d in deliveries[start : start + INSERT_CHUNK]
+        ]
+        stmt = (
+            insert(WebhookDelivery)
+            .values(rows)
+            .on_conflict_do_nothing(index_elements=["endpoint_id", "event_id"])
+            .returning(col(WebhookDelivery.id))
         )
-        .on_conflict_do_nothing(index_elements=["endpoint_id", "event_id"])
-        .returning(col(WebhookDelivery.id))
-    )
-    return (await session.exec(stmt)).one_or_none() is not None
+        created += len((await session.exec(stmt)).all())
+    return created
 
 
 async def list_deliveries(
