@@ -231,6 +231,16 @@ async def test_unknown_secret_is_422_and_nothing_is_created(
     assert subjects.Scheduler.CREATE_TASK not in services.subjects_called()
 
 
+async def test_an_unknown_org_llm_key_is_422_on_its_field(
+    client: httpx.AsyncClient, signer: Any, services: Any
+) -> None:
+    task = {"task": "find the cheapest widget", "agent": {"api_key_secret": "ORG_LLM_KEY"}}
+    resp = await client.post("/api/v1/tasks", json=task, headers=bearer(signer.token()))
+    err = assert_error(resp, 422, code="unknown_secret", field="agent.api_key_secret")
+    assert err["message"] == "unknown secret(s): ORG_LLM_KEY"
+    assert subjects.Scheduler.CREATE_TASK not in services.subjects_called()
+
+
 async def test_oversize_body_is_413_before_parsing(
     client: httpx.AsyncClient, signer: Any, services: Any
 ) -> None:

@@ -270,6 +270,7 @@ ID_ROUTES_ELSEWHERE = {
     "/admin/schedules/{schedule_id}/resume",
     "/api/v1/credentials/{name}",
     "/admin/webhooks/{endpoint_id}",
+    "/api/v1/profiles/{name}",  # vault; also services/gateway/tests/test_profiles_routes.py
 }
 
 
@@ -338,3 +339,107 @@ async def test_isolation_matrix_for_every_id_route(
     assert key_a["id"] not in (await client.get("/admin/api-keys", headers=admin_b)).text
     assert user_a["id"] not in (await client.get("/admin/users", headers=admin_b)).text
     assert org_b
+
+
+# --- the organization's policy ----------------------------------------------------------------------
+@pytest.fixture
+async def vault(nats_url: str, database_url: str) -> AsyncIterator[None]:
+    """The real vault (its own schema in the run's database): the policy's proxy secrets must exist there."""
+    import base64
+    import os
+
+    from browserfleet_vault.app import create_context
+    from browserfleet_vault.settings import VaultSettings
+
+    migrations.upgrade("browserfleet_vault", database_url)
+    ctx = create_context(
+        VaultSettings(
+            nats_url=nats_url,
+            database_url=database_url,
+            vault_master_key=base64.b64encode(os.urandom(32)).decode(),
+        )
+    )
+    await ctx.broker.start()
+    # its SUBs went out on its own connection: a PING round trip makes sure the server has them
+    await ctx.broker.connection.flush()
+    try:
+        yield
+    finally:
+        await ctx.broker.stop()
+        await ctx.db.dispose()
+
+
+async def test_org_policy_admins_write_members_read_bad_input_is_422(
+    gateways: Callable[..., Any], operator: BootstrapReply, vault: None
+) -> None:
+    _, client = await gateways(rate_limit_per_second=0, login_rate_per_second=100, login_burst=100)
+    op = await operator_headers(client, operator)
+    _, admin = await new_org(client, op, "policy-gw")
+    other_org, other_admin = await new_org(client, op, "policy-gw2")
+    members = {}
+    for role in ("user", "viewer"):
+        made = await client.post(
+            "/admin/users", headers=admin, json={"email": f"{role}@policy-gw.example", "role": role}
+        )
+        members[role] = await login(client, made.json()["email"], made.json()["password"])
+    default = await client.get("/api/v1/org/policy", headers=members["viewer"])
+    assert default.status_code == 200
+    assert default.json() == {"allowed_domains": None, "allow_evaluate": False, "proxy": None}
+
+    policy = {
+        "allowed_domains": ["example.com"],
+        "allow_evaluate": True,
+        "proxy": {
+            "server": "http://proxy.example:3128",
+            "username": "acme",
+            "password": "{{ secrets.PROXY_PW }}",
+        },
+    }
+    # the proxy's password must name a secret that exists in the org's vault
+    unknown = await client.put("/api/v1/org/policy", headers=admin, json=policy)
+    assert unknown.status_code == 422 and unknown.json()["error"]["field"] == "proxy", unknown.text
+    assert "PROXY_PW" in unknown.json()["error"]["message"]
+    stored = await client.post(
+        "/api/v1/credentials", headers=admin, json={"name": "PROXY_PW", "value": "pr0xy-pass"}
+    )
+    assert stored.status_code in (200, 201), stored.text
+    for role, headers in members.items():
+        denied = await client.put("/api/v1/org/policy", headers=headers, json=policy)
+        assert denied.status_code == 403, (role, denied.text)
+    put = await client.put("/api/v1/org/policy", headers=admin, json=policy)
+    assert put.status_code == 200, put.text
+    for headers in (admin, *members.values()):
+        assert (await client.get("/api/v1/org/policy", headers=headers)).json() == {
+            **policy,
+            "proxy": {**policy["proxy"], "bypass": None},
+        }
+    # another org's policy is its own
+    assert (await client.get("/api/v1/org/policy", headers=other_admin)).json()["allowed_domains"] is None
+    assert other_org
+    # hostile input: 422 naming the field, nothing stored
+    for body, field in (
+        ({"allowed_domains": ["not a domain"]}, "allowed_domains.0"),
+        ({"allowed_domains": ["example.com/../x"]}, "allowed_domains.0"),
+        ({"proxy": {"server": "http://u:p@proxy.example"}}, "proxy"),
+        ({"proxy": {"server": "http://proxy.example", "password": "in-clear"}}, "proxy"),
+        ({"allow_evaluate": "sometimes"}, "allow_evaluate"),
+        ({"allowed_domains": ["example.com"], "extra": True}, "extra"),
+    ):
+        bad = await client.put("/api/v1/org/policy", headers=admin, json=body)
+        assert bad.status_code == 422 and bad.json()["error"]["field"] == field, (body, bad.text)
+    assert (await client.get("/api/v1/org/policy", headers=admin)).json()["allowed_domains"] == [
+        "example.com"
+    ]
+    # the change is in the org's audit log, without any secret value
+    audit = await client.get("/admin/audit-log?action=organization.policy_updated", headers=admin)
+    assert audit.status_code == 200 and len(audit.json()["items"]) == 1
+    assert "pr0xy-pass" not in audit.text
+    # API keys have no scope for the policy
+    key = (
+        await client.post("/admin/api-keys", headers=admin, json={"name": "k", "scopes": ["tasks:write"]})
+    ).json()["key"]
+    for method in ("GET", "PUT"):
+        resp = await client.request(
+            method, "/api/v1/org/policy", headers={"Authorization": f"Bearer {key}"}, json=policy
+        )
+        assert resp.status_code == 403

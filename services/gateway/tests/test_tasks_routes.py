@@ -578,3 +578,110 @@ async def test_artifacts_are_listed_and_downloadable(stack: Stack) -> None:
     assert (
         await stack.http.get(f"/api/v1/tasks/{uuid.uuid4()}/artifacts", headers=stack.admin)
     ).status_code == 404
+
+
+# --- upload from an artifact ------------------------------------------------------------------------
+def _upload_task(source: dict[str, Any], **file: Any) -> dict[str, Any]:
+    return {
+        "steps": [
+            *STEPS,
+            {"action": "upload", "selector": "#file", "files": [{"artifact": source, **file}]},
+        ]
+    }
+
+
+async def test_upload_from_an_artifact_is_checked_in_the_callers_org(stack: Stack) -> None:
+    # org A's earlier task stored report.pdf (in the object store and on its record); expired.csv is on the
+    # record only, as after the retention period
+    task, worker = await _running(stack)
+    js = stack.nc.jetstream()
+    await ensure_streams(js)
+    store = await js.object_store(subjects.ARTIFACTS_BUCKET)
+    await store.put(f"{task['id']}/1/report.pdf", b"%PDF-1.7 report")
+    refs = [
+        ArtifactRef(name=n, object_name=f"{task['id']}/1/{n}", content_type="application/pdf", size=15)
+        for n in ("report.pdf", "expired.csv")
+    ]
+    done = TaskUpdateMessage(
+        task_id=task["id"],
+        attempt=1,
+        worker_id=worker.worker_id,
+        kind="result",
+        status="completed",
+        artifacts=refs,
+    )
+    await _update(stack, done, f"{task['id']}:1:result")
+    await _status(stack, task["id"], "completed")
+    field = "steps.1.files.0.artifact"
+
+    ok = await stack.http.post(
+        "/api/v1/tasks", headers=stack.user, json=_upload_task({"task_id": task["id"], "name": "report.pdf"})
+    )
+    assert ok.status_code == 201, ok.text
+    # the attempt the gateway found travels with the task, so the worker reads exactly that object
+    assert ok.json()["spec"]["steps"][1]["files"][0]["artifact"] == {
+        "task_id": task["id"],
+        "name": "report.pdf",
+        "attempt": 1,
+    }
+
+    bad = [
+        ({"task_id": task["id"], "name": "nope.pdf"}, f"{field}.name", "artifact_not_found"),
+        (
+            {"task_id": task["id"], "name": "report.pdf", "attempt": 2},
+            f"{field}.attempt",
+            "artifact_not_found",
+        ),
+        ({"task_id": task["id"], "name": "expired.csv"}, f"{field}.name", "artifact_expired"),
+        ({"task_id": str(uuid.uuid4()), "name": "report.pdf"}, f"{field}.task_id", "artifact_not_found"),
+    ]
+    for source, where, code in bad:
+        err = _error(
+            await stack.http.post("/api/v1/tasks", headers=stack.user, json=_upload_task(source)), 422
+        )
+        assert (err["field"], err["code"]) == (where, code), err
+    # one file takes one source
+    both = _upload_task({"task_id": task["id"], "name": "report.pdf"}, content_base64="YQ==", name="a")
+    assert _error(await stack.http.post("/api/v1/tasks", headers=stack.user, json=both), 422)["field"]
+    # a schedule's template is checked the same way, its field named within the schedule
+    sched = {"name": "up", "cron": "0 3 * * *", "task": _upload_task({"task_id": task["id"], "name": "nope"})}
+    err = _error(await stack.http.post("/admin/schedules", headers=stack.admin, json=sched), 422)
+    assert err["field"] == f"task.{field}.name", err
+
+    # a hostile client of another organization naming org A's task exactly: as if the task did not exist
+    org_b = await stack.http.post(
+        "/organizations",
+        headers=stack.admin,
+        json={
+            "name": "Upload Thief",
+            "slug": f"thief-{uuid.uuid4().hex[:6]}",
+            "admin_email": "a@thief.example",
+        },
+    )
+    assert org_b.status_code == 201, org_b.text
+    b_admin = await _login(stack.http, org_b.json()["admin_email"], org_b.json()["admin_password"])
+    before = (await stack.http.get("/admin/tasks", headers=b_admin)).json()["items"]
+    stolen = _error(
+        await stack.http.post(
+            "/api/v1/tasks", headers=b_admin, json=_upload_task({"task_id": task["id"], "name": "report.pdf"})
+        ),
+        422,
+    )
+    nowhere = _error(
+        await stack.http.post(
+            "/api/v1/tasks",
+            headers=b_admin,
+            json=_upload_task({"task_id": str(uuid.uuid4()), "name": "report.pdf"}),
+        ),
+        422,
+    )
+    assert (
+        (stolen["field"], stolen["code"])
+        == (nowhere["field"], nowhere["code"])
+        == (
+            f"{field}.task_id",
+            "artifact_not_found",
+        )
+    )
+    assert stolen["message"] == f"{field}.task_id: task {task['id']} not found"
+    assert (await stack.http.get("/admin/tasks", headers=b_admin)).json()["items"] == before == []

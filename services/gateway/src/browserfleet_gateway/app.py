@@ -26,6 +26,7 @@ from .ratelimit import RateLimiter
 from .routes import ROUTERS
 from .routes_artifacts import router as artifacts_router
 from .routes_identity import router as identity_router
+from .routes_profiles import router as profiles_router
 from .routes_tasks import ROUTERS as TASK_ROUTERS
 from .settings import GatewaySettings
 
@@ -84,7 +85,7 @@ def create_app(
     for router in ROUTERS:
         app.include_router(router)
     app.include_router(identity_router)
-    for router in (*TASK_ROUTERS, artifacts_router):
+    for router in (*TASK_ROUTERS, artifacts_router, profiles_router):
         app.include_router(router)
     # add_middleware wraps: the last one added is the outermost.
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)

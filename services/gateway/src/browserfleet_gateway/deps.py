@@ -21,7 +21,7 @@ from browserfleet_contracts.common import Actor, Role
 from browserfleet_core.errors import Forbidden, Unauthorized, Unavailable
 from browserfleet_core.messaging import RpcClient
 from browserfleet_core.security import JwksVerifier, hash_token
-from fastapi import Depends, Request, Response
+from fastapi import Depends, Path, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
@@ -287,6 +287,11 @@ async def get_principal(principal: Annotated[Principal, Depends(access("viewer")
 # Any role, users only (no API keys); `Writer` / `Admin` for user and admin. Routes that accept API keys
 # declare `access(min_role, scope=...)` themselves.
 CurrentPrincipal = Annotated[Principal, Depends(access("viewer"))]
+# Tasks: viewers and `tasks:read` keys read; users and `tasks:write` keys submit and cancel.
+TasksRead = Annotated[Principal, Depends(access("viewer", scope="tasks:read"))]
+TasksWrite = Annotated[Principal, Depends(access("user", scope="tasks:write"))]
+# the id in a path: ours are UUIDs, but any id up to 64 characters reaches the service (which says 404)
+IdPath = Annotated[str, Path(min_length=1, max_length=64)]
 Writer = Annotated[Principal, Depends(access("user"))]
 Admin = Annotated[Principal, Depends(access("admin"))]
 

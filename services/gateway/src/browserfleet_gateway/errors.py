@@ -106,3 +106,8 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _on_validation_error)
     app.add_exception_handler(StarletteHTTPException, _on_http_exception)
     # Anything else is answered as a bare 500 by `middleware.EdgeMiddleware`, which logs the traceback.
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """A router's documented error answers (OpenAPI `responses`): each status with the ErrorResponse body."""
+    return {status: {"model": ErrorResponse} for status in statuses}

@@ -29,8 +29,6 @@ from browserfleet_contracts.tasks import (
     TaskStatus,
 )
 from browserfleet_contracts.vault import (
-    CheckNamesReply,
-    CheckNamesRequest,
     CredentialCreate,
     CredentialPublic,
     NameRequest,
@@ -52,7 +50,7 @@ from browserfleet_contracts.workers import (
     RegisterRequest,
     WorkerPublic,
 )
-from browserfleet_core.errors import Invalid, NotFound
+from browserfleet_core.errors import NotFound
 from fastapi import APIRouter, Body, Depends, Header, Path, Query, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
@@ -63,22 +61,21 @@ from . import artifacts
 from .deps import (
     CurrentPrincipal,
     GatewayState,
+    IdPath,
     Principal,
     RpcDep,
     StateDep,
+    TasksRead,
+    TasksWrite,
     access,
     client_ip,
     public,
 )
-from .errors import ErrorResponse
+from .errors import error_responses
+from .routes_tasks import check_task_references
 
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorResponse} for code in (400, 401, 403, 404, 409, 413, 422, 429, 503)
-}
-_ID = Annotated[str, Path(min_length=1, max_length=64)]
+_ERRORS = error_responses(400, 401, 403, 404, 409, 413, 422, 429, 503)
 # Every route declares who may call it (a test walks the route table): users by minimum role, API keys by scope.
-TasksRead = Annotated[Principal, Depends(access("viewer", scope="tasks:read"))]
-TasksWrite = Annotated[Principal, Depends(access("user", scope="tasks:write"))]
 CredentialsRead = Annotated[Principal, Depends(access("viewer", scope="credentials:write"))]
 CredentialsWrite = Annotated[Principal, Depends(access("user", scope="credentials:write"))]
 WebhooksAdmin = Annotated[Principal, Depends(access("admin", scope="webhooks:admin"))]
@@ -164,25 +161,17 @@ async def create_task(
     body: TaskCreate,
     principal: TasksWrite,
     rpc: RpcDep,
+    state: StateDep,
     response: Response,
     idempotency_key: Annotated[
         str | None,
         Header(alias="Idempotency-Key", max_length=255, description="same key, same task: retries are safe"),
     ] = None,
 ) -> TaskPublic:
-    names = body.spec().secret_names()
-    if names:
-        reply: CheckNamesReply = await rpc.call(
-            subjects.Vault.CHECK_NAMES,
-            CheckNamesRequest(actor=principal.actor, names=sorted(names)),
-            CheckNamesReply,
-        )
-        if reply.missing:
-            raise Invalid(
-                f"unknown secret(s): {', '.join(sorted(reply.missing))}",
-                field="steps" if body.kind == "steps" else "goal",
-                code="unknown_secret",
-            )
+    js = state.nc.jetstream() if state.nc is not None else None
+    await check_task_references(
+        rpc, js, principal.actor, body
+    )  # secrets and artifacts it names: 422 naming the field
     task: TaskPublic = await rpc.call(
         subjects.Scheduler.CREATE_TASK,
         CreateTaskRequest(actor=principal.actor, task=body, idempotency_key=idempotency_key),
@@ -211,7 +200,7 @@ async def _get_task(rpc: RpcDep, principal: Principal, task_id: str) -> TaskPubl
 
 
 @tasks_router.get("/{task_id}", response_model=TaskPublic, summary="One task, with its result")
-async def get_task(task_id: _ID, principal: TasksRead, rpc: RpcDep) -> TaskPublic:
+async def get_task(task_id: IdPath, principal: TasksRead, rpc: RpcDep) -> TaskPublic:
     return await _get_task(rpc, principal, task_id)
 
 
@@ -225,7 +214,7 @@ _SAFE_FILENAME = re.compile(r"[^A-Za-z0-9_.-]")
     summary="Download an artifact (screenshot, PDF, ...) of a task",
 )
 async def download_artifact(
-    task_id: _ID,
+    task_id: IdPath,
     name: Annotated[str, Path(min_length=1, max_length=200)],
     principal: TasksRead,
     state: StateDep,
@@ -323,7 +312,7 @@ async def list_deliveries(
     response_class=Response,
     summary="Remove a webhook endpoint",
 )
-async def delete_webhook(endpoint_id: _ID, principal: WebhooksAdmin, rpc: RpcDep) -> Response:
+async def delete_webhook(endpoint_id: IdPath, principal: WebhooksAdmin, rpc: RpcDep) -> Response:
     await rpc.call(subjects.Webhooks.DELETE_ENDPOINT, ById(actor=principal.actor, id=endpoint_id), Any)
     return Response(status_code=http.HTTP_204_NO_CONTENT)
 

@@ -3,26 +3,44 @@ from the object store, is `GET /api/v1/tasks/{task_id}/artifacts/{name}` in rout
 
 The list comes from the task's own record (the scheduler stores the `ArtifactRef`s a worker reported), so it is
 org-scoped like the task: another org's task is a 404 here too.
+
+`resolve_upload_artifacts` checks, at submission, every upload step that takes a file from an artifact: the
+task it names must be the caller's organization's (asked of the scheduler in the caller's scope, so another
+org's task is simply not there), the artifact must exist, fit an upload and still be in the object store. The
+attempt it found is written into the reference, so the worker reads exactly that object (and checks the org
+stored with it once more).
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from collections.abc import Iterator, Sequence
 from urllib.parse import quote
 
 from browserfleet_contracts import subjects
+from browserfleet_contracts.common import Actor
 from browserfleet_contracts.task_admin import ArtifactPublic
-from browserfleet_contracts.tasks import ArtifactRef, GetTaskRequest, TaskPublic
-from fastapi import APIRouter, Depends, Path
+from browserfleet_contracts.tasks import (
+    MAX_UPLOAD_BYTES,
+    ArtifactRef,
+    ArtifactSource,
+    GetTaskRequest,
+    IfStep,
+    RepeatStep,
+    Step,
+    TaskCreate,
+    TaskPublic,
+    UploadStep,
+)
+from browserfleet_core.errors import Invalid, NotFound, ServiceError
+from browserfleet_core.messaging import RpcClient
+from fastapi import APIRouter
+from nats.js import JetStreamContext
 
-from .deps import Principal, RpcDep, access
-from .errors import ErrorResponse
+from . import artifacts
+from .deps import IdPath, RpcDep, TasksRead
+from .errors import error_responses
 
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorResponse} for code in (401, 403, 404, 422, 429, 503)
-}
-_ID = Annotated[str, Path(min_length=1, max_length=64)]
-TasksRead = Annotated[Principal, Depends(access("viewer", scope="tasks:read"))]
+_ERRORS = error_responses(401, 403, 404, 422, 429, 503)
 
 router = APIRouter(prefix="/api/v1/tasks", tags=["tasks", "artifacts"], responses=_ERRORS)
 
@@ -55,8 +73,81 @@ def public_artifacts(task: TaskPublic) -> list[ArtifactPublic]:
     response_model=list[ArtifactPublic],
     summary="A task's artifacts (screenshots, PDFs, downloads, traces): name, type and size",
 )
-async def list_artifacts(task_id: _ID, principal: TasksRead, rpc: RpcDep) -> list[ArtifactPublic]:
+async def list_artifacts(task_id: IdPath, principal: TasksRead, rpc: RpcDep) -> list[ArtifactPublic]:
     task: TaskPublic = await rpc.call(
         subjects.Scheduler.GET_TASK, GetTaskRequest(actor=principal.actor, task_id=task_id), TaskPublic
     )
     return public_artifacts(task)
+
+
+def _artifact_sources(steps: Sequence[Step], path: str) -> Iterator[tuple[str, ArtifactSource]]:
+    """(field path, reference) of every upload-from-artifact, also inside `if` and `repeat`."""
+    for i, step in enumerate(steps):
+        here = f"{path}.{i}"
+        if isinstance(step, UploadStep):
+            for j, f in enumerate(step.files):
+                if f.artifact is not None:
+                    yield f"{here}.files.{j}.artifact", f.artifact
+        elif isinstance(step, IfStep):
+            yield from _artifact_sources(step.then, f"{here}.then")
+            yield from _artifact_sources(step.otherwise, f"{here}.otherwise")
+        elif isinstance(step, RepeatStep):
+            yield from _artifact_sources(step.steps, f"{here}.steps")
+
+
+async def resolve_upload_artifacts(
+    rpc: RpcClient, js: JetStreamContext | None, actor: Actor, task: TaskCreate, prefix: str = ""
+) -> None:
+    """Checks every artifact an upload step names (see the module's docstring) and records its attempt;
+    a bad reference is a 422 naming its field (`steps.2.files.0.artifact.task_id`)."""
+    found: dict[str, TaskPublic | None] = {}
+    for path, source in _artifact_sources(task.steps or [], f"{prefix}steps"):
+        if source.task_id not in found:
+            try:
+                found[source.task_id] = await rpc.call(
+                    subjects.Scheduler.GET_TASK,
+                    GetTaskRequest(actor=actor, task_id=source.task_id),
+                    TaskPublic,
+                )
+            except ServiceError as exc:
+                if exc.status != 404:
+                    raise
+                found[source.task_id] = None  # another org's task is exactly as absent as a missing one
+        earlier = found[source.task_id]
+        if earlier is None:
+            raise Invalid(
+                f"{path}.task_id: task {source.task_id} not found",
+                field=f"{path}.task_id",
+                code="artifact_not_found",
+            )
+        refs = [
+            r
+            for r in earlier.artifacts
+            if r.name == source.name and (source.attempt is None or _attempt_of(r) == source.attempt)
+        ]
+        if not refs:
+            which = f" of attempt {source.attempt}" if source.attempt is not None else ""
+            raise Invalid(
+                f"{path}.name: task {source.task_id} has no artifact named {source.name!r}{which}",
+                field=f"{path}.attempt" if source.attempt is not None else f"{path}.name",
+                code="artifact_not_found",
+            )
+        ref = refs[-1]
+        if ref.size > MAX_UPLOAD_BYTES:
+            raise Invalid(
+                f"{path}.name: artifact {source.name!r} is {ref.size} bytes; an upload takes at most "
+                f"{MAX_UPLOAD_BYTES}",
+                field=f"{path}.name",
+                code="artifact_too_large",
+            )
+        if js is not None:
+            try:
+                await artifacts.object_info(js, ref.object_name)
+            except NotFound:
+                raise Invalid(
+                    f"{path}.name: artifact {source.name!r} of task {source.task_id} is no longer stored "
+                    "(past the retention period)",
+                    field=f"{path}.name",
+                    code="artifact_expired",
+                ) from None
+        source.attempt = _attempt_of(ref)

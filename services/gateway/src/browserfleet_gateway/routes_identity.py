@@ -1,4 +1,5 @@
-"""Identity routes: API keys, users, the audit log (org admins) and organizations (platform operator).
+"""Identity routes: API keys, users, the audit log, the organization's policy (org admins) and organizations
+(platform operator).
 
 Thin like routes.py: authenticate, build the contract request with the caller's `Actor`, one RPC call.
 Auth scopes every query by the actor's org, so another org's key or user is a 404.
@@ -24,7 +25,9 @@ from browserfleet_contracts.auth import (
     OrganizationCreated,
     OrganizationDetail,
     OrganizationUpdate,
+    OrgPolicy,
     UpdateOrganizationRequest,
+    UpdateOrgPolicyRequest,
     UpdateUserRequest,
     UserCreate,
     UserCreated,
@@ -32,20 +35,20 @@ from browserfleet_contracts.auth import (
     UserUpdate,
 )
 from browserfleet_contracts.common import ById, OrgScoped, Page
+from browserfleet_contracts.vault import CheckNamesReply, CheckNamesRequest
+from browserfleet_core.errors import Invalid
 from browserfleet_core.messaging import RpcClient
-from fastapi import APIRouter, Depends, Path, Query, Response
+from fastapi import APIRouter, Depends, Query, Response
 from fastapi.responses import StreamingResponse
 from starlette import status as http
 
-from .deps import Principal, RpcDep, access
-from .errors import ErrorResponse
+from .deps import IdPath, Principal, RpcDep, access
+from .errors import error_responses
 
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorResponse} for code in (400, 401, 403, 404, 409, 413, 422, 429, 503)
-}
-_ID = Annotated[str, Path(min_length=1, max_length=64)]
+_ERRORS = error_responses(400, 401, 403, 404, 409, 413, 422, 429, 503)
 
 OrgAdmin = Annotated[Principal, Depends(access("admin"))]
+OrgMember = Annotated[Principal, Depends(access("viewer"))]
 # Organizations: admins of their own org reach auth, which answers only to a platform operator
 # (403 for the list and create, 404 for an organization id, so ids reveal nothing).
 Operator = Annotated[Principal, Depends(access("admin", note="platform operator, checked by auth"))]
@@ -78,7 +81,7 @@ async def list_api_keys(principal: OrgAdmin, rpc: RpcDep) -> list[ApiKeyPublic]:
     tags=["admin"],
     summary="Revoke an API key; every gateway stops accepting it at once",
 )
-async def revoke_api_key(key_id: _ID, principal: OrgAdmin, rpc: RpcDep) -> Response:
+async def revoke_api_key(key_id: IdPath, principal: OrgAdmin, rpc: RpcDep) -> Response:
     await rpc.call(subjects.Auth.REVOKE_API_KEY, ById(actor=principal.actor, id=key_id), ApiKeyPublic)
     return Response(status_code=http.HTTP_204_NO_CONTENT)
 
@@ -110,7 +113,7 @@ async def create_user(body: UserCreate, principal: OrgAdmin, rpc: RpcDep) -> Use
     tags=["admin"],
     summary="Change a user's name or role, or (de)activate them",
 )
-async def update_user(user_id: _ID, body: UserUpdate, principal: OrgAdmin, rpc: RpcDep) -> UserDetail:
+async def update_user(user_id: IdPath, body: UserUpdate, principal: OrgAdmin, rpc: RpcDep) -> UserDetail:
     request = UpdateUserRequest(actor=principal.actor, id=user_id, user=body)
     return await rpc.call(subjects.Auth.UPDATE_USER, request, UserDetail)
 
@@ -121,7 +124,7 @@ async def update_user(user_id: _ID, body: UserUpdate, principal: OrgAdmin, rpc: 
     tags=["admin"],
     summary="Deactivate a user (their sessions end; the record and its audit trail stay)",
 )
-async def deactivate_user(user_id: _ID, principal: OrgAdmin, rpc: RpcDep) -> UserDetail:
+async def deactivate_user(user_id: IdPath, principal: OrgAdmin, rpc: RpcDep) -> UserDetail:
     request = UpdateUserRequest(actor=principal.actor, id=user_id, user=UserUpdate(is_active=False))
     return await rpc.call(subjects.Auth.UPDATE_USER, request, UserDetail)
 
@@ -178,6 +181,41 @@ async def _lines(rpc: RpcClient, request: ListAuditRequest, page: Page[AuditEntr
         page = await rpc.call(subjects.Auth.LIST_AUDIT, request, Page[AuditEntry])
 
 
+# --- the organization's policy (what every task of the org is held to) -----------------------------
+@router.get(
+    "/api/v1/org/policy",
+    response_model=OrgPolicy,
+    tags=["organization"],
+    summary="The organization's policy: allowed domains, evaluate, proxy",
+)
+async def get_org_policy(principal: OrgMember, rpc: RpcDep) -> OrgPolicy:
+    return await rpc.call(subjects.Auth.GET_ORG_POLICY, OrgScoped(actor=principal.actor), OrgPolicy)
+
+
+@router.put(
+    "/api/v1/org/policy",
+    response_model=OrgPolicy,
+    tags=["organization"],
+    summary="Replace the organization's policy (admins); workers apply it to the next tasks within seconds",
+)
+async def put_org_policy(body: OrgPolicy, principal: OrgAdmin, rpc: RpcDep) -> OrgPolicy:
+    names = body.secret_names()
+    if names:  # like a task's references: every secret the proxy names must exist in the vault
+        reply: CheckNamesReply = await rpc.call(
+            subjects.Vault.CHECK_NAMES,
+            CheckNamesRequest(actor=principal.actor, names=sorted(names)),
+            CheckNamesReply,
+        )
+        if reply.missing:
+            raise Invalid(
+                f"proxy: unknown secret(s): {', '.join(sorted(reply.missing))}",
+                field="proxy",
+                code="unknown_secret",
+            )
+    request = UpdateOrgPolicyRequest(actor=principal.actor, policy=body)
+    return await rpc.call(subjects.Auth.UPDATE_ORG_POLICY, request, OrgPolicy)
+
+
 # --- organizations (platform operator) --------------------------------------------------------------
 @router.get(
     "/organizations",
@@ -212,7 +250,7 @@ async def create_organization(
     summary="Change an organization's name, slug, plan or settings",
 )
 async def update_organization(
-    org_id: _ID, body: OrganizationUpdate, principal: Operator, rpc: RpcDep
+    org_id: IdPath, body: OrganizationUpdate, principal: Operator, rpc: RpcDep
 ) -> OrganizationDetail:
     request = UpdateOrganizationRequest(actor=principal.actor, id=org_id, organization=body)
     return await rpc.call(subjects.Auth.UPDATE_ORGANIZATION, request, OrganizationDetail)
@@ -225,6 +263,6 @@ async def update_organization(
     tags=["organizations"],
     summary="Delete an organization with its users and keys; other services drop its data on the event",
 )
-async def delete_organization(org_id: _ID, principal: Operator, rpc: RpcDep) -> Response:
+async def delete_organization(org_id: IdPath, principal: Operator, rpc: RpcDep) -> Response:
     await rpc.call(subjects.Auth.DELETE_ORGANIZATION, ById(actor=principal.actor, id=org_id), Any)
     return Response(status_code=http.HTTP_204_NO_CONTENT)

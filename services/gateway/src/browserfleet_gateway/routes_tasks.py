@@ -51,22 +51,19 @@ from browserfleet_contracts.tasks import (
 from browserfleet_contracts.vault import CheckNamesReply, CheckNamesRequest
 from browserfleet_core.errors import Invalid, ServiceError
 from browserfleet_core.messaging import RpcClient
-from fastapi import APIRouter, Depends, Header, Path, Query, Response
+from fastapi import APIRouter, Depends, Header, Query, Response
 from fastapi.responses import StreamingResponse
+from nats.js import JetStreamContext
 from starlette import status as http
 
-from .deps import Principal, RpcDep, access
-from .errors import ErrorResponse
+from .deps import IdPath, Principal, RpcDep, TasksRead, TasksWrite, access
+from .errors import error_responses
+from .routes_artifacts import resolve_upload_artifacts
 
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorResponse} for code in (400, 401, 403, 404, 409, 413, 422, 429, 503)
-}
-_ID = Annotated[str, Path(min_length=1, max_length=64)]
+_ERRORS = error_responses(400, 401, 403, 404, 409, 413, 422, 429, 503)
 
 # Who may call what. Viewers read; cancelling needs `user`; schedules are changed by admins (the scheduler
 # checks that too), and an API key acts with the rule's role for the one call.
-TasksRead = Annotated[Principal, Depends(access("viewer", scope="tasks:read"))]
-TasksWrite = Annotated[Principal, Depends(access("user", scope="tasks:write"))]
 SchedulesWrite = Annotated[Principal, Depends(access("admin", scope="tasks:write"))]
 
 LOG_FOLLOW_POLL_SECONDS = 0.5
@@ -98,7 +95,9 @@ _CANCEL_DOC = (
     summary="Cancel a task",
     description=_CANCEL_DOC,
 )
-async def cancel_task(task_id: _ID, principal: TasksWrite, rpc: RpcDep, reason: _Reason = None) -> TaskPublic:
+async def cancel_task(
+    task_id: IdPath, principal: TasksWrite, rpc: RpcDep, reason: _Reason = None
+) -> TaskPublic:
     return await _cancel(rpc, principal.actor, task_id, reason)
 
 
@@ -106,7 +105,7 @@ async def cancel_task(task_id: _ID, principal: TasksWrite, rpc: RpcDep, reason: 
     "/{task_id}", response_model=TaskPublic, summary="Cancel a task (admin path)", description=_CANCEL_DOC
 )
 async def admin_cancel_task(
-    task_id: _ID, principal: TasksWrite, rpc: RpcDep, reason: _Reason = None
+    task_id: IdPath, principal: TasksWrite, rpc: RpcDep, reason: _Reason = None
 ) -> TaskPublic:
     return await _cancel(rpc, principal.actor, task_id, reason)
 
@@ -144,7 +143,7 @@ async def admin_list_tasks(
 
 
 @admin_router.get("/{task_id}", response_model=TaskPublic, summary="One task, with its result")
-async def admin_get_task(task_id: _ID, principal: TasksRead, rpc: RpcDep) -> TaskPublic:
+async def admin_get_task(task_id: IdPath, principal: TasksRead, rpc: RpcDep) -> TaskPublic:
     request = GetTaskRequest(actor=principal.actor, task_id=task_id)
     return await rpc.call(subjects.Scheduler.GET_TASK, request, TaskPublic)
 
@@ -154,7 +153,7 @@ async def admin_get_task(task_id: _ID, principal: TasksRead, rpc: RpcDep) -> Tas
     response_model=list[TaskAttemptPublic],
     summary="A task's attempts: worker, start, end, outcome",
 )
-async def task_attempts(task_id: _ID, principal: TasksRead, rpc: RpcDep) -> list[TaskAttemptPublic]:
+async def task_attempts(task_id: IdPath, principal: TasksRead, rpc: RpcDep) -> list[TaskAttemptPublic]:
     request = GetTaskAttemptsRequest(actor=principal.actor, task_id=task_id)
     return await rpc.call(subjects.Scheduler.TASK_ATTEMPTS, request, list[TaskAttemptPublic])
 
@@ -172,7 +171,7 @@ async def task_attempts(task_id: _ID, principal: TasksRead, rpc: RpcDep) -> list
     summary="A task's log lines: a page after `since`, or followed live with `follow=true` (SSE)",
 )
 async def task_logs(
-    task_id: _ID,
+    task_id: IdPath,
     principal: TasksRead,
     rpc: RpcDep,
     since: Annotated[int, Query(ge=0, description="only lines after this id (the `next_since` cursor)")] = 0,
@@ -226,20 +225,32 @@ async def _follow(rpc: RpcClient, request: ListTaskLogsRequest, page: TaskLogPag
 
 
 # --- schedules ------------------------------------------------------------------------------------
-async def _check_secrets(rpc: RpcClient, actor: Actor, task: TaskCreate, prefix: str) -> None:
-    """Every `{{ secrets.NAME }}` of a template must exist now, or every tick would fail."""
+async def check_task_references(
+    rpc: RpcClient, js: JetStreamContext | None, actor: Actor, task: TaskCreate, prefix: str = ""
+) -> None:
+    """What a task names must exist in the caller's organization before it is accepted: every secret
+    (`{{ secrets.NAME }}`, `secrets`, `agent.api_key_secret`) in the vault, every artifact an upload step
+    takes (routes_artifacts.resolve_upload_artifacts). A 422 names the field."""
     names = task.spec().secret_names()
-    if not names:
-        return
-    reply: CheckNamesReply = await rpc.call(
-        subjects.Vault.CHECK_NAMES, CheckNamesRequest(actor=actor, names=sorted(names)), CheckNamesReply
-    )
-    if reply.missing:
-        raise Invalid(
-            f"unknown secret(s): {', '.join(sorted(reply.missing))}",
-            field=f"{prefix}steps" if task.kind == "steps" else f"{prefix}goal",
-            code="unknown_secret",
+    if names:
+        reply: CheckNamesReply = await rpc.call(
+            subjects.Vault.CHECK_NAMES, CheckNamesRequest(actor=actor, names=sorted(names)), CheckNamesReply
         )
+        if reply.missing:
+            key = task.agent.api_key_secret if task.agent is not None else None
+            if key is not None and reply.missing == [key]:
+                field = f"{prefix}agent.api_key_secret"
+            else:
+                field = f"{prefix}steps" if task.kind == "steps" else f"{prefix}goal"
+            raise Invalid(
+                f"unknown secret(s): {', '.join(sorted(reply.missing))}", field=field, code="unknown_secret"
+            )
+    await resolve_upload_artifacts(rpc, js, actor, task, prefix)
+
+
+async def _check_secrets(rpc: RpcClient, actor: Actor, task: TaskCreate, prefix: str) -> None:
+    """Every `{{ secrets.NAME }}` (and artifact) of a template must exist now, or every tick would fail."""
+    await check_task_references(rpc, None, actor, task, prefix)
 
 
 async def _scheduler(rpc: RpcClient, subject: str, request: Any) -> SchedulePublic:
@@ -278,7 +289,7 @@ async def list_schedules(principal: TasksRead, rpc: RpcDep) -> list[SchedulePubl
 
 
 @schedules_router.get("/{schedule_id}", response_model=SchedulePublic, summary="One schedule")
-async def get_schedule(schedule_id: _ID, principal: TasksRead, rpc: RpcDep) -> SchedulePublic:
+async def get_schedule(schedule_id: IdPath, principal: TasksRead, rpc: RpcDep) -> SchedulePublic:
     return await _scheduler(rpc, subjects.Scheduler.GET_SCHEDULE, ById(actor=principal.actor, id=schedule_id))
 
 
@@ -293,7 +304,7 @@ async def _update(rpc: RpcClient, actor: Actor, schedule_id: str, body: Schedule
     summary="Change a schedule; the fields given replace the stored ones",
 )
 async def update_schedule(
-    schedule_id: _ID, body: ScheduleUpdate, principal: SchedulesWrite, rpc: RpcDep
+    schedule_id: IdPath, body: ScheduleUpdate, principal: SchedulesWrite, rpc: RpcDep
 ) -> SchedulePublic:
     if body.task is not None:
         await _check_secrets(rpc, principal.actor, body.task, "task.")
@@ -303,7 +314,7 @@ async def update_schedule(
 @schedules_router.post(
     "/{schedule_id}/pause", response_model=SchedulePublic, summary="Pause a schedule: no ticks fire"
 )
-async def pause_schedule(schedule_id: _ID, principal: SchedulesWrite, rpc: RpcDep) -> SchedulePublic:
+async def pause_schedule(schedule_id: IdPath, principal: SchedulesWrite, rpc: RpcDep) -> SchedulePublic:
     return await _update(rpc, principal.actor, schedule_id, ScheduleUpdate(paused=True))
 
 
@@ -312,7 +323,7 @@ async def pause_schedule(schedule_id: _ID, principal: SchedulesWrite, rpc: RpcDe
     response_model=SchedulePublic,
     summary="Resume a schedule from its next future tick (missed ticks are not fired)",
 )
-async def resume_schedule(schedule_id: _ID, principal: SchedulesWrite, rpc: RpcDep) -> SchedulePublic:
+async def resume_schedule(schedule_id: IdPath, principal: SchedulesWrite, rpc: RpcDep) -> SchedulePublic:
     return await _update(rpc, principal.actor, schedule_id, ScheduleUpdate(paused=False))
 
 
@@ -322,7 +333,7 @@ async def resume_schedule(schedule_id: _ID, principal: SchedulesWrite, rpc: RpcD
     response_class=Response,
     summary="Delete a schedule (tasks it already created stay)",
 )
-async def delete_schedule(schedule_id: _ID, principal: SchedulesWrite, rpc: RpcDep) -> Response:
+async def delete_schedule(schedule_id: IdPath, principal: SchedulesWrite, rpc: RpcDep) -> Response:
     await rpc.call(subjects.Scheduler.DELETE_SCHEDULE, ById(actor=principal.actor, id=schedule_id), Ack)
     return Response(status_code=http.HTTP_204_NO_CONTENT)
 
