@@ -140,6 +140,14 @@ def _rows(results: list[Result]) -> list[tuple[str, str, str, str]]:
                         ("control plane", f"{fmt(rate)}/s: submit→{what} {p}",
                          fmt(g(a, "steady", key, f"{p}_ms"), " ms"), fmt(g(b, "steady", key, f"{p}_ms"), " ms"))
                     )  # fmt: skip
+            light = g(a, "light", "offered_rate_per_s")
+            if light:
+                for what, key in (("start", "submit_to_start"), ("completed", "submit_to_completed")):
+                    for p in ("p50", "p99"):
+                        rows.append(
+                            ("control plane", f"{fmt(light)}/s (light): submit→{what} {p}",
+                             fmt(g(a, "light", key, f"{p}_ms"), " ms"), "")
+                        )  # fmt: skip
             for proc in ("gateway", "scheduler", "postgres"):
                 cpu = g(a, "burst", "cpu_ms_per_task", proc)
                 if cpu is not None:

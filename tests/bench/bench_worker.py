@@ -17,6 +17,7 @@ import json
 import os
 import signal
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from browserfleet_contracts import subjects
@@ -26,6 +27,10 @@ from browserfleet_core.messaging import RpcClient, connect
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
+
+# as the real worker (browserfleet_worker.service.RING_REPROBE_SECONDS): a ring can come before the consumer
+# offers the message it announces, so an empty pull after a ring is retried after these pauses
+RING_REPROBE_SECONDS = (0.002, 0.005, 0.01, 0.025, 0.05)
 
 
 class BenchWorker:
@@ -53,6 +58,7 @@ class BenchWorker:
         bell = await self.js._nc.subscribe(subjects.task_run(subjects.DEFAULT_POOL, priority), cb=ring)
         inbox = await self.js._nc.subscribe(self.js._nc.new_inbox())
         slots = asyncio.Semaphore(self.max_batch)
+        reprobe: Iterator[float] = iter(())
         try:
             while not stop.is_set():
                 await slots.acquire()
@@ -71,9 +77,14 @@ class BenchWorker:
                     task = asyncio.create_task(self.run(msg))
                     self.running.add(task)
                     task.add_done_callback(lambda t, s=slots: self._done(t, s))
-                if not msgs:
+                if msgs:
+                    reprobe = iter(())
+                elif (pause := next(reprobe, None)) is not None:
+                    await asyncio.sleep(pause)  # a ring may come before the consumer offers its message
+                else:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(doorbell.wait(), timeout=1.0)
+                    reprobe = iter(RING_REPROBE_SECONDS if doorbell.is_set() else ())
         finally:
             await bell.unsubscribe()
             await inbox.unsubscribe()

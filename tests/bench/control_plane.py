@@ -9,14 +9,15 @@ worker) and submit → completed (the event arriving at the client). Wall clocks
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from typing import Any
 
-import httpx
 from browserfleet_core.devstack import Platform
 from browserfleet_core.messaging import connect
 
 from .common import Result, Sizes, percentiles
+from .keepalive import KeepAliveClient
 from .stack import BenchWorkerProcess, Outcomes, cpu_meter, login, worker_key
 
 TASK_BODY: dict[str, Any] = {
@@ -27,28 +28,26 @@ WORKER_SLOTS = 128
 
 
 class Submitter:
+    """POSTs tasks on `connections` keep-alive connections (see keepalive.py for why not httpx)."""
+
     def __init__(self, base_url: str, token: str, connections: int) -> None:
-        self.client = httpx.AsyncClient(
-            base_url=base_url,
-            headers={"authorization": f"Bearer {token}"},
-            limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections),
-            timeout=60,
-        )
+        self.client = KeepAliveClient(base_url, token=token, connections=connections)
+        self.body = json.dumps(TASK_BODY).encode()
         self.submitted: dict[str, float] = {}
         self.errors: dict[int, int] = {}
 
     async def submit(self) -> str | None:
         t0 = time.time()
-        r = await self.client.post("/api/v1/tasks", json=TASK_BODY)
-        if r.status_code != 201:
-            self.errors[r.status_code] = self.errors.get(r.status_code, 0) + 1
+        status, payload = await self.client.request("POST", "/api/v1/tasks", self.body)
+        if status != 201:
+            self.errors[status] = self.errors.get(status, 0) + 1
             return None
-        task_id: str = r.json()["id"]
+        task_id: str = json.loads(payload)["id"]
         self.submitted[task_id] = t0
         return task_id
 
     async def close(self) -> None:
-        await self.client.aclose()
+        await self.client.close()
 
 
 async def _burst(sub: Submitter, outcomes: Outcomes, n: int, concurrency: int) -> dict[str, Any]:
@@ -138,15 +137,21 @@ async def run_platform(p: Platform, sizes: Sizes) -> dict[str, Any]:
             burst["pg_transactions_per_task"] = round((after - xacts) / max(1, burst["completed"]), 2)
         # CPU per task of each process: steadier than tasks/s when the machine is shared
         burst["cpu_ms_per_task"] = meter.per(burst["completed"])
-        await asyncio.sleep(1.0)
-        ids, steady = await _steady(sub, outcomes, sizes.steady_rate, sizes.steady_seconds)
-        starts = await worker.starts(nc)
-        to_start = [starts[i] - sub.submitted[i] for i in ids if i in starts]
-        to_done = [outcomes.done[i] - sub.submitted[i] for i in ids if i in outcomes.done]
-        steady["submit_to_start"] = percentiles(to_start)
-        steady["submit_to_completed"] = percentiles(to_done)
+        figures: dict[str, Any] = {"burst": burst}
+        phases = [("steady", sizes.steady_rate, sizes.steady_seconds)]
+        if sizes.light_rate:
+            phases.insert(0, ("light", sizes.light_rate, sizes.light_seconds))
+        for name, rate, seconds in phases:
+            await asyncio.sleep(1.0)
+            ids, phase = await _steady(sub, outcomes, rate, seconds)
+            starts = await worker.starts(nc)
+            to_start = [starts[i] - sub.submitted[i] for i in ids if i in starts]
+            to_done = [outcomes.done[i] - sub.submitted[i] for i in ids if i in outcomes.done]
+            phase["submit_to_start"] = percentiles(to_start)
+            phase["submit_to_completed"] = percentiles(to_done)
+            figures[name] = phase
         failed = sum(1 for s in outcomes.status.values() if s != "completed")
-        return {"burst": burst, "steady": steady, "http_errors": sub.errors, "failed_tasks": failed}
+        return {**figures, "http_errors": sub.errors, "failed_tasks": failed}
     finally:
         await sub.close()
         await outcomes.stop()
@@ -179,6 +184,8 @@ def result(
         "submit_concurrency": sizes.submit_concurrency,
         "steady_rate_per_s": sizes.steady_rate,
         "steady_seconds": sizes.steady_seconds,
+        "light_rate_per_s": sizes.light_rate,
+        "light_seconds": sizes.light_seconds if sizes.light_rate else None,
         "bench_worker_slots_per_priority": WORKER_SLOTS,
         "gateway_rate_limit": "off (RATE_LIMIT_PER_SECOND=0)",
         "org_concurrency_limit": "lifted (DEFAULT_ORG_CONCURRENCY, PLAN_CONCURRENCY)",

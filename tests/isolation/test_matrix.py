@@ -3,7 +3,7 @@
 The platform runs exactly as `make dev` runs it (browserfleet_core.devstack.Platform: every service as its
 own process, real NATS and PostgreSQL of this package's own via `provision()`), without workers. Org A is
 the bootstrap organization; org B is created by the platform operator. Org A gets one object of every kind
-(task, schedule, credential, webhook endpoint with a delivery, worker, API key, user). Then, for EVERY route
+(task, schedule, credential, webhook endpoint with a delivery, worker, API key, user, browser profile). Then, for EVERY route
 whose path has an object id, and for every principal of org B (admin, user, viewer, and an API key holding
 every scope), the test reads, updates or deletes org A's object through that route:
 
@@ -27,8 +27,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
+import psycopg
 import pytest
 from browserfleet_core.devstack import Platform
 from browserfleet_core.testing import provision
@@ -88,7 +90,7 @@ def list_routes() -> list[Route]:
     ]
 
 
-# Org A's object for each placeholder. `{name}` is per route: a credential's name or an artifact's name.
+# Org A's object for each placeholder. `{name}` is per route: a credential's, an artifact's or a profile's name.
 PLACEHOLDERS = {"task_id", "schedule_id", "endpoint_id", "key_id", "user_id", "org_id", "name"}
 # A body the route accepts, so the request reaches the lookup instead of stopping at validation.
 BODIES: dict[tuple[str, str], dict[str, Any]] = {
@@ -191,14 +193,29 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         platform.start()
         try:
             with httpx.Client(base_url=platform.gateway_url, timeout=30) as http:
-                yield _populate(http, platform, receiver)
+                yield _populate(http, platform, receiver, infra.database_url)
         finally:
             platform.stop()
             receiver.shutdown()
             receiver.server_close()
 
 
-def _populate(http: httpx.Client, platform: Platform, receiver: Receiver) -> World:
+A_PROFILE = "a-profile"
+
+
+def _profile_of(database_url: str, org_id: str, name: str) -> None:
+    """A browser profile of `org_id` as a worker's first lease leaves it (the vault's row, no state yet): no
+    worker runs in this platform, and a profile exists only once a task has used it."""
+    plain = urlunsplit(urlsplit(database_url)._replace(scheme="postgresql"))
+    with psycopg.connect(plain, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO vault.profiles (id, org_id, name, version, created_at, updated_at) "
+            "VALUES (%s, %s, %s, 0, now(), now())",
+            (str(uuid.uuid4()), org_id, name),
+        )
+
+
+def _populate(http: httpx.Client, platform: Platform, receiver: Receiver, database_url: str) -> World:
     boot = platform.bootstrap
     assert boot is not None and boot.password
     a = _login(http, boot.admin_email, boot.password)  # org A's admin (also the platform operator)
@@ -234,6 +251,7 @@ def _populate(http: httpx.Client, platform: Platform, receiver: Receiver) -> Wor
         http.post("/admin/users", headers=a, json={"email": "someone@org-a.example", "role": "user"}), 201
     )
     org_a = boot.org_id
+    _profile_of(database_url, org_a, A_PROFILE)
     # org B, by the platform operator, with one principal of every kind
     org_b = _ok(
         http.post(
@@ -256,12 +274,17 @@ def _populate(http: httpx.Client, platform: Platform, receiver: Receiver) -> Wor
             "user_id": user["id"],
             "org_id": org_a,
         },
-        names={"/api/v1/credentials/": "A_SECRET", "/api/v1/tasks/": "screenshot.png"},
+        names={
+            "/api/v1/credentials/": "A_SECRET",
+            "/api/v1/tasks/": "screenshot.png",
+            "/api/v1/profiles/": A_PROFILE,
+        },
         secrets={
             task["id"],
             schedule["id"],
             credential["id"],
             "A_SECRET",
+            A_PROFILE,
             endpoint["id"],
             receiver.url,
             worker["worker_id"],
@@ -344,6 +367,7 @@ def _snapshot(world: World) -> Any:
         _ok(http.get(f"/admin/tasks/{o['task_id']}/logs", headers=a)),
         _ok(http.get(f"/admin/schedules/{o['schedule_id']}", headers=a)),
         _ok(http.get("/api/v1/credentials", headers=a)),
+        _ok(http.get("/api/v1/profiles", headers=a)),
         _ok(http.get("/admin/webhooks", headers=a)),
         _ok(http.get("/admin/workers", headers=a)),
         _ok(http.get("/admin/api-keys", headers=a)),
@@ -396,6 +420,7 @@ def test_org_b_lists_never_show_org_a(world: World) -> None:
             "/admin/tasks",
             "/admin/schedules",
             "/api/v1/credentials",
+            "/api/v1/profiles",
             "/admin/webhooks",
             "/admin/webhooks/deliveries",
             "/admin/workers",

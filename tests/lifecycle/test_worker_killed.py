@@ -8,7 +8,6 @@ import asyncio
 import contextlib
 import json
 import threading
-import uuid
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -115,7 +114,9 @@ async def test_worker_killed_mid_task_completes_once_on_the_other(
     nc = await connect(nats_url, name="lifecycle-client")
     try:
         rpc = RpcClient(nc, timeout=15)
-        who = Actor(org_id=f"org-{uuid.uuid4().hex[:8]}", user_id="u1", role="admin")
+        # a real organization: workers read its policy from auth before they run its task
+        assert platform.bootstrap is not None
+        who = Actor(org_id=platform.bootstrap.org_id, user_id="u1", role="admin")
         body = TaskCreate.model_validate(
             {
                 "title": "survives a kill -9",
