@@ -254,3 +254,27 @@ def test_workers_and_health(running: Running) -> None:
     assert again.status_code == 401
     metrics = http.get("/metrics")
     assert metrics.status_code == 200 and "# TYPE" in metrics.text
+
+
+def test_startup_probes_reach_every_service_and_write_nothing(running: Running) -> None:
+    """`Platform.start()` returns once each service answers `{}` on its probe subject. That answer must be
+    a refusal (JWKS, a read, aside), or the probe would create tasks, keys or endpoints at every start."""
+    from browserfleet_core.devstack import READY_PROBES
+    from browserfleet_core.messaging import connect
+
+    async def probe() -> dict[str, dict[str, Any]]:
+        assert running.platform.nats_url
+        nc = await connect(running.platform.nats_url, name="probe-test")
+        try:
+            return {
+                service: json.loads((await nc.request(subject, b"{}", timeout=5)).data)
+                for service, subject in READY_PROBES.items()
+            }
+        finally:
+            await nc.close()
+
+    answers = asyncio.run(probe())
+    assert set(answers) == {"auth", "scheduler", "vault", "webhooks", "worker-gateway"}
+    assert "keys" in answers.pop("auth")
+    for service, body in answers.items():
+        assert body.get("status") == 422, f"{service} did not refuse an empty request: {body}"

@@ -32,6 +32,16 @@ log = logging.getLogger(__name__)
 
 DB_SERVICES = ("auth", "scheduler", "vault", "webhooks", "worker-gateway")
 SERVICES = (*DB_SERVICES, "gateway")
+# One subject per NATS service, served by the part it starts last (the scheduler's lean responders come
+# up after its broker). A `{}` body is answered with a validation error by all but JWKS, a read, so a
+# probe writes nothing; any answer at all means the service is subscribed.
+READY_PROBES = {
+    "auth": subjects.Auth.JWKS,
+    "scheduler": subjects.Scheduler.CREATE_TASK,
+    "vault": subjects.Vault.LIST_CREDENTIALS,
+    "webhooks": subjects.Webhooks.LIST_ENDPOINTS,
+    "worker-gateway": subjects.Workers.AUTHENTICATE,
+}
 DATABASE_NAME = "browserfleet"
 T = TypeVar("T")
 _COLORS = ("36", "33", "35", "32", "34", "31", "96", "93")
@@ -83,6 +93,7 @@ class Platform:
             for service in SERVICES:
                 self._spawn(service)
             self._wait_ready(ready_timeout)
+            asyncio.run(self._wait_services(ready_timeout))
             self.bootstrap = asyncio.run(self._bootstrap())
             for index in range(self.workers):
                 self._spawn("worker", suffix=str(index + 1) if self.workers > 1 else "")
@@ -266,6 +277,34 @@ class Platform:
                 last = r.text
             time.sleep(0.25)
         raise TimeoutError(f"gateway not ready after {timeout}s: {last}")
+
+    async def _wait_services(self, timeout: float) -> None:
+        """The gateway's readiness covers auth only; callers of `start()` may go straight to any service
+        (tests create tasks through the scheduler), so each must answer before `start()` returns."""
+        from nats.errors import NoRespondersError
+        from nats.errors import TimeoutError as NatsTimeout
+
+        from .messaging import connect
+
+        assert self.nats_url
+        nc = await connect(self.nats_url, name="browserfleet-up")
+        deadline = time.monotonic() + timeout
+        try:
+            waiting = dict(READY_PROBES)
+            while waiting:
+                for sp in self.processes:
+                    if sp.proc.poll() is not None:
+                        raise RuntimeError(f"{sp.name} exited with code {sp.proc.returncode} during startup")
+                for service, subject in list(waiting.items()):
+                    with contextlib.suppress(NoRespondersError, NatsTimeout):
+                        await nc.request(subject, b"{}", timeout=2)
+                        del waiting[service]
+                if waiting:
+                    if time.monotonic() > deadline:
+                        raise TimeoutError(f"not answering after {timeout}s: {', '.join(sorted(waiting))}")
+                    await asyncio.sleep(0.2)
+        finally:
+            await nc.close()
 
     # --- output ------------------------------------------------------------------------------
     def _pump(self, label: str, stream: IO[bytes]) -> None:
