@@ -629,6 +629,8 @@ async def apply_update(
             task.id, msg.attempt, msg.worker_id, task.status, task.attempt, task.worker_id,
         )  # fmt: skip
         return False
+    # kept on either path: a crashed attempt's failure screenshot and trace are what explain the crash
+    task.artifacts = _with_attempt_artifacts(task, msg)
     if msg.status == "failed" and msg.retryable and task.attempt < task.max_attempts:
         why = f"the worker's browser failed: {msg.error_message or 'no detail'}"[:1000]
         await _lose_attempt(session, relay, task, policy or Policy(), now, why, attempt_status="failed")
@@ -639,7 +641,6 @@ async def apply_update(
     task.error_message = msg.error_message
     task.error_step = msg.error_step
     task.status_detail = None
-    task.artifacts = [a.model_dump(mode="json") for a in msg.artifacts]
     task.completed_at = now
     task.execution_time_seconds = (
         msg.execution_time_seconds
@@ -658,6 +659,32 @@ async def apply_update(
     await _finish_attempt(session, task, msg.status, now, msg.error_message)
     await _emit(relay, session, task, msg.status, msg_id)
     return True
+
+
+def _artifact_attempt(ref: Mapping[str, Any]) -> int:
+    """The attempt that stored an artifact: its object is `<task_id>/<attempt>/<name>` (0 if not so named)."""
+    parts = str(ref.get("object_name", "")).split("/", 2)
+    return int(parts[1]) if len(parts) == 3 and parts[1].isdigit() else 0
+
+
+def _with_attempt_artifacts(task: Task, msg: TaskUpdateMessage) -> list[dict[str, Any]]:
+    """The task's artifacts with those of `msg.attempt` replaced by the update's, every other attempt's
+    kept; sorted by attempt, in stored order within one. Replacing rather than appending keeps a
+    redelivered update from listing an artifact twice. A ref naming an object outside this attempt's
+    `<task_id>/<attempt>/` is dropped: the gateway serves whatever object a ref names, and files it under
+    the attempt that name carries."""
+    prefix = f"{task.id}/{msg.attempt}/"
+    reported: list[dict[str, Any]] = []
+    for ref in msg.artifacts:
+        if ref.object_name.startswith(prefix):
+            reported.append(ref.model_dump(mode="json"))
+        else:
+            log.warning(
+                "task %s attempt %d: artifact %r names object %r, not one under %s; not recorded",
+                task.id, msg.attempt, ref.name, ref.object_name, prefix,
+            )  # fmt: skip
+    kept = [dict(ref) for ref in task.artifacts if _artifact_attempt(ref) != msg.attempt]
+    return sorted([*kept, *reported], key=_artifact_attempt)  # stable: stored order within an attempt
 
 
 async def _attempt_worker(session: AsyncSession, task_id: str, attempt: int) -> str | None:
