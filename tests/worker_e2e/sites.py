@@ -1,8 +1,12 @@
-"""A local stand-in for a customer's website (a third party), served on 127.0.0.1 only.
+"""Local stand-ins for third parties, served on 127.0.0.1 only.
 
-`TotpSite`: sign-in needs a username, a password and then a 6-digit TOTP code (RFC 6238, computed here
-independently of the worker's code, ±1 period of clock skew); a session cookie then opens `/app`, which also
-keeps a counter in localStorage so a saved profile's storage shows. Every successful sign-in is counted.
+`TotpSite` stands in for a customer's website: sign-in needs a username, a password and then a 6-digit
+TOTP code (RFC 6238, computed here independently of the worker's code, ±1 period of clock skew); a session
+cookie then opens `/app`, which also keeps a counter in localStorage so a saved profile's storage shows.
+Every successful sign-in is counted.
+
+`WebhookReceiver` stands in for a customer's system receiving webhooks: it answers 204 and records every
+request (headers and raw body, so a test can verify the signature over the exact bytes).
 """
 
 from __future__ import annotations
@@ -10,10 +14,13 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import json
 import secrets
 import struct
 import threading
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from http.cookies import SimpleCookie
 from http.server import BaseHTTPRequestHandler
 from typing import Any
@@ -131,3 +138,46 @@ class TotpSite(LoopbackHTTPServer):
                     self._send(404)
 
         super().__init__(Handler)
+
+
+@dataclass
+class ReceivedWebhook:
+    headers: dict[str, str]  # names lower-cased
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+class WebhookReceiver(LoopbackHTTPServer):
+    def __init__(self) -> None:
+        self.received: list[ReceivedWebhook] = []
+        self.changed = threading.Condition()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                with receiver.changed:
+                    receiver.received.append(
+                        ReceivedWebhook({k.lower(): v for k, v in self.headers.items()}, body)
+                    )
+                    receiver.changed.notify_all()
+                self.send_response(204)
+                self.end_headers()
+
+        super().__init__(Handler)
+
+    def wait_for(self, match: Callable[[ReceivedWebhook], bool], timeout: float) -> ReceivedWebhook | None:
+        """The first request `match` accepts, waiting up to `timeout` seconds for it to arrive."""
+        deadline = time.monotonic() + timeout
+        with self.changed:
+            while True:
+                found = next((r for r in self.received if match(r)), None)
+                remaining = deadline - time.monotonic()
+                if found is not None or remaining <= 0:
+                    return found
+                self.changed.wait(remaining)

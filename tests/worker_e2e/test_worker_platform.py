@@ -5,12 +5,19 @@ NATS and PostgreSQL, driven over HTTP like a client, with real Chromium against 
   the next task naming the profile is already signed in (cookies and localStorage came back);
 * two tasks on one profile at once: the lease serialises them, so they sign in once, not twice;
 * cancel mid-run through the API;
-* steps invalid at the gateway: 422 naming the field, and no task is created (never reaches a worker).
+* steps invalid at the gateway: 422 naming the field, and no task is created (never reaches a worker);
+* the organization's policy set over the API reaches the worker: a host outside its allowed domains is
+  blocked, the customer's webhook receives the signed `security.request_blocked` event (no query string in
+  it), and `evaluate` runs only once the policy allows it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
+import hmac
+import secrets
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -24,8 +31,9 @@ from browserfleet_contracts.tasks import TaskPublic
 from browserfleet_core.devstack import Platform
 from browserfleet_core.messaging import RpcClient
 from browserfleet_core.testing import provision
+from browserfleet_worker.orgpolicy import ORG_POLICY_CACHE_SECONDS
 
-from .sites import TotpSite
+from .sites import ReceivedWebhook, TotpSite, WebhookReceiver
 
 pytestmark = pytest.mark.e2e
 
@@ -77,7 +85,8 @@ def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
             nats_url=infra.nats_url,
             database_url=infra.database_url,
             output=lines.append,
-            env={"WORKER_SLOTS": "2", "PROFILE_WAIT_SECONDS": "90"},
+            # ALLOW_EVALUATE pinned off: the org policy test needs `evaluate` refused unless the policy allows it
+            env={"WORKER_SLOTS": "2", "PROFILE_WAIT_SECONDS": "90", "ALLOW_EVALUATE": "false"},
         )
         platform.start()
         try:
@@ -221,3 +230,94 @@ def test_invalid_steps_are_422_and_never_reach_a_worker(
         assert field in (error.get("field") or "") + error["message"], error
     after = running.http.get("/api/v1/tasks", headers=running.auth, params={"limit": 500}).json()["items"]
     assert len(after) == len(before)
+
+
+DEFAULT_POLICY = {"allowed_domains": None, "allow_evaluate": False, "proxy": None}
+
+
+def put_policy(running: Running, policy: dict[str, Any]) -> None:
+    r = running.http.put("/api/v1/org/policy", headers=running.auth, json=policy)
+    assert r.status_code == 200, r.text
+    assert r.json() == {**DEFAULT_POLICY, **policy}
+    # a worker caches an org's policy for ORG_POLICY_CACHE_SECONDS after reading it: only tasks starting
+    # after that are sure to run under the new one
+    time.sleep(ORG_POLICY_CACHE_SECONDS + 1)
+
+
+def verify_standard_webhook(secret: str, headers: dict[str, str], body: bytes) -> bool:
+    """Standard Webhooks verification written from the spec, independent of the service's code (as in
+    tests/e2e/test_walking_skeleton.py)."""
+    key = base64.b64decode(secret.removeprefix("whsec_"))
+    signed = f"{headers['webhook-id']}.{headers['webhook-timestamp']}.".encode() + body
+    expected = base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
+    if abs(time.time() - int(headers["webhook-timestamp"])) > 300:
+        return False
+    return any(
+        sig.split(",", 1)[0] == "v1" and hmac.compare_digest(sig.split(",", 1)[1], expected)
+        for sig in headers["webhook-signature"].split()
+    )
+
+
+def test_org_policy_blocks_a_host_and_the_customer_webhook_hears_of_it(
+    running: Running, site: TotpSite
+) -> None:
+    r = running.http.get("/api/v1/org/policy", headers=running.auth)
+    assert r.status_code == 200 and r.json() == DEFAULT_POLICY, r.text
+    r = running.http.put(
+        "/api/v1/org/policy", headers=running.auth, json={"allowed_domains": ["https://example.com/x"]}
+    )
+    assert r.status_code == 422, r.text
+    assert "allowed_domains" in (r.json()["error"].get("field") or "") + r.json()["error"]["message"]
+
+    # under the default policy (and ALLOW_EVALUATE off) the org's tasks may not run JavaScript
+    evaluate = {"steps": [{"action": "evaluate", "expression": "6 * 7", "name": "answer"}]}
+    refused = running.wait(running.create(evaluate))
+    assert refused["status"] == "failed", refused
+    assert "evaluate is not allowed for this organization" in refused["error_message"]
+
+    token = f"tok-{secrets.token_hex(12)}"  # a secret in a query string must never reach an event
+    with WebhookReceiver() as receiver:
+        r = running.http.post(
+            "/admin/webhooks",
+            headers=running.auth,
+            json={"url": f"{receiver.url}/hooks", "events": ["security.request_blocked"]},
+        )
+        assert r.status_code == 201, r.text
+        endpoint = r.json()
+        try:
+            # the site is on 127.0.0.1, which the operator's network allowance admits: only the org's
+            # allowed domains (matched by name, an IP matches no domain) can block it
+            put_policy(running, {"allowed_domains": ["example.com"], "allow_evaluate": True})
+            # the query carries a literal token and a vault secret, which the worker fills in
+            url = f"{site.url}/app?token={token}&pw={{{{ secrets.SITE_PW }}}}"
+            blocked_id = running.create({"steps": [{"action": "navigate", "url": url}]})
+            allowed_id = running.create(evaluate)
+            blocked, allowed = running.wait(blocked_id), running.wait(allowed_id)
+
+            assert blocked["status"] == "failed", blocked
+            assert "127.0.0.1 is not in the organization's allowed domains" in blocked["error_message"], (
+                blocked
+            )
+            assert PASSWORD not in str(blocked)  # the task's own record quotes its step, masked
+            assert allowed["status"] == "completed", allowed
+            assert allowed["result"]["extracted"] == {"answer": 42}
+
+            def about_the_blocked_task(d: ReceivedWebhook) -> bool:
+                return bool(d.json()["data"].get("task_id") == blocked_id)
+
+            delivery = receiver.wait_for(about_the_blocked_task, timeout=60)
+            assert delivery is not None, f"no security.request_blocked delivery: {receiver.received}"
+            assert verify_standard_webhook(endpoint["secret"], delivery.headers, delivery.body)
+            event = delivery.json()
+            assert event["type"] == "security.request_blocked"
+            assert event["data"]["host"] == "127.0.0.1"
+            assert event["data"]["kind"] == "domain"
+            assert "organization's allowed domains" in event["data"]["reason"]
+            assert event["data"]["url"] == f"{site.url}/app"  # the path, without its query string
+            assert all(
+                token not in d.body.decode() and PASSWORD not in d.body.decode() for d in receiver.received
+            )
+        finally:
+            put_policy(running, {})
+            r = running.http.delete(f"/admin/webhooks/{endpoint['id']}", headers=running.auth)
+            assert r.status_code == 204, r.text
