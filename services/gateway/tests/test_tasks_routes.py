@@ -108,6 +108,7 @@ async def stack(nats_url: str, database_url: str) -> AsyncIterator[Stack]:
             outbox_poll_seconds=0.2,
             update_redelivery_seconds=0.0,
             admission_poll_seconds=0.2,
+            retry_backoff_seconds=0.0,  # a retried task's next attempt is dispatched at once
             # nothing here finishes the tasks it admits: the org's limit must not hold later tests back
             plan_concurrency={"free": 1000, "pro": 1000, "enterprise": 1000},
             default_org_concurrency=1000,
@@ -563,14 +564,14 @@ async def test_artifacts_are_listed_and_downloadable(stack: Stack) -> None:
             "content_type": "application/pdf",
             "size": len(payload),
             "attempt": 1,
-            "url": f"/api/v1/tasks/{task['id']}/artifacts/page.pdf",
+            "url": f"/api/v1/tasks/{task['id']}/artifacts/page.pdf?attempt=1",
         },
         {
             "name": "shot one.png",
             "content_type": "image/png",
             "size": 3,
             "attempt": 1,
-            "url": f"/api/v1/tasks/{task['id']}/artifacts/shot%20one.png",
+            "url": f"/api/v1/tasks/{task['id']}/artifacts/shot%20one.png?attempt=1",
         },
     ]
     got = await stack.http.get(listed.json()[0]["url"], headers=stack.viewer)
@@ -578,6 +579,62 @@ async def test_artifacts_are_listed_and_downloadable(stack: Stack) -> None:
     assert (
         await stack.http.get(f"/api/v1/tasks/{uuid.uuid4()}/artifacts", headers=stack.admin)
     ).status_code == 404
+
+
+async def test_a_retried_tasks_artifacts_of_every_attempt_are_listed(stack: Stack) -> None:
+    """The worker's browser crashed under attempt 1: its failure screenshot and trace stay listed next to
+    attempt 2's, and the download by name serves the latest attempt's."""
+    task, first = await _running(stack, max_attempts=2)
+    js = stack.nc.jetstream()
+    await ensure_streams(js)
+    store = await js.object_store(subjects.ARTIFACTS_BUCKET)
+    shots = {1: b"\x89PNG attempt one", 2: b"\x89PNG attempt two, later"}
+    for attempt, data in shots.items():
+        await store.put(f"{task['id']}/{attempt}/failure.png", data)
+
+    def ref(attempt: int, name: str, size: int) -> ArtifactRef:
+        return ArtifactRef(
+            name=name, object_name=f"{task['id']}/{attempt}/{name}", content_type="image/png", size=size
+        )
+
+    crash = TaskUpdateMessage(
+        task_id=task["id"],
+        attempt=1,
+        worker_id=first.worker_id,
+        kind="result",
+        status="failed",
+        error_message="browser disconnected",
+        retryable=True,
+        artifacts=[ref(1, "failure.png", len(shots[1])), ref(1, "trace.zip", 5)],
+    )
+    await _update(stack, crash, f"{task['id']}:1:result")
+    assert (await _status(stack, task["id"], "assigned"))["attempt"] == 2
+    key, second = stack.workers.add()
+    claim = ClaimRequest(task_id=task["id"], attempt=2, worker_key=key, delivery=1)
+    assert (await stack.rpc.call(subjects.Scheduler.CLAIM, claim, ClaimReply)).granted
+    verdict = TaskUpdateMessage(
+        task_id=task["id"],
+        attempt=2,
+        worker_id=second.worker_id,
+        kind="result",
+        status="failed",
+        error_message="step 0: timed out",
+        error_step=0,
+        artifacts=[ref(2, "failure.png", len(shots[2]))],
+    )
+    await _update(stack, verdict, f"{task['id']}:2:result")
+    await _status(stack, task["id"], "failed")
+
+    listed = await stack.http.get(f"/api/v1/tasks/{task['id']}/artifacts", headers=stack.viewer)
+    assert listed.status_code == 200, listed.text
+    base = f"/api/v1/tasks/{task['id']}/artifacts"
+    assert [(a["attempt"], a["name"], a["size"], a["url"]) for a in listed.json()] == [
+        (1, "failure.png", len(shots[1]), f"{base}/failure.png?attempt=1"),
+        (1, "trace.zip", 5, f"{base}/trace.zip?attempt=1"),
+        (2, "failure.png", len(shots[2]), f"{base}/failure.png?attempt=2"),
+    ]
+    latest = await stack.http.get(f"{base}/failure.png", headers=stack.viewer)
+    assert latest.status_code == 200 and latest.content == shots[2]
 
 
 # --- upload from an artifact ------------------------------------------------------------------------

@@ -1,8 +1,11 @@
 """Artifact routes: the list of a task's artifacts. (The single-artifact download, which streams the bytes
-from the object store, is `GET /api/v1/tasks/{task_id}/artifacts/{name}` in routes.py.)
+from the object store, is `GET /api/v1/tasks/{task_id}/artifacts/{name}` in routes.py; which artifact it
+serves is `find_artifact` here.)
 
-The list comes from the task's own record (the scheduler stores the `ArtifactRef`s a worker reported), so it is
-org-scoped like the task: another org's task is a 404 here too.
+The list comes from the task's own record (the scheduler stores the `ArtifactRef`s a worker reported, those of
+every attempt), so it is org-scoped like the task: another org's task is a 404 here too. A retried task has
+one artifact per name and attempt (a crashed attempt's `failure.png` and `trace.zip`, then the next one's);
+a download takes `?attempt=N`, and serves the latest attempt's without it.
 
 `resolve_upload_artifacts` checks, at submission, every upload step that takes a file from an artifact: the
 task it names must be the caller's organization's (asked of the scheduler in the caller's scope, so another
@@ -14,6 +17,7 @@ stored with it once more).
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from typing import Annotated
 from urllib.parse import quote
 
 from browserfleet_contracts import subjects
@@ -33,7 +37,7 @@ from browserfleet_contracts.tasks import (
 )
 from browserfleet_core.errors import Invalid, NotFound, ServiceError
 from browserfleet_core.messaging import RpcClient
-from fastapi import APIRouter
+from fastapi import APIRouter, Query
 from nats.js import JetStreamContext
 
 from . import artifacts
@@ -50,21 +54,60 @@ def _attempt_of(ref: ArtifactRef) -> int | None:
     return int(parts[1]) if len(parts) >= 3 and parts[1].isdigit() else None
 
 
+def _by_attempt(refs: Sequence[ArtifactRef]) -> list[ArtifactRef]:
+    # stable: stored order within an attempt (the scheduler already stores them so; a row written before
+    # it kept every attempt holds one attempt's)
+    return sorted(refs, key=lambda ref: _attempt_of(ref) or 0)
+
+
+def _latest(refs: Sequence[ArtifactRef]) -> ArtifactRef:
+    """Of refs with one name: the latest attempt's (the last stored, should an attempt repeat a name)."""
+    return _by_attempt(refs)[-1]
+
+
+AttemptQuery = Annotated[
+    int | None,
+    Query(ge=1, description="which attempt's artifact (see the list); unset = the latest attempt's"),
+]
+
+
+def find_artifact(task: TaskPublic, name: str, attempt: int | None = None) -> ArtifactRef:
+    """The artifact a download serves: `name` of `attempt`, or of the latest attempt that stored one."""
+    named = [ref for ref in task.artifacts if ref.name == name]
+    if not named:
+        raise NotFound(f"task has no artifact named {name!r}", code="artifact_not_found", field="name")
+    if attempt is None:
+        return _latest(named)
+    of_attempt = [ref for ref in named if _attempt_of(ref) == attempt]
+    if not of_attempt:
+        stored = sorted({a for a in map(_attempt_of, named) if a is not None})
+        raise NotFound(
+            f"attempt {attempt} of the task stored no artifact named {name!r}"
+            + (f" (attempts that did: {', '.join(map(str, stored))})" if stored else ""),
+            code="artifact_not_found",
+            field="attempt",
+        )
+    return _latest(of_attempt)
+
+
+def _url(task_id: str, ref: ArtifactRef) -> str:
+    """The download of exactly this entry: with its attempt, so a later attempt does not change what it serves."""
+    path = f"/api/v1/tasks/{task_id}/artifacts/{quote(ref.name, safe='')}"
+    attempt = _attempt_of(ref)
+    return path if attempt is None else f"{path}?attempt={attempt}"
+
+
 def public_artifacts(task: TaskPublic) -> list[ArtifactPublic]:
-    """One entry per name, the latest attempt's (the one the download route serves), in stored order."""
-    latest: dict[str, ArtifactRef] = {}
-    for ref in task.artifacts:
-        latest.pop(ref.name, None)
-        latest[ref.name] = ref
+    """Every attempt's artifacts, by attempt, then in the order the worker reported them."""
     return [
         ArtifactPublic(
             name=ref.name,
             content_type=ref.content_type or "application/octet-stream",
             size=ref.size,
             attempt=_attempt_of(ref),
-            url=f"/api/v1/tasks/{task.id}/artifacts/{quote(ref.name, safe='')}",
+            url=_url(task.id, ref),
         )
-        for ref in latest.values()
+        for ref in _by_attempt(task.artifacts)
     ]
 
 
@@ -132,7 +175,7 @@ async def resolve_upload_artifacts(
                 field=f"{path}.attempt" if source.attempt is not None else f"{path}.name",
                 code="artifact_not_found",
             )
-        ref = refs[-1]
+        ref = _latest(refs)
         if ref.size > MAX_UPLOAD_BYTES:
             raise Invalid(
                 f"{path}.name: artifact {source.name!r} is {ref.size} bytes; an upload takes at most "
