@@ -9,6 +9,7 @@ from browserfleet_core import observability
 from browserfleet_core.db import Database
 from browserfleet_core.messaging import RpcClient, ensure_streams, make_broker
 from browserfleet_core.runner import wait_for_shutdown
+from browserfleet_core.workerkeys import WorkerKeys, rpc_lookup
 from faststream.nats import NatsBroker
 
 from .crypto import Keyring
@@ -25,6 +26,9 @@ class VaultContext:
     settings: VaultSettings
     keyring: Keyring
     broker: NatsBroker = field(init=False)
+    # who a worker key belongs to, asked of worker-gateway and trusted for `worker_auth_cache_seconds`: every
+    # secret release and profile use would otherwise cost it a key lookup
+    workers: WorkerKeys = field(init=False)
     _db: Database | None = None
     _rpc: RpcClient | None = None
 
@@ -45,6 +49,7 @@ class VaultContext:
 def create_context(settings: VaultSettings) -> VaultContext:
     """Builds everything without connecting anywhere (the AsyncAPI generator uses this too)."""
     ctx = VaultContext(settings=settings, keyring=Keyring.from_settings(settings))
+    ctx.workers = WorkerKeys(rpc_lookup(lambda: ctx.rpc), ttl_seconds=settings.worker_auth_cache_seconds)
     if settings.database_url:
         ctx._db = Database(settings.database_url, SCHEMA, pool_size=settings.db_pool_size)
     ctx.broker = make_broker(settings.nats_url, name=settings.service_name)

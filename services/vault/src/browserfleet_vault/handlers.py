@@ -72,7 +72,9 @@ def build_router(ctx: VaultContext) -> NatsRouter:
 
     @router.subscriber(subjects.Vault.RELEASE, queue=queue, max_workers=in_flight, title="vault.release")
     async def release(body: ReleaseRequest) -> ReleaseReply:
-        grant = await service.authorize_release(ctx.rpc, body.task_id, body.worker_key, body.names)
+        grant = await service.authorize_release(
+            ctx.rpc, ctx.workers, body.task_id, body.worker_key, body.names
+        )
         async with ctx.db.transaction() as session:
             return ReleaseReply(values=await service.release(session, ctx.keyring, grant))
 
@@ -80,7 +82,9 @@ def build_router(ctx: VaultContext) -> NatsRouter:
         subjects.Vault.PROFILE_ACQUIRE, queue=queue, max_workers=in_flight, title="vault.profile_acquire"
     )
     async def profile_acquire(body: ProfileAcquireRequest) -> ProfileLease:
-        grant = await service.authorize_profile_use(ctx.rpc, body.task_id, body.worker_key, body.profile)
+        grant = await service.authorize_profile_use(
+            ctx.rpc, ctx.workers, body.task_id, body.worker_key, body.profile
+        )
         async with ctx.db.transaction() as session:
             return await service.acquire_profile(session, ctx.keyring, grant, utcnow())
 
@@ -88,7 +92,9 @@ def build_router(ctx: VaultContext) -> NatsRouter:
         subjects.Vault.PROFILE_SAVE, queue=queue, max_workers=in_flight, title="vault.profile_save"
     )
     async def profile_save(body: ProfileSaveRequest) -> ProfileSaveReply:
-        grant = await service.authorize_profile_use(ctx.rpc, body.task_id, body.worker_key, body.profile)
+        grant = await service.authorize_profile_use(
+            ctx.rpc, ctx.workers, body.task_id, body.worker_key, body.profile
+        )
         async with ctx.db.transaction() as session:
             return await service.save_profile(
                 session, ctx.keyring, grant, body.lease_token, body.state, utcnow()

@@ -24,10 +24,11 @@ from browserfleet_contracts.profiles import (
 )
 from browserfleet_contracts.tasks import ClaimInfo, ClaimInfoRequest, GetTaskRequest, TaskPublic
 from browserfleet_contracts.vault import CredentialCreate, CredentialPublic
-from browserfleet_contracts.workers import WorkerAuthRequest, WorkerIdentity
+from browserfleet_contracts.workers import WorkerIdentity
 from browserfleet_core.db import utcnow
 from browserfleet_core.errors import Conflict, Forbidden, Invalid, NotFound
 from browserfleet_core.messaging import RpcClient
+from browserfleet_core.workerkeys import WorkerKeys
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from . import crypto, repository
@@ -137,14 +138,15 @@ def authorize(
     )
 
 
-async def authorize_release(rpc: RpcClient, task_id: str, worker_key: str, names: list[str]) -> ReleaseGrant:
-    """Asks worker-gateway who the key belongs to and the scheduler who holds the task.
+async def authorize_release(
+    rpc: RpcClient, workers: WorkerKeys, task_id: str, worker_key: str, names: list[str]
+) -> ReleaseGrant:
+    """Asks worker-gateway who the key belongs to (through `workers`' short cache: an unknown key is its
+    401) and the scheduler who holds the task (never cached: the claim is what changes).
 
     Runs before any transaction is opened, so no connection is held across the two round trips.
     """
-    identity: WorkerIdentity = await rpc.call(
-        subjects.Workers.AUTHENTICATE, WorkerAuthRequest(worker_key=worker_key), WorkerIdentity
-    )
+    identity = await workers.verify(worker_key)
     claim: ClaimInfo = await rpc.call(
         subjects.Scheduler.CLAIM_INFO, ClaimInfoRequest(task_id=task_id), ClaimInfo
     )
@@ -221,12 +223,13 @@ def authorize_profile(
     )
 
 
-async def authorize_profile_use(rpc: RpcClient, task_id: str, worker_key: str, profile: str) -> ProfileGrant:
-    """Who the key is (worker-gateway), who holds the task (scheduler), and which profile the task names:
-    the scheduler's claim info does not carry the spec, so the task is read in its org's scope."""
-    identity: WorkerIdentity = await rpc.call(
-        subjects.Workers.AUTHENTICATE, WorkerAuthRequest(worker_key=worker_key), WorkerIdentity
-    )
+async def authorize_profile_use(
+    rpc: RpcClient, workers: WorkerKeys, task_id: str, worker_key: str, profile: str
+) -> ProfileGrant:
+    """Who the key is (worker-gateway, through `workers`), who holds the task (scheduler), and which
+    profile the task names: the scheduler's claim info does not carry the spec, so the task is read in its
+    org's scope."""
+    identity = await workers.verify(worker_key)
     claim: ClaimInfo = await rpc.call(
         subjects.Scheduler.CLAIM_INFO, ClaimInfoRequest(task_id=task_id), ClaimInfo
     )

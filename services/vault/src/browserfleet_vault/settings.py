@@ -38,6 +38,12 @@ class VaultSettings(ServiceSettings):
         default_factory=dict,
         description='Older master keys still needed to unwrap data keys: JSON {"<version>": "<base64>"}.',
     )
+    worker_auth_cache_seconds: float = Field(
+        default=30.0,
+        ge=0,
+        description="how long a worker key, once authenticated by worker-gateway, is trusted without asking again "
+        "(a revoked key is refused again within this time; 0 asks every time)",
+    )
 
     @field_validator("vault_master_key")
     @classmethod
