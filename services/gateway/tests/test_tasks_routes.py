@@ -635,6 +635,17 @@ async def test_a_retried_tasks_artifacts_of_every_attempt_are_listed(stack: Stac
     ]
     latest = await stack.http.get(f"{base}/failure.png", headers=stack.viewer)
     assert latest.status_code == 200 and latest.content == shots[2]
+    for attempt, data in shots.items():
+        # the listed url, and the same attempt asked for by hand
+        for url in (listed.json()[2 * (attempt - 1)]["url"], f"{base}/failure.png?attempt={attempt}"):
+            got = await stack.http.get(url, headers=stack.key)
+            assert got.status_code == 200 and got.content == data, url
+    absent = _error(await stack.http.get(f"{base}/trace.zip?attempt=2", headers=stack.viewer), 404)
+    assert (absent["code"], absent["field"]) == ("artifact_not_found", "attempt")
+    assert "attempt 2" in absent["message"] and "'trace.zip'" in absent["message"]
+    for bad in ("0", "-1", "two", "1.5", ""):
+        err = _error(await stack.http.get(f"{base}/failure.png?attempt={bad}", headers=stack.viewer), 422)
+        assert err["field"] == "query.attempt", (bad, err)
 
 
 # --- upload from an artifact ------------------------------------------------------------------------

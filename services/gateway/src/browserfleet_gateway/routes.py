@@ -50,7 +50,6 @@ from browserfleet_contracts.workers import (
     RegisterRequest,
     WorkerPublic,
 )
-from browserfleet_core.errors import NotFound
 from fastapi import APIRouter, Body, Depends, Header, Path, Query, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
@@ -72,6 +71,7 @@ from .deps import (
     public,
 )
 from .errors import error_responses
+from .routes_artifacts import AttemptQuery, find_artifact
 from .routes_tasks import check_task_references
 
 _ERRORS = error_responses(400, 401, 403, 404, 409, 413, 422, 429, 503)
@@ -211,7 +211,7 @@ _SAFE_FILENAME = re.compile(r"[^A-Za-z0-9_.-]")
     "/{task_id}/artifacts/{name}",
     response_class=StreamingResponse,
     responses={200: {"content": {"application/octet-stream": {}}, "description": "the artifact's bytes"}},
-    summary="Download an artifact (screenshot, PDF, ...) of a task",
+    summary="Download an artifact (screenshot, PDF, ...) of a task: the latest attempt's, or `?attempt=N`'s",
 )
 async def download_artifact(
     task_id: IdPath,
@@ -219,11 +219,10 @@ async def download_artifact(
     principal: TasksRead,
     state: StateDep,
     rpc: RpcDep,
+    attempt: AttemptQuery = None,
 ) -> StreamingResponse:
     task = await _get_task(rpc, principal, task_id)  # org-scoped: another org's task is a 404 here
-    ref = next((a for a in reversed(task.artifacts) if a.name == name), None)
-    if ref is None:
-        raise NotFound(f"task has no artifact named {name!r}", code="artifact_not_found", field="name")
+    ref = find_artifact(task, name, attempt)
     assert state.nc is not None
     js = state.nc.jetstream()
     info = await artifacts.object_info(js, ref.object_name)
