@@ -66,6 +66,48 @@ async def test_login_extract_records_and_screenshots(browser: BrowserHost, site:
     assert all(a.data.startswith(PNG) and a.content_type == "image/png" for a in out.artifacts)
 
 
+async def test_records_agree_across_css_and_playwright_only_field_selectors(
+    browser: BrowserHost, site: str, password: str
+) -> None:
+    """All-CSS fields are read in one call in the page; Playwright-only selectors (xpath=, :has-text, >>)
+    and attributes must give the same records as before, row for row."""
+    rows = "#orders tbody tr"
+    task = spec(
+        *login(site),
+        {"action": "extract", "name": "css", "selector": rows, "fields": {"id": "td.id", "item": "td.item"}},
+        {
+            "action": "extract",
+            "name": "engine",
+            "selector": rows,
+            "fields": {"id": "xpath=./td[1]", "item": "td:has-text('g')", "last": "td >> nth=2"},
+        },
+        {
+            "action": "extract",
+            "name": "classes",
+            "selector": rows,
+            "attribute": "class",
+            "fields": {"c": "td"},
+        },
+        {"action": "extract", "name": "none", "selector": "#orders tfoot tr", "fields": {"id": "td.id"}},
+    )
+    out = await run(browser, task, {"PASSWORD": password})
+
+    assert out.status == "completed", out.error_message
+    got = out.result["extracted"]
+    assert got["css"] == [
+        {"id": "A-1", "item": "Widget"},
+        {"id": "A-2", "item": "Gadget"},
+        {"id": "A-3", "item": "Gizmo"},
+    ]
+    assert got["engine"] == [
+        {"id": "A-1", "item": "Widget", "last": "12.50"},
+        {"id": "A-2", "item": "Gadget", "last": "7.00"},
+        {"id": "A-3", "item": "Gizmo", "last": ""},
+    ]
+    assert got["classes"] == [{"c": "id"}] * 3
+    assert got["none"] == []
+
+
 async def test_failing_step_reports_index_and_short_reason(browser: BrowserHost, site: str) -> None:
     task = spec(
         {"action": "navigate", "url": f"{site}/login"},

@@ -61,6 +61,23 @@ log = logging.getLogger(__name__)
 DEFAULT_STEP_TIMEOUT_MS = 15_000
 DEFAULT_ASSERT_TIMEOUT_MS = 5_000
 MAX_RECORDS = 1_000  # rows an `extract` returns; a runaway selector must not build a huge result
+# Records from rows whose fields are all native CSS; null when a selector is not (the caller falls back).
+_RECORDS_JS = """(rows, [fields, attr, max]) => {
+  try {
+    return rows.slice(0, max).map(row => {
+      const record = {};
+      for (const [name, sel] of fields) {
+        const el = row.querySelector(sel);
+        record[name] = el === null ? null
+          : (attr ? el.getAttribute(attr) : (el.innerText ?? el.textContent).trim());
+      }
+      return record;
+    });
+  } catch (e) {
+    if (e instanceof DOMException && e.name === "SyntaxError") return null;
+    throw e;
+  }
+}"""
 MAX_TEXT = 1_000_000  # characters of one extracted text / inner HTML
 MAX_DOWNLOAD_BYTES = 50 * 1024 * 1024
 _API_PREFIX = re.compile(r"^[A-Za-z]+\.[A-Za-z_]+: ")
@@ -565,6 +582,13 @@ class StepsRunner:
         # Records do not wait: zero rows is a valid answer (an empty table), so wait_for first if needed.
         assert step.fields is not None
         rows = self._loc(page, step, step.selector)
+        fields = [(name, self._r(sub)) for name, sub in step.fields.items()]
+        # One round trip for the whole table when every field is plain CSS and matches (the usual case);
+        # a Playwright-only selector (text=, role=, xpath, :has-text, >>) or a miss, possibly in a shadow
+        # root that only Playwright's engine pierces, takes the per-row path with its exact semantics.
+        fast = await rows.evaluate_all(_RECORDS_JS, [fields, attribute, MAX_RECORDS])
+        if fast is not None and all(v is not None for record in fast for v in record.values()):
+            return list(fast)
         count = min(await rows.count(), MAX_RECORDS)
         script = (
             "(els, attr) => els.length === 0 ? null"
@@ -574,8 +598,8 @@ class StepsRunner:
         for i in range(count):
             row = rows.nth(i)
             record: dict[str, Any] = {}
-            for name, sub in step.fields.items():
-                record[name] = await row.locator(self._r(sub)).evaluate_all(script, attribute)
+            for name, sub in fields:
+                record[name] = await row.locator(sub).evaluate_all(script, attribute)
             records.append(record)
         return records
 
