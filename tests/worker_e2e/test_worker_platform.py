@@ -31,9 +31,10 @@ from browserfleet_contracts.tasks import TaskPublic
 from browserfleet_core.devstack import Platform
 from browserfleet_core.messaging import RpcClient
 from browserfleet_core.testing import provision
-from browserfleet_worker.orgpolicy import ORG_POLICY_CACHE_SECONDS
 
 from .sites import ReceivedWebhook, TotpSite, WebhookReceiver
+
+ORG_POLICY_CACHE_SECONDS = 0.5  # short, so policy changes in these tests take effect fast
 
 pytestmark = pytest.mark.e2e
 
@@ -86,7 +87,12 @@ def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
             database_url=infra.database_url,
             output=lines.append,
             # ALLOW_EVALUATE pinned off: the org policy test needs `evaluate` refused unless the policy allows it
-            env={"WORKER_SLOTS": "2", "PROFILE_WAIT_SECONDS": "90", "ALLOW_EVALUATE": "false"},
+            env={
+                "WORKER_SLOTS": "2",
+                "PROFILE_WAIT_SECONDS": "90",
+                "ALLOW_EVALUATE": "false",
+                "ORG_POLICY_CACHE_SECONDS": str(ORG_POLICY_CACHE_SECONDS),
+            },
         )
         platform.start()
         try:
@@ -239,9 +245,9 @@ def put_policy(running: Running, policy: dict[str, Any]) -> None:
     r = running.http.put("/api/v1/org/policy", headers=running.auth, json=policy)
     assert r.status_code == 200, r.text
     assert r.json() == {**DEFAULT_POLICY, **policy}
-    # a worker caches an org's policy for ORG_POLICY_CACHE_SECONDS after reading it: only tasks starting
+    # a worker reuses an org's policy for ORG_POLICY_CACHE_SECONDS after reading it: only tasks starting
     # after that are sure to run under the new one
-    time.sleep(ORG_POLICY_CACHE_SECONDS + 1)
+    time.sleep(ORG_POLICY_CACHE_SECONDS + 0.5)
 
 
 def verify_standard_webhook(secret: str, headers: dict[str, str], body: bytes) -> bool:

@@ -31,7 +31,6 @@ from .secret_values import Masker
 
 log = logging.getLogger(__name__)
 
-ORG_POLICY_CACHE_SECONDS = 5.0
 EVENTS_PER_ATTEMPT = 20
 SUMMARY_HOSTS = 20
 PUBLISH_ATTEMPTS = 3
@@ -50,7 +49,7 @@ class OrgPolicies:
         rpc: RpcClient,
         worker_key: str,
         *,
-        ttl_seconds: float = ORG_POLICY_CACHE_SECONDS,
+        ttl_seconds: float = 5.0,  # WorkerSettings.org_policy_cache_seconds
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.rpc = rpc

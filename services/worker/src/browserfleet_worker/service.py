@@ -193,7 +193,9 @@ class Worker:
         self.identity = identity
         self.rpc = RpcClient(nc, timeout=settings.rpc_timeout_seconds)
         self.masks = MaskRegistry()
-        self.org_policies = orgpolicy.OrgPolicies(self.rpc, identity.worker_key)
+        self.org_policies = orgpolicy.OrgPolicies(
+            self.rpc, identity.worker_key, ttl_seconds=settings.org_policy_cache_seconds
+        )
         self.running: set[asyncio.Task[None]] = set()
         self._slots = asyncio.Semaphore(settings.worker_slots)
         self._consumers: list[str] = []  # durable names, urgent first

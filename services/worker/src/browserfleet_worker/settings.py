@@ -44,6 +44,12 @@ class WorkerSettings(ServiceSettings):
     )
     pool: str = subjects.DEFAULT_POOL
     shutdown_grace_seconds: float = Field(default=60.0, ge=0, description="how long SIGTERM waits for tasks")
+    org_policy_cache_seconds: float = Field(
+        default=5.0,
+        ge=0,
+        le=300,
+        description="how long a worker reuses an organization's policy; a change reaches new tasks within this",
+    )
     profile_wait_seconds: float = Field(
         default=60.0,
         ge=0,
