@@ -63,6 +63,34 @@ def find_chromium(
     raise BrowserNotFound(INSTALL_HINT)
 
 
+# Chromium features a fleet browser must not run. AutofillServerCommunication sends the signature of every
+# form a task fills to Google: a leak of what customers automate, and, through the guard proxy, a refused
+# request (a spurious security event wherever allowed domains are set) on every `fill`.
+DISABLED_FEATURES = ("AutofillServerCommunication",)
+
+
+def disabled_features_arg(pids: list[int]) -> str | None:
+    """The `--disable-features=` switch the Playwright-launched browser among `pids` was started with."""
+    for pid in pids:
+        try:
+            args = [
+                a.decode(errors="replace") for a in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            ]
+        except OSError:
+            continue
+        if "--remote-debugging-pipe" in args:  # the browser process, not a renderer or the zygote
+            return next((a for a in args if a.startswith("--disable-features=")), None)
+    return None
+
+
+def merged_features_arg(default: str | None) -> str | None:
+    """Playwright's own switch with DISABLED_FEATURES added, or None if nothing is missing. Chromium keeps
+    only the last `--disable-features`, so ours must carry Playwright's list too, never replace it."""
+    have = default.split("=", 1)[1].split(",") if default else []
+    missing = [f for f in DISABLED_FEATURES if f not in have]
+    return "--disable-features=" + ",".join([f for f in have if f] + missing) if missing else None
+
+
 def launch_flags(*, sandbox: bool) -> list[str]:
     return [*BASE_FLAGS, *([] if sandbox else ["--no-sandbox"])]
 
@@ -99,10 +127,23 @@ class BrowserHost:
         self._lock = asyncio.Lock()
         self.executable: str | None = None
         self._faults: dict[int, str] = {}  # id(context) -> what broke under its task (see `fault`)
+        # (Playwright's --disable-features switch, ours with DISABLED_FEATURES added), learnt at first launch
+        self._features: tuple[str, str] | None = None
 
     async def start(self) -> None:
         async with self._lock:
             await self._ensure()
+
+    async def _launch(self) -> Browser:
+        assert self._pw is not None and self.executable is not None
+        default, merged = self._features or ("", "")
+        return await self._pw.chromium.launch(
+            executable_path=self.executable,
+            headless=self._headless,
+            args=[*launch_flags(sandbox=self._sandbox), *([merged] if merged else [])],
+            ignore_default_args=[default] if default else None,
+            chromium_sandbox=self._sandbox,
+        )
 
     async def _ensure(self) -> Browser:
         if self._browser is not None and self._browser.is_connected():
@@ -113,12 +154,16 @@ class BrowserHost:
             self.executable = find_chromium(self._configured, self._pw.chromium.executable_path)
         log.info("launching Chromium %s (sandbox %s)", self.executable, "on" if self._sandbox else "off")
         started = time.monotonic()
-        self._browser = await self._pw.chromium.launch(
-            executable_path=self.executable,
-            headless=self._headless,
-            args=launch_flags(sandbox=self._sandbox),
-            chromium_sandbox=self._sandbox,
-        )
+        self._browser = await self._launch()
+        if self._features is None:
+            # Playwright's default switches are not public: read them off the first launch, once per process
+            default = disabled_features_arg(self.browser_pids())
+            merged = merged_features_arg(default)
+            self._features = (default, merged) if default and merged else ("", "")
+            if default and merged:
+                with contextlib.suppress(Exception):
+                    await self._browser.close()
+                self._browser = await self._launch()
         self.last_launch_seconds = time.monotonic() - started
         self.launches += 1
         self.tasks_since_launch = 0

@@ -1,0 +1,61 @@
+"""Chromium features the fleet browser runs without, added to Playwright's own switch, never replacing it."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from browserfleet_worker.browser import (
+    DISABLED_FEATURES,
+    BrowserHost,
+    disabled_features_arg,
+    merged_features_arg,
+)
+from browserfleet_worker.netguard import Policy, parse_networks
+
+
+def test_our_features_are_appended_to_playwrights_list() -> None:
+    assert merged_features_arg("--disable-features=A,B") == "--disable-features=A,B," + ",".join(
+        DISABLED_FEATURES
+    )
+    assert merged_features_arg(None) == "--disable-features=" + ",".join(DISABLED_FEATURES)
+    assert merged_features_arg("--disable-features=" + ",".join(["A", *DISABLED_FEATURES])) is None
+
+
+def _disable_features_switches(pids: list[int]) -> int:
+    """How many --disable-features switches the browser process (not a renderer) was started with."""
+    for pid in pids:
+        args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        if b"--remote-debugging-pipe" in args:
+            return sum(a.startswith(b"--disable-features=") for a in args)
+    raise AssertionError("no browser process found")
+
+
+async def test_the_browser_keeps_playwrights_switches_and_adds_ours(browser: BrowserHost) -> None:
+    await browser.start()
+    switch = disabled_features_arg(browser.browser_pids())
+    assert switch is not None
+    features = switch.split("=", 1)[1].split(",")
+    assert set(DISABLED_FEATURES) <= set(features)
+    learnt = browser._features
+    assert learnt is not None and learnt[0], "the first launch's switch was read"
+    # Chromium keeps only the last --disable-features: Playwright's list must survive inside ours
+    assert set(learnt[0].split("=", 1)[1].split(",")) < set(features)
+    assert _disable_features_switches(browser.browser_pids()) == 1
+
+
+async def test_filling_a_form_sends_nothing_to_googles_autofill_server(
+    browser: BrowserHost, site: str
+) -> None:
+    """Without the switch, Chromium queries content-autofill.googleapis.com about each filled form; the guard
+    proxy sees (and refuses) those requests, so they would show as blocked here."""
+    policy = Policy(allowed_networks=parse_networks(["127.0.0.1/32"]))
+    async with browser.context(policy) as ctx:
+        page = await ctx.new_page()
+        for _ in range(2):
+            await page.goto(f"{site}/login")
+            await page.fill("#user", "ada")
+            await page.fill("#password", "not-the-password")
+            await page.click("#go")
+        await asyncio.sleep(1.0)  # the autofill query goes out shortly after a fill, not with it
+    assert [host for host, _ in policy.blocked] == []
