@@ -482,6 +482,17 @@ class ArtifactRef(BaseModel):
     size: int
 
 
+def artifact_object_name(task_id: str, attempt: int, name: str) -> str:
+    """Where an attempt's artifact is stored in the object store; `artifact_attempt` reads it back."""
+    return f"{task_id}/{attempt}/{name}"
+
+
+def artifact_attempt(object_name: str) -> int | None:
+    """The attempt an artifact's object belongs to, None if it is not named by `artifact_object_name`."""
+    parts = object_name.split("/", 2)
+    return int(parts[1]) if len(parts) == 3 and parts[1].isdigit() else None
+
+
 class TaskPublic(BaseModel):
     id: str
     org_id: str

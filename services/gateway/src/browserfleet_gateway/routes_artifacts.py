@@ -34,6 +34,7 @@ from browserfleet_contracts.tasks import (
     TaskCreate,
     TaskPublic,
     UploadStep,
+    artifact_attempt,
 )
 from browserfleet_core.errors import Invalid, NotFound, ServiceError
 from browserfleet_core.messaging import RpcClient
@@ -50,8 +51,7 @@ router = APIRouter(prefix="/api/v1/tasks", tags=["tasks", "artifacts"], response
 
 
 def _attempt_of(ref: ArtifactRef) -> int | None:
-    parts = ref.object_name.split("/")  # <task_id>/<attempt>/<name>
-    return int(parts[1]) if len(parts) >= 3 and parts[1].isdigit() else None
+    return artifact_attempt(ref.object_name)
 
 
 def _by_attempt(refs: Sequence[ArtifactRef]) -> list[ArtifactRef]:

@@ -39,6 +39,8 @@ from browserfleet_contracts.tasks import (
     TaskPublic,
     TaskSpec,
     TaskUpdateMessage,
+    artifact_attempt,
+    artifact_object_name,
 )
 from browserfleet_contracts.workers import WorkerIdentity
 from browserfleet_core.db import jsonable, new_id, utcnow
@@ -662,9 +664,8 @@ async def apply_update(
 
 
 def _artifact_attempt(ref: Mapping[str, Any]) -> int:
-    """The attempt that stored an artifact: its object is `<task_id>/<attempt>/<name>` (0 if not so named)."""
-    parts = str(ref.get("object_name", "")).split("/", 2)
-    return int(parts[1]) if len(parts) == 3 and parts[1].isdigit() else 0
+    """The attempt that stored an artifact (0 for a ref not named by attempt)."""
+    return artifact_attempt(str(ref.get("object_name", ""))) or 0
 
 
 def _with_attempt_artifacts(task: Task, msg: TaskUpdateMessage) -> list[dict[str, Any]]:
@@ -673,7 +674,7 @@ def _with_attempt_artifacts(task: Task, msg: TaskUpdateMessage) -> list[dict[str
     redelivered update from listing an artifact twice. A ref naming an object outside this attempt's
     `<task_id>/<attempt>/` is dropped: the gateway serves whatever object a ref names, and files it under
     the attempt that name carries."""
-    prefix = f"{task.id}/{msg.attempt}/"
+    prefix = artifact_object_name(task.id, msg.attempt, "")
     reported: list[dict[str, Any]] = []
     for ref in msg.artifacts:
         if ref.object_name.startswith(prefix):

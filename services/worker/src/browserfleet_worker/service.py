@@ -31,6 +31,7 @@ from browserfleet_contracts.tasks import (
     TaskDispatch,
     TaskLogLine,
     TaskUpdateMessage,
+    artifact_object_name,
 )
 from browserfleet_contracts.vault import ReleaseReply, ReleaseRequest
 from browserfleet_contracts.workers import (
@@ -714,7 +715,7 @@ class Worker:
         refs: list[ArtifactRef] = []
         store = await self.js.object_store(subjects.ARTIFACTS_BUCKET)
         for artifact in outcome.artifacts:
-            object_name = f"{task.task_id}/{task.attempt}/{artifact.name}"
+            object_name = artifact_object_name(task.task_id, task.attempt, artifact.name)
             try:
                 await store.put(
                     object_name,
@@ -744,7 +745,7 @@ class Worker:
         label = f"artifact {source.name!r} of task {source.task_id}"
         if source.attempt is None:  # the gateway records the attempt when it checks the reference
             raise StepError(f"{label}: the reference names no attempt")
-        object_name = f"{source.task_id}/{source.attempt}/{source.name}"
+        object_name = artifact_object_name(source.task_id, source.attempt, source.name)
         try:
             store = await self.js.object_store(subjects.ARTIFACTS_BUCKET)
             info = await store.get_info(object_name)
