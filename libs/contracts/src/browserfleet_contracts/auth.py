@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 from datetime import datetime
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 import email_validator
-from pydantic import BaseModel, EmailStr, Field, field_validator
+from pydantic import AfterValidator, BaseModel, Field, field_validator
 
-from .common import Contract, OrgScoped, Role
-from .tasks import DOMAIN_PATTERN, SECRET_REF, ProxySpec, secret_refs
+from .common import ById, Contract, OrgScoped, Role
+from .secret_refs import SECRET_REF, secret_refs
+from .tasks import DOMAIN_PATTERN, ProxySpec
 
 # Self-hosted installs name their machines `*.local`, and the bootstrap admin is admin@browserfleet.local:
 # email-validator rejects that special-use domain by default (its documented knob is this list), which
@@ -19,9 +21,32 @@ from .tasks import DOMAIN_PATTERN, SECRET_REF, ProxySpec, secret_refs
 if "local" in email_validator.SPECIAL_USE_DOMAIN_NAMES:
     email_validator.SPECIAL_USE_DOMAIN_NAMES.remove("local")
 
+MAX_EMAIL_LENGTH = 320
+
+
+def normalize_email(raw: str) -> str:
+    """THE email rule, the same at every door (user creation, invitation, bootstrap, an org's first admin,
+    login, SSO): one spelling per mailbox (NFKC, trimmed, case-folded), then email-validator's syntax check
+    with no DNS lookup (`check_deliverability` off) and the special-use names `.test` and `.local`
+    allowed (test fixtures and self-hosted installs use them); `localhost`, `.invalid`, `.onion`, a domain
+    without a dot, quoted local parts and IP literals are refused. Raises ValueError saying what is wrong."""
+    if "\x00" in raw:
+        raise ValueError("must not contain NUL")
+    folded = unicodedata.normalize("NFKC", raw).strip().casefold()
+    if len(folded) > MAX_EMAIL_LENGTH:
+        raise ValueError(f"at most {MAX_EMAIL_LENGTH} characters")
+    try:
+        checked = email_validator.validate_email(folded, check_deliverability=False, test_environment=True)
+    except email_validator.EmailNotValidError as exc:
+        raise ValueError(f"not a valid email address: {exc}") from None
+    return str(checked.normalized)
+
+
+EmailAddress = Annotated[str, AfterValidator(normalize_email)]
+
 
 class LoginRequest(Contract):
-    email: EmailStr
+    email: EmailAddress = Field(max_length=MAX_EMAIL_LENGTH)
     password: str = Field(min_length=1, max_length=1024)
 
 
@@ -72,7 +97,7 @@ class Jwks(BaseModel):
 
 class BootstrapRequest(Contract):
     org_name: str = "Default"
-    admin_email: EmailStr = "admin@browserfleet.local"
+    admin_email: EmailAddress = "admin@browserfleet.local"
 
 
 class BootstrapReply(BaseModel):
@@ -88,6 +113,42 @@ class BootstrapReply(BaseModel):
 ACCESS_TOKEN_TYP = "access+jwt"
 TOKEN_ISSUER = "browserfleet-auth"
 TOKEN_AUDIENCE = "browserfleet"
+# How the sign-in behind a token was made (RFC 8176 values: `pwd`, `otp`, `fed` for SSO, `mfa` when a second
+# factor was checked), and when its second factor was last checked (epoch seconds; absent without one).
+AMR_CLAIM = "amr"
+MFA_AT_CLAIM = "mfa_at"
+# when the token was issued, to the millisecond (`iat` has whole seconds): compared with a user's valid-after,
+# so a sign-in in the same second as a deactivation is told apart from one before it
+ISSUED_CLAIM = "issued"
+
+
+# --- live user state: what the gateway checks on every request ----------------------------------------
+class UserStateRequest(Contract):
+    user_id: str = Field(min_length=1, max_length=64)
+    org_id: str = Field(min_length=1, max_length=64)
+
+
+class UserState(BaseModel):
+    """What a token cannot say about its user once it is signed: whether they are still active, their role
+    now, the time before which their tokens no longer count, and whether MFA applies to them. The gateway
+    caches it per user, and `auth.user.changed` replaces it on every replica after a change commits."""
+
+    user_id: str
+    org_id: str
+    active: bool
+    role: Role = "viewer"
+    valid_after: float = Field(
+        default=0, description="tokens issued before this instant (epoch seconds) are refused"
+    )
+    mfa: bool = Field(default=False, description="a second factor applies (enrolled, or the org requires it)")
+
+
+class UserChanged(BaseModel):
+    """Broadcast on `subjects.USER_CHANGED` (core NATS) after a change commits: one user's new state, or,
+    with `state` unset, every user of `org_id` (an org-wide setting such as the MFA requirement changed)."""
+
+    org_id: str
+    state: UserState | None = None
 
 
 # --- API keys ------------------------------------------------------------------------------------
@@ -147,7 +208,7 @@ class ApiKeyPrincipal(BaseModel):
 
 
 class ApiKeyRevoked(BaseModel):
-    """Broadcast on `subjects.Auth.API_KEY_REVOKED` (core NATS) so every gateway drops its cache entry."""
+    """Broadcast on `subjects.API_KEY_REVOKED` (core NATS) so every gateway drops its cache entry."""
 
     key_id: str
     org_id: str
@@ -159,9 +220,9 @@ class OrganizationCreate(Contract):
     slug: str | None = Field(default=None, min_length=1, max_length=63)
     plan: Plan = "free"
     settings: dict[str, Any] = Field(default_factory=dict)
-    admin_email: str | None = Field(
+    admin_email: EmailAddress | None = Field(
         default=None,
-        max_length=320,
+        max_length=MAX_EMAIL_LENGTH,
         description="creates the org's first admin; the password is returned once",
     )
 
@@ -189,14 +250,13 @@ class CreateOrganizationRequest(OrgScoped):
     organization: OrganizationCreate
 
 
-class UpdateOrganizationRequest(OrgScoped):
-    id: str = Field(min_length=1, max_length=64)
+class UpdateOrganizationRequest(ById):
     organization: OrganizationUpdate
 
 
 # --- users (org admins) ------------------------------------------------------------------------------
 class UserCreate(Contract):
-    email: str = Field(min_length=3, max_length=320)
+    email: EmailAddress = Field(max_length=MAX_EMAIL_LENGTH)
     name: str = Field(default="", max_length=200)
     role: Role = "user"
     password: str | None = Field(
@@ -229,31 +289,58 @@ class CreateUserRequest(OrgScoped):
     user: UserCreate
 
 
-class UpdateUserRequest(OrgScoped):
-    id: str = Field(min_length=1, max_length=64)
+class UpdateUserRequest(ById):
     user: UserUpdate
 
 
 # --- audit log ---------------------------------------------------------------------------------------
+AuditOutcome = Literal["pending", "success", "refused", "failed"]
+
+
 class AuditEntry(BaseModel):
     id: int
     at: datetime
-    action: str
-    outcome: str
+    action: str = Field(description="what was done: `user.created`, ... or `api.<operation>` for a call")
+    outcome: str = Field(
+        description="success; refused (401/403/429: not allowed); failed (any other error); pending (the "
+        "change began and its answer was never recorded: the gateway stopped mid-call)"
+    )
     org_id: str | None
     actor_user_id: str | None
     actor_api_key_id: str | None
     client_ip: str | None
     target: str | None
     detail: dict[str, Any]
+    request_id: str | None = Field(default=None, description="the call's X-Request-ID")
+    route: str | None = Field(default=None, description="`METHOD /path/{template}` of the call")
+    status: int | None = Field(default=None, description="the HTTP status the call was answered with")
 
 
 class ListAuditRequest(OrgScoped):
     action: str | None = Field(default=None, max_length=64)
+    outcome: AuditOutcome | None = None
+    actor_id: str | None = Field(default=None, max_length=64, description="a user's or an API key's id")
+    target: str | None = Field(default=None, max_length=320)
+    request_id: str | None = Field(default=None, max_length=64)
     since: datetime | None = None
     until: datetime | None = None
     limit: int = Field(default=100, ge=1, le=1000)
     cursor: str | None = Field(default=None, max_length=40, description="next_cursor of the previous page")
+
+
+class RequestAudit(OrgScoped):
+    """The gateway's record of one state-changing call, in two steps. `begin` is written (and committed)
+    before the call reaches the service that changes anything, so no change exists without its entry;
+    `end` sets the answer's status and outcome (or writes the whole entry for a call refused before it
+    began). `actor.request_id` names the entry; auth's own detail of the change lands in it too."""
+
+    phase: Literal["begin", "end"]
+    action: str = Field(max_length=64, description="`api.<operation>`")
+    route: str = Field(max_length=200)
+    target: str | None = Field(default=None, max_length=320)
+    path: dict[str, str] = Field(default_factory=dict, max_length=8, description="the path's parameters")
+    status: int | None = Field(default=None, ge=100, le=599)
+    code: str | None = Field(default=None, max_length=64, description="the error code of a refusal/failure")
 
 
 # --- organization policy (org admins set it; every worker enforces it) ---------------------------------

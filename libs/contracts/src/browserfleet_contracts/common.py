@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any, Generic, Literal, TypeVar
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
 T = TypeVar("T")
 
 Role = Literal["admin", "user", "viewer"]
+# an artifact, extracted value or browser profile: safe as a file and object-store name
+Name = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")]
 
 
 class Contract(BaseModel):
@@ -27,14 +29,6 @@ class ErrorBody(BaseModel):
     detail: list[dict[str, Any]] | None = None
 
 
-class RpcReply(BaseModel, Generic[T]):
-    """What every `svc.*` handler answers: either `data` or `error`, never both."""
-
-    ok: bool
-    data: T | None = None
-    error: ErrorBody | None = None
-
-
 class Actor(Contract):
     """Who is asking, as the gateway established it. Every org-scoped command carries one."""
 
@@ -43,6 +37,12 @@ class Actor(Contract):
     api_key_id: str | None = None
     role: Role = "viewer"
     client_ip: str | None = None
+    request_id: str | None = Field(
+        default=None,
+        max_length=64,
+        description="the gateway's X-Request-ID of the call that acts: auth writes its audit detail into that "
+        "call's entry",
+    )
     plan: str | None = Field(
         default=None, max_length=64, description="the org's plan, for per-plan limits (scheduler concurrency)"
     )
@@ -61,5 +61,16 @@ class ById(OrgScoped):
     id: str = Field(min_length=1, max_length=64)
 
 
+class Empty(Contract):
+    """A request that carries nothing (and accepts no fields)."""
+
+
 class Ack(BaseModel):
     ok: bool = True
+
+
+class DbHealth(BaseModel):
+    """A service's answer to "is your database reachable": `SELECT 1` through its own pool."""
+
+    ok: bool
+    detail: str

@@ -7,7 +7,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, Field, field_validator
 
-from .common import Contract, OrgScoped
+from .common import ById, Contract, OrgScoped
 from .tasks import TaskCreate
 
 
@@ -68,8 +68,7 @@ class CreateScheduleRequest(OrgScoped):
     schedule: ScheduleCreate
 
 
-class UpdateScheduleRequest(OrgScoped):
-    id: str = Field(min_length=1, max_length=64)
+class UpdateScheduleRequest(ById):
     schedule: ScheduleUpdate
 
 

@@ -13,6 +13,10 @@ TASKS_STREAM: Final = "TASKS"
 TASK_UPDATES_STREAM: Final = "TASK_UPDATES"
 EVENTS_STREAM: Final = "EVENTS"
 ARTIFACTS_BUCKET: Final = "artifacts"
+# single-use tickets for browser WebSockets, shared by every gateway replica (KV bucket)
+WS_TICKETS_BUCKET: Final = "ws_tickets"
+# the gateway's rate-limit state (one entry per principal or client address), shared by every replica (KV)
+RATE_LIMITS_BUCKET: Final = "rate_limits"
 
 DEFAULT_POOL: Final = "default"
 PRIORITIES: Final = ("urgent", "high", "normal", "low")
@@ -28,12 +32,30 @@ def task_run_consumer(pool: str, priority: str) -> str:
     return f"pool-{pool}-{priority}"
 
 
-def task_update(task_id: str) -> str:
-    """`tasks.updates.<task_id>`: worker -> scheduler (started, log, result)."""
-    return f"tasks.updates.{task_id}"
+def pool_key(name: str, org_id: str | None = None) -> str:
+    """The subject token of a pool (`tasks.run.<key>.*`, consumers `pool-<key>-*`): its name for a platform
+    pool, `<name>_<org_id>` for an organization's own. Pool names have no `_` (workers.POOL_NAME_PATTERN),
+    so two organizations' pools, or an organization's and the platform's, never share a work-queue filter."""
+    if not name or _UNSAFE_TOKEN & set(name) or "_" in name:
+        raise ValueError(f"{name!r} cannot be a pool name")
+    if org_id is None:
+        return name
+    if not org_id or _UNSAFE_TOKEN & set(org_id):
+        raise ValueError(f"{org_id!r} cannot be a subject token")
+    return f"{name}_{org_id}"
 
 
-TASK_UPDATES_ALL: Final = "tasks.updates.*"
+def task_update(worker_id: str, task_id: str) -> str:
+    """`tasks.updates.<worker_id>.<task_id>`: worker -> scheduler (started, log, result, security). The worker's
+    bus identity may publish only under its own id, and the scheduler records an update only from the
+    attempt's claimant, so no worker can report for another's task."""
+    return f"tasks.updates.{worker_id}.{task_id}"
+
+
+def task_update_worker(subject: str) -> str | None:
+    """The worker id an update's subject carries (None for a subject that is not an update's)."""
+    parts = subject.split(".")
+    return parts[2] if len(parts) == 4 and parts[:2] == ["tasks", "updates"] and parts[2] else None
 
 
 def task_cancel(task_id: str) -> str:
@@ -41,12 +63,40 @@ def task_cancel(task_id: str) -> str:
     return f"tasks.cancel.{task_id}"
 
 
+# the org token of events about platform-wide things (an operator's pool's workers): no organization's id
+PLATFORM_EVENTS_ORG: Final = "platform"
+
+
 def event(org_id: str, event_type: str) -> str:
     """`events.<org_id>.<entity>.<event>`, e.g. events.<org>.task.completed."""
     return f"events.{org_id}.{event_type}"
 
 
-EVENTS_ALL: Final = "events.>"
+def org_events(org_id: str) -> str:
+    """Every event of one organization (`events.<org_id>.>`): what a replay for that org reads. An id that
+    is not one subject token (a `.`, a wildcard) would widen the filter to other organizations: refused."""
+    if not org_id or _UNSAFE_TOKEN & set(org_id):
+        raise ValueError(f"{org_id!r} cannot be a subject token")
+    return event(org_id, ">")
+
+
+# --- what each stream holds, derived from the subject builders above ---------------------------------
+TASKS_ALL: Final = task_run("*", "*")
+TASK_UPDATES_ALL: Final = task_update("*", "*")
+EVENTS_ALL: Final = event("*", ">")
+
+
+def dispatch_msg_id(task_id: str, attempt: int) -> str:
+    """`Nats-Msg-Id` of an attempt's TASKS message: a re-publication (outbox replay) is a duplicate."""
+    return f"{task_id}:{attempt}"
+
+
+def update_msg_id(task_id: str, attempt: int, kind: str, seq: int | str | None = None) -> str:
+    """`Nats-Msg-Id` of a worker's TASK_UPDATES message (`started`, `result`; a log batch by its first line's
+    `seq`; a blocked request by its number or `summary`), so a worker that publishes again after a lost ack
+    is stored once."""
+    base = f"{task_id}:{attempt}:{kind}"
+    return base if seq is None else f"{base}:{seq}"
 
 
 def worker_drain(worker_id: str) -> str:
@@ -54,78 +104,61 @@ def worker_drain(worker_id: str) -> str:
     return f"workers.drain.{worker_id}"
 
 
-# --- request/reply commands: svc.<service>.<op>, queue group = service name -------------------
-class Auth:
-    QUEUE: Final = "auth"
-    LOGIN: Final = "svc.auth.login"
-    REFRESH: Final = "svc.auth.refresh"
-    LOGOUT: Final = "svc.auth.logout"
-    ME: Final = "svc.auth.me"
-    JWKS: Final = "svc.auth.jwks"
-    BOOTSTRAP: Final = "svc.auth.bootstrap"
-    CREATE_API_KEY: Final = "svc.auth.create_api_key"
-    LIST_API_KEYS: Final = "svc.auth.list_api_keys"
-    REVOKE_API_KEY: Final = "svc.auth.revoke_api_key"
-    AUTHENTICATE_API_KEY: Final = "svc.auth.authenticate_api_key"
-    LIST_ORGANIZATIONS: Final = "svc.auth.list_organizations"
-    CREATE_ORGANIZATION: Final = "svc.auth.create_organization"
-    UPDATE_ORGANIZATION: Final = "svc.auth.update_organization"
-    DELETE_ORGANIZATION: Final = "svc.auth.delete_organization"
-    LIST_USERS: Final = "svc.auth.list_users"
-    CREATE_USER: Final = "svc.auth.create_user"
-    UPDATE_USER: Final = "svc.auth.update_user"
-    LIST_AUDIT: Final = "svc.auth.list_audit"
-    GET_ORG_POLICY: Final = "svc.auth.get_org_policy"
-    UPDATE_ORG_POLICY: Final = "svc.auth.update_org_policy"
-    # workers (and the vault on a worker's behalf), authenticated by the worker key, read an org's policy
-    ORG_POLICY: Final = "svc.auth.org_policy"
-    # core NATS broadcast (no queue group): every gateway replica drops the key from its cache
-    API_KEY_REVOKED: Final = "auth.api_key.revoked"
+# --- the live view of a running task (core NATS, never stored) --------------------------------------
+# `tasks.live.<task_id>.<worker_id>.<op>`: the worker id is the one the scheduler recorded for the running
+# attempt, so only that worker answers, and a per-worker bus permission can bind each worker to its own id.
+LIVE_OPS: Final = ("start", "stop", "frames", "input")
+_UNSAFE_TOKEN = frozenset(".*> \t\r\n")
 
 
-class Scheduler:
-    QUEUE: Final = "scheduler"
-    CREATE_TASK: Final = "svc.scheduler.create_task"
-    GET_TASK: Final = "svc.scheduler.get_task"
-    LIST_TASKS: Final = "svc.scheduler.list_tasks"
-    CLAIM: Final = "svc.scheduler.claim"
-    CLAIM_INFO: Final = "svc.scheduler.claim_info"
-    CANCEL_TASK: Final = "svc.scheduler.cancel_task"
-    ADMIN_LIST_TASKS: Final = "svc.scheduler.admin_list_tasks"
-    TASK_ATTEMPTS: Final = "svc.scheduler.task_attempts"
-    TASK_LOGS: Final = "svc.scheduler.task_logs"
-    CREATE_SCHEDULE: Final = "svc.scheduler.create_schedule"
-    LIST_SCHEDULES: Final = "svc.scheduler.list_schedules"
-    GET_SCHEDULE: Final = "svc.scheduler.get_schedule"
-    UPDATE_SCHEDULE: Final = "svc.scheduler.update_schedule"
-    DELETE_SCHEDULE: Final = "svc.scheduler.delete_schedule"
+def _live(task_id: str, worker_id: str, op: str) -> str:
+    for token in (task_id, worker_id):
+        # ids come from the scheduler, but a wildcard or a dot here would widen what a subscriber receives
+        if not token or _UNSAFE_TOKEN & set(token):
+            raise ValueError(f"{token!r} cannot be a subject token")
+    return live_pattern(op, task_id=task_id, worker_id=worker_id)
 
 
-class Vault:
-    QUEUE: Final = "vault"
-    PUT_CREDENTIAL: Final = "svc.vault.put_credential"
-    LIST_CREDENTIALS: Final = "svc.vault.list_credentials"
-    DELETE_CREDENTIAL: Final = "svc.vault.delete_credential"
-    CHECK_NAMES: Final = "svc.vault.check_names"
-    RELEASE: Final = "svc.vault.release"
-    PROFILE_ACQUIRE: Final = "svc.vault.profile_acquire"
-    PROFILE_SAVE: Final = "svc.vault.profile_save"
-    LIST_PROFILES: Final = "svc.vault.list_profiles"
-    DELETE_PROFILE: Final = "svc.vault.delete_profile"
+def live_pattern(op: str, *, task_id: str = "*", worker_id: str = "*") -> str:
+    """The live-view subjects of `op` as a bus permission pattern (wildcards allowed, unlike the builders)."""
+    if op not in LIVE_OPS:
+        raise ValueError(f"{op!r} is not a live-view operation")
+    return f"tasks.live.{task_id}.{worker_id}.{op}"
 
 
-class Webhooks:
-    QUEUE: Final = "webhooks"
-    CREATE_ENDPOINT: Final = "svc.webhooks.create_endpoint"
-    LIST_ENDPOINTS: Final = "svc.webhooks.list_endpoints"
-    DELETE_ENDPOINT: Final = "svc.webhooks.delete_endpoint"
-    LIST_DELIVERIES: Final = "svc.webhooks.list_deliveries"
+def live_start(task_id: str, worker_id: str) -> str:
+    """Gateway -> the worker running `task_id`, request/reply: start (or keep) the screencast for a watcher.
+    Renewed every `live.LIVE_KEEPALIVE_SECONDS` while someone watches; it is also the keepalive."""
+    return _live(task_id, worker_id, "start")
 
 
-class Workers:
-    QUEUE: Final = "worker-gateway"
-    CREATE_INVITE: Final = "svc.workers.create_invite"
-    REGISTER: Final = "svc.workers.register"
-    HEARTBEAT: Final = "svc.workers.heartbeat"
-    AUTHENTICATE: Final = "svc.workers.authenticate"
-    LIST: Final = "svc.workers.list"
+def live_stop(task_id: str, worker_id: str) -> str:
+    """Gateway -> worker: this watcher's last viewer left (the screencast stops when no watcher is left)."""
+    return _live(task_id, worker_id, "stop")
+
+
+def live_frames(task_id: str, worker_id: str) -> str:
+    """Worker -> gateways: screencast frames and the end of the attempt (`live.LiveFrame` / `live.LiveEnded`)."""
+    return _live(task_id, worker_id, "frames")
+
+
+def live_input(task_id: str, worker_id: str) -> str:
+    """Gateway -> worker: a person's mouse and keyboard input and `continue` for a paused task (takeover)."""
+    return _live(task_id, worker_id, "input")
+
+
+# --- core NATS broadcasts (no queue group) -------------------------------------------------------
+# every gateway replica drops a revoked key from its cache at once (auth publishes after the commit)
+API_KEY_REVOKED: Final = "auth.api_key.revoked"
+# every gateway replica replaces its cached state of a user (active, role, valid-after, MFA) at once: auth
+# publishes `auth.UserChanged` after the commit; the cache's short TTL bounds a missed one
+USER_CHANGED: Final = "auth.user.changed"
+# every cache of worker keys (scheduler, vault, auth) drops a removed worker at once (worker-gateway publishes
+# `workers.WorkerRevoked` after the commit); the caches' TTL bounds a missed one
+WORKER_REVOKED: Final = "workers.revoked"
+
+# the server asks worker-gateway (auth callout, NATS >= 2.10) whether a worker's connection may come in
+AUTH_CALLOUT: Final = "$SYS.REQ.USER.AUTH"
+
+# The request/reply subjects (`svc.<service>.<op>`) are declared with their request and reply types in
+# `browserfleet_contracts.endpoints`.

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-import re
+import hashlib
+import json
 from datetime import datetime
 from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit
 
 from pydantic import BaseModel, Field, HttpUrl, field_validator, model_validator
 
-from .common import Contract, OrgScoped
+from .common import Contract, Name, OrgScoped
+from .secret_refs import SECRET_NAME_PATTERN, secret_refs
+from .steps import Step, handoffs
 
 TaskStatus = Literal[
     "pending", "queued", "assigned", "running", "completed", "failed", "cancelled", "timed_out"
@@ -18,303 +20,7 @@ TERMINAL_STATUSES: frozenset[str] = frozenset({"completed", "failed", "cancelled
 Priority = Literal["low", "normal", "high", "urgent"]
 TaskKind = Literal["steps", "agent"]
 
-SECRET_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,63}$"
-# `{{ secrets.NAME }}` or `{{ secrets.NAME.totp }}`; anything else that looks like a reference is an error.
-SECRET_REF = re.compile(r"\{\{\s*secrets\.([A-Za-z_][A-Za-z0-9_]{0,63})(\.totp)?\s*\}\}")
-_LOOSE_REF = re.compile(r"\{\{\s*secrets\b[^}]*\}\}")
 WORKER_TAG_PATTERN = r"^[a-z0-9][a-z0-9_.:-]{0,62}$"
-
-Selector = Annotated[str, Field(min_length=1, max_length=2000)]
-Name = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")]
-
-
-def secret_refs(text: str) -> set[str]:
-    """Names referenced as `{{ secrets.NAME }}` in `text`; raises ValueError on a malformed reference."""
-    names = {m.group(1) for m in SECRET_REF.finditer(text)}
-    stripped = SECRET_REF.sub("", text)
-    if _LOOSE_REF.search(stripped):
-        raise ValueError("malformed secret reference: use {{ secrets.NAME }} with NAME of letters, digits, _")
-    return names
-
-
-class _Step(Contract):
-    timeout_ms: int | None = Field(default=None, ge=1, le=300_000, description="per-step timeout")
-    optional: bool = Field(default=False, description="a failure of this step does not fail the task")
-    retries: int = Field(default=0, ge=0, le=5, description="times a failing step is tried again")
-    frame: Selector | None = Field(
-        default=None, description="selector of an <iframe>: the step's selectors apply inside it"
-    )
-
-
-class NavigateStep(_Step):
-    action: Literal["navigate"]
-    url: str = Field(min_length=1, max_length=8192)
-    wait_until: Literal["load", "domcontentloaded", "networkidle", "commit"] = "load"
-
-    @field_validator("url")
-    @classmethod
-    def _http_only(cls, v: str) -> str:
-        probe = SECRET_REF.sub("x", v)
-        parts = urlsplit(probe)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise ValueError("url must be an absolute http:// or https:// URL")
-        return v
-
-
-class ClickStep(_Step):
-    action: Literal["click"]
-    selector: Selector
-
-
-class FillStep(_Step):
-    action: Literal["fill"]
-    selector: Selector
-    value: str = Field(max_length=100_000)
-
-
-class PressStep(_Step):
-    action: Literal["press"]
-    selector: Selector
-    key: str = Field(min_length=1, max_length=64)
-
-
-MAX_WAIT_DELAY_MS = 30_000
-
-
-class WaitForStep(_Step):
-    """Exactly one of: `selector` (reaching `state`), `url` (a glob such as `**/orders*`), `load_state`
-    (e.g. `networkidle`), or `delay_ms` (a fixed pause, capped)."""
-
-    action: Literal["wait_for"]
-    selector: Selector | None = None
-    state: Literal["attached", "detached", "visible", "hidden"] = "visible"
-    url: str | None = Field(default=None, min_length=1, max_length=2000)
-    load_state: Literal["load", "domcontentloaded", "networkidle"] | None = None
-    delay_ms: int | None = Field(default=None, ge=0, le=MAX_WAIT_DELAY_MS)
-
-    @model_validator(mode="after")
-    def _one_condition(self) -> WaitForStep:
-        given = [f for f in ("selector", "url", "load_state", "delay_ms") if getattr(self, f) is not None]
-        if len(given) != 1:
-            raise ValueError("wait_for takes exactly one of selector, url, load_state, delay_ms")
-        return self
-
-
-class ExtractStep(_Step):
-    """`selector` alone: the text of the first match. With `fields`: one record per `selector` match,
-    each field the text of a sub-selector inside that row."""
-
-    action: Literal["extract"]
-    name: Name = "extracted"
-    selector: Selector
-    fields: dict[Name, Selector] | None = Field(default=None, max_length=100)
-    attribute: str | None = Field(default=None, max_length=256)
-    mode: Literal["text", "inner_html", "table", "all"] = Field(
-        default="text",
-        description="text (first match), inner_html (first match), table (a <table> into records by its "
-        "header row), all (the text of every match)",
-    )
-
-
-class ScreenshotStep(_Step):
-    action: Literal["screenshot"]
-    name: Name = "screenshot"
-    full_page: bool = False
-    selector: Selector | None = None
-
-
-class DblClickStep(_Step):
-    action: Literal["dblclick"]
-    selector: Selector
-
-
-class HoverStep(_Step):
-    action: Literal["hover"]
-    selector: Selector
-
-
-class TypeStep(_Step):
-    """Types key by key (for inputs that react to each keystroke); `fill` sets the value at once."""
-
-    action: Literal["type"]
-    selector: Selector
-    text: str = Field(max_length=10_000)
-    delay_ms: int = Field(default=0, ge=0, le=1_000, description="pause between keystrokes")
-
-
-class SelectOptionStep(_Step):
-    action: Literal["select_option"]
-    selector: Selector
-    values: list[Annotated[str, Field(max_length=1000)]] = Field(default_factory=list, max_length=100)
-    labels: list[Annotated[str, Field(max_length=1000)]] = Field(default_factory=list, max_length=100)
-
-    @model_validator(mode="after")
-    def _some(self) -> SelectOptionStep:
-        if not self.values and not self.labels:
-            raise ValueError("select_option needs `values` or `labels`")
-        return self
-
-
-class CheckStep(_Step):
-    action: Literal["check", "uncheck"]
-    selector: Selector
-
-
-MAX_UPLOAD_BYTES = 10 * 1024 * 1024
-
-
-class ArtifactSource(Contract):
-    """An artifact of an earlier task of the same organization, as the file to upload."""
-
-    task_id: str = Field(min_length=1, max_length=64)
-    name: str = Field(min_length=1, max_length=200, description="the artifact's name, e.g. report.pdf")
-    attempt: int | None = Field(
-        default=None,
-        ge=1,
-        description="which attempt's artifact; unset = the latest one with that name (the gateway checks the "
-        "reference at submission and records the attempt it found)",
-    )
-
-
-class UploadFile(Contract):
-    """One file for an `upload` step: exactly one of `content_base64` (inline, with `name`) or `artifact`
-    (an artifact of an earlier task of the same organization; `name` and `mime_type` default to its own)."""
-
-    name: str | None = Field(default=None, min_length=1, max_length=255, pattern=r"^[^/\\]+$")
-    mime_type: str | None = Field(
-        default=None,
-        max_length=255,
-        description="default: the artifact's type, else application/octet-stream",
-    )
-    content_base64: str | None = Field(default=None, max_length=MAX_UPLOAD_BYTES * 4 // 3 + 4)
-    artifact: ArtifactSource | None = None
-
-    @field_validator("content_base64")
-    @classmethod
-    def _base64(cls, v: str | None) -> str | None:
-        import base64
-        import binascii
-
-        if v is None:
-            return v
-        try:
-            base64.b64decode(v, validate=True)
-        except (binascii.Error, ValueError):
-            raise ValueError("content_base64 is not valid base64") from None
-        return v
-
-    @model_validator(mode="after")
-    def _one_source(self) -> UploadFile:
-        if (self.content_base64 is None) == (self.artifact is None):
-            raise ValueError("a file takes exactly one of `content_base64` or `artifact`")
-        if self.content_base64 is not None and self.name is None:
-            raise ValueError("an inline file (`content_base64`) needs a `name`")
-        return self
-
-
-class UploadStep(_Step):
-    action: Literal["upload"]
-    selector: Selector
-    files: list[UploadFile] = Field(min_length=1, max_length=10)
-
-
-class ScrollStep(_Step):
-    """`selector`: scroll it into view; else scroll the page by `x`/`y` pixels."""
-
-    action: Literal["scroll"]
-    selector: Selector | None = None
-    x: int = Field(default=0, ge=-100_000, le=100_000)
-    y: int = Field(default=0, ge=-100_000, le=100_000)
-
-
-class AssertStep(_Step):
-    """Fails the task unless every given condition holds: `url` (glob or exact), and for `selector`:
-    `text` (contained in its text), `visible`, `count` (number of matches)."""
-
-    action: Literal["assert"]
-    selector: Selector | None = None
-    text: str | None = Field(default=None, max_length=10_000)
-    visible: bool | None = None
-    count: int | None = Field(default=None, ge=0, le=100_000)
-    url: str | None = Field(default=None, min_length=1, max_length=2000)
-    message: str | None = Field(default=None, max_length=500, description="said when the assertion fails")
-
-    @model_validator(mode="after")
-    def _some(self) -> AssertStep:
-        if self.selector is None and self.url is None:
-            raise ValueError("assert needs a `selector` or a `url`")
-        if self.selector is None and (self.text, self.visible, self.count) != (None, None, None):
-            raise ValueError("text, visible and count need a `selector`")
-        return self
-
-
-class PdfStep(_Step):
-    action: Literal["pdf"]
-    name: Name = "page"
-
-
-class DownloadStep(_Step):
-    """Clicks `selector` and stores the file it downloads as an artifact (size capped by the worker)."""
-
-    action: Literal["download"]
-    selector: Selector
-    name: Name | None = Field(default=None, description="artifact name; default the file's own name")
-
-
-class EvaluateStep(_Step):
-    """A JavaScript expression in the page; only when the organization (or operator) allows it."""
-
-    action: Literal["evaluate"]
-    expression: str = Field(min_length=1, max_length=20_000)
-    name: Name | None = Field(default=None, description="store the (JSON) value under extracted.<name>")
-
-
-class IfStep(_Step):
-    """Runs `then` when `selector` is present on the page (attached), else `otherwise`."""
-
-    action: Literal["if"]
-    selector: Selector
-    then: list[Step] = Field(default_factory=list, max_length=100)
-    otherwise: list[Step] = Field(default_factory=list, max_length=100)
-
-
-MAX_REPEAT = 100
-
-
-class RepeatStep(_Step):
-    """Pagination: run `steps`, then click `next` while it is present, at most `max_iterations` times."""
-
-    action: Literal["repeat"]
-    steps: list[Step] = Field(default_factory=list, max_length=100)
-    next: Selector
-    max_iterations: int = Field(default=10, ge=1, le=MAX_REPEAT)
-
-
-Step = Annotated[
-    NavigateStep
-    | ClickStep
-    | FillStep
-    | PressStep
-    | WaitForStep
-    | ExtractStep
-    | ScreenshotStep
-    | DblClickStep
-    | HoverStep
-    | TypeStep
-    | SelectOptionStep
-    | CheckStep
-    | UploadStep
-    | ScrollStep
-    | AssertStep
-    | PdfStep
-    | DownloadStep
-    | EvaluateStep
-    | IfStep
-    | RepeatStep,
-    Field(discriminator="action"),
-]
-IfStep.model_rebuild()
-RepeatStep.model_rebuild()
 
 DOMAIN_PATTERN = r"^(\*\.)?[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?(:[0-9]{1,5})?$"
 
@@ -411,6 +117,13 @@ class TaskSpec(Contract):
                 names.add(self.agent.api_key_secret)
         return names
 
+    def page_secret_names(self) -> set[str]:
+        """The secrets that may reach a page (typed, in a URL, the agent's typeable ones): not a proxy's
+        password, nor the org's LLM key unless the task also names it to be typed. A task with any is never
+        shown live (its frames would show them)."""
+        agent = self.agent.model_copy(update={"api_key_secret": None}) if self.agent is not None else None
+        return self.model_copy(update={"proxy": None, "agent": agent}).secret_names()
+
 
 class TaskCreate(Contract):
     """Body of `POST /api/v1/tasks`.
@@ -458,8 +171,20 @@ class TaskCreate(Contract):
             raise ValueError("an agent task needs a `goal` (or `task`)")
         if self.kind == "agent" and self.steps:
             raise ValueError("an agent task takes a `goal`, not `steps`")
-        self.spec().secret_names()  # raises on malformed references
+        spec = self.spec()
+        spec.secret_names()  # raises on malformed references
+        if handoffs(spec.steps) and spec.page_secret_names():
+            raise ValueError(
+                "a task that types vault secrets cannot hand off to a person: it is never shown live"
+            )
         return self
+
+    def fingerprint(self) -> str:
+        """SHA-256 of the body as validated (defaults filled in, `task` read as `goal`), in canonical JSON:
+        what an `Idempotency-Key` is held to, so a retry that spells the same task differently still matches
+        and a different task under a used key does not."""
+        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()
 
     def spec(self) -> TaskSpec:
         return TaskSpec(
@@ -525,6 +250,13 @@ class TaskPublic(BaseModel):
 class CreateTaskRequest(OrgScoped):
     task: TaskCreate
     idempotency_key: str | None = Field(default=None, max_length=255)
+    body_hash: str | None = Field(
+        default=None,
+        pattern=r"^[0-9a-f]{64}$",
+        description="`TaskCreate.fingerprint()` of the client's body as it arrived (the gateway takes it before "
+        "it resolves references); the scheduler stores it with `idempotency_key` and refuses the key with a "
+        "different body (409). Unset: the scheduler takes the fingerprint of `task`",
+    )
 
 
 class GetTaskRequest(OrgScoped):
@@ -582,8 +314,13 @@ class ClaimInfo(BaseModel):
 
 
 # --- TASK_UPDATES stream: worker -> scheduler ---------------------------------------------------
+LogLevel = Literal["debug", "info", "warning", "error"]
+# how an attempt ends, as its worker reports it: `timed_out` when the task's own `timeout_seconds` ran out
+ResultStatus = Literal["completed", "failed", "timed_out"]
+
+
 class TaskLogLine(BaseModel):
-    level: Literal["debug", "info", "warning", "error"] = "info"
+    level: LogLevel = "info"
     message: str
     step: int | None = None
     at: datetime | None = None
@@ -597,8 +334,8 @@ class TaskUpdateMessage(Contract):
     task_id: str
     attempt: int
     worker_id: str
-    kind: Literal["started", "log", "result"]
-    status: Literal["completed", "failed"] | None = None
+    kind: Literal["started", "log", "result", "security"]
+    status: ResultStatus | None = None
     result: dict[str, Any] | None = None
     error_message: str | None = None
     error_step: int | None = None
@@ -611,3 +348,51 @@ class TaskUpdateMessage(Contract):
         "disconnected, or the task's context or a page crashed), not because of the task's steps; the "
         "scheduler may run the task again as a new attempt while attempts remain",
     )
+    security: dict[str, Any] | None = Field(
+        default=None,
+        description="kind `security`: a request safe browsing refused, as `events.RequestBlockedData` (a dict "
+        "here: events imports this module); the scheduler emits it as security.request_blocked, for the "
+        "task's organization, when this worker holds the attempt",
+    )
+
+
+# --- POST /workers/tasks/{id}/result: a worker that speaks HTTP -> gateway -> scheduler -------------
+class WorkerResultBody(Contract):
+    """Body of `POST /workers/tasks/{task_id}/result`: the result of the attempt this worker claimed, as a
+    worker that speaks HTTP reports it (a bus worker publishes the same on TASK_UPDATES). `status`
+    `success` is the seed's word for `completed`; a plain-text `result` is stored as `{"result": text}`."""
+
+    status: ResultStatus
+    attempt: int | None = Field(
+        default=None, ge=1, description="the attempt reported on; unset: the latest this worker claimed"
+    )
+    result: dict[str, Any] | None = None
+    error_message: str | None = Field(default=None, max_length=10_000)
+    error_step: int | None = Field(default=None, ge=0)
+    execution_time: float | None = Field(default=None, ge=0, description="seconds the attempt ran")
+    logs: list[TaskLogLine] = Field(default_factory=list, max_length=1000)
+
+    @field_validator("status", mode="before")
+    @classmethod
+    def _seed_status(cls, v: Any) -> Any:
+        return "completed" if v == "success" else v
+
+    @field_validator("result", mode="before")
+    @classmethod
+    def _text_result(cls, v: Any) -> Any:
+        return {"result": v} if isinstance(v, str) else v
+
+
+class WorkerResultRequest(WorkerResultBody):
+    task_id: str = Field(min_length=1, max_length=64)
+    worker_key: str = Field(min_length=1, max_length=200)
+
+
+class WorkerResultReply(BaseModel):
+    """`recorded`: this report ended the attempt; false: it had already been recorded (a retried request),
+    and nothing changed."""
+
+    task_id: str
+    attempt: int
+    status: TaskStatus
+    recorded: bool
