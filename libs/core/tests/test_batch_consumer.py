@@ -23,15 +23,6 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StreamConfig
 WAIT_CAP = 30.0
 
 
-@pytest.fixture(scope="module")
-async def nc(nats_url: str) -> AsyncIterator[NatsClient]:
-    client = await nats.connect(nats_url)
-    try:
-        yield client
-    finally:
-        await client.close()
-
-
 @dataclass
 class Stream:
     js: JetStreamContext
@@ -125,6 +116,25 @@ async def _settled(js: JetStreamContext, stream: str, durable: str, seq: int) ->
         await asyncio.sleep(0.02)
 
 
+async def _publish_handle_settle(stream: Stream, handler: Recorder, durable: str, count: int) -> None:
+    """Publish `count` messages; wait until the handler has them all and `durable` has settled them."""
+    seq = await stream.publish(count)
+    await handler.wait_for(count)
+    await _settled(stream.js, stream.name, durable, seq)
+
+
+async def _queue_behind_the_held_batch(
+    consumer: BatchConsumer, handler: Recorder, stream: Stream, count: int, pending: int
+) -> int:
+    """Hand the held handler one message, publish `count` more behind it and wait until the consumer has
+    fetched `pending` of them; returns the last one's stream sequence."""
+    await stream.publish(1)
+    await asyncio.wait_for(handler.called.wait(), WAIT_CAP)
+    seq = await stream.publish(count, start=1)
+    await until(lambda: consumer.pending >= pending)
+    return seq
+
+
 async def test_idle_consumer_hands_a_lone_message_over_without_waiting_for_a_batch(
     nc: NatsClient, stream: Stream
 ) -> None:
@@ -185,9 +195,7 @@ async def test_pulls_are_renewed_after_they_expire(nc: NatsClient, stream: Strea
     await consumer.start()
     try:
         await until(lambda: consumer.pulls >= 4)
-        seq = await stream.publish(3)
-        await handler.wait_for(3)
-        await _settled(stream.js, stream.name, "renew", seq)
+        await _publish_handle_settle(stream, handler, "renew", 3)
     finally:
         await consumer.stop()
 
@@ -199,12 +207,8 @@ async def test_a_burst_arrives_in_batches(nc: NatsClient, stream: Stream) -> Non
     )
     await consumer.start()
     try:
-        await stream.publish(1)
-        await asyncio.wait_for(handler.called.wait(), WAIT_CAP)
         # while the first batch is in hand, a burst queues up
-        seq = await stream.publish(40, start=1)
-
-        await until(lambda: consumer.pending >= 16)
+        seq = await _queue_behind_the_held_batch(consumer, handler, stream, 40, pending=16)
         handler.gate.set()
         await handler.wait_for(41)
         await _settled(stream.js, stream.name, "burst", seq)
@@ -237,11 +241,7 @@ async def test_a_raising_handler_gets_its_messages_again(nc: NatsClient, stream:
     )
     await consumer.start()
     try:
-        await stream.publish(1)
-        await asyncio.wait_for(handler.called.wait(), WAIT_CAP)
-        seq = await stream.publish(4, start=1)
-
-        await until(lambda: consumer.pending >= 4)
+        seq = await _queue_behind_the_held_batch(consumer, handler, stream, 4, pending=4)
         handler.gate.set()
         await _settled(stream.js, stream.name, "failing", seq)
     finally:
@@ -265,11 +265,7 @@ async def test_stop_lets_the_batch_in_hand_finish_and_gives_back_the_rest(
         expires=30.0,
     )
     await consumer.start()
-    await stream.publish(1)
-    await asyncio.wait_for(handler.called.wait(), WAIT_CAP)
-    seq = await stream.publish(5, start=1)
-
-    await until(lambda: consumer.pending >= 5)
+    seq = await _queue_behind_the_held_batch(consumer, handler, stream, 5, pending=5)
     stopping = asyncio.create_task(consumer.stop())
     await asyncio.sleep(0.2)
     assert not stopping.done()  # the batch in hand is not abandoned
@@ -315,9 +311,7 @@ async def test_start_creates_then_updates_the_durable(nc: NatsClient, stream: St
     try:
         info = await stream.js.consumer_info(stream.name, "cfg")
         assert info.config.ack_wait == 12.0
-        seq = await stream.publish(2)
-        await handler.wait_for(2)
-        await _settled(stream.js, stream.name, "cfg", seq)
+        await _publish_handle_settle(stream, handler, "cfg", 2)
     finally:
         await second.stop()
 

@@ -14,18 +14,11 @@ import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
-import nats
 import pytest
+from browserfleet_contracts.endpoints import Endpoint
 from browserfleet_core.errors import NotFound, ServiceError, Unavailable
-from browserfleet_core.messaging import (
-    ERROR_HEADER,
-    LeanResponder,
-    LeanRpc,
-    RpcClient,
-    lean_responder,
-    make_broker,
-    rpc_router,
-)
+from browserfleet_core.lean import LeanResponder, LeanRpc
+from browserfleet_core.messaging import ERROR_HEADER, RpcClient, make_broker, rpc_router
 from nats.aio.client import Client as NatsClient
 from prometheus_client import REGISTRY
 from pydantic import BaseModel, Field
@@ -49,8 +42,9 @@ class EchoReply(BaseModel):
     tags: list[str] = []
 
 
-def subject(op: str) -> str:
-    return f"svc.leantest{secrets.token_hex(3)}.{op}"
+def subject(op: str, reply: Any = EchoReply) -> Endpoint[EchoRequest, Any]:
+    """A fresh endpoint of a test service, so tests never answer each other's requests."""
+    return Endpoint("leantest", f"svc.leantest{secrets.token_hex(3)}.{op}", EchoRequest, reply)
 
 
 async def echo(body: EchoRequest) -> EchoReply:
@@ -65,22 +59,15 @@ async def echo_list(body: EchoRequest) -> list[EchoReply]:
     return [EchoReply(greeting=body.name, count=i) for i in range(body.count)]
 
 
-@pytest.fixture(scope="module")
-async def nc(nats_url: str) -> AsyncIterator[NatsClient]:
-    client = await nats.connect(nats_url)
-    try:
-        yield client
-    finally:
-        await client.close()
-
-
 @pytest.fixture
 async def serve(nc: NatsClient) -> AsyncIterator[Callable[..., Awaitable[LeanResponder]]]:
     started: list[LeanResponder] = []
 
-    async def start(subj: str, handler: Callable[[Any], Awaitable[Any]], **kw: Any) -> LeanResponder:
+    async def start(
+        endpoint: Endpoint[EchoRequest, Any], handler: Callable[[Any], Awaitable[Any]], **kw: Any
+    ) -> LeanResponder:
         kw.setdefault("app_name", "leantest")
-        responder = lean_responder(nc, subj, "leantest", EchoRequest, handler, **kw)
+        responder = LeanResponder(nc, endpoint, handler, **kw)
         await responder.start()
         await nc.flush()
         started.append(responder)
@@ -94,14 +81,14 @@ async def serve(nc: NatsClient) -> AsyncIterator[Callable[..., Awaitable[LeanRes
 async def test_reply_round_trips_through_rpc_client(nc: NatsClient, serve: Any) -> None:
     subj = subject("echo")
     await serve(subj, echo)
-    reply = await RpcClient(nc).call(subj, EchoRequest(name="ada", count=3), EchoReply)
+    reply = await RpcClient(nc).call(subj, EchoRequest(name="ada", count=3))
     assert reply == EchoReply(greeting="hello ada", count=3, tags=["a", "é"])
 
 
 async def test_list_reply_round_trips(nc: NatsClient, serve: Any) -> None:
-    subj = subject("list")
-    await serve(subj, echo_list, reply_type=list[EchoReply])
-    reply = await RpcClient(nc).call(subj, {"name": "x", "count": 2}, list[EchoReply])
+    subj = subject("list", list[EchoReply])
+    await serve(subj, echo_list)
+    reply = await RpcClient(nc).call_raw(subj, {"name": "x", "count": 2})
     assert reply == [EchoReply(greeting="x", count=0), EchoReply(greeting="x", count=1)]
 
 
@@ -109,7 +96,7 @@ async def test_service_error_arrives_as_itself(nc: NatsClient, serve: Any) -> No
     subj = subject("echo")
     await serve(subj, echo)
     with pytest.raises(ServiceError) as caught:
-        await RpcClient(nc).call(subj, EchoRequest(name="missing"), EchoReply)
+        await RpcClient(nc).call(subj, EchoRequest(name="missing"))
     assert (caught.value.status, caught.value.code, caught.value.field) == (404, "not_found", "name")
     assert caught.value.message == "no such name"
 
@@ -118,11 +105,11 @@ async def test_malformed_request_is_422_naming_the_field(nc: NatsClient, serve: 
     subj = subject("echo")
     await serve(subj, echo)
     with pytest.raises(ServiceError) as caught:
-        await RpcClient(nc).call(subj, {"name": "ada", "nested": {"n": "many"}}, EchoReply)
+        await RpcClient(nc).call_raw(subj, {"name": "ada", "nested": {"n": "many"}})
     assert (caught.value.status, caught.value.field) == (422, "nested.n")
     assert caught.value.message.startswith("nested.n: ")
     with pytest.raises(ServiceError) as caught:
-        await RpcClient(nc).call(subj, {"count": 1}, EchoReply)
+        await RpcClient(nc).call_raw(subj, {"count": 1})
     assert (caught.value.status, caught.value.field) == (422, "name")
 
 
@@ -135,7 +122,7 @@ async def test_unexpected_exception_is_500_and_logged(
         caplog.at_level(logging.ERROR, logger="browserfleet_core.messaging"),
         pytest.raises(ServiceError) as caught,
     ):
-        await RpcClient(nc).call(subj, EchoRequest(name="boom"), EchoReply)
+        await RpcClient(nc).call(subj, EchoRequest(name="boom"))
     assert (caught.value.status, caught.value.code, caught.value.message) == (
         500,
         "internal_error",
@@ -152,7 +139,7 @@ async def test_replies_are_byte_identical_to_rpc_router(nats_url: str, nc: NatsC
     broker = make_broker(nats_url, name="leantest-fs")
     router = rpc_router()
 
-    @router.subscriber(fs_subject, queue="leantest")
+    @router.handle(fs_subject)
     async def fs_echo(body: EchoRequest) -> EchoReply:
         return await echo(body)
 
@@ -170,8 +157,8 @@ async def test_replies_are_byte_identical_to_rpc_router(nats_url: str, nc: NatsC
         ]
         for payload in payloads:
             data = json.dumps(payload).encode()
-            via_fs = await nc.request(fs_subject, data, timeout=WAIT_CAP)
-            via_lean = await nc.request(lean_subject, data, timeout=WAIT_CAP)
+            via_fs = await nc.request(fs_subject.subject, data, timeout=WAIT_CAP)
+            via_lean = await nc.request(lean_subject.subject, data, timeout=WAIT_CAP)
             assert via_lean.data == via_fs.data, payload
             fs_error = (via_fs.headers or {}).get(ERROR_HEADER)
             assert (via_lean.headers or {}).get(ERROR_HEADER) == fs_error, payload
@@ -196,9 +183,7 @@ async def test_concurrency_limit_is_respected(nc: NatsClient, serve: Any) -> Non
 
     responder = await serve(subj, slow, max_concurrency=3)
     client = RpcClient(nc, timeout=WAIT_CAP)
-    calls = [
-        asyncio.create_task(client.call(subj, EchoRequest(name="x", count=i), EchoReply)) for i in range(8)
-    ]
+    calls = [asyncio.create_task(client.call(subj, EchoRequest(name="x", count=i))) for i in range(8)]
     sub = responder._sub
     assert sub is not None
     # wait until every request has reached this process: without the limit all of them would now run
@@ -229,11 +214,11 @@ async def test_stop_waits_for_requests_in_hand(nc: NatsClient) -> None:
         answered = True
         return EchoReply(greeting="done", count=1)
 
-    responder = lean_responder(nc, subj, "leantest", EchoRequest, slow)
+    responder = LeanResponder(nc, subj, slow)
     await responder.start()
     await nc.flush()
     client = RpcClient(nc, timeout=WAIT_CAP)
-    call = asyncio.create_task(client.call(subj, EchoRequest(name="x"), EchoReply))
+    call = asyncio.create_task(client.call(subj, EchoRequest(name="x")))
     async with asyncio.timeout(WAIT_CAP):
         await entered.wait()
     stopping = asyncio.create_task(responder.stop())
@@ -247,7 +232,7 @@ async def test_stop_waits_for_requests_in_hand(nc: NatsClient) -> None:
         assert (await call).greeting == "done"
     assert responder.in_flight == 0
     with pytest.raises(Unavailable):  # nothing serves the subject any more
-        await client.call(subj, EchoRequest(name="x"), EchoReply)
+        await client.call(subj, EchoRequest(name="x"))
 
 
 def sample(name: str, **labels: str) -> float:
@@ -257,13 +242,13 @@ def sample(name: str, **labels: str) -> float:
 async def test_metrics_land_in_faststream_families(nc: NatsClient, serve: Any) -> None:
     subj = subject("metrics")
     await serve(subj, echo, app_name="leanmetrics")
-    labels = {"app_name": "leanmetrics", "broker": "nats", "handler": subj}
+    labels = {"app_name": "leanmetrics", "broker": "nats", "handler": subj.subject}
     client = RpcClient(nc)
-    await client.call(subj, EchoRequest(name="ok"), EchoReply)
+    await client.call(subj, EchoRequest(name="ok"))
     with pytest.raises(ServiceError):
-        await client.call(subj, EchoRequest(name="missing"), EchoReply)
+        await client.call(subj, EchoRequest(name="missing"))
     with pytest.raises(ServiceError):
-        await client.call(subj, EchoRequest(name="boom"), EchoReply)
+        await client.call(subj, EchoRequest(name="boom"))
     processed = "faststream_received_processed_messages_total"
     assert sample("faststream_received_messages_total", **labels) == 3
     assert (
@@ -282,11 +267,11 @@ async def test_metrics_land_in_faststream_families(nc: NatsClient, serve: Any) -
 
 async def test_lean_rpc_serves_its_routes_and_documents_them(nc: NatsClient) -> None:
     subj = subject("echo")
-    lean = LeanRpc(queue="leantest", max_concurrency=2, app_name="leantest")
-    lean.route(subj, EchoRequest, EchoReply, title="leantest.echo")(echo)
+    lean = LeanRpc(max_concurrency=2, app_name="leantest")
+    lean.route(subj)(echo)
     await lean.start(nc)
     try:
-        reply = await RpcClient(nc).call(subj, EchoRequest(name="ada"), EchoReply)
+        reply = await RpcClient(nc).call(subj, EchoRequest(name="ada"))
         assert reply.greeting == "hello ada"
     finally:
         await lean.stop()
@@ -294,10 +279,11 @@ async def test_lean_rpc_serves_its_routes_and_documents_them(nc: NatsClient) -> 
     assert _asyncapi(lean.doc_router()) == _asyncapi(_rpc_declaration(subj))
 
 
-def _rpc_declaration(subj: str) -> Any:
+def _rpc_declaration(subj: Endpoint[EchoRequest, Any]) -> Any:
+    """The same endpoint declared by hand on a FastStream subscriber."""
     router = rpc_router()
 
-    @router.subscriber(subj, queue="leantest", max_workers=2, title="leantest.echo")
+    @router.subscriber(subj.subject, queue="leantest", title=subj.title)
     async def declared(body: EchoRequest) -> EchoReply:
         return await echo(body)
 
@@ -324,7 +310,7 @@ async def test_tracing_path_answers(nc: NatsClient, serve: Any, monkeypatch: pyt
     monkeypatch.setattr(observability, "_tracing_enabled", True)
     subj = subject("traced")
     await serve(subj, echo)
-    assert (await RpcClient(nc).call(subj, EchoRequest(name="t"), EchoReply)).greeting == "hello t"
+    assert (await RpcClient(nc).call(subj, EchoRequest(name="t"))).greeting == "hello t"
     with pytest.raises(ServiceError) as caught:
-        await RpcClient(nc).call(subj, EchoRequest(name="missing"), EchoReply)
+        await RpcClient(nc).call(subj, EchoRequest(name="missing"))
     assert caught.value.status == 404

@@ -95,6 +95,7 @@ LOST_GRACE_SECONDS = 1.0
 RECHECK_SECONDS = 1.0
 
 
+@dataclasses.dataclass(eq=False)
 class BatchConsumer:
     """Pull consumer of `durable` on `stream` handing `handler` lists of up to `max_batch` messages.
 
@@ -103,32 +104,23 @@ class BatchConsumer:
     raised; `api_prefix`: the JetStream API prefix (a JetStream domain changes it).
     """
 
-    def __init__(
-        self,
-        nc: NatsClient,
-        *,
-        stream: str,
-        durable: str,
-        handler: Handler,
-        config: ConsumerConfig | None = None,
-        max_batch: int = 64,
-        expires: float = 5.0,
-        nak_delay: float | None = None,
-        api_prefix: str = "$JS.API",
-    ) -> None:
-        if max_batch < 1:
+    nc: NatsClient
+    _: dataclasses.KW_ONLY
+    stream: str
+    durable: str
+    handler: Handler
+    config: ConsumerConfig | None = None
+    max_batch: int = 64
+    expires: float = 5.0
+    nak_delay: float | None = None
+    api_prefix: dataclasses.InitVar[str] = "$JS.API"
+
+    def __post_init__(self, api_prefix: str) -> None:
+        if self.max_batch < 1:
             raise ValueError("max_batch must be at least 1")
-        if expires < 0.01:
+        if self.expires < 0.01:
             raise ValueError("expires must be at least 0.01 s")
-        self.nc = nc
-        self.stream = stream
-        self.durable = durable
-        self.handler = handler
-        self.config = config
-        self.max_batch = max_batch
-        self.expires = expires
-        self.nak_delay = nak_delay
-        self._next_subject = f"{api_prefix}.CONSUMER.MSG.NEXT.{stream}.{durable}"
+        self._next_subject = f"{api_prefix}.CONSUMER.MSG.NEXT.{self.stream}.{self.durable}"
         self._queue: asyncio.Queue[Msg | None] = asyncio.Queue()
         self._sub: Subscription | None = None
         self._task: asyncio.Task[None] | None = None

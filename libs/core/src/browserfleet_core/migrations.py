@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 from pathlib import Path
 from typing import Any
 
@@ -80,14 +81,18 @@ def main() -> None:
     rev.add_argument("--database-url", required=True)
     up = sub.add_parser("upgrade")
     up.add_argument("package")
-    up.add_argument("--database-url", required=True)
+    # the environment's DATABASE_URL by default: a URL on the command line shows its password to `ps`
+    up.add_argument("--database-url", default=os.environ.get("DATABASE_URL"))
+    up.add_argument("--revision", default="head", help="stop at this revision (restore: the archive's)")
     args = parser.parse_args()
+    if not args.database_url:
+        parser.error("--database-url or DATABASE_URL is required")
     if args.cmd == "revision":
         cfg = _config(args.package, args.database_url)
         command.upgrade(cfg, "head")
         command.revision(cfg, message=args.message, autogenerate=True)
     else:
-        upgrade(args.package, args.database_url)
+        upgrade(args.package, args.database_url, args.revision)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ import json
 import logging
 import sys
 import threading
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from opentelemetry import propagate, trace
@@ -85,15 +86,72 @@ def configure_logging(settings: ServiceSettings) -> None:
 
 
 def start_metrics_server(settings: ServiceSettings) -> int | None:
-    """Serve /metrics on `METRICS_PORT` (0 picks a free port). Returns the bound port."""
+    """Serve /metrics and the service's health (`browserfleet_core.health`: /health/live, /health,
+    /health/ready) on `METRICS_PORT` (0 picks a free port). Returns the bound port."""
     if settings.metrics_port is None:
         return None
-    from prometheus_client import start_http_server
+    import socket
+    from wsgiref.simple_server import WSGIRequestHandler, make_server
 
-    server, _thread = start_http_server(settings.metrics_port, addr=settings.metrics_host)
+    from prometheus_client.exposition import ThreadingWSGIServer
+
+    class Server(ThreadingWSGIServer):
+        address_family = socket.AF_INET6 if ":" in settings.metrics_host else socket.AF_INET
+
+    class QuietHandler(WSGIRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:  # probes every few seconds: no lines
+            pass
+
+    server = make_server(
+        settings.metrics_host, settings.metrics_port, ops_app(), Server, handler_class=QuietHandler
+    )
+    threading.Thread(target=server.serve_forever, name="metrics-http", daemon=True).start()
     port = int(server.server_address[1])
-    logging.getLogger(__name__).info("metrics on http://%s:%d/metrics", settings.metrics_host, port)
+    logging.getLogger(__name__).info(
+        "metrics and health on http://%s:%d (/metrics, /health/live, /health/ready)",
+        settings.metrics_host,
+        port,
+    )
     return port
+
+
+def ops_app() -> Callable[[dict[str, Any], Any], Iterable[bytes]]:
+    """The metrics port's WSGI app: /metrics (the checks run first, so the health gauges are as fresh as the
+    scrape), /health/live, /health and /health/ready (the installed `Health`; 503 while starting)."""
+    from prometheus_client import REGISTRY, make_wsgi_app
+
+    from . import health
+
+    metrics = make_wsgi_app(REGISTRY)
+
+    def app(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "")
+        found = health.installed()
+        if path == "/metrics":
+            if found is not None:
+                found.evaluate_from_thread()
+            return metrics(environ, start_response)  # type: ignore[no-any-return]
+        if path == "/health/live":
+            live = found.liveness() if found is not None else {"status": "alive"}
+            return _json(start_response, 200, json.dumps(live).encode())
+        if path in ("/health", "/health/ready"):
+            if found is None:
+                return _json(start_response, 503, b'{"status": "unhealthy", "detail": "starting"}')
+            report = found.evaluate_from_thread()
+            return _json(start_response, health.http_status(report), health.report_json(report))
+        return _json(
+            start_response, 404, b'{"detail": "not found: /metrics, /health, /health/live, /health/ready"}'
+        )
+
+    return app
+
+
+def _json(start_response: Any, status: int, body: bytes) -> list[bytes]:
+    reason = {200: "OK", 404: "Not Found", 503: "Service Unavailable"}[status]
+    start_response(
+        f"{status} {reason}", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
+    )
+    return [body]
 
 
 def configure_tracing(settings: ServiceSettings) -> None:

@@ -18,14 +18,13 @@ from collections.abc import Awaitable, Callable, Collection, Mapping
 
 from browserfleet_contracts import subjects
 from browserfleet_contracts.events import EventEnvelope
-from faststream import AckPolicy
-from faststream.nats import JStream, NatsRouter, PullSub
+from faststream.nats import NatsRouter
 from faststream.nats.annotations import NatsMessage
-from nats.js.api import AckPolicy as JsAckPolicy
-from nats.js.api import ConsumerConfig, DeliverPolicy
 from pydantic import ValidationError
 from sqlalchemy import MetaData, delete
 from sqlmodel.ext.asyncio.session import AsyncSession
+
+from .event_consumer import events_subscriber
 
 log = logging.getLogger(__name__)
 
@@ -64,21 +63,11 @@ def org_deleted_router(service: str, purge: Purge, *, retry_seconds: float = RET
     router = NatsRouter()
     durable = durable_name(service)
 
-    @router.subscriber(
+    @events_subscriber(
+        router,
         ORGANIZATION_DELETED_ALL,
-        stream=JStream(subjects.EVENTS_STREAM, declare=False),
-        durable=durable,
-        config=ConsumerConfig(
-            durable_name=durable,
-            ack_policy=JsAckPolicy.EXPLICIT,
-            # a replica started after the deletion (or a brand-new consumer) still sees it
-            deliver_policy=DeliverPolicy.ALL,
-            ack_wait=60.0,
-            max_deliver=-1,
-            max_ack_pending=100,
-        ),
-        pull_sub=PullSub(batch_size=4, timeout=5.0),
-        ack_policy=AckPolicy.MANUAL,
+        durable,
+        batch_size=4,
         title=f"{service}.organization_deleted",
         description=f"organization.deleted (EventEnvelope): {service} removes that organization's data.",
     )

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from dataclasses import KW_ONLY, dataclass
 from typing import Any
 
 from nats.js import JetStreamContext
@@ -47,6 +48,7 @@ def outbox_table(metadata: MetaData) -> Table:
     )
 
 
+@dataclass(eq=False)
 class OutboxRelay:
     """`publish_on_commit=True` (once started) publishes a transaction's messages right after its commit,
     from memory, instead of waking the relay to read them back: no outbox SELECT and no extra transaction
@@ -56,20 +58,14 @@ class OutboxRelay:
     be published twice (by another replica's relay, or after a crash), which JetStream drops by its
     Nats-Msg-Id within the stream's duplicate window, and consumers are idempotent past it."""
 
-    def __init__(
-        self,
-        db: Database,
-        table: Table,
-        *,
-        poll_seconds: float = 1.0,
-        batch: int = 200,
-        publish_on_commit: bool = False,
-    ) -> None:
-        self.db = db
-        self.table = table
-        self.poll_seconds = poll_seconds
-        self.batch = batch
-        self.publish_on_commit = publish_on_commit
+    db: Database
+    table: Table
+    _: KW_ONLY
+    poll_seconds: float = 1.0
+    batch: int = 200
+    publish_on_commit: bool = False
+
+    def __post_init__(self) -> None:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._js: JetStreamContext | None = None
@@ -79,8 +75,8 @@ class OutboxRelay:
         # message cost more CPU than the round trip
         from sqlalchemy.dialects.postgresql import insert
 
-        self._insert = insert(table).on_conflict_do_nothing(index_elements=["msg_id"])
-        self._insert_returning = self._insert.returning(table.c.id)
+        self._insert = insert(self.table).on_conflict_do_nothing(index_elements=["msg_id"])
+        self._insert_returning = self._insert.returning(self.table.c.id)
 
     async def enqueue(
         self, session: AsyncSession, subject: str, payload: BaseModel | bytes, msg_id: str
@@ -95,6 +91,17 @@ class OutboxRelay:
             return
         await session.execute(self._insert, row)
         after_commit(session, self._kick)
+
+    async def committed(self, rows: list[tuple[int, str, bytes, str]]) -> None:
+        """Rows (id, subject, payload, msg_id) already committed outside `Database.transaction()` (a write
+        that is one statement on `Database.statement()`, its outbox INSERT in the same statement): published
+        now as the fast path publishes a transaction's rows, else left to the relay's next pass."""
+        if not rows:
+            return
+        if self._fast():
+            await self._publish_committed(rows)
+        else:
+            self._wake.set()
 
     def _fast(self) -> bool:
         return self.publish_on_commit and self._js is not None

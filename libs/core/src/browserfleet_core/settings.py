@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from pathlib import Path
+from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -24,7 +25,64 @@ class ArtifactSettings(BaseSettings):
     )
 
 
-class ServiceSettings(ArtifactSettings):
+Replicas = Annotated[int, Field(ge=1, le=5)]
+Storage = Literal["file", "memory"]
+
+
+class StreamSettings(BaseSettings):
+    """How JetStream keeps the platform's streams (`ensure_streams()` reads them from the environment when the
+    caller passes none). Every service that declares the streams must agree on them, like the artifacts'
+    retention: set them in the shared environment. A replica count above 1 needs a NATS cluster of at least
+    that many servers (Kubernetes: k8s/nats, 3 servers, STREAM_REPLICAS=3); the dev stack and Compose run one
+    server and keep 1."""
+
+    model_config = SettingsConfigDict(extra="ignore", env_prefix="")
+
+    stream_replicas: Replicas = Field(
+        default=1,
+        description="copies JetStream keeps of every stream, KV bucket and the artifacts object store "
+        "(a message is acknowledged once a majority holds it); STREAM_REPLICAS_<NAME> overrides one",
+    )
+    stream_storage: Storage = Field(
+        default="file", description="file or memory, for every stream unless STREAM_STORAGE_<NAME> says"
+    )
+    stream_replicas_tasks: Replicas | None = None
+    stream_replicas_task_updates: Replicas | None = None
+    stream_replicas_events: Replicas | None = None
+    stream_replicas_artifacts: Replicas | None = None
+    stream_storage_tasks: Storage | None = None
+    stream_storage_task_updates: Storage | None = None
+    stream_storage_events: Storage | None = None
+    stream_storage_artifacts: Storage | None = None
+
+    def replicas(self, key: str) -> int:
+        """`key`: tasks, task_updates, events or artifacts; anything else (a KV bucket) takes the default."""
+        override = getattr(self, f"stream_replicas_{key}", None)
+        return int(override) if override is not None else self.stream_replicas
+
+    def storage(self, key: str) -> Storage:
+        override: Storage | None = getattr(self, f"stream_storage_{key}", None)
+        return override if override is not None else self.stream_storage
+
+
+class BusSettings(BaseSettings):
+    """How a process authenticates to NATS (docs/architecture.md "Securing the bus"). Services connect as the
+    user named after them with its password; a worker presents its worker key instead (WORKER_KEY)."""
+
+    model_config = SettingsConfigDict(extra="ignore", env_prefix="")
+
+    nats_user: str | None = Field(
+        default=None, description="the service's bus identity (its NATS user), e.g. `scheduler`"
+    )
+    nats_password: SecretStr | None = Field(default=None, description="that user's password")
+    nats_tls_ca: Path | None = Field(
+        default=None, description="CA bundle that signed the NATS server's certificate (tls:// URLs)"
+    )
+    nats_tls_cert: Path | None = Field(default=None, description="client certificate, when NATS asks for one")
+    nats_tls_key: Path | None = Field(default=None, description="the client certificate's key")
+
+
+class ServiceSettings(BusSettings, ArtifactSettings, StreamSettings):
     model_config = SettingsConfigDict(extra="ignore", env_prefix="")
 
     service_name: str = "browserfleet"
@@ -42,3 +100,14 @@ class ServiceSettings(ArtifactSettings):
     db_pool_size: int = 10
     # ping pooled connections only after this many idle seconds (None: ping at every checkout)
     db_ping_after_idle_seconds: float | None = 1.0
+    health_timeout_seconds: float = Field(
+        default=2.0,
+        gt=0,
+        le=30,
+        description="each health check's budget (a slower dependency fails its check)",
+    )
+    health_max_consumer_lag: int = Field(
+        default=1000,
+        ge=1,
+        description="messages a durable consumer may have pending before the service reports itself degraded",
+    )
