@@ -1,127 +1,83 @@
 """`browserfleet` command line.
 
 `browserfleet up` runs the whole platform on this machine (the embedded default of DESIGN.md §6). It
-needs the platform packages (present in the uv workspace); the rest of the SDK needs only httpx.
+needs the dev stack (browserfleet-devkit) and the platform packages, both present in the uv workspace;
+the rest of the SDK needs only httpx.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import signal
 import sys
-import time
 from pathlib import Path
+
+from .commands import API_COMMANDS, add_api_commands, run_api_command
 
 
 def _up(args: argparse.Namespace) -> int:
     try:
-        from browserfleet_core.devstack import Platform
+        from browserfleet_devkit.up import run
     except ImportError:  # pragma: no cover - SDK installed alone
         print(
-            "`browserfleet up` needs the platform packages: run it from the browserfleet workspace",
+            "`browserfleet up` needs the dev stack (the browserfleet-devkit package, which only the"
+            " workspace's dev group installs): run `make dev` in a browserfleet checkout",
             file=sys.stderr,
         )
         return 2
 
     home = Path(args.home or os.environ.get("BROWSERFLEET_HOME", ".browserfleet")).resolve()
-    port = args.port
-    if port is None and not (home / "ports.json").exists():
-        # first start: 8080 when free, so the README's URL just works; later starts reuse the port they had
-        from browserfleet_core.embedded import port_is_free
-
-        port = 8080 if port_is_free(8080) else None
-    platform = Platform(
+    # supervised, announced once a worker takes tasks, stopped by Ctrl-C: browserfleet_devkit.up
+    return run(
         home=home,
+        port=args.port,
+        workers=args.workers,
         nats_url=os.environ.get("NATS_URL") or None,
         database_url=os.environ.get("DATABASE_URL") or None,
-        gateway_port=port,
-        workers=args.workers,
         color=sys.stdout.isatty(),
     )
-    started = time.monotonic()
-    stop_requested = False
 
-    def request_stop(*_: object) -> None:
-        nonlocal stop_requested
-        stop_requested = True
 
-    signal.signal(signal.SIGTERM, request_stop)
-    # a shell that starts us in the background leaves SIGINT ignored; Ctrl-C must always stop us
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+# operator commands that reach PostgreSQL and NATS themselves: the browserfleet-ops package owns them
+OPS_COMMANDS = {
+    "backup": "write an encrypted backup of the whole platform",
+    "restore": "restore a backup into an empty platform",
+    "import-mvp": "import the MVP's JSON files",
+}
+
+
+def _ops(argv: list[str]) -> int:
     try:
-        platform.start()
-    except KeyboardInterrupt:
-        print("\ninterrupted during startup; stopped", file=sys.stderr)
-        return 130
-    except Exception as exc:
-        print(f"\nbrowserfleet failed to start: {exc}", file=sys.stderr)
-        return 1
-    ready_in = time.monotonic() - started
-    _banner(platform, ready_in)
-    try:
-        while not stop_requested:
-            dead = [sp for sp in platform.processes if sp.proc.poll() is not None]
-            if dead:
-                names = ", ".join(f"{sp.name} (exit {sp.proc.returncode})" for sp in dead)
-                print(f"\n{names} stopped unexpectedly; shutting the platform down", file=sys.stderr)
-                platform.stop()
-                return 1
-            time.sleep(0.5)
-    except KeyboardInterrupt:
-        pass
-    print("\nstopping browserfleet…", flush=True)
-    platform.stop()
-    print("stopped.", flush=True)
-    return 0
-
-
-def _banner(platform: object, ready_in: float) -> None:
-    from browserfleet_core.devstack import Platform
-
-    assert isinstance(platform, Platform)
-    boot = platform.bootstrap
-    url = platform.gateway_url
-    lines = [
-        "",
-        "=" * 72,
-        f"  browserfleet is ready in {ready_in:.1f}s",
-        f"  gateway      {url}",
-        f"  API docs     {url}/docs",
-        f"  data         {platform.home}",
-    ]
-    if boot is not None:
-        lines.append(f"  organization {boot.org_id}")
-        if boot.password:
-            # printed to this terminal once; it is stored only as an argon2 hash and never logged
-            lines += [
-                f"  admin        {boot.admin_email}",
-                f"  password     {boot.password}   (shown once: keep it)",
-            ]
-        else:
-            lines.append(f"  admin        {boot.admin_email} (password was shown on first start)")
-        lines += [
-            "",
-            "  log in:",
-            f"    curl -s {url}/auth/login -H 'content-type: application/json' \\",
-            f'      -d \'{{"email": "{boot.admin_email}", "password": "…"}}\'',
-        ]
-    lines += ["", "  Ctrl-C stops everything.", "=" * 72, ""]
-    print("\n".join(lines), flush=True)
+        from browserfleet_ops.cli import main as ops_main
+    except ImportError:  # pragma: no cover - SDK installed alone
+        print(
+            f"`browserfleet {argv[0]}` needs the browserfleet-ops package (pip install browserfleet-ops)",
+            file=sys.stderr,
+        )
+        return 2
+    return ops_main(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
+    args_in = sys.argv[1:] if argv is None else argv
+    if args_in and args_in[0] in OPS_COMMANDS:
+        return _ops(args_in)
     parser = argparse.ArgumentParser(prog="browserfleet", description="browserfleet command line")
     sub = parser.add_subparsers(dest="command", required=True)
+    for name, summary in OPS_COMMANDS.items():  # listed here; their own parser reads their arguments
+        sub.add_parser(name, help=summary, add_help=False)
     up = sub.add_parser("up", help="run the whole platform on this machine")
     up.add_argument("--home", help="data folder (default .browserfleet, or $BROWSERFLEET_HOME)")
     up.add_argument(
         "--port", type=int, default=None, help="gateway port (default: a free one, stable across runs)"
     )
     up.add_argument("--workers", type=int, default=1)
-    args = parser.parse_args(argv)
+    add_api_commands(sub)
+    args = parser.parse_args(args_in)
     if args.command == "up":
         return _up(args)
+    if args.command in API_COMMANDS:
+        return run_api_command(args)
     return 2
 
 

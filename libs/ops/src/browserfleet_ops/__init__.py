@@ -1,0 +1,1 @@
+"""Operator tools that reach PostgreSQL and NATS directly: `browserfleet backup`, `restore` and `import-mvp`."""

@@ -1,0 +1,1 @@
+"""`browserfleet import-mvp DIR`: the MVP's JSON files into the platform (docs/operations.md)."""
