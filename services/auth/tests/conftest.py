@@ -1,4 +1,4 @@
-"""Real PostgreSQL (and NATS, for handler tests) from the `browserfleet_core.testing` plugin."""
+"""Real PostgreSQL (and NATS, for handler tests) from the `browserfleet_devkit.testing` plugin."""
 
 from __future__ import annotations
 
@@ -7,10 +7,12 @@ from collections.abc import AsyncIterator, Callable, Iterator
 
 import psycopg
 import pytest
-from browserfleet_auth.service import AuthService
+from browserfleet_auth.app import AuthApp, build
+from browserfleet_auth.config import AuthConfig
+from browserfleet_auth.settings import AuthSettings
 from browserfleet_core import migrations
 from browserfleet_core.db import to_driver_url
-from browserfleet_core.testing import rolled_back_session, unique_name
+from browserfleet_devkit.testing import rolled_back_session, unique_name
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -37,8 +39,8 @@ async def session(engine: AsyncEngine) -> AsyncIterator[AsyncSession]:
 
 
 @pytest.fixture
-def svc() -> AuthService:
-    return AuthService()
+def config() -> AuthConfig:
+    return AuthConfig()
 
 
 @pytest.fixture(scope="session")
@@ -62,3 +64,14 @@ def fresh_database(database_url: str) -> Iterator[Callable[[], str]]:
         for name in created:
             with contextlib.suppress(psycopg.Error):
                 conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="module")
+async def running(nats_url: str, fresh_database: Callable[[], str]) -> AsyncIterator[AuthApp]:
+    """The auth service on real NATS, on a database of its own (one per test module)."""
+    app = build(AuthSettings(nats_url=nats_url, database_url=fresh_database()))
+    await app.broker.start()
+    yield app
+    await app.broker.stop()
+    assert app.db is not None
+    await app.db.dispose()

@@ -7,15 +7,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from browserfleet_auth import api_keys, audit, organizations, sessions, users
 from browserfleet_auth import repository as repo
+from browserfleet_auth.config import AuthConfig
 from browserfleet_auth.models import ApiKey, AuditLog, User, outbox
-from browserfleet_auth.service import (
-    INVALID_CREDENTIALS,
-    AuthService,
-    BruteForcePolicy,
-    LoginFailed,
-    LoginThrottled,
-)
+from browserfleet_auth.sessions import INVALID_CREDENTIALS, LoginFailed
+from browserfleet_auth.throttle import BruteForcePolicy, LoginThrottled
 from browserfleet_contracts.auth import (
     ApiKeyCreate,
     ListAuditRequest,
@@ -28,6 +25,8 @@ from browserfleet_contracts.auth import (
 )
 from browserfleet_contracts.common import Actor
 from browserfleet_core.errors import Conflict, Forbidden, Invalid, NotFound, Unauthorized
+from browserfleet_core.outbox import OutboxRelay
+from pydantic import ValidationError
 from sqlalchemy import select as sa_select
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -51,8 +50,6 @@ class FakeRelay:
     """Records outbox rows in the real table through the real relay's enqueue (no JetStream needed)."""
 
     def __init__(self) -> None:
-        from browserfleet_core.outbox import OutboxRelay
-
         self._relay = OutboxRelay.__new__(OutboxRelay)
         self._relay.table = outbox
 
@@ -71,18 +68,21 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-def svc(clock: Clock) -> AuthService:
+def config(clock: Clock) -> AuthConfig:
     policy = BruteForcePolicy(
         slow_after=3, max_delay_seconds=30, lock_after_account=6, lock_after_ip=8, lock_seconds=600
     )
-    return AuthService(brute_force=policy, clock=clock, relay=FakeRelay())  # type: ignore[arg-type]
+    return AuthConfig(brute_force=policy, now=clock)
 
 
-async def org_admin(
-    session: AsyncSession, svc: AuthService, name: str, *, operator: bool = False
-) -> tuple[str, Actor, User]:
-    org = await svc.create_organization(session, name)
-    admin = await svc.create_user(
+@pytest.fixture
+def relay() -> OutboxRelay:
+    return FakeRelay()  # type: ignore[return-value]
+
+
+async def org_admin(session: AsyncSession, name: str, *, operator: bool = False) -> tuple[str, Actor, User]:
+    org = await organizations.create_organization(session, name)
+    admin = await users.create_user(
         session, org_id=org.id, email=f"admin@{org.slug}.example", password=PASSWORD, role="admin"
     )
     admin.platform_operator = operator
@@ -93,16 +93,18 @@ async def org_admin(
 
 # --- API keys -------------------------------------------------------------------------------------
 async def test_api_key_is_shown_once_stored_hashed_and_authenticates(
-    session: AsyncSession, svc: AuthService
+    session: AsyncSession, config: AuthConfig
 ) -> None:
-    org_id, actor, _ = await org_admin(session, svc, "Keys")
-    created = await svc.create_api_key(session, actor, ApiKeyCreate(name="ci", scopes=["tasks:write"]))
+    org_id, actor, _ = await org_admin(session, "Keys")
+    created = await api_keys.create_api_key(
+        session, config, actor, ApiKeyCreate(name="ci", scopes=["tasks:write"])
+    )
     assert created.key.startswith("sk_api_") and len(created.key) >= 7 + 43  # 256 bits, base64url
     row = (await session.exec(select(ApiKey).where(ApiKey.id == created.id))).one()
     assert row.key_hash != created.key and created.key not in str(row.model_dump())
-    listed = await svc.list_api_keys(session, actor)
+    listed = await api_keys.list_api_keys(session, actor)
     assert [k.id for k in listed] == [created.id] and "key" not in listed[0].model_dump()
-    principal = await svc.authenticate_api_key(session, created.key)
+    principal = await api_keys.authenticate_api_key(session, config, created.key)
     assert (principal.org_id, principal.key_id, principal.scopes, principal.plan) == (
         org_id,
         created.id,
@@ -114,125 +116,138 @@ async def test_api_key_is_shown_once_stored_hashed_and_authenticates(
 
 
 async def test_revoked_expired_and_unknown_keys_are_401(
-    session: AsyncSession, svc: AuthService, clock: Clock
+    session: AsyncSession, config: AuthConfig, clock: Clock
 ) -> None:
-    _, actor, _ = await org_admin(session, svc, "Keys2")
-    expiring = await svc.create_api_key(
+    _, actor, _ = await org_admin(session, "Keys2")
+    expiring = await api_keys.create_api_key(
         session,
+        config,
         actor,
         ApiKeyCreate(name="short", scopes=["tasks:read"], expires_at=clock.now + timedelta(hours=1)),
     )
-    revoked = await svc.create_api_key(session, actor, ApiKeyCreate(name="gone", scopes=["tasks:read"]))
-    await svc.revoke_api_key(session, actor, revoked.id)
-    await svc.revoke_api_key(session, actor, revoked.id)  # idempotent
-    await svc.authenticate_api_key(session, expiring.key)
+    revoked = await api_keys.create_api_key(
+        session, config, actor, ApiKeyCreate(name="gone", scopes=["tasks:read"])
+    )
+    await api_keys.revoke_api_key(session, config, actor, revoked.id)
+    await api_keys.revoke_api_key(session, config, actor, revoked.id)  # idempotent
+    await api_keys.authenticate_api_key(session, config, expiring.key)
     clock.advance(3601)
     for raw in (expiring.key, revoked.key, "sk_api_" + "A" * 43, "not-a-key"):
         with pytest.raises(Unauthorized) as err:
-            await svc.authenticate_api_key(session, raw)
+            await api_keys.authenticate_api_key(session, config, raw)
         assert err.value.code == "invalid_api_key"
 
 
 async def test_api_key_expiry_in_the_past_is_422(
-    session: AsyncSession, svc: AuthService, clock: Clock
+    session: AsyncSession, config: AuthConfig, clock: Clock
 ) -> None:
-    _, actor, _ = await org_admin(session, svc, "Keys3")
+    _, actor, _ = await org_admin(session, "Keys3")
     with pytest.raises(Invalid) as err:
-        await svc.create_api_key(
-            session, actor, ApiKeyCreate(name="x", scopes=["tasks:read"], expires_at=clock.now - timedelta(1))
+        await api_keys.create_api_key(
+            session,
+            config,
+            actor,
+            ApiKeyCreate(name="x", scopes=["tasks:read"], expires_at=clock.now - timedelta(1)),
         )
     assert err.value.field == "expires_at"
 
 
 async def test_another_orgs_key_is_404_and_non_admins_cannot_manage_keys(
-    session: AsyncSession, svc: AuthService
+    session: AsyncSession, config: AuthConfig
 ) -> None:
-    _, a, _ = await org_admin(session, svc, "Org A")
-    _, b, _ = await org_admin(session, svc, "Org B")
-    key = await svc.create_api_key(session, a, ApiKeyCreate(name="a", scopes=["tasks:read"]))
+    _, a, _ = await org_admin(session, "Org A")
+    _, b, _ = await org_admin(session, "Org B")
+    key = await api_keys.create_api_key(session, config, a, ApiKeyCreate(name="a", scopes=["tasks:read"]))
     with pytest.raises(NotFound):
-        await svc.revoke_api_key(session, b, key.id)
-    assert await svc.list_api_keys(session, b) == []
-    await svc.authenticate_api_key(session, key.key)  # still valid
+        await api_keys.revoke_api_key(session, config, b, key.id)
+    assert await api_keys.list_api_keys(session, b) == []
+    await api_keys.authenticate_api_key(session, config, key.key)  # still valid
     with pytest.raises(Forbidden):
-        await svc.create_api_key(
-            session, a.model_copy(update={"role": "user"}), ApiKeyCreate(name="u", scopes=["tasks:read"])
+        await api_keys.create_api_key(
+            session,
+            config,
+            a.model_copy(update={"role": "user"}),
+            ApiKeyCreate(name="u", scopes=["tasks:read"]),
         )
 
 
 # --- brute force ----------------------------------------------------------------------------------
 async def test_failed_logins_slow_down_then_lock_with_one_message(
-    session: AsyncSession, svc: AuthService, clock: Clock
+    session: AsyncSession, config: AuthConfig, clock: Clock
 ) -> None:
-    _, _, admin = await org_admin(session, svc, "Brute")
+    _, _, admin = await org_admin(session, "Brute")
     for _ in range(3):
         with pytest.raises(LoginFailed) as failed:
-            await svc.login(session, admin.email, "wrong", client_ip="198.51.100.1")
+            await sessions.login(session, config, admin.email, "wrong", client_ip="198.51.100.1")
         assert failed.value.message == INVALID_CREDENTIALS
     # fourth try right away: must wait 1 s (2**0), even with the right password
     with pytest.raises(LoginThrottled) as throttled:
-        await svc.login(session, admin.email, PASSWORD, client_ip="198.51.100.2")
+        await sessions.login(session, config, admin.email, PASSWORD, client_ip="198.51.100.2")
     assert throttled.value.retry_after == 1 and throttled.value.status == 429
     clock.advance(1)
     with pytest.raises(LoginFailed):
-        await svc.login(session, admin.email, "wrong", client_ip="198.51.100.2")
+        await sessions.login(session, config, admin.email, "wrong", client_ip="198.51.100.2")
     clock.advance(1)  # now 2 s are due
     with pytest.raises(LoginThrottled):
-        await svc.login(session, admin.email, PASSWORD)
+        await sessions.login(session, config, admin.email, PASSWORD)
     for delay in (2, 4):
         clock.advance(delay)
         with pytest.raises(LoginFailed):
-            await svc.login(session, admin.email, "wrong")
+            await sessions.login(session, config, admin.email, "wrong")
     # six failures: locked for 600 s, whatever the password
     clock.advance(60)
     with pytest.raises(LoginThrottled) as locked:
-        await svc.login(session, admin.email, PASSWORD)
+        await sessions.login(session, config, admin.email, PASSWORD)
     assert 500 < locked.value.retry_after <= 600
     # an unknown email is throttled just the same: the lock says nothing about accounts
     for _ in range(3):
         with pytest.raises(LoginFailed):
-            await svc.login(session, "nobody@nowhere.example", "x")
+            await sessions.login(session, config, "nobody@nowhere.example", "x")
     with pytest.raises(LoginThrottled):
-        await svc.login(session, "nobody@nowhere.example", "x")
+        await sessions.login(session, config, "nobody@nowhere.example", "x")
     clock.advance(601)
-    pair = await svc.login(session, admin.email, PASSWORD)
+    pair = await sessions.login(session, config, admin.email, PASSWORD)
     assert pair.access_token
     # success resets the account's counter
     assert await repo.get_throttles_for_update(session, [f"email:{admin.email}"]) == {}
 
 
 async def test_one_address_trying_many_accounts_is_locked(
-    session: AsyncSession, svc: AuthService, clock: Clock
+    session: AsyncSession, config: AuthConfig, clock: Clock
 ) -> None:
-    _, _, admin = await org_admin(session, svc, "Spray")
+    _, _, admin = await org_admin(session, "Spray")
     for i in range(8):
         clock.advance(60)  # slower than the per-account slow-down, one account each
         with pytest.raises(LoginFailed):
-            await svc.login(session, f"user{i}@spray.example", "guess", client_ip="192.0.2.66")
+            await sessions.login(session, config, f"user{i}@spray.example", "guess", client_ip="192.0.2.66")
     with pytest.raises(LoginThrottled):
-        await svc.login(session, admin.email, PASSWORD, client_ip="192.0.2.66")
-    assert (await svc.login(session, admin.email, PASSWORD, client_ip="192.0.2.67")).access_token
+        await sessions.login(session, config, admin.email, PASSWORD, client_ip="192.0.2.66")
+    assert (await sessions.login(session, config, admin.email, PASSWORD, client_ip="192.0.2.67")).access_token
 
 
 # --- organizations --------------------------------------------------------------------------------
 async def test_only_a_platform_operator_manages_organizations(
-    session: AsyncSession, svc: AuthService
+    session: AsyncSession, config: AuthConfig
 ) -> None:
-    _, op, _ = await org_admin(session, svc, "Operators", operator=True)
-    _, admin, _ = await org_admin(session, svc, "Tenant")
-    org = await svc.create_org(session, op, OrganizationCreate(name="New Co", slug="new-co", plan="pro"))
+    _, op, _ = await org_admin(session, "Operators", operator=True)
+    _, admin, _ = await org_admin(session, "Tenant")
+    org = await organizations.create_org(
+        session, config, op, OrganizationCreate(name="New Co", slug="new-co", plan="pro")
+    )
     assert (org.slug, org.plan) == ("new-co", "pro")
     with pytest.raises(Forbidden):
-        await svc.create_org(session, admin, OrganizationCreate(name="Nope"))
+        await organizations.create_org(session, config, admin, OrganizationCreate(name="Nope"))
     with pytest.raises(Forbidden):
-        await svc.list_organizations(session, admin)
+        await organizations.list_organizations(session, admin)
     with pytest.raises(NotFound):  # an id names nothing to a non-operator
-        await svc.update_org(
+        await organizations.update_org(
             session,
+            config,
             UpdateOrganizationRequest(actor=admin, id=org.id, organization=OrganizationUpdate(plan="free")),
         )
-    updated = await svc.update_org(
+    updated = await organizations.update_org(
         session,
+        config,
         UpdateOrganizationRequest(
             actor=op,
             id=org.id,
@@ -240,37 +255,37 @@ async def test_only_a_platform_operator_manages_organizations(
         ),
     )
     assert (updated.plan, updated.settings) == ("enterprise", {"max_concurrency": 5})
-    assert org.id in {o.id for o in await svc.list_organizations(session, op)}
+    assert org.id in {o.id for o in await organizations.list_organizations(session, op)}
 
 
 @pytest.mark.parametrize("spelling", ["ACME", "\uff41\uff43\uff4d\uff45", " Acme ", "acme"])
 async def test_unicode_spellings_of_a_slug_cannot_duplicate_it(
-    session: AsyncSession, svc: AuthService, spelling: str
+    session: AsyncSession, config: AuthConfig, spelling: str
 ) -> None:
-    _, op, _ = await org_admin(session, svc, "Ops", operator=True)
-    await svc.create_org(session, op, OrganizationCreate(name="Acme", slug="acme"))
+    _, op, _ = await org_admin(session, "Ops", operator=True)
+    await organizations.create_org(session, config, op, OrganizationCreate(name="Acme", slug="acme"))
     with pytest.raises(Conflict) as err:
-        await svc.create_org(session, op, OrganizationCreate(name="Acme 2", slug=spelling))
+        await organizations.create_org(session, config, op, OrganizationCreate(name="Acme 2", slug=spelling))
     assert err.value.field == "slug"
 
 
 @pytest.mark.parametrize("slug", ["acme\x00", "ac me", "-acme", "acmé", "acme-", "ac_me"])
-async def test_bad_slugs_are_422(session: AsyncSession, svc: AuthService, slug: str) -> None:
-    _, op, _ = await org_admin(session, svc, "Ops", operator=True)
+async def test_bad_slugs_are_422(session: AsyncSession, config: AuthConfig, slug: str) -> None:
+    _, op, _ = await org_admin(session, "Ops", operator=True)
     with pytest.raises(Invalid) as err:
-        await svc.create_org(session, op, OrganizationCreate(name="x", slug=slug))
+        await organizations.create_org(session, config, op, OrganizationCreate(name="x", slug=slug))
     assert err.value.field == "slug"
 
 
 async def test_deleting_an_organization_removes_users_and_keys_and_emits_an_event(
-    session: AsyncSession, svc: AuthService
+    session: AsyncSession, config: AuthConfig, relay: OutboxRelay
 ) -> None:
-    _, op, _ = await org_admin(session, svc, "Ops", operator=True)
-    victim_id, victim, victim_admin = await org_admin(session, svc, "Victim")
-    await svc.create_api_key(session, victim, ApiKeyCreate(name="k", scopes=["tasks:read"]))
+    _, op, _ = await org_admin(session, "Ops", operator=True)
+    victim_id, victim, victim_admin = await org_admin(session, "Victim")
+    await api_keys.create_api_key(session, config, victim, ApiKeyCreate(name="k", scopes=["tasks:read"]))
     with pytest.raises(Conflict):
-        await svc.delete_org(session, op, op.org_id)
-    await svc.delete_org(session, op, victim_id)
+        await organizations.delete_org(session, config, relay, op, op.org_id)
+    await organizations.delete_org(session, config, relay, op, victim_id)
     assert await repo.get_organization(session, victim_id) is None
     assert (await session.exec(select(User).where(User.id == victim_admin.id))).all() == []
     assert (await session.exec(select(ApiKey).where(ApiKey.org_id == victim_id))).all() == []
@@ -287,35 +302,39 @@ async def test_deleting_an_organization_removes_users_and_keys_and_emits_an_even
     "spelling", ["BOB@EXAMPLE.COM", "\uff42\uff4f\uff42@example.com", " bob@example.com "]
 )
 async def test_unicode_spellings_of_an_email_cannot_duplicate_an_account(
-    session: AsyncSession, svc: AuthService, spelling: str
+    session: AsyncSession, config: AuthConfig, spelling: str
 ) -> None:
-    _, admin, _ = await org_admin(session, svc, "Emails")
-    await svc.invite_user(session, admin, UserCreate(email="bob@example.com"))
+    _, admin, _ = await org_admin(session, "Emails")
+    await users.invite_user(session, config, admin, UserCreate(email="bob@example.com"))
     with pytest.raises(Conflict) as err:
-        await svc.invite_user(session, admin, UserCreate(email=spelling))
+        await users.invite_user(session, config, admin, UserCreate(email=spelling))
     assert err.value.field == "email"
+    # the contract refuses a NUL at the door; auth refuses it too when a message skips the model
+    with pytest.raises(ValidationError):
+        UserCreate(email="bob@example.com\x00x")
+    raw = UserCreate.model_construct(email="bob@example.com\x00x", name="", role="user", password=None)
     with pytest.raises(Invalid):
-        await svc.invite_user(session, admin, UserCreate(email="bob@example.com\x00x"))
+        await users.invite_user(session, config, admin, raw)
 
 
 async def test_invite_role_change_and_deactivation_are_audited(
-    session: AsyncSession, svc: AuthService
+    session: AsyncSession, config: AuthConfig
 ) -> None:
-    _, admin, _ = await org_admin(session, svc, "People")
-    invited = await svc.invite_user(
-        session, admin, UserCreate(email="carol@people.example", name=HOSTILE, role="viewer")
+    _, admin, _ = await org_admin(session, "People")
+    invited = await users.invite_user(
+        session, config, admin, UserCreate(email="carol@people.example", name=HOSTILE, role="viewer")
     )
     assert invited.password and invited.name == HOSTILE  # stored and returned as inert text
-    pair = await svc.login(session, "carol@people.example", invited.password)
-    await svc.update_user(
-        session, UpdateUserRequest(actor=admin, id=invited.id, user=UserUpdate(role="user"))
+    pair = await sessions.login(session, config, "carol@people.example", invited.password)
+    await users.update_user(
+        session, config, UpdateUserRequest(actor=admin, id=invited.id, user=UserUpdate(role="user"))
     )
-    await svc.update_user(
-        session, UpdateUserRequest(actor=admin, id=invited.id, user=UserUpdate(is_active=False))
+    await users.update_user(
+        session, config, UpdateUserRequest(actor=admin, id=invited.id, user=UserUpdate(is_active=False))
     )
     with pytest.raises(Unauthorized):
-        await svc.refresh(session, pair.refresh_token)
-    page = await svc.list_audit(session, ListAuditRequest(actor=admin))
+        await sessions.refresh(session, config, pair.refresh_token)
+    page = await audit.list_audit(session, ListAuditRequest(actor=admin))
     actions = [e.action for e in page.items]
     assert actions[:4] == ["user.deactivated", "user.role_changed", "login", "user.created"]
     role_change = page.items[1]
@@ -324,33 +343,35 @@ async def test_invite_role_change_and_deactivation_are_audited(
 
 
 async def test_last_admin_cannot_be_demoted_and_other_orgs_users_are_404(
-    session: AsyncSession, svc: AuthService
+    session: AsyncSession, config: AuthConfig
 ) -> None:
-    _, a, a_admin = await org_admin(session, svc, "Alone")
-    _, b, _ = await org_admin(session, svc, "Other")
+    _, a, a_admin = await org_admin(session, "Alone")
+    _, b, _ = await org_admin(session, "Other")
     with pytest.raises(Conflict):
-        await svc.update_user(
-            session, UpdateUserRequest(actor=a, id=a_admin.id, user=UserUpdate(role="viewer"))
+        await users.update_user(
+            session, config, UpdateUserRequest(actor=a, id=a_admin.id, user=UserUpdate(role="viewer"))
         )
     with pytest.raises(NotFound):
-        await svc.update_user(
-            session, UpdateUserRequest(actor=b, id=a_admin.id, user=UserUpdate(role="viewer"))
+        await users.update_user(
+            session, config, UpdateUserRequest(actor=b, id=a_admin.id, user=UserUpdate(role="viewer"))
         )
-    assert a_admin.id not in {u.id for u in await svc.list_users(session, b)}
+    assert a_admin.id not in {u.id for u in await users.list_users(session, b)}
 
 
-async def test_audit_log_filters_and_pages(session: AsyncSession, svc: AuthService, clock: Clock) -> None:
-    _, admin, _ = await org_admin(session, svc, "Audited")
+async def test_audit_log_filters_and_pages(session: AsyncSession, config: AuthConfig, clock: Clock) -> None:
+    _, admin, _ = await org_admin(session, "Audited")
     for i in range(5):
         clock.advance(10)
-        await svc.create_api_key(session, admin, ApiKeyCreate(name=f"k{i}", scopes=["tasks:read"]))
+        await api_keys.create_api_key(
+            session, config, admin, ApiKeyCreate(name=f"k{i}", scopes=["tasks:read"])
+        )
     start = clock.now + timedelta(seconds=5)
     clock.advance(10)
-    await svc.create_api_key(session, admin, ApiKeyCreate(name="late", scopes=["tasks:read"]))
+    await api_keys.create_api_key(session, config, admin, ApiKeyCreate(name="late", scopes=["tasks:read"]))
     seen: list[int] = []
     cursor = None
     while True:
-        page = await svc.list_audit(
+        page = await audit.list_audit(
             session, ListAuditRequest(actor=admin, action="api_key.created", limit=2, cursor=cursor)
         )
         seen += [e.id for e in page.items]
@@ -358,7 +379,7 @@ async def test_audit_log_filters_and_pages(session: AsyncSession, svc: AuthServi
         if cursor is None:
             break
     assert len(seen) == 6 and seen == sorted(seen, reverse=True)
-    recent = await svc.list_audit(session, ListAuditRequest(actor=admin, since=start))
+    recent = await audit.list_audit(session, ListAuditRequest(actor=admin, since=start))
     assert [e.detail for e in recent.items] == [{"scopes": ["tasks:read"]}]
     with pytest.raises(Forbidden):
-        await svc.list_audit(session, ListAuditRequest(actor=admin.model_copy(update={"role": "viewer"})))
+        await audit.list_audit(session, ListAuditRequest(actor=admin.model_copy(update={"role": "viewer"})))

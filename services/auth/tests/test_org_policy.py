@@ -7,17 +7,15 @@ responder standing in for worker-gateway (another service; this package must not
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import nats
 import pytest
-from browserfleet_auth.app import AuthApp, build
-from browserfleet_auth.service import AuthService
-from browserfleet_auth.settings import AuthSettings
-from browserfleet_contracts import subjects
+from browserfleet_auth import audit, org_policy, organizations, users
+from browserfleet_auth.app import AuthApp
+from browserfleet_auth.config import AuthConfig
+from browserfleet_contracts import endpoints
 from browserfleet_contracts.auth import (
-    BootstrapReply,
     BootstrapRequest,
     ListAuditRequest,
     OrgPolicy,
@@ -43,9 +41,9 @@ POLICY = {
 }
 
 
-async def new_org(session: AsyncSession, svc: AuthService, name: str) -> Actor:
-    org = await svc.create_organization(session, name)
-    admin = await svc.create_user(
+async def new_org(session: AsyncSession, name: str) -> Actor:
+    org = await organizations.create_organization(session, name)
+    admin = await users.create_user(
         session, org_id=org.id, email=f"admin@{org.slug}.example", password="pw-" * 6, role="admin"
     )
     return Actor(org_id=org.id, user_id=admin.id, role="admin", client_ip="203.0.113.7")
@@ -84,21 +82,25 @@ def test_the_policy_names_the_secrets_its_proxy_uses() -> None:
 
 
 async def test_admins_update_their_own_org_policy_and_it_is_audited(
-    session: AsyncSession, svc: AuthService
+    session: AsyncSession, config: AuthConfig
 ) -> None:
-    admin = await new_org(session, svc, "Policy Org")
-    other = await new_org(session, svc, "Policy Other")
-    assert await svc.get_org_policy(session, admin) == OrgPolicy()  # the default: no restrictions added
+    admin = await new_org(session, "Policy Org")
+    other = await new_org(session, "Policy Other")
+    assert (
+        await org_policy.get_org_policy(session, admin) == OrgPolicy()
+    )  # the default: no restrictions added
     policy = OrgPolicy.model_validate(POLICY)
-    assert await svc.update_org_policy(session, admin, policy) == policy
+    assert await org_policy.update_org_policy(session, config, admin, policy) == policy
     viewer = admin.model_copy(update={"role": "viewer", "user_id": None})
-    assert await svc.get_org_policy(session, viewer) == policy  # every member reads it
-    assert await svc.get_org_policy(session, other) == OrgPolicy()  # another org is untouched
+    assert await org_policy.get_org_policy(session, viewer) == policy  # every member reads it
+    assert await org_policy.get_org_policy(session, other) == OrgPolicy()  # another org is untouched
     for role in ("user", "viewer"):
         with pytest.raises(Forbidden):
-            await svc.update_org_policy(session, admin.model_copy(update={"role": role}), OrgPolicy())
-    assert await svc.get_org_policy(session, admin) == policy
-    entry = (await svc.list_audit(session, ListAuditRequest(actor=admin))).items[0]
+            await org_policy.update_org_policy(
+                session, config, admin.model_copy(update={"role": role}), OrgPolicy()
+            )
+    assert await org_policy.get_org_policy(session, admin) == policy
+    entry = (await audit.list_audit(session, ListAuditRequest(actor=admin))).items[0]
     assert entry.action == "organization.policy_updated" and entry.target == admin.org_id
     assert (entry.actor_user_id, entry.client_ip) == (admin.user_id, "203.0.113.7")
     assert entry.detail == {
@@ -108,25 +110,29 @@ async def test_admins_update_their_own_org_policy_and_it_is_audited(
         "proxy_server": "http://proxy.example:3128",
         "proxy_secrets": ["PROXY_PW"],
     }
-    relaxed = await svc.update_org_policy(session, admin, policy.model_copy(update={"allow_evaluate": False}))
+    relaxed = await org_policy.update_org_policy(
+        session, config, admin, policy.model_copy(update={"allow_evaluate": False})
+    )
     assert not relaxed.allow_evaluate
-    entry = (await svc.list_audit(session, ListAuditRequest(actor=admin))).items[0]
+    entry = (await audit.list_audit(session, ListAuditRequest(actor=admin))).items[0]
     assert entry.detail["changed"] == ["allow_evaluate"]
 
 
-async def test_a_worker_gets_the_policy_of_orgs_it_may_serve(session: AsyncSession, svc: AuthService) -> None:
-    admin = await new_org(session, svc, "Served Org")
-    await svc.update_org_policy(session, admin, OrgPolicy.model_validate(POLICY))
+async def test_a_worker_gets_the_policy_of_orgs_it_may_serve(
+    session: AsyncSession, config: AuthConfig
+) -> None:
+    admin = await new_org(session, "Served Org")
+    await org_policy.update_org_policy(session, config, admin, OrgPolicy.model_validate(POLICY))
     platform_worker = WorkerIdentity(worker_id="w1", org_id=None, name="w1", tags=[])
     own_worker = platform_worker.model_copy(update={"org_id": admin.org_id})
     foreign_worker = platform_worker.model_copy(update={"org_id": "another-org"})
     for worker in (platform_worker, own_worker):
-        got = await svc.org_policy_for_worker(session, worker, admin.org_id)
+        got = await org_policy.org_policy_for_worker(session, worker, admin.org_id)
         assert got.allowed_domains == ["example.com", "*.shop.example"]
     with pytest.raises(NotFound):  # a worker bound to another org learns nothing, not even that it exists
-        await svc.org_policy_for_worker(session, foreign_worker, admin.org_id)
+        await org_policy.org_policy_for_worker(session, foreign_worker, admin.org_id)
     with pytest.raises(NotFound):
-        await svc.org_policy_for_worker(session, platform_worker, "no-such-org")
+        await org_policy.org_policy_for_worker(session, platform_worker, "no-such-org")
 
 
 class Ticker:
@@ -162,16 +168,6 @@ async def test_verified_worker_keys_are_cached_briefly() -> None:
 
 
 # --- over NATS: the worker-key check in front of svc.auth.org_policy ----------------------------------
-@pytest.fixture(scope="module")
-async def running(nats_url: str, fresh_database: Callable[[], str]) -> AsyncIterator[AuthApp]:
-    app = build(AuthSettings(nats_url=nats_url, database_url=fresh_database()))
-    await app.broker.start()
-    yield app
-    await app.broker.stop()
-    assert app.db is not None
-    await app.db.dispose()
-
-
 async def test_org_policy_over_nats_needs_a_valid_worker_key(running: AuthApp, nats_url: str) -> None:
     nc = await nats.connect(nats_url)
     rpc = RpcClient(nc, timeout=10)
@@ -188,20 +184,18 @@ async def test_org_policy_over_nats_needs_a_valid_worker_key(running: AuthApp, n
         identity = WorkerIdentity(worker_id=key, org_id=workers[key], name=key, tags=[])
         await msg.respond(identity.model_dump_json().encode())
 
-    sub = await nc.subscribe(subjects.Workers.AUTHENTICATE, cb=authenticate)
+    sub = await nc.subscribe(endpoints.Workers.AUTHENTICATE.subject, cb=authenticate)
     try:
-        boot = await rpc.call(
-            subjects.Auth.BOOTSTRAP, BootstrapRequest(org_name="Workers Org"), BootstrapReply
-        )
+        boot = await rpc.call(endpoints.Auth.BOOTSTRAP, BootstrapRequest(org_name="Workers Org"))
         assert running.db is not None
         async with running.db.transaction() as session:
             admin = Actor(org_id=boot.org_id, user_id=None, role="admin")
-            await running.service.update_org_policy(session, admin, OrgPolicy.model_validate(POLICY))
+            await org_policy.update_org_policy(
+                session, running.runtime.config, admin, OrgPolicy.model_validate(POLICY)
+            )
 
         def ask(key: str, org: str = boot.org_id) -> Any:
-            return rpc.call(
-                subjects.Auth.ORG_POLICY, WorkerOrgPolicyRequest(org_id=org, worker_key=key), OrgPolicy
-            )
+            return rpc.call(endpoints.Auth.ORG_POLICY, WorkerOrgPolicyRequest(org_id=org, worker_key=key))
 
         policy = await ask("sk_worker_platform")
         assert policy.proxy is not None and policy.proxy.password == "{{ secrets.PROXY_PW }}"

@@ -7,15 +7,12 @@ from typing import Any
 
 import pytest
 from argon2 import PasswordHasher
+from browserfleet_auth import organizations, sessions, tokens, users
 from browserfleet_auth import repository as repo
+from browserfleet_auth.config import AuthConfig
 from browserfleet_auth.models import Organization, RefreshSession, User
-from browserfleet_auth.service import (
-    INVALID_CREDENTIALS,
-    AuthService,
-    RefreshTokenReused,
-    normalize_email,
-    slugify,
-)
+from browserfleet_auth.sessions import INVALID_CREDENTIALS, RefreshTokenReused
+from browserfleet_auth.validation import normalize_email, slugify
 from browserfleet_core import security
 from browserfleet_core.db import utcnow
 from browserfleet_core.errors import Conflict, Invalid, Unauthorized
@@ -26,29 +23,29 @@ PASSWORD = "correct horse battery staple"
 
 
 async def make_user(
-    session: AsyncSession, svc: AuthService, *, email: str = "Alice@Example.com", role: str = "user"
+    session: AsyncSession, *, email: str = "Alice@Example.com", role: str = "user"
 ) -> tuple[Organization, User]:
-    org = await svc.create_organization(session, "Acme Corp")
-    user = await svc.create_user(
+    org = await organizations.create_organization(session, "Acme Corp")
+    user = await users.create_user(
         session, org_id=org.id, email=email, password=PASSWORD, role=role, name="Alice"
     )
     return org, user
 
 
-def verifier(svc: AuthService, session: AsyncSession) -> security.JwksVerifier:
+def verifier(config: AuthConfig, session: AsyncSession) -> security.JwksVerifier:
     async def fetch() -> dict[str, Any]:
-        return (await svc.jwks(session)).model_dump()
+        return (await tokens.jwks(session, config)).model_dump()
 
     return security.JwksVerifier(fetch)
 
 
-async def test_login_issues_verifiable_tokens(session: AsyncSession, svc: AuthService) -> None:
-    org, user = await make_user(session, svc, role="admin")
+async def test_login_issues_verifiable_tokens(session: AsyncSession, config: AuthConfig) -> None:
+    org, user = await make_user(session, role="admin")
     assert user.email == "alice@example.com"
 
-    pair = await svc.login(session, "alice@example.com", PASSWORD)
+    pair = await sessions.login(session, config, "alice@example.com", PASSWORD)
 
-    claims = await verifier(svc, session).verify(pair.access_token)
+    claims = await verifier(config, session).verify(pair.access_token)
     assert (claims["sub"], claims["org"], claims["role"]) == (user.id, org.id, "admin")
     assert claims["exp"] - claims["iat"] == 900 == pair.expires_in
     assert pair.refresh_token.startswith("rt_")
@@ -64,29 +61,29 @@ async def test_login_issues_verifiable_tokens(session: AsyncSession, svc: AuthSe
     assert user.last_login is not None
 
 
-async def test_login_accepts_other_spellings_of_the_email(session: AsyncSession, svc: AuthService) -> None:
-    await make_user(session, svc)
-    await svc.login(
-        session, " \uff21\uff2c\uff29\uff23\uff25@example.COM ", PASSWORD
+async def test_login_accepts_other_spellings_of_the_email(session: AsyncSession, config: AuthConfig) -> None:
+    await make_user(session)
+    await sessions.login(
+        session, config, " \uff21\uff2c\uff29\uff23\uff25@example.COM ", PASSWORD
     )  # full-width letters fold under NFKC
 
 
-async def test_wrong_password_and_unknown_email_fail_alike(session: AsyncSession, svc: AuthService) -> None:
-    await make_user(session, svc)
+async def test_wrong_password_and_unknown_email_fail_alike(session: AsyncSession, config: AuthConfig) -> None:
+    await make_user(session)
     errors = []
     for email, password in [("alice@example.com", "wrong"), ("nobody@example.com", PASSWORD)]:
         with pytest.raises(Unauthorized) as info:
-            await svc.login(session, email, password)
+            await sessions.login(session, config, email, password)
         errors.append((info.value.status, info.value.code, info.value.message))
     assert errors[0] == errors[1] == (401, "invalid_credentials", INVALID_CREDENTIALS)
 
 
-async def test_inactive_user_cannot_log_in(session: AsyncSession, svc: AuthService) -> None:
-    _, user = await make_user(session, svc)
+async def test_inactive_user_cannot_log_in(session: AsyncSession, config: AuthConfig) -> None:
+    _, user = await make_user(session)
     user.is_active = False
     session.add(user)
     with pytest.raises(Unauthorized) as info:
-        await svc.login(session, "alice@example.com", PASSWORD)
+        await sessions.login(session, config, "alice@example.com", PASSWORD)
     assert info.value.message == INVALID_CREDENTIALS
 
 
@@ -97,33 +94,33 @@ async def test_unknown_email_still_pays_for_a_verification(session: AsyncSession
         calls.append((stored_hash, password))
         return security.verify_password(stored_hash, password)
 
-    svc = AuthService(verify_password=spy)
-    await make_user(session, svc)
+    config = AuthConfig(verify_password=spy)
+    await make_user(session)
     with pytest.raises(Unauthorized):
-        await svc.login(session, "nobody@example.com", "guess")
+        await sessions.login(session, config, "nobody@example.com", "guess")
     assert calls == [(None, "guess")]
-    await svc.login(session, "alice@example.com", PASSWORD)
+    await sessions.login(session, config, "alice@example.com", PASSWORD)
     assert len(calls) == 2 and calls[1][0] is not None
 
 
-async def test_login_upgrades_an_outdated_hash(session: AsyncSession, svc: AuthService) -> None:
-    _, user = await make_user(session, svc)
+async def test_login_upgrades_an_outdated_hash(session: AsyncSession, config: AuthConfig) -> None:
+    _, user = await make_user(session)
     user.password_hash = PasswordHasher(time_cost=1, memory_cost=8192, parallelism=1).hash(PASSWORD)
     session.add(user)
     assert security.password_needs_rehash(user.password_hash)
 
-    await svc.login(session, "alice@example.com", PASSWORD)
+    await sessions.login(session, config, "alice@example.com", PASSWORD)
 
     await session.refresh(user)
     assert not security.password_needs_rehash(user.password_hash)
     assert security.verify_password(user.password_hash, PASSWORD)
 
 
-async def test_refresh_rotates_within_the_family(session: AsyncSession, svc: AuthService) -> None:
-    _, user = await make_user(session, svc)
-    first = await svc.login(session, "alice@example.com", PASSWORD)
+async def test_refresh_rotates_within_the_family(session: AsyncSession, config: AuthConfig) -> None:
+    _, user = await make_user(session)
+    first = await sessions.login(session, config, "alice@example.com", PASSWORD)
 
-    second = await svc.refresh(session, first.refresh_token)
+    second = await sessions.refresh(session, config, first.refresh_token)
 
     assert second.refresh_token != first.refresh_token
     old = await repo.get_refresh_session(session, security.hash_token(first.refresh_token))
@@ -131,68 +128,70 @@ async def test_refresh_rotates_within_the_family(session: AsyncSession, svc: Aut
     assert old is not None and new is not None
     assert old.used_at is not None and new.used_at is None
     assert old.family_id == new.family_id
-    claims = await verifier(svc, session).verify(second.access_token)
+    claims = await verifier(config, session).verify(second.access_token)
     assert claims["sub"] == user.id
 
 
-async def test_reusing_a_refresh_token_revokes_the_family(session: AsyncSession, svc: AuthService) -> None:
-    await make_user(session, svc)
-    other_login = await svc.login(session, "alice@example.com", PASSWORD)  # another device: own family
-    first = await svc.login(session, "alice@example.com", PASSWORD)
-    second = await svc.refresh(session, first.refresh_token)
+async def test_reusing_a_refresh_token_revokes_the_family(session: AsyncSession, config: AuthConfig) -> None:
+    await make_user(session)
+    other_login = await sessions.login(
+        session, config, "alice@example.com", PASSWORD
+    )  # another device: own family
+    first = await sessions.login(session, config, "alice@example.com", PASSWORD)
+    second = await sessions.refresh(session, config, first.refresh_token)
 
     with pytest.raises(RefreshTokenReused) as info:
-        await svc.refresh(session, first.refresh_token)
+        await sessions.refresh(session, config, first.refresh_token)
     assert info.value.status == 401
 
     with pytest.raises(Unauthorized):
-        await svc.refresh(session, second.refresh_token)
+        await sessions.refresh(session, config, second.refresh_token)
     stored = await repo.get_refresh_session(session, security.hash_token(second.refresh_token))
     assert stored is not None
     family = await repo.family_sessions(session, stored.family_id)
     assert len(family) == 2 and all(s.revoked_at is not None for s in family)
-    await svc.refresh(session, other_login.refresh_token)  # untouched
+    await sessions.refresh(session, config, other_login.refresh_token)  # untouched
 
 
 @pytest.mark.parametrize("token", ["rt_unknown", "not-a-refresh-token", ""])
-async def test_unknown_refresh_token_is_401(session: AsyncSession, svc: AuthService, token: str) -> None:
+async def test_unknown_refresh_token_is_401(session: AsyncSession, config: AuthConfig, token: str) -> None:
     with pytest.raises(Unauthorized) as info:
-        await svc.refresh(session, token)
+        await sessions.refresh(session, config, token)
     assert info.value.code == "invalid_refresh_token"
 
 
-async def test_expired_refresh_token_is_401(session: AsyncSession, svc: AuthService) -> None:
-    await make_user(session, svc)
-    pair = await svc.login(session, "alice@example.com", PASSWORD)
+async def test_expired_refresh_token_is_401(session: AsyncSession, config: AuthConfig) -> None:
+    await make_user(session)
+    pair = await sessions.login(session, config, "alice@example.com", PASSWORD)
     stored = await repo.get_refresh_session(session, security.hash_token(pair.refresh_token))
     assert stored is not None
     stored.expires_at = utcnow() - timedelta(seconds=1)
     session.add(stored)
     with pytest.raises(Unauthorized) as info:
-        await svc.refresh(session, pair.refresh_token)
+        await sessions.refresh(session, config, pair.refresh_token)
     assert info.value.code == "invalid_refresh_token"
 
 
-async def test_logout_revokes_the_family(session: AsyncSession, svc: AuthService) -> None:
-    await make_user(session, svc)
-    first = await svc.login(session, "alice@example.com", PASSWORD)
-    second = await svc.refresh(session, first.refresh_token)
+async def test_logout_revokes_the_family(session: AsyncSession, config: AuthConfig) -> None:
+    await make_user(session)
+    first = await sessions.login(session, config, "alice@example.com", PASSWORD)
+    second = await sessions.refresh(session, config, first.refresh_token)
 
-    await svc.logout(session, second.refresh_token)
-    await svc.logout(session, second.refresh_token)  # idempotent
-    await svc.logout(session, "rt_never-issued")
+    await sessions.logout(session, config, second.refresh_token)
+    await sessions.logout(session, config, second.refresh_token)  # idempotent
+    await sessions.logout(session, config, "rt_never-issued")
 
     with pytest.raises(Unauthorized) as info:
-        await svc.refresh(session, second.refresh_token)
+        await sessions.refresh(session, config, second.refresh_token)
     assert info.value.code == "invalid_refresh_token"
 
 
-async def test_me_is_scoped_to_the_users_org(session: AsyncSession, svc: AuthService) -> None:
-    org, user = await make_user(session, svc)
-    other = await svc.create_organization(session, "Acme Corp")
+async def test_me_is_scoped_to_the_users_org(session: AsyncSession) -> None:
+    org, user = await make_user(session)
+    other = await organizations.create_organization(session, "Acme Corp")
     assert other.slug != org.slug == "acme-corp"
 
-    me = await svc.me(session, user_id=user.id, org_id=org.id)
+    me = await sessions.me(session, user_id=user.id, org_id=org.id)
     assert (me.user.id, me.user.email, me.role, me.organization.slug) == (
         user.id,
         user.email,
@@ -202,17 +201,17 @@ async def test_me_is_scoped_to_the_users_org(session: AsyncSession, svc: AuthSer
 
     for user_id, org_id in [(user.id, other.id), ("missing", org.id)]:
         with pytest.raises(Unauthorized):
-            await svc.me(session, user_id=user_id, org_id=org_id)
+            await sessions.me(session, user_id=user_id, org_id=org_id)
 
 
-async def test_bootstrap_creates_once(session: AsyncSession, svc: AuthService) -> None:
-    first = await svc.bootstrap(session, org_name="Default", admin_email="Admin@Browserfleet.local")
+async def test_bootstrap_creates_once(session: AsyncSession, config: AuthConfig) -> None:
+    first = await organizations.bootstrap(session, org_name="Default", admin_email="Admin@Browserfleet.local")
     assert first.created and first.password is not None and len(first.password) >= 20
     assert first.admin_email == "admin@browserfleet.local"
-    pair = await svc.login(session, first.admin_email, first.password)
-    assert (await verifier(svc, session).verify(pair.access_token))["role"] == "admin"
+    pair = await sessions.login(session, config, first.admin_email, first.password)
+    assert (await verifier(config, session).verify(pair.access_token))["role"] == "admin"
 
-    second = await svc.bootstrap(session, org_name="Other", admin_email="someone@example.com")
+    second = await organizations.bootstrap(session, org_name="Other", admin_email="someone@example.com")
     assert (second.created, second.org_id, second.admin_email, second.password) == (
         False,
         first.org_id,
@@ -222,17 +221,17 @@ async def test_bootstrap_creates_once(session: AsyncSession, svc: AuthService) -
 
 
 async def test_jwks_publishes_the_signing_key_and_recently_retired_ones(
-    session: AsyncSession, svc: AuthService
+    session: AsyncSession, config: AuthConfig
 ) -> None:
-    await make_user(session, svc)
-    pair = await svc.login(session, "alice@example.com", PASSWORD)
+    await make_user(session)
+    pair = await sessions.login(session, config, "alice@example.com", PASSWORD)
     kid = security.jwt.get_unverified_header(pair.access_token)["kid"]
-    assert kid in {k["kid"] for k in (await svc.jwks(session)).keys}
+    assert kid in {k["kid"] for k in (await tokens.jwks(session, config)).keys}
 
-    new_key = await svc.rotate_signing_key(session)
-    keys = {k["kid"] for k in (await svc.jwks(session)).keys}
+    new_key = await tokens.rotate_signing_key(session)
+    keys = {k["kid"] for k in (await tokens.jwks(session, config)).keys}
     assert keys == {kid, new_key.kid}
-    await verifier(svc, session).verify(pair.access_token)  # still valid until it expires
+    await verifier(config, session).verify(pair.access_token)  # still valid until it expires
 
     old = await repo.current_signing_key(session)
     assert old is not None and old.kid == new_key.kid
@@ -241,19 +240,19 @@ async def test_jwks_publishes_the_signing_key_and_recently_retired_ones(
     ]
     retired[0].retired_at = utcnow() - timedelta(seconds=901)
     session.add(retired[0])
-    assert {k["kid"] for k in (await svc.jwks(session)).keys} == {new_key.kid}
+    assert {k["kid"] for k in (await tokens.jwks(session, config)).keys} == {new_key.kid}
 
 
-async def test_signing_key_is_created_once(session: AsyncSession, svc: AuthService) -> None:
-    first = await svc.signing_key(session)
-    second = await svc.signing_key(session)
+async def test_signing_key_is_created_once(session: AsyncSession) -> None:
+    first = await tokens.signing_key(session)
+    second = await tokens.signing_key(session)
     assert first.kid == second.kid
 
 
-async def test_duplicate_email_is_a_conflict(session: AsyncSession, svc: AuthService) -> None:
-    org, _ = await make_user(session, svc)
+async def test_duplicate_email_is_a_conflict(session: AsyncSession) -> None:
+    org, _ = await make_user(session)
     with pytest.raises(Conflict) as info:
-        await svc.create_user(session, org_id=org.id, email="ALICE@example.com", password="x")
+        await users.create_user(session, org_id=org.id, email="ALICE@example.com", password="x")
     assert info.value.field == "email"
 
 

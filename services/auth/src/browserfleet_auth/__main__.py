@@ -1,9 +1,12 @@
-"""`browserfleet-auth [run|migrate]`."""
+"""`browserfleet-auth [run|migrate|bootstrap]` (bootstrap: the first organization and admin, `bootstrap.py`)."""
 
 from __future__ import annotations
 
 import logging
+import os
+import sys
 
+from browserfleet_core import health as observability_health
 from browserfleet_core import migrations, observability
 from browserfleet_core.runner import service_main, wait_for_shutdown
 
@@ -27,6 +30,8 @@ async def run() -> None:
     if not settings.database_url:
         raise SystemExit("DATABASE_URL is required to run auth")
     app = build(settings)
+    if app.health is not None:
+        observability_health.install(app.health)  # the metrics port answers /health/ready with its checks
     await app.start()
     log.info("auth serving on %s", settings.nats_url)
     try:
@@ -36,6 +41,11 @@ async def run() -> None:
 
 
 def main() -> None:
+    if sys.argv[1:] == ["bootstrap"]:
+        from . import bootstrap
+
+        bootstrap.main(os.environ)
+        return
     service_main("auth", run=run, migrate=migrate)
 
 

@@ -1,19 +1,28 @@
-"""Wiring: settings -> Database, AuthService, NATS broker with the auth handlers."""
+"""Wiring: settings -> Database, outbox relay, NATS broker with the auth handlers on an `AuthRuntime`."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from browserfleet_contracts import endpoints, subjects
+from browserfleet_core.batching import BatchConsumer
 from browserfleet_core.db import Database
-from browserfleet_core.messaging import RpcClient, ensure_streams, make_broker
+from browserfleet_core.health import Health, broker_connection, health_router, service_health
+from browserfleet_core.lean import LeanRpc
+from browserfleet_core.messaging import RpcClient, make_broker
 from browserfleet_core.outbox import OutboxRelay
+from browserfleet_core.streams import ensure_streams
 from browserfleet_core.workerkeys import WorkerKeys, rpc_lookup
 from faststream.nats import NatsBroker
 
-from .handlers import AuthDeps, create_router
+from . import event_audit
+from .config import AuthConfig
+from .handlers import build_lean, create_router
 from .models import outbox
-from .service import AuthService, BruteForcePolicy
+from .oidc import Oidc
+from .runtime import AuthRuntime
 from .settings import AuthSettings
+from .throttle import BruteForcePolicy
 
 SCHEMA = "auth"
 # Only ever used to describe the handlers (AsyncAPI): nothing connects to it.
@@ -27,18 +36,35 @@ class AuthApp:
     settings: AuthSettings
     broker: NatsBroker
     db: Database | None
-    service: AuthService
+    runtime: AuthRuntime
+    lean: LeanRpc
     relay: OutboxRelay | None = None
+    audited: BatchConsumer | None = None
+    health: Health | None = None
 
     async def start(self) -> None:
-        """Serve the handlers and relay the outbox (organization events) to JetStream."""
+        """Serve the handlers, relay the outbox (organization events) to JetStream and write the audited
+        events of other services (event_audit) to the audit log."""
         await self.broker.start()
+        await self.lean.start(self.broker.connection)
+        # a removed worker's key is dropped from the cache at once, not after its TTL
+        await self.runtime.worker_keys.listen(self.broker.connection)
         if self.relay is not None:
             js = self.broker.connection.jetstream()
             await ensure_streams(js)
             self.relay.start(js)
+            self.audited = event_audit.build_consumer(self.runtime, self.broker.connection)
+            await self.audited.start()
+        if self.health is not None:
+            self.health.mark_started()
 
     async def stop(self) -> None:
+        if self.health is not None:
+            self.health.mark_stopping()
+        if self.audited is not None:
+            await self.audited.stop()  # finishes the batch in hand while the connection is up
+            self.audited = None
+        await self.lean.stop()
         await self.broker.stop()
         if self.relay is not None:
             await self.relay.stop()
@@ -46,26 +72,28 @@ class AuthApp:
             await self.db.dispose()
 
 
-def build(settings: AuthSettings) -> AuthApp:
-    """Everything the service needs, connected to nothing yet: the broker connects on `start()`,
-    the database on first query."""
-    db = (
-        Database(settings.database_url, SCHEMA, pool_size=settings.db_pool_size)
-        if settings.database_url
-        else None
-    )
-    relay = OutboxRelay(db, outbox) if db is not None else None
-    service = AuthService(
-        access_token_ttl_seconds=settings.access_token_ttl_seconds,
-        refresh_token_ttl_seconds=settings.refresh_token_ttl_seconds,
+def config_from(settings: AuthSettings) -> AuthConfig:
+    return AuthConfig(
+        access_ttl_seconds=settings.access_token_ttl_seconds,
+        refresh_ttl_seconds=settings.refresh_token_ttl_seconds,
         brute_force=BruteForcePolicy(
             slow_after=settings.login_slow_after,
             lock_after_account=settings.login_lock_after_account,
             lock_after_ip=settings.login_lock_after_ip,
             lock_seconds=settings.login_lock_seconds,
         ),
-        relay=relay,
     )
+
+
+def build(settings: AuthSettings, *, config: AuthConfig | None = None) -> AuthApp:
+    """Everything the service needs, connected to nothing yet: the broker connects on `start()`,
+    the database on first query. `config`: tests bring their own (a clock they move)."""
+    db = (
+        Database(settings.database_url, SCHEMA, pool_size=settings.db_pool_size)
+        if settings.database_url
+        else None
+    )
+    relay = OutboxRelay(db, outbox) if db is not None else None
     broker = make_broker(settings.nats_url, name=settings.service_name)
     rpc: list[RpcClient] = []
 
@@ -74,15 +102,39 @@ def build(settings: AuthSettings) -> AuthApp:
             rpc.append(RpcClient(broker.connection, timeout=settings.rpc_timeout_seconds))
         return rpc[0]
 
-    worker_keys = WorkerKeys(rpc_lookup(rpc_client), ttl_seconds=WORKER_KEY_CACHE_SECONDS)
-    broker.include_router(
-        create_router(AuthDeps(service=service, db=db, broker=broker, worker_keys=worker_keys))
+    runtime = AuthRuntime(
+        config or config_from(settings),
+        database=db,
+        outbox_relay=relay,
+        broker=broker,
+        worker_keys=WorkerKeys(rpc_lookup(rpc_client), ttl_seconds=WORKER_KEY_CACHE_SECONDS),
+        rpc_client=rpc_client,
+        oidc=Oidc(allow_http=settings.sso_allow_http_issuers, timeout=settings.sso_http_timeout_seconds),
     )
-    return AuthApp(settings=settings, broker=broker, db=db, service=service, relay=relay)
+    broker.include_router(create_router(runtime))
+    lean = build_lean(runtime, app_name=settings.service_name)
+    app = AuthApp(settings=settings, broker=broker, db=db, runtime=runtime, lean=lean, relay=relay)
+    if db is not None:
+        app.health = service_health(
+            endpoints.Auth.QUEUE,
+            nats=broker_connection(broker),
+            database=db,
+            consumers=[(subjects.EVENTS_STREAM, event_audit.DURABLE)],
+            rpc=lambda: rpc_client() if broker._connection is not None else None,
+            timeout=settings.health_timeout_seconds,
+            max_consumer_lag=settings.health_max_consumer_lag,
+        )
+    broker.include_router(health_router(endpoints.Auth.QUEUE, lambda: app.health))
+    return app
 
 
 def create_broker(settings: AuthSettings) -> NatsBroker:
-    return build(settings).broker
+    """The broker as AsyncAPI describes it: the handlers and (documentation only) the audited-events consumer."""
+    app = build(settings)
+    broker = app.broker
+    broker.include_router(app.lean.doc_router())
+    broker.include_router(event_audit.documentation())
+    return broker
 
 
 def asyncapi_broker() -> NatsBroker:

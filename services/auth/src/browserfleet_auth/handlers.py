@@ -1,229 +1,186 @@
-"""The `svc.auth.*` request/reply subjects. Thin: parse, open a transaction, call the service, reply."""
+"""The `svc.auth.*` request/reply subjects: each runs one logic call in a transaction of its own. What a
+subject does, takes and answers is said once, in its `browserfleet_contracts.endpoints.Auth` declaration:
+a subject that is that call alone is `serve`d with it; one that also announces the change spells itself out."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
-
-from browserfleet_contracts import subjects
+from browserfleet_contracts import endpoints
 from browserfleet_contracts.auth import (
-    ApiKeyCreated,
-    ApiKeyPrincipal,
     ApiKeyPublic,
-    ApiKeyRevoked,
-    AuditEntry,
-    AuthenticateApiKeyRequest,
-    BootstrapReply,
-    BootstrapRequest,
-    CreateApiKeyRequest,
-    CreateOrganizationRequest,
-    CreateUserRequest,
-    Jwks,
-    ListAuditRequest,
     LoginCommand,
-    MePublic,
-    MeRequest,
-    OrganizationCreated,
-    OrganizationDetail,
     OrgPolicy,
     RefreshRequest,
     TokenPair,
-    UpdateOrganizationRequest,
-    UpdateOrgPolicyRequest,
     UpdateUserRequest,
-    UserCreated,
     UserDetail,
     WorkerOrgPolicyRequest,
 )
-from browserfleet_contracts.common import Ack, ById, OrgScoped, Page
-from browserfleet_core.db import Database
-from browserfleet_core.errors import Unavailable
+from browserfleet_contracts.common import Ack, ById, OrgScoped
+from browserfleet_contracts.mfa import (
+    LoginReply,
+    MfaPolicy,
+    ResetUserMfaRequest,
+    UpdateMfaPolicyRequest,
+    UserMfaRequest,
+)
+from browserfleet_contracts.sso import SsoExchangeCommand
+from browserfleet_core.lean import LeanRpc
 from browserfleet_core.messaging import rpc_router
-from browserfleet_core.workerkeys import WorkerKeys
-from faststream.nats import NatsBroker, NatsRouter
+from faststream.nats import NatsRouter
 
-from .service import COMMIT_THEN_RAISE, AuthService, RefreshTokenReused
+from . import api_keys, audit, mfa, org_policy, organizations, sessions, sso, sso_flow, tokens, users
+from .runtime import AuthRuntime
 
 # Login spends most of its time in argon2 on a worker thread; a few in flight keep both cores busy
 # without letting a burst exhaust the database pool.
 MAX_IN_FLIGHT = 8
 
-
-@dataclass
-class AuthDeps:
-    service: AuthService
-    db: Database | None = None
-    broker: NatsBroker | None = None
-    worker_keys: WorkerKeys | None = None
-
-    @property
-    def workers(self) -> WorkerKeys:
-        if self.worker_keys is None:
-            raise Unavailable("auth cannot verify worker keys here", code="service_unavailable")
-        return self.worker_keys
-
-    @property
-    def database(self) -> Database:
-        if self.db is None:  # a broker built only to describe itself (AsyncAPI) has no database
-            raise Unavailable("auth has no database configured", code="service_unavailable")
-        return self.db
+Auth = endpoints.Auth
 
 
-def create_router(deps: AuthDeps) -> NatsRouter:
+def build_lean(rt: AuthRuntime, *, app_name: str = "auth") -> LeanRpc:
+    """The subject every state-changing call reaches twice (its audit entry opened, then closed), served by a
+    `LeanResponder` rather than a FastStream subscriber; the same replies and errors."""
+    lean = LeanRpc(max_concurrency=MAX_IN_FLIGHT, app_name=app_name)
+    lean.route(Auth.RECORD_REQUEST)(lambda body: audit.record_request_at_once(rt.db, rt.config.now(), body))
+    return lean
+
+
+def create_router(rt: AuthRuntime) -> NatsRouter:
     router = rpc_router()
-    q = subjects.Auth.QUEUE
+    serve = router.serve
+    cfg = rt.config
 
-    @router.subscriber(subjects.Auth.LOGIN, queue=q, max_workers=MAX_IN_FLIGHT, title="auth.login")
-    async def login(body: LoginCommand) -> TokenPair:
-        """Email and password to an access token (Ed25519 JWT) and a rotating refresh token.
+    @router.handle(Auth.LOGIN, max_workers=MAX_IN_FLIGHT)
+    async def login(body: LoginCommand) -> LoginReply:
+        reply = await rt.run_committing_failures(
+            sessions.login, cfg, body.email, body.password, client_ip=body.client_ip
+        )
+        return LoginReply(reply)
 
-        Repeated failures per account or client address slow down and then lock (429 `login_throttled`)."""
-        failed: Exception | None = None
-        async with deps.database.transaction() as session:
-            try:
-                return await deps.service.login(session, body.email, body.password, client_ip=body.client_ip)
-            except COMMIT_THEN_RAISE as exc:
-                failed = exc  # the counters and the audit row must be committed before answering
-        raise failed
+    serve(
+        Auth.REFRESH,
+        lambda body: rt.run_committing_failures(sessions.refresh, cfg, body.refresh_token),
+        max_workers=MAX_IN_FLIGHT,
+    )
 
-    @router.subscriber(subjects.Auth.REFRESH, queue=q, max_workers=MAX_IN_FLIGHT, title="auth.refresh")
-    async def refresh(body: RefreshRequest) -> TokenPair:
-        """Rotate a refresh token; presenting a spent one revokes its whole family (401)."""
-        reused: RefreshTokenReused | None = None
-        async with deps.database.transaction() as session:
-            try:
-                return await deps.service.refresh(session, body.refresh_token)
-            except RefreshTokenReused as exc:
-                reused = exc  # answered after the commit, so the family's revocation sticks
-        raise reused
-
-    @router.subscriber(subjects.Auth.LOGOUT, queue=q, max_workers=MAX_IN_FLIGHT, title="auth.logout")
+    @router.handle(Auth.LOGOUT, max_workers=MAX_IN_FLIGHT)
     async def logout(body: RefreshRequest) -> Ack:
-        """Revoke the refresh token's family. Idempotent."""
-        async with deps.database.transaction() as session:
-            await deps.service.logout(session, body.refresh_token)
+        await rt.db.run(sessions.logout, cfg, body.refresh_token)
         return Ack()
 
-    @router.subscriber(subjects.Auth.ME, queue=q, max_workers=MAX_IN_FLIGHT, title="auth.me")
-    async def me(body: MeRequest) -> MePublic:
-        """The authenticated user and their organization."""
-        async with deps.database.transaction() as session:
-            return await deps.service.me(session, user_id=body.user_id, org_id=body.org_id)
+    serve(
+        Auth.ME,
+        lambda body: rt.db.run(sessions.me, user_id=body.user_id, org_id=body.org_id),
+        max_workers=MAX_IN_FLIGHT,
+    )
+    serve(Auth.JWKS, lambda body: rt.db.run(tokens.jwks, cfg), max_workers=MAX_IN_FLIGHT)
+    serve(
+        Auth.BOOTSTRAP,
+        lambda body: rt.db.run(organizations.bootstrap, org_name=body.org_name, admin_email=body.admin_email),
+    )
+    serve(Auth.CREATE_API_KEY, lambda body: rt.db.run(api_keys.create_api_key, cfg, body.actor, body.key))
+    serve(Auth.LIST_API_KEYS, lambda body: rt.db.run(api_keys.list_api_keys, body.actor))
 
-    @router.subscriber(subjects.Auth.JWKS, queue=q, max_workers=MAX_IN_FLIGHT, title="auth.jwks")
-    async def jwks(body: dict[str, Any]) -> Jwks:
-        """Public keys verifying access tokens, including recently retired ones."""
-        async with deps.database.transaction() as session:
-            return await deps.service.jwks(session)
-
-    @router.subscriber(subjects.Auth.BOOTSTRAP, queue=q, title="auth.bootstrap")
-    async def bootstrap(body: BootstrapRequest) -> BootstrapReply:
-        """First start: create the first organization and its admin; the password is in this reply only."""
-        async with deps.database.transaction() as session:
-            return await deps.service.bootstrap(session, org_name=body.org_name, admin_email=body.admin_email)
-
-    @router.subscriber(subjects.Auth.CREATE_API_KEY, queue=q, title="auth.create_api_key")
-    async def create_api_key(body: CreateApiKeyRequest) -> ApiKeyCreated:
-        """A new `sk_api_…` key for the actor's org; the key is in this reply only (stored as SHA-256)."""
-        async with deps.database.transaction() as session:
-            return await deps.service.create_api_key(session, body.actor, body.key)
-
-    @router.subscriber(subjects.Auth.LIST_API_KEYS, queue=q, title="auth.list_api_keys")
-    async def list_api_keys(body: OrgScoped) -> list[ApiKeyPublic]:
-        """The org's API keys, without the keys themselves."""
-        async with deps.database.transaction() as session:
-            return await deps.service.list_api_keys(session, body.actor)
-
-    @router.subscriber(subjects.Auth.REVOKE_API_KEY, queue=q, title="auth.revoke_api_key")
+    @router.handle(Auth.REVOKE_API_KEY)
     async def revoke_api_key(body: ById) -> ApiKeyPublic:
-        """Revoke a key (idempotent); every gateway is told on `auth.api_key.revoked` after the commit."""
-        async with deps.database.transaction() as session:
-            key = await deps.service.revoke_api_key(session, body.actor, body.id)
-        if deps.broker is not None:
-            notice = ApiKeyRevoked(key_id=key.id, org_id=key.org_id)
-            await deps.broker.publish(notice, subjects.Auth.API_KEY_REVOKED)
+        key = await rt.db.run(api_keys.revoke_api_key, cfg, body.actor, body.id)
+        await rt.announce_revoked(key)
         return key
 
-    @router.subscriber(
-        subjects.Auth.AUTHENTICATE_API_KEY,
-        queue=q,
+    serve(
+        Auth.AUTHENTICATE_API_KEY,
+        lambda body: rt.db.run(api_keys.authenticate_api_key, cfg, body.key),
         max_workers=MAX_IN_FLIGHT,
-        title="auth.authenticate_api_key",
     )
-    async def authenticate_api_key(body: AuthenticateApiKeyRequest) -> ApiKeyPrincipal:
-        """The org, key id, scopes and plan of a valid key; 401 for an unknown, revoked or expired one."""
-        async with deps.database.transaction() as session:
-            return await deps.service.authenticate_api_key(session, body.key)
+    serve(Auth.LIST_ORGANIZATIONS, lambda body: rt.db.run(organizations.list_organizations, body.actor))
+    serve(
+        Auth.CREATE_ORGANIZATION,
+        lambda body: rt.db.run(organizations.create_org, cfg, body.actor, body.organization),
+    )
+    serve(Auth.UPDATE_ORGANIZATION, lambda body: rt.db.run(organizations.update_org, cfg, body))
 
-    @router.subscriber(subjects.Auth.LIST_ORGANIZATIONS, queue=q, title="auth.list_organizations")
-    async def list_organizations(body: OrgScoped) -> list[OrganizationDetail]:
-        """Every organization (platform operator only)."""
-        async with deps.database.transaction() as session:
-            return await deps.service.list_organizations(session, body.actor)
-
-    @router.subscriber(subjects.Auth.CREATE_ORGANIZATION, queue=q, title="auth.create_organization")
-    async def create_organization(body: CreateOrganizationRequest) -> OrganizationCreated:
-        """A new organization (platform operator only); slugs are unique after NFKC and case folding."""
-        async with deps.database.transaction() as session:
-            return await deps.service.create_org(session, body.actor, body.organization)
-
-    @router.subscriber(subjects.Auth.UPDATE_ORGANIZATION, queue=q, title="auth.update_organization")
-    async def update_organization(body: UpdateOrganizationRequest) -> OrganizationDetail:
-        """Rename, re-slug, change plan or settings (platform operator only; 404 for anyone else)."""
-        async with deps.database.transaction() as session:
-            return await deps.service.update_org(session, body)
-
-    @router.subscriber(subjects.Auth.DELETE_ORGANIZATION, queue=q, title="auth.delete_organization")
+    @router.handle(Auth.DELETE_ORGANIZATION)
     async def delete_organization(body: ById) -> Ack:
-        """Remove an organization with its users and keys; emits `organization.deleted` on EVENTS."""
-        async with deps.database.transaction() as session:
-            await deps.service.delete_org(session, body.actor, body.id)
+        await rt.db.run(organizations.delete_org, cfg, rt.relay, body.actor, body.id)
+        await rt.announce_org(body.id)
         return Ack()
 
-    @router.subscriber(subjects.Auth.LIST_USERS, queue=q, title="auth.list_users")
-    async def list_users(body: OrgScoped) -> list[UserDetail]:
-        """The org's users (admins)."""
-        async with deps.database.transaction() as session:
-            return await deps.service.list_users(session, body.actor)
-
-    @router.subscriber(
-        subjects.Auth.CREATE_USER, queue=q, max_workers=MAX_IN_FLIGHT, title="auth.create_user"
+    serve(Auth.LIST_USERS, lambda body: rt.db.run(users.list_users, body.actor))
+    serve(
+        Auth.CREATE_USER,
+        lambda body: rt.db.run(users.invite_user, cfg, body.actor, body.user),
+        max_workers=MAX_IN_FLIGHT,
     )
-    async def create_user(body: CreateUserRequest) -> UserCreated:
-        """Create or invite (no password: a one-time password is in this reply only) a user of the org."""
-        async with deps.database.transaction() as session:
-            return await deps.service.invite_user(session, body.actor, body.user)
 
-    @router.subscriber(subjects.Auth.UPDATE_USER, queue=q, title="auth.update_user")
+    @router.handle(Auth.UPDATE_USER)
     async def update_user(body: UpdateUserRequest) -> UserDetail:
-        """Change a user's name or role, deactivate (ends their sessions) or reactivate them."""
-        async with deps.database.transaction() as session:
-            return await deps.service.update_user(session, body)
+        user = await rt.db.run(users.update_user, cfg, body)
+        await rt.announce_user(user.org_id, user.id)
+        return user
 
-    @router.subscriber(subjects.Auth.LIST_AUDIT, queue=q, title="auth.list_audit")
-    async def list_audit(body: ListAuditRequest) -> Page[AuditEntry]:
-        """The org's audit log, newest first, filtered by action and time, keyset-paginated."""
-        async with deps.database.transaction() as session:
-            return await deps.service.list_audit(session, body)
+    serve(
+        Auth.USER_STATE,
+        lambda body: rt.db.run(users.user_state, body.user_id, body.org_id),
+        max_workers=MAX_IN_FLIGHT,
+    )
+    serve(Auth.LIST_AUDIT, lambda body: rt.db.run(audit.list_audit, body))
+    serve(Auth.GET_ORG_POLICY, lambda body: rt.db.run(org_policy.get_org_policy, body.actor))
+    serve(
+        Auth.UPDATE_ORG_POLICY,
+        lambda body: rt.db.run(org_policy.update_org_policy, cfg, body.actor, body.policy),
+    )
 
-    @router.subscriber(subjects.Auth.GET_ORG_POLICY, queue=q, title="auth.get_org_policy")
-    async def get_org_policy(body: OrgScoped) -> OrgPolicy:
-        """The actor's organization's policy (any member may read it)."""
-        async with deps.database.transaction() as session:
-            return await deps.service.get_org_policy(session, body.actor)
+    @router.handle(Auth.ORG_POLICY, max_workers=MAX_IN_FLIGHT)
+    async def worker_org_policy(body: WorkerOrgPolicyRequest) -> OrgPolicy:
+        worker = await rt.worker_keys.verify(body.worker_key)  # before the transaction: no connection held
+        return await rt.db.run(org_policy.org_policy_for_worker, worker, body.org_id)
 
-    @router.subscriber(subjects.Auth.UPDATE_ORG_POLICY, queue=q, title="auth.update_org_policy")
-    async def update_org_policy(body: UpdateOrgPolicyRequest) -> OrgPolicy:
-        """Replace the actor's organization's policy (admins); audit-logged."""
-        async with deps.database.transaction() as session:
-            return await deps.service.update_org_policy(session, body.actor, body.policy)
+    # --- MFA ------------------------------------------------------------------------------------------
+    serve(
+        Auth.MFA_VERIFY,
+        lambda body: rt.run_committing_failures(mfa.verify, cfg, body),
+        max_workers=MAX_IN_FLIGHT,
+    )
+    serve(Auth.MFA_ENROL_CHALLENGE, lambda body: rt.db.run(mfa.enrol_with_challenge, cfg, body.challenge))
+    serve(Auth.MFA_ENROL, lambda body: rt.db.run(mfa.enrol, cfg, body.actor))
 
-    @router.subscriber(subjects.Auth.ORG_POLICY, queue=q, max_workers=MAX_IN_FLIGHT, title="auth.org_policy")
-    async def org_policy(body: WorkerOrgPolicyRequest) -> OrgPolicy:
-        """The policy a worker enforces for a task of `org_id`; the worker key is verified with worker-gateway
-        (cached briefly). 401 for an unknown key, 404 for an org the worker may not serve."""
-        worker = await deps.workers.verify(body.worker_key)  # before the transaction: no connection held
-        async with deps.database.transaction() as session:
-            return await deps.service.org_policy_for_worker(session, worker, body.org_id)
+    @router.handle(Auth.MFA_CONFIRM)
+    async def mfa_confirm(body: UserMfaRequest) -> TokenPair:
+        pair = await rt.run_committing_failures(mfa.confirm, cfg, body.actor, body.code)
+        await rt.announce_user(body.actor.org_id, body.actor.user_id or "")
+        return pair
+
+    serve(Auth.MFA_STEP_UP, lambda body: rt.run_committing_failures(mfa.step_up, cfg, body.actor, body.code))
+    serve(Auth.MFA_STATUS, lambda body: rt.db.run(mfa.status, body.actor))
+    serve(Auth.GET_MFA_POLICY, lambda body: rt.db.run(mfa.get_policy, body.actor))
+
+    @router.handle(Auth.UPDATE_MFA_POLICY)
+    async def update_mfa_policy(body: UpdateMfaPolicyRequest) -> MfaPolicy:
+        policy = await rt.db.run(mfa.update_policy, cfg, body.actor, body.policy)
+        await rt.announce_org(body.actor.org_id)
+        return policy
+
+    @router.handle(Auth.RESET_USER_MFA)
+    async def reset_user_mfa(body: ResetUserMfaRequest) -> Ack:
+        await rt.db.run(mfa.reset_user, cfg, body.actor, body.id)
+        await rt.announce_user(body.actor.org_id, body.id)
+        return Ack()
+
+    # --- SSO ------------------------------------------------------------------------------------------
+    serve(Auth.GET_SSO_SETTINGS, lambda body: rt.db.run(sso.get_settings, body.actor))
+    serve(Auth.PUT_SSO_SETTINGS, lambda body: sso_flow.put_settings(rt, body.actor, body.settings))
+
+    @router.handle(Auth.DELETE_SSO_SETTINGS)
+    async def delete_sso_settings(body: OrgScoped) -> Ack:
+        await rt.db.run(sso.delete_settings, cfg, body.actor)
+        return Ack()
+
+    serve(Auth.SSO_START, lambda body: sso_flow.start(rt, body), max_workers=MAX_IN_FLIGHT)
+    serve(Auth.SSO_CALLBACK, lambda body: sso_flow.callback(rt, body), max_workers=MAX_IN_FLIGHT)
+
+    @router.handle(Auth.SSO_EXCHANGE, max_workers=MAX_IN_FLIGHT)
+    async def sso_exchange(body: SsoExchangeCommand) -> LoginReply:
+        return LoginReply(await rt.db.run(sso.exchange, cfg, body.code))
 
     return router

@@ -4,12 +4,30 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import case, delete, func, or_, update
+from browserfleet_contracts.auth import ListAuditRequest
+from sqlalchemy import ColumnElement, Table, case, delete, func, insert, literal, or_, update
+from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from .models import ApiKey, AuditLog, LoginThrottle, Organization, RefreshSession, SigningKey, User
+from .models import (
+    ApiKey,
+    AuditLog,
+    LoginThrottle,
+    MfaChallenge,
+    Organization,
+    RecoveryCode,
+    RefreshSession,
+    SigningKey,
+    SsoConfig,
+    SsoDomain,
+    SsoHandoffCode,
+    SsoState,
+    TotpFactor,
+    User,
+)
 
 
 async def advisory_xact_lock(session: AsyncSession, name: str) -> None:
@@ -17,7 +35,22 @@ async def advisory_xact_lock(session: AsyncSession, name: str) -> None:
     await session.exec(select(func.pg_advisory_xact_lock(func.hashtext(name))))
 
 
-Row = Organization | User | RefreshSession | SigningKey | ApiKey | AuditLog | LoginThrottle
+Row = (
+    Organization
+    | User
+    | RefreshSession
+    | SigningKey
+    | ApiKey
+    | AuditLog
+    | LoginThrottle
+    | TotpFactor
+    | RecoveryCode
+    | MfaChallenge
+    | SsoConfig
+    | SsoDomain
+    | SsoState
+    | SsoHandoffCode
+)
 
 
 async def add(session: AsyncSession, *rows: Row) -> None:
@@ -40,6 +73,20 @@ async def slug_taken(session: AsyncSession, slug: str) -> bool:
     return (await session.exec(stmt)).first() is not None
 
 
+async def get_organization_by_slug(session: AsyncSession, slug: str) -> Organization | None:
+    return (await session.exec(select(Organization).where(Organization.slug == slug))).first()
+
+
+async def list_organizations(session: AsyncSession) -> Sequence[Organization]:
+    stmt = select(Organization).order_by(col(Organization.created_at), col(Organization.id))
+    return (await session.exec(stmt)).all()
+
+
+async def delete_organization(session: AsyncSession, org_id: str) -> None:
+    """Users, their sessions and the org's API keys go with it (ON DELETE CASCADE)."""
+    await session.exec(delete(Organization).where(col(Organization.id) == org_id))
+
+
 # --- users -----------------------------------------------------------------------------------------
 async def get_user_by_email(session: AsyncSession, email: str) -> User | None:
     return (await session.exec(select(User).where(User.email == email))).first()
@@ -54,6 +101,11 @@ async def get_org_user(session: AsyncSession, org_id: str, user_id: str) -> User
     return (await session.exec(stmt)).first()
 
 
+async def get_user_by_sso_subject(session: AsyncSession, org_id: str, subject: str) -> User | None:
+    stmt = select(User).where(User.org_id == org_id, User.sso_subject == subject)
+    return (await session.exec(stmt)).first()
+
+
 async def first_admin(session: AsyncSession, org_id: str) -> User | None:
     stmt = (
         select(User)
@@ -62,6 +114,15 @@ async def first_admin(session: AsyncSession, org_id: str) -> User | None:
         .limit(1)
     )
     return (await session.exec(stmt)).first()
+
+
+async def org_users(session: AsyncSession, org_id: str) -> Sequence[User]:
+    stmt = select(User).where(User.org_id == org_id).order_by(col(User.created_at), col(User.id))
+    return (await session.exec(stmt)).all()
+
+
+async def revoke_user_sessions(session: AsyncSession, user_id: str, now: datetime) -> int:
+    return await _revoke_sessions(session, col(RefreshSession.user_id) == user_id, now)
 
 
 # --- refresh sessions ------------------------------------------------------------------------------
@@ -76,9 +137,14 @@ async def get_refresh_session(session: AsyncSession, token_hash: str) -> Refresh
 
 
 async def revoke_family(session: AsyncSession, family_id: str, now: datetime) -> int:
+    return await _revoke_sessions(session, col(RefreshSession.family_id) == family_id, now)
+
+
+async def _revoke_sessions(session: AsyncSession, which: ColumnElement[bool], now: datetime) -> int:
+    """Revoke the refresh sessions `which` selects that are not revoked yet; returns how many it revoked."""
     stmt = (
         update(RefreshSession)
-        .where(col(RefreshSession.family_id) == family_id, col(RefreshSession.revoked_at).is_(None))
+        .where(which, col(RefreshSession.revoked_at).is_(None))
         .values(revoked_at=now)
         .execution_options(synchronize_session="fetch")
     )
@@ -126,36 +192,6 @@ async def retire_signing_keys(session: AsyncSession, now: datetime) -> None:
     await session.exec(stmt)
 
 
-async def list_organizations(session: AsyncSession) -> Sequence[Organization]:
-    stmt = select(Organization).order_by(col(Organization.created_at), col(Organization.id))
-    return (await session.exec(stmt)).all()
-
-
-async def get_organization_by_slug(session: AsyncSession, slug: str) -> Organization | None:
-    return (await session.exec(select(Organization).where(Organization.slug == slug))).first()
-
-
-async def delete_organization(session: AsyncSession, org_id: str) -> None:
-    """Users, their sessions and the org's API keys go with it (ON DELETE CASCADE)."""
-    await session.exec(delete(Organization).where(col(Organization.id) == org_id))
-
-
-async def org_users(session: AsyncSession, org_id: str) -> Sequence[User]:
-    stmt = select(User).where(User.org_id == org_id).order_by(col(User.created_at), col(User.id))
-    return (await session.exec(stmt)).all()
-
-
-async def revoke_user_sessions(session: AsyncSession, user_id: str, now: datetime) -> int:
-    stmt = (
-        update(RefreshSession)
-        .where(col(RefreshSession.user_id) == user_id, col(RefreshSession.revoked_at).is_(None))
-        .values(revoked_at=now)
-        .execution_options(synchronize_session="fetch")
-    )
-    result = await session.exec(stmt)
-    return int(result.rowcount or 0)
-
-
 # --- API keys --------------------------------------------------------------------------------------
 async def get_api_key_by_hash(session: AsyncSession, key_hash: str) -> ApiKey | None:
     return (await session.exec(select(ApiKey).where(ApiKey.key_hash == key_hash))).first()
@@ -183,27 +219,90 @@ async def touch_api_key(session: AsyncSession, key_id: str, now: datetime) -> No
 
 # --- audit log -------------------------------------------------------------------------------------
 async def list_audit(
-    session: AsyncSession,
-    org_id: str,
-    *,
-    action: str | None,
-    since: datetime | None,
-    until: datetime | None,
-    before_id: int | None,
-    limit: int,
+    session: AsyncSession, filters: ListAuditRequest, *, before_id: int | None, limit: int
 ) -> Sequence[AuditLog]:
-    """Newest first; `before_id` is the keyset cursor."""
-    stmt = select(AuditLog).where(AuditLog.org_id == org_id)
-    if action:
-        stmt = stmt.where(AuditLog.action == action)
-    if since is not None:
-        stmt = stmt.where(col(AuditLog.at) >= since)
-    if until is not None:
-        stmt = stmt.where(col(AuditLog.at) < until)
+    """The actor's organization's entries that match the request's filters, newest first; `before_id` is
+    the keyset cursor."""
+    stmt = select(AuditLog).where(AuditLog.org_id == filters.actor.org_id)
+    if filters.action:
+        stmt = stmt.where(AuditLog.action == filters.action)
+    if filters.outcome:
+        stmt = stmt.where(AuditLog.outcome == filters.outcome)
+    if actor_id := filters.actor_id:
+        stmt = stmt.where(
+            or_(col(AuditLog.actor_user_id) == actor_id, col(AuditLog.actor_api_key_id) == actor_id)
+        )
+    if filters.target:
+        stmt = stmt.where(AuditLog.target == filters.target)
+    if filters.request_id:
+        stmt = stmt.where(AuditLog.request_id == filters.request_id)
+    if filters.since is not None:
+        stmt = stmt.where(col(AuditLog.at) >= filters.since)
+    if filters.until is not None:
+        stmt = stmt.where(col(AuditLog.at) < filters.until)
     if before_id is not None:
         stmt = stmt.where(col(AuditLog.id) < before_id)
     stmt = stmt.order_by(col(AuditLog.id).desc()).limit(limit)
     return (await session.exec(stmt)).all()
+
+
+_AUDIT: Table = AuditLog.__table__  # type: ignore[attr-defined]
+
+
+def _of_request(org_id: str | None, request_id: str) -> ColumnElement[bool]:
+    """The entries of one gateway call (an org's request id)."""
+    return (_AUDIT.c.org_id == org_id) & (_AUDIT.c.request_id == request_id)
+
+
+async def open_request_entry(conn: AsyncConnection, entry: dict[str, Any]) -> bool:
+    """The call's entry as one statement, unless its request id has one already (then nothing: False)."""
+    table = _AUDIT
+    row = select(*(literal(value, table.c[name].type).label(name) for name, value in entry.items()))
+    taken = select(table.c.id).where(_of_request(entry["org_id"], entry["request_id"])).exists()
+    done = await conn.execute(insert(table).from_select(list(entry), row.where(~taken)).returning(table.c.id))
+    return done.first() is not None
+
+
+async def close_request_entry(
+    conn: AsyncConnection, org_id: str | None, request_id: str, status: int, outcome: str, target: str | None
+) -> bool:
+    """The call's open entry (its first, opened by the gateway, not yet closed) closed with the answer, as one
+    statement; False when there is no such entry."""
+    table = _AUDIT
+    first = select(func.min(table.c.id)).where(_of_request(org_id, request_id)).scalar_subquery()
+    stmt = (
+        update(table)
+        .where(table.c.id == first, table.c.status.is_(None), table.c.route.is_not(None))
+        .values(
+            status=status,
+            outcome=case((table.c.outcome.in_(("pending", "success")), outcome), else_=table.c.outcome),
+            target=func.coalesce(table.c.target, target),
+        )
+    )
+    done = await conn.execute(stmt)
+    return done.rowcount == 1
+
+
+async def audit_of_request(session: AsyncSession, org_id: str, request_id: str) -> AuditLog | None:
+    """The entry the gateway opened for the call `request_id` (its first one), locked for the update."""
+    stmt = (
+        select(AuditLog)
+        .where(_of_request(org_id, request_id))
+        .order_by(col(AuditLog.id))
+        .limit(1)
+        .with_for_update()
+    )
+    return (await session.exec(stmt)).first()
+
+
+async def audit_of_event(session: AsyncSession, org_id: str, action: str, event_id: str) -> bool:
+    """Whether the audit log already records the event `event_id` (kept in the row's detail)."""
+    stmt = select(AuditLog.id).where(
+        AuditLog.org_id == org_id,
+        AuditLog.action == action,
+        col(AuditLog.detail)["event_id"].as_string() == event_id,
+    )
+    return (await session.exec(stmt.limit(1))).first() is not None
 
 
 # --- login throttle --------------------------------------------------------------------------------
@@ -249,3 +348,98 @@ async def add_login_failure(
         )
     )
     await session.exec(stmt)
+
+
+# --- MFA -------------------------------------------------------------------------------------------
+async def get_totp_for_update(session: AsyncSession, user_id: str) -> TotpFactor | None:
+    """Row-locked: two codes checked at once for one user are serialised, so one step is accepted once."""
+    stmt = (
+        select(TotpFactor)
+        .where(TotpFactor.user_id == user_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    return (await session.exec(stmt)).first()
+
+
+async def get_totp(session: AsyncSession, user_id: str) -> TotpFactor | None:
+    return await session.get(TotpFactor, user_id)
+
+
+async def delete_mfa(session: AsyncSession, user_id: str) -> None:
+    """The user's factor, recovery codes and open challenges."""
+    for table in (TotpFactor, RecoveryCode, MfaChallenge):
+        await session.exec(delete(table).where(col(table.user_id) == user_id))
+
+
+async def delete_recovery_codes(session: AsyncSession, user_id: str) -> None:
+    await session.exec(delete(RecoveryCode).where(col(RecoveryCode.user_id) == user_id))
+
+
+async def spend_recovery_code(session: AsyncSession, user_id: str, code_hash: str, now: datetime) -> bool:
+    """Marks an unused code of this user used; False if there is none (unknown, another's, or spent)."""
+    stmt = (
+        update(RecoveryCode)
+        .where(
+            col(RecoveryCode.user_id) == user_id,
+            col(RecoveryCode.code_hash) == code_hash,
+            col(RecoveryCode.used_at).is_(None),
+        )
+        .values(used_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    return bool((await session.exec(stmt)).rowcount)
+
+
+async def recovery_codes_left(session: AsyncSession, user_id: str) -> int:
+    stmt = select(func.count()).where(RecoveryCode.user_id == user_id, col(RecoveryCode.used_at).is_(None))
+    return int((await session.exec(stmt)).one())
+
+
+async def get_challenge_for_update(session: AsyncSession, token_hash: str) -> MfaChallenge | None:
+    stmt = select(MfaChallenge).where(MfaChallenge.token_hash == token_hash).with_for_update()
+    return (await session.exec(stmt)).first()
+
+
+async def purge_expired(session: AsyncSession, now: datetime) -> None:
+    """Sign-in leftovers past their time (challenges, OIDC states, hand-off codes): cheap, run on insert."""
+    for table in (MfaChallenge, SsoState, SsoHandoffCode):
+        await session.exec(delete(table).where(col(table.expires_at) < now))
+
+
+# --- SSO -------------------------------------------------------------------------------------------
+async def get_sso_config(session: AsyncSession, org_id: str) -> SsoConfig | None:
+    return await session.get(SsoConfig, org_id)
+
+
+async def delete_sso_config(session: AsyncSession, org_id: str) -> bool:
+    await session.exec(delete(SsoDomain).where(col(SsoDomain.org_id) == org_id))
+    result = await session.exec(delete(SsoConfig).where(col(SsoConfig.org_id) == org_id))
+    return bool(result.rowcount)
+
+
+async def sso_domains(session: AsyncSession, org_id: str) -> list[str]:
+    stmt = select(SsoDomain.domain).where(SsoDomain.org_id == org_id).order_by(col(SsoDomain.domain))
+    return list((await session.exec(stmt)).all())
+
+
+async def domain_owners(session: AsyncSession, domains: list[str]) -> dict[str, str]:
+    stmt = select(SsoDomain).where(col(SsoDomain.domain).in_(domains))
+    return {d.domain: d.org_id for d in (await session.exec(stmt)).all()}
+
+
+async def replace_sso_domains(session: AsyncSession, org_id: str, domains: list[str]) -> None:
+    await session.exec(delete(SsoDomain).where(col(SsoDomain.org_id) == org_id))
+    session.add_all([SsoDomain(domain=d, org_id=org_id) for d in domains])
+    await session.flush()
+
+
+async def pop_sso_state(session: AsyncSession, state_hash: str) -> SsoState | None:
+    """The started sign-in, deleted as it is read: a state is good for one callback."""
+    stmt = delete(SsoState).where(col(SsoState.state_hash) == state_hash).returning(SsoState)
+    return (await session.exec(stmt)).scalars().first()
+
+
+async def pop_sso_handoff(session: AsyncSession, code_hash: str) -> SsoHandoffCode | None:
+    stmt = delete(SsoHandoffCode).where(col(SsoHandoffCode.code_hash) == code_hash).returning(SsoHandoffCode)
+    return (await session.exec(stmt)).scalars().first()

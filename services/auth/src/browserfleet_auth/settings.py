@@ -14,3 +14,8 @@ class AuthSettings(ServiceSettings):
     login_lock_after_account: int = Field(default=10, ge=2, description="failures that lock an account")
     login_lock_after_ip: int = Field(default=50, ge=2, description="failures that lock a client address")
     login_lock_seconds: float = Field(default=900, ge=1, description="how long a lock lasts")
+    sso_allow_http_issuers: bool = Field(
+        default=False,
+        description="accept an identity provider at an http:// issuer (tests, a lab); production needs https",
+    )
+    sso_http_timeout_seconds: float = Field(default=10.0, gt=0, description="per request to an IdP")
