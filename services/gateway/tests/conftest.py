@@ -9,21 +9,21 @@ is the gateway's HTTP edge, not those services' logic. Tokens are signed with a 
 
 from __future__ import annotations
 
+import contextlib
 import json
-import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 import jwt
 import pytest
-from browserfleet_contracts import subjects
+from browserfleet_contracts import endpoints
 from browserfleet_contracts.auth import (
     ACCESS_TOKEN_TYP,
-    TOKEN_AUDIENCE,
-    TOKEN_ISSUER,
     Jwks,
     LoginCommand,
     MePublic,
@@ -31,15 +31,18 @@ from browserfleet_contracts.auth import (
     OrganizationPublic,
     TokenPair,
     UserPublic,
+    UserState,
+    UserStateRequest,
 )
 from browserfleet_contracts.common import Page
 from browserfleet_contracts.tasks import CreateTaskRequest, GetTaskRequest, ListTasksRequest, TaskPublic
 from browserfleet_contracts.vault import CheckNamesReply, CheckNamesRequest
 from browserfleet_core.errors import NotFound, ServiceError, Unauthorized
 from browserfleet_core.messaging import ERROR_HEADER, connect
-from browserfleet_core.security import generate_signing_key, public_jwk
+from browserfleet_core.security import access_claims, generate_signing_key, public_jwk
 from browserfleet_gateway.app import create_app
 from browserfleet_gateway.settings import GatewaySettings
+from fastapi import FastAPI
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from pydantic import BaseModel
@@ -66,20 +69,7 @@ class Signer:
         claims: dict[str, Any] | None = None,
         header: dict[str, Any] | None = None,
     ) -> str:
-        now = int(time.time())
-        body = {
-            "iss": TOKEN_ISSUER,
-            "aud": TOKEN_AUDIENCE,
-            "sub": sub,
-            "org": org,
-            "role": role,
-            "typ": ACCESS_TOKEN_TYP,
-            "jti": uuid.uuid4().hex,
-            "iat": now,
-            "nbf": now,
-            "exp": now + ttl,
-            **(claims or {}),
-        }
+        body = access_claims(sub=sub, org=org, role=role, ttl_seconds=ttl, jti=uuid.uuid4().hex, extra=claims)
         return jwt.encode(
             body,
             self.pem,
@@ -116,19 +106,24 @@ class FakeServices:
 
     def __init__(self, nc: NatsClient, signer: Signer) -> None:
         self.nc = nc
+        self.signer = signer
         self.jwks: list[dict[str, Any]] = [signer.jwk()]
         self.tasks: dict[str, TaskPublic] = {}
         self.credentials: dict[str, set[str]] = {}
         self.calls: list[tuple[str, dict[str, Any]]] = []
         self.handlers: dict[str, Handler] = {
-            subjects.Auth.JWKS: self._jwks,
-            subjects.Auth.ME: self._me,
-            subjects.Auth.LOGIN: self._login,
-            subjects.Scheduler.CREATE_TASK: self._create_task,
-            subjects.Scheduler.GET_TASK: self._get_task,
-            subjects.Scheduler.LIST_TASKS: self._list_tasks,
-            subjects.Vault.CHECK_NAMES: self._check_names,
+            endpoints.Auth.JWKS.subject: self._jwks,
+            endpoints.Auth.ME.subject: self._me,
+            endpoints.Auth.LOGIN.subject: self._login,
+            endpoints.Auth.USER_STATE.subject: self._user_state,
+            endpoints.Scheduler.CREATE_TASK.subject: self._create_task,
+            endpoints.Scheduler.GET_TASK.subject: self._get_task,
+            endpoints.Scheduler.LIST_TASKS.subject: self._list_tasks,
+            endpoints.Vault.CHECK_NAMES.subject: self._check_names,
+            endpoints.Auth.RECORD_REQUEST.subject: self._record_request,
         }
+        # the audit entries the gateway wrote (kept apart from `calls`: every change makes two)
+        self.audited: list[dict[str, Any]] = []
         self._subs: list[Any] = []
 
     async def start(self) -> None:
@@ -144,9 +139,14 @@ class FakeServices:
     def subjects_called(self) -> list[str]:
         return [s for s, _ in self.calls]
 
+    async def _record_request(self, payload: dict[str, Any]) -> dict[str, Any]:
+        self.audited.append(payload)
+        return {"ok": True}
+
     async def _dispatch(self, msg: Msg) -> None:
         payload = json.loads(msg.data or b"{}")
-        self.calls.append((msg.subject, payload))
+        if msg.subject != endpoints.Auth.RECORD_REQUEST.subject:
+            self.calls.append((msg.subject, payload))
         try:
             result = await self.handlers[msg.subject](payload)
         except ServiceError as exc:
@@ -176,7 +176,13 @@ class FakeServices:
         cmd = LoginCommand.model_validate(payload)
         if cmd.password != "right":
             raise Unauthorized("invalid email or password", code="invalid_credentials")
-        return TokenPair(access_token="a", refresh_token="r", expires_in=900)
+        # a token the gateway can read: login answers the user (`user`) from its claims beside the tokens
+        return TokenPair(access_token=self.signer.token(sub="u-login"), refresh_token="r", expires_in=900)
+
+    async def _user_state(self, payload: dict[str, Any]) -> UserState:
+        # every user the tests sign for is active, may hold any role (the token's counts) and has no MFA
+        req = UserStateRequest.model_validate(payload)
+        return UserState(user_id=req.user_id, org_id=req.org_id, active=True, role="admin")
 
     async def _create_task(self, payload: dict[str, Any]) -> TaskPublic:
         req = CreateTaskRequest.model_validate(payload)
@@ -230,16 +236,57 @@ async def services(nats_url: str, signer: Signer) -> AsyncIterator[FakeServices]
         await nc.close()
 
 
+def gateway_settings(nats_url: str, **overrides: Any) -> GatewaySettings:
+    """A test gateway: no database; a rotated key is refetched at once (the rotated-key tests must not wait
+    out the refresh interval); rate limits off, since they are shared by every replica through NATS, so by
+    every test of the package (the same users, the same 127.0.0.1): the limit tests set their own."""
+    defaults: dict[str, Any] = {
+        "nats_url": nats_url,
+        "database_url": None,
+        "jwks_min_refresh_seconds": 0,
+        "rate_limit_per_second": 0,
+        "login_rate_per_second": 0,
+    }
+    return GatewaySettings(**(defaults | overrides))
+
+
+@contextlib.asynccontextmanager
+async def serving(
+    app: FastAPI, *, base_url: str = "http://gateway.test", peer: tuple[str, int] = ("127.0.0.1", 123)
+) -> AsyncIterator[httpx.AsyncClient]:
+    """`app` started (its lifespan) and an httpx client calling it from `peer`."""
+    transport = httpx.ASGITransport(app=app, client=peer)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=transport, base_url=base_url) as c,
+    ):
+        yield c
+
+
+async def gateway_replica(
+    stack: AsyncExitStack, settings: GatewaySettings, name: str, **client: Any
+) -> tuple[FastAPI, httpx.AsyncClient]:
+    """A gateway replica with its own NATS connection (named `name`), started, and a client for it
+    (`serving`'s options); `stack` stops them."""
+    nc = await connect(settings.nats_url, name=name)
+    stack.push_async_callback(nc.close)
+    app = create_app(settings, nc=nc)
+    return app, await stack.enter_async_context(serving(app, **client))
+
+
+@dataclass
+class Clock:
+    """A clock the test moves by hand (`clock.t += seconds`), for what takes a `clock` callable."""
+
+    t: float = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
 @pytest.fixture
 def settings(nats_url: str) -> GatewaySettings:
-    # jwks_min_refresh_seconds=0: the rotated-key test must not have to wait out the refresh interval.
-    return GatewaySettings(
-        nats_url=nats_url,
-        database_url=None,
-        max_body_bytes=4096,
-        jwks_min_refresh_seconds=0,
-        rpc_timeout_seconds=5,
-    )
+    return gateway_settings(nats_url, max_body_bytes=4096, rpc_timeout_seconds=5)
 
 
 @pytest.fixture
@@ -255,9 +302,5 @@ async def gateway_nc(nats_url: str) -> AsyncIterator[NatsClient]:
 async def client(
     settings: GatewaySettings, gateway_nc: NatsClient, services: FakeServices
 ) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(settings, nc=gateway_nc)
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gateway.test") as c,
-    ):
+    async with serving(create_app(settings, nc=gateway_nc)) as c:
         yield c

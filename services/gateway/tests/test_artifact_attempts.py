@@ -1,4 +1,4 @@
-"""Which artifact of a retried task the gateway lists and serves (routes_artifacts): every attempt's is listed,
+"""Which artifact of a retried task the gateway lists and serves (artifacts): every attempt's is listed,
 by attempt; a download serves the latest attempt's unless asked for one. Plain functions over a task's
 record; the routes over a real scheduler are in test_tasks_routes.py."""
 
@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 import pytest
 from browserfleet_contracts.tasks import ArtifactRef, TaskPublic, TaskSpec
 from browserfleet_core.errors import NotFound
-from browserfleet_gateway.routes_artifacts import find_artifact, public_artifacts
+from browserfleet_gateway.artifacts import find_artifact, public_artifacts
 
 TASK_ID = "5d0c1c7e-1111-4000-8000-00000000abcd"
 

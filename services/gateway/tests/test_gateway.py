@@ -11,11 +11,11 @@ from typing import Any
 
 import httpx
 import pytest
-from browserfleet_contracts import subjects
+from browserfleet_contracts import endpoints, subjects
 from browserfleet_contracts.auth import ACCESS_TOKEN_TYP
 from browserfleet_contracts.tasks import ArtifactRef, TaskPublic
 from browserfleet_core.errors import Conflict
-from browserfleet_core.messaging import ensure_streams
+from browserfleet_core.streams import ensure_streams
 from browserfleet_gateway.app import create_app, openapi
 from browserfleet_gateway.settings import GatewaySettings
 from cryptography.hazmat.primitives import serialization
@@ -144,7 +144,7 @@ async def test_login_forwards_client_ip_and_maps_auth_errors(
     resp = await client.post("/auth/login", json={"email": "a@example.com", "password": "right"})
     assert resp.status_code == 200, resp.text
     assert resp.json()["token_type"] == "bearer"
-    _, payload = next(c for c in services.calls if c[0] == subjects.Auth.LOGIN)
+    _, payload = next(c for c in services.calls if c[0] == endpoints.Auth.LOGIN.subject)
     assert payload["client_ip"] == "127.0.0.1"
     assert resp.headers["cache-control"] == "no-store"
     bad = await client.post("/auth/login", json={"email": "a@example.com", "password": "wrong"})
@@ -168,14 +168,15 @@ async def test_create_task_checks_secrets_then_creates(
     task = TaskPublic.model_validate(resp.json())
     assert resp.headers["location"] == f"/api/v1/tasks/{task.id}"
     assert services.subjects_called() == [
-        subjects.Auth.JWKS,
-        subjects.Vault.CHECK_NAMES,
-        subjects.Scheduler.CREATE_TASK,
+        endpoints.Auth.JWKS.subject,
+        endpoints.Auth.USER_STATE.subject,  # is the token's user still active, and in which role
+        endpoints.Vault.CHECK_NAMES.subject,
+        endpoints.Scheduler.CREATE_TASK.subject,
     ]
-    check = services.calls[1][1]
+    check = services.calls[2][1]
     assert check["names"] == ["SITE_PW"]
     assert check["actor"]["org_id"] == "org-a"
-    create = services.calls[2][1]
+    create = services.calls[3][1]
     assert create["idempotency_key"] == "k-1"
     assert create["actor"] == {
         "org_id": "org-a",
@@ -183,8 +184,14 @@ async def test_create_task_checks_secrets_then_creates(
         "api_key_id": None,
         "role": "user",
         "client_ip": "127.0.0.1",
+        "request_id": resp.headers["x-request-id"],  # the call's audit entry, opened before the change
         "plan": None,  # the test signer's tokens carry no plan claim
     }
+    assert [(a["phase"], a["actor"]["request_id"], a["status"], a["route"]) for a in services.audited] == [
+        ("begin", resp.headers["x-request-id"], None, "POST /api/v1/tasks"),
+        ("end", resp.headers["x-request-id"], 201, "POST /api/v1/tasks"),
+    ]
+    assert services.audited[1]["target"] == task.id  # the id the answer created
     got = await client.get(
         f"/api/v1/tasks/{task.id}", headers=bearer(signer.token(org="org-a", role="viewer"))
     )
@@ -207,8 +214,8 @@ async def test_malformed_task_is_422_naming_the_field(
     resp = await client.post("/api/v1/tasks", json={"steps": [step]}, headers=bearer(signer.token()))
     err = assert_error(resp, 422, code="validation_error", field=field)
     assert err["message"].startswith(f"{field}:")
-    assert subjects.Scheduler.CREATE_TASK not in services.subjects_called()
-    assert subjects.Vault.CHECK_NAMES not in services.subjects_called()
+    assert endpoints.Scheduler.CREATE_TASK.subject not in services.subjects_called()
+    assert endpoints.Vault.CHECK_NAMES.subject not in services.subjects_called()
 
 
 async def test_invalid_json_is_422(client: httpx.AsyncClient, signer: Any, services: Any) -> None:
@@ -218,7 +225,7 @@ async def test_invalid_json_is_422(client: httpx.AsyncClient, signer: Any, servi
         headers={**bearer(signer.token()), "Content-Type": "application/json"},
     )
     assert_error(resp, 422, code="validation_error")
-    assert subjects.Scheduler.CREATE_TASK not in services.subjects_called()
+    assert endpoints.Scheduler.CREATE_TASK.subject not in services.subjects_called()
 
 
 async def test_unknown_secret_is_422_and_nothing_is_created(
@@ -227,8 +234,8 @@ async def test_unknown_secret_is_422_and_nothing_is_created(
     resp = await client.post("/api/v1/tasks", json=STEPS_TASK, headers=bearer(signer.token()))
     err = assert_error(resp, 422, code="unknown_secret", field="steps")
     assert err["message"] == "unknown secret(s): SITE_PW"
-    assert subjects.Vault.CHECK_NAMES in services.subjects_called()
-    assert subjects.Scheduler.CREATE_TASK not in services.subjects_called()
+    assert endpoints.Vault.CHECK_NAMES.subject in services.subjects_called()
+    assert endpoints.Scheduler.CREATE_TASK.subject not in services.subjects_called()
 
 
 async def test_an_unknown_org_llm_key_is_422_on_its_field(
@@ -238,7 +245,7 @@ async def test_an_unknown_org_llm_key_is_422_on_its_field(
     resp = await client.post("/api/v1/tasks", json=task, headers=bearer(signer.token()))
     err = assert_error(resp, 422, code="unknown_secret", field="agent.api_key_secret")
     assert err["message"] == "unknown secret(s): ORG_LLM_KEY"
-    assert subjects.Scheduler.CREATE_TASK not in services.subjects_called()
+    assert endpoints.Scheduler.CREATE_TASK.subject not in services.subjects_called()
 
 
 async def test_oversize_body_is_413_before_parsing(
@@ -264,7 +271,7 @@ async def test_oversize_body_is_413_before_parsing(
     )
     assert "content-length" not in resp.request.headers
     assert_error(resp, 413, code="payload_too_large")
-    assert subjects.Scheduler.CREATE_TASK not in services.subjects_called()
+    assert endpoints.Scheduler.CREATE_TASK.subject not in services.subjects_called()
     # just under the limit still works
     ok = await client.post("/api/v1/tasks", json={"goal": "y" * 3000}, headers=bearer(signer.token()))
     assert ok.status_code == 201, ok.text
@@ -290,7 +297,7 @@ async def test_viewer_cannot_mutate(client: httpx.AsyncClient, signer: Any, serv
     assert_error(
         await client.post("/api/v1/credentials", json={"name": "A", "value": "v"}, headers=viewer), 403
     )
-    assert subjects.Scheduler.CREATE_TASK not in services.subjects_called()
+    assert endpoints.Scheduler.CREATE_TASK.subject not in services.subjects_called()
     assert (await client.get("/api/v1/tasks", headers=viewer)).status_code == 200
 
 
@@ -308,7 +315,7 @@ async def test_rpc_service_error_keeps_its_status(
             "an idempotency key was reused with another body", code="idempotency_conflict", field="task"
         )
 
-    services.serve(subjects.Scheduler.CREATE_TASK, conflict)
+    services.serve(endpoints.Scheduler.CREATE_TASK.subject, conflict)
     resp = await client.post("/api/v1/tasks", json={"goal": "g"}, headers=bearer(signer.token()))
     assert_error(resp, 409, code="idempotency_conflict", field="task")
 
@@ -326,7 +333,7 @@ async def test_unexpected_error_is_500_without_internals(
     async def garbage(_: dict[str, Any]) -> Any:
         return {"not": "a task"}
 
-    services.serve(subjects.Scheduler.GET_TASK, garbage)
+    services.serve(endpoints.Scheduler.GET_TASK.subject, garbage)
     resp = await client.get("/api/v1/tasks/abc", headers=bearer(signer.token()))
     err = assert_error(resp, 500, code="internal_error")
     assert err["message"] == "internal error"
@@ -382,48 +389,6 @@ async def test_artifact_is_streamed_from_the_object_store(
 
 
 # --- ops ----------------------------------------------------------------------------------------
-async def test_health_and_ready(client: httpx.AsyncClient) -> None:
-    assert (await client.get("/health")).json() == {"status": "ok"}
-    resp = await client.get("/health/ready")
-    assert resp.status_code == 200, resp.text
-    body = resp.json()
-    assert body["status"] == "ready"
-    assert set(body["checks"]) == {"nats", "database", "auth"}
-    assert all(c["ok"] for c in body["checks"].values())
-    assert body["checks"]["database"]["detail"] == "not configured"
-
-
-async def test_ready_checks_the_database(
-    nats_url: str, database_url: str, gateway_nc: Any, services: Any
-) -> None:
-    for url, ok in ((database_url, True), ("postgresql://nobody@127.0.0.1:1/none", False)):
-        app = create_app(
-            GatewaySettings(nats_url=nats_url, database_url=url, health_timeout_seconds=3), nc=gateway_nc
-        )
-        async with (
-            app.router.lifespan_context(app),
-            httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://g") as c,
-        ):
-            resp = await c.get("/health/ready")
-        assert resp.status_code == (200 if ok else 503), resp.text
-        assert resp.json()["checks"]["database"]["ok"] is ok
-        assert resp.json()["checks"]["nats"]["ok"] is True
-
-
-async def test_ready_is_degraded_when_auth_is_down(nats_url: str, gateway_nc: Any) -> None:
-    app = create_app(GatewaySettings(nats_url=nats_url), nc=gateway_nc)  # no responders at all
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://g") as c,
-    ):
-        resp = await c.get("/health/ready")
-    assert resp.status_code == 503
-    body = resp.json()
-    assert body["status"] == "degraded"
-    assert body["checks"]["auth"]["ok"] is False
-    assert body["checks"]["nats"]["ok"] is True
-
-
 async def test_security_headers_and_metrics(client: httpx.AsyncClient, signer: Any) -> None:
     await client.get("/api/v1/tasks/t-1", headers=bearer(signer.token()))
     resp = await client.get("/health")

@@ -5,6 +5,7 @@ by conftest's FakeServices for the JWKS, as everywhere in this package)."""
 from __future__ import annotations
 
 import base64
+import json
 import os
 import uuid
 from collections.abc import AsyncIterator
@@ -12,10 +13,13 @@ from datetime import UTC, datetime
 
 import httpx
 import pytest
+from browserfleet_contracts.profiles import LeasedProfile
+from browserfleet_core import sealing
 from browserfleet_core.migrations import upgrade
-from browserfleet_vault import service as vault_service
+from browserfleet_vault import profile_leases
 from browserfleet_vault.app import create_context
 from browserfleet_vault.settings import VaultSettings
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from .conftest import Signer
 
@@ -44,18 +48,32 @@ async def vault(nats_url: str, database_url: str) -> AsyncIterator[VaultSettings
 
 
 async def _stored_profile(settings: VaultSettings, org: str, name: str, *, leased: bool) -> None:
-    """A profile as a worker leaves it: leased by a running task, and (unless `leased`) saved and released."""
+    """A profile as a worker leaves it: leased by a running task, and (unless `leased`) saved and released, the
+    state sealed to the lease's save key as the real worker sends it."""
     ctx = create_context(settings)
+    worker = X25519PrivateKey.generate()
     try:
         now = datetime.now(UTC)
-        grant = vault_service.ProfileGrant(
-            task_id="t-1", org_id=org, worker_id="w", profile=name, lease_seconds=600
+        grant = profile_leases.ProfileGrant(
+            task_id="t-1",
+            org_id=org,
+            worker_id="w",
+            profile=name,
+            lease_seconds=600,
+            attempt=1,
+            public_key=sealing.public_key_text(worker),
         )
         async with ctx.db.transaction() as session:
-            lease = await vault_service.acquire_profile(session, ctx.keyring, grant, now)
+            lease = await profile_leases.acquire_profile(session, ctx.keyring, grant, now)
             if not leased:
-                assert lease.lease_token is not None
-                await vault_service.save_profile(session, ctx.keyring, grant, lease.lease_token, STATE, now)
+                assert lease.lease_token is not None and lease.sealed is not None
+                opened = LeasedProfile.model_validate_json(
+                    sealing.open(worker, lease.sealed, grant.binding, purpose="profile_lease")
+                )
+                state = sealing.seal(
+                    opened.save_key, json.dumps(STATE).encode(), grant.binding, purpose="profile_save"
+                )
+                await profile_leases.save_profile(session, ctx.keyring, grant, lease.lease_token, state, now)
     finally:
         await ctx.db.dispose()
 

@@ -9,26 +9,32 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import Any
 
-from browserfleet_contracts import subjects
+from browserfleet_contracts import endpoints, subjects
 from browserfleet_contracts.auth import Jwks
+from browserfleet_contracts.common import Empty
+from browserfleet_core.breaker import Breakers
 from browserfleet_core.messaging import RpcClient, connect
 from browserfleet_core.security import JwksVerifier
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from nats.aio.client import Client as NatsClient
 
-from .deps import ApiKeyCache, GatewayState
+from .audittrail import AuditMiddleware
 from .errors import install_error_handlers
-from .middleware import BodyLimitMiddleware, EdgeMiddleware
-from .ratelimit import RateLimiter
+from .eventstream.service import EventStream
+from .keycache import ApiKeyCache
+from .liveview import LiveHub
+from .middleware import HOSTILE_HTTP_ERRORS, BodyLimitMiddleware, EdgeMiddleware
+from .ratelimit import Limiter, open_bucket
 from .routes import ROUTERS
-from .routes_artifacts import router as artifacts_router
-from .routes_identity import router as identity_router
-from .routes_profiles import router as profiles_router
-from .routes_tasks import ROUTERS as TASK_ROUTERS
+from .runtime import GatewayState
 from .settings import GatewaySettings
+from .static import install_static
+from .upstream import GuardedRpc
+from .userstate import UserStateCache
 
 log = logging.getLogger(__name__)
 
@@ -48,30 +54,71 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         own_nc = nc is None
         conn = nc if nc is not None else await connect(settings.nats_url, name=settings.service_name)
-        client = rpc or RpcClient(conn, timeout=settings.rpc_timeout_seconds)
+        # a test hands in its own GuardedRpc (with its clock): health then shows that one's breakers
+        board = rpc.board if isinstance(rpc, GuardedRpc) else Breakers()
+        client = rpc or GuardedRpc(
+            conn,
+            timeout=settings.rpc_timeout_seconds,
+            board=board,
+            failures=settings.service_breaker_failures,
+            cooldown_seconds=settings.service_breaker_cooldown_seconds,
+        )
 
         async def fetch_jwks() -> dict[str, Any]:
-            jwks: Jwks = await client.call(subjects.Auth.JWKS, {}, Jwks)
+            jwks: Jwks = await client.call(endpoints.Auth.JWKS, Empty())
             return jwks.model_dump()
 
         verifier = JwksVerifier(fetch_jwks, min_refresh_seconds=settings.jwks_min_refresh_seconds)
-        limiter = RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst)
+        store = None
+        if settings.rate_limit_store == "nats":
+            store = await open_bucket(conn, timeout=settings.rate_limit_store_timeout_seconds)
+        reopen_store = partial(open_bucket, conn, timeout=settings.rate_limit_store_timeout_seconds)
+        store_breaker = board.get(f"nats-kv:{subjects.RATE_LIMITS_BUCKET}", failures=3, cooldown_seconds=5.0)
+        limiter = Limiter(
+            store,
+            settings.rate_limit_per_second,
+            settings.rate_limit_burst,
+            prefix="principal",
+            breaker=store_breaker,
+            reopen=reopen_store,
+        )
+        login_limiter = Limiter(
+            store,
+            settings.login_rate_per_second,
+            settings.login_burst,
+            prefix="login",
+            breaker=store_breaker,
+            reopen=reopen_store,
+        )
         api_keys = ApiKeyCache(settings.api_key_cache_seconds)
         await api_keys.subscribe(conn)  # revocations from auth reach every replica at once
+        users = UserStateCache(settings.user_state_cache_seconds)
+        await users.subscribe(conn)  # deactivations, role changes and MFA resets likewise
+        events = EventStream(conn, settings)
+        await events.start()
+        live = LiveHub(conn, settings)
+        await live.start()
         app.state.gateway = GatewayState(
             settings=settings,
             nc=conn,
             rpc=client,
             verifier=verifier,
             limiter=limiter,
-            login_limiter=RateLimiter(settings.login_rate_per_second, settings.login_burst),
+            login_limiter=login_limiter,
             api_keys=api_keys,
+            users=users,
+            events=events,
+            live=live,
+            breakers=board,
+            probe_rpc=RpcClient(conn, timeout=settings.rpc_timeout_seconds),
         )
         log.info("gateway ready on NATS %s", settings.nats_url)
         try:
             yield
         finally:
             app.state.gateway = None
+            await events.stop()
+            await live.stop()
             if own_nc and not conn.is_closed:
                 await conn.drain()
 
@@ -80,15 +127,23 @@ def create_app(
         version=VERSION,
         summary="Browser automation for many teams: tasks, credentials, webhooks and workers.",
         lifespan=lifespan,
+        # served by install_static from this gateway's own files: the default pages load a CDN
+        docs_url=None,
+        redoc_url=None,
+        responses=HOSTILE_HTTP_ERRORS,  # any route: the connection's limits answer before a route is chosen
     )
     install_error_handlers(app)
     for router in ROUTERS:
         app.include_router(router)
-    app.include_router(identity_router)
-    for router in (*TASK_ROUTERS, artifacts_router, profiles_router):
-        app.include_router(router)
+    install_static(app, settings)
     # add_middleware wraps: the last one added is the outermost.
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    limits = settings.http_limits
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_bytes=settings.max_body_bytes,
+        max_query_params=limits.max_query_params,
+        max_json_depth=limits.max_json_depth,
+    )
     if settings.cors_origins:
         wildcard = "*" in settings.cors_origins
         app.add_middleware(
@@ -108,6 +163,7 @@ def create_app(
             max_age=600,
         )
     app.add_middleware(EdgeMiddleware)
+    app.add_middleware(AuditMiddleware)  # outermost: names every call and closes its audit entry
     return app
 
 

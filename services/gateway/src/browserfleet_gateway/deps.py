@@ -2,48 +2,23 @@
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
-from browserfleet_contracts import subjects
-from browserfleet_contracts.auth import (
-    API_KEY_PREFIX,
-    API_KEY_SCOPES,
-    ApiKeyPrincipal,
-    ApiKeyRevoked,
-    AuthenticateApiKeyRequest,
-)
+from browserfleet_contracts.auth import API_KEY_PREFIX, API_KEY_SCOPES, ISSUED_CLAIM, MFA_AT_CLAIM
 from browserfleet_contracts.common import Actor, Role
+from browserfleet_contracts.workers import WORKER_KEY_PREFIX
 from browserfleet_core.errors import Forbidden, Unauthorized, Unavailable
 from browserfleet_core.messaging import RpcClient
-from browserfleet_core.security import JwksVerifier, hash_token
 from fastapi import Depends, Path, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from nats.aio.client import Client as NatsClient
-from nats.aio.msg import Msg
+from starlette.requests import HTTPConnection
 
-from .ratelimit import RateLimiter
-from .settings import GatewaySettings
-
-log = logging.getLogger(__name__)
-
-
-@dataclass
-class GatewayState:
-    """Everything a request needs, set up by the app's lifespan (nothing is connected before it runs)."""
-
-    settings: GatewaySettings
-    nc: NatsClient | None = None
-    rpc: RpcClient | None = None
-    verifier: JwksVerifier | None = None
-    limiter: RateLimiter | None = None
-    login_limiter: RateLimiter | None = None
-    api_keys: ApiKeyCache | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+from . import audittrail
+from .clientaddr import client_address
+from .runtime import GatewayState
 
 
 @dataclass(frozen=True)
@@ -56,6 +31,10 @@ class Principal:
     kind: Literal["user", "api_key"] = "user"
     scopes: tuple[str, ...] = ()
     plan: str | None = None
+    # a second factor applies to this user (enrolled, or the org requires it), and when the token's sign-in
+    # last checked one (epoch seconds): what a sensitive route's `recent_mfa` rule reads
+    mfa_applies: bool = False
+    mfa_at: int | None = None
 
     @property
     def org_id(self) -> str:
@@ -77,57 +56,6 @@ async def get_state(request: Request) -> GatewayState:
     return state
 
 
-class ApiKeyCache:
-    """Verified API keys, kept `ttl` seconds (monotonic clock) so a key costs auth one call per replica per
-    `ttl`. A revocation reaches every replica at once on `auth.api_key.revoked` (core NATS, no queue group);
-    the TTL bounds the damage of a missed broadcast, and a key's own expiry is checked on every request."""
-
-    def __init__(
-        self,
-        ttl: float,
-        *,
-        clock: Callable[[], float] = time.monotonic,
-        wall: Callable[[], datetime] = lambda: datetime.now(UTC),
-    ) -> None:
-        self.ttl = ttl
-        self._clock = clock
-        self._wall = wall
-        self._entries: dict[str, tuple[ApiKeyPrincipal, float]] = {}
-
-    async def authenticate(self, rpc: RpcClient, raw: str) -> ApiKeyPrincipal:
-        digest = hash_token(raw)
-        hit = self._entries.get(digest)
-        now = self._clock()
-        if hit is not None and hit[1] > now:
-            principal = hit[0]
-        else:
-            principal = await rpc.call(
-                subjects.Auth.AUTHENTICATE_API_KEY, AuthenticateApiKeyRequest(key=raw), ApiKeyPrincipal
-            )
-            if self.ttl > 0:
-                if len(self._entries) > 10_000:
-                    self._entries = {k: v for k, v in self._entries.items() if v[1] > now}
-                self._entries[digest] = (principal, now + self.ttl)
-        if principal.expires_at is not None and principal.expires_at <= self._wall():
-            self._entries.pop(digest, None)
-            raise Unauthorized("invalid, revoked or expired API key", code="invalid_api_key")
-        return principal
-
-    def revoke(self, key_id: str) -> None:
-        self._entries = {k: v for k, v in self._entries.items() if v[0].key_id != key_id}
-
-    async def subscribe(self, nc: NatsClient) -> None:
-        async def on_revoked(msg: Msg) -> None:
-            try:
-                notice = ApiKeyRevoked.model_validate_json(msg.data)
-            except ValueError:
-                log.warning("ignoring a malformed API key revocation")
-                return
-            self.revoke(notice.key_id)
-
-        await nc.subscribe(subjects.Auth.API_KEY_REVOKED, cb=on_revoked)
-
-
 StateDep = Annotated[GatewayState, Depends(get_state)]
 
 
@@ -145,8 +73,14 @@ _bearer = HTTPBearer(
 _ROLES: tuple[Role, ...] = ("viewer", "user", "admin")
 
 
-def client_ip(request: Request) -> str | None:
-    return request.client.host if request.client else None
+def client_ip(conn: HTTPConnection) -> str | None:
+    """The client's address: the peer's, or behind a trusted proxy the one it forwarded (`clientaddr`)."""
+    peer = conn.client.host if conn.client else None
+    state = getattr(conn.app.state, "gateway", None)
+    trusted = state.settings.trusted_proxies if isinstance(state, GatewayState) else ()
+    if not trusted:
+        return peer
+    return client_address(peer, conn.headers.getlist("x-forwarded-for"), trusted)
 
 
 async def authenticate(
@@ -158,7 +92,12 @@ async def authenticate(
     that is the route's `access()` rule."""
     if credentials is None or credentials.scheme.lower() != "bearer" or not credentials.credentials:
         raise Unauthorized("missing bearer token", code="missing_token")
-    token = credentials.credentials
+    return await principal_for(state, credentials.credentials, client_ip(request))
+
+
+async def principal_for(state: GatewayState, token: str, ip: str | None) -> Principal:
+    """Who a bearer credential (an access token or an `sk_api_` key) stands for, over HTTP or a WebSocket;
+    raises Unauthorized."""
     if token.startswith(API_KEY_PREFIX):
         assert state.api_keys is not None and state.rpc is not None
         key = await state.api_keys.authenticate(state.rpc, token)
@@ -166,7 +105,7 @@ async def authenticate(
             org_id=key.org_id,
             api_key_id=key.key_id,
             role="viewer",
-            client_ip=client_ip(request),
+            client_ip=ip,
             plan=key.plan,
         )
         return Principal(
@@ -176,33 +115,50 @@ async def authenticate(
             scopes=tuple(key.scopes),
             plan=key.plan,
         )
-    assert state.verifier is not None
+    assert state.verifier is not None and state.users is not None and state.rpc is not None
     claims = await state.verifier.verify(token)
     role = claims.get("role")
     if role not in _ROLES:
         raise Unauthorized("token carries no valid role", code="invalid_token")
+    org_id, user_id = str(claims["org"]), str(claims["sub"])
+    # the signature says who signed in; the live state says whether that still counts, and as what
+    live = await state.users.get(state.rpc, org_id, user_id)
+    if not live.active:
+        raise Unauthorized("user not found or inactive", code="invalid_principal")
+    issued = claims.get(ISSUED_CLAIM, claims.get("iat"))
+    if not isinstance(issued, int | float) or issued < live.valid_after:
+        raise Unauthorized("token revoked: sign in again", code="token_revoked")
+    # a demotion holds at once; a promotion with the next token (a token never grants more than it says)
+    effective = _ROLES[min(_ROLES.index(role), _ROLES.index(live.role))]
     plan = claims.get("plan")
     actor = Actor(
-        org_id=str(claims["org"]),
-        user_id=str(claims["sub"]),
-        role=role,
-        client_ip=client_ip(request),
+        org_id=org_id,
+        user_id=user_id,
+        role=effective,
+        client_ip=ip,
         plan=plan if isinstance(plan, str) else None,
     )
-    return Principal(actor=actor, claims=claims, plan=actor.plan)
+    mfa_at = claims.get(MFA_AT_CLAIM)
+    return Principal(
+        actor=actor,
+        claims=claims,
+        plan=actor.plan,
+        mfa_applies=live.mfa,
+        mfa_at=int(mfa_at) if isinstance(mfa_at, int | float) else None,
+    )
 
 
-def _rate_limit(state: GatewayState, principal: Principal, response: Response) -> None:
+async def _rate_limit(state: GatewayState, principal: Principal, response: Response) -> None:
     if state.limiter is None:
         return
     if principal.kind == "api_key":
         plans = state.settings.rate_limit_plans
         rate = plans.get(principal.plan or "", state.settings.api_key_rate_per_second)
-        quota = state.limiter.hit(
+        quota = await state.limiter.hit(
             f"key:{principal.actor.api_key_id}", rate=rate, burst=max(1, round(rate * 2))
         )
     else:
-        quota = state.limiter.hit(f"user:{principal.org_id}:{principal.user_id}")
+        quota = await state.limiter.hit(f"user:{principal.org_id}:{principal.user_id}")
     if quota is not None:
         response.headers.update(quota.headers())
 
@@ -216,16 +172,59 @@ class AccessRule:
     scopes: tuple[str, ...] = ()
     public: bool = False
     note: str = ""
+    # a sensitive action: a user to whom MFA applies must have passed it recently (MFA_RECENT_SECONDS)
+    recent_mfa: bool = False
+    # changes only the caller's own sign-in (their second factor): open to every role, viewers included
+    self_service: bool = False
+    # a worker's route: its own `sk_worker_…` key, no user or API key (worker-gateway checks the key)
+    worker: bool = False
 
-    def describe(self) -> str:
-        if self.public:
-            return f"public ({self.note})" if self.note else "public"
-        keys = f"API keys with {' or '.join(self.scopes)}" if self.scopes else "no API keys"
-        return f"role >= {self.min_role}; {keys}" + (f"; {self.note}" if self.note else "")
+
+def admit(rule: AccessRule, principal: Principal) -> Principal:
+    """`principal` as `rule` lets it act (a key acts with the rule's `min_role` for this call only), or
+    Forbidden. Routes get this from `access()`; a WebSocket, which takes no dependencies, calls it itself."""
+    needed = _ROLES.index(rule.min_role or "viewer")
+    if principal.kind == "api_key":
+        if not rule.scopes or not set(rule.scopes) & set(principal.scopes):
+            raise Forbidden(
+                "this API key lacks the scope for this route"
+                if rule.scopes
+                else "API keys cannot call this route",
+                code="insufficient_scope",
+            )
+        actor = principal.actor.model_copy(update={"role": _ROLES[needed]})
+        return Principal(
+            actor=actor,
+            claims=principal.claims,
+            kind="api_key",
+            scopes=principal.scopes,
+            plan=principal.plan,
+        )
+    if _ROLES.index(principal.role) < needed:
+        raise Forbidden(f"this needs the {rule.min_role} role", code="insufficient_role")
+    return principal
+
+
+def require_recent_mfa(state: GatewayState, principal: Principal) -> None:
+    """403 `mfa_step_up_required` unless MFA does not apply to the caller or they passed it recently."""
+    if principal.kind != "user" or not principal.mfa_applies:
+        return
+    window = state.settings.mfa_recent_seconds
+    if principal.mfa_at is None or time.time() - principal.mfa_at > window:
+        raise Forbidden(
+            "this action needs a recent second factor: POST /auth/mfa/step-up with a code, then retry with "
+            "the new access token",
+            code="mfa_step_up_required",
+        )
 
 
 def access(
-    min_role: Role = "viewer", *, scope: str | None = None, note: str = ""
+    min_role: Role = "viewer",
+    *,
+    scope: str | None = None,
+    note: str = "",
+    recent_mfa: bool = False,
+    self_service: bool = False,
 ) -> Callable[..., Awaitable[Principal]]:
     """A route's access declaration and its enforcement, as one dependency: `principal: Annotated[Principal,
     Depends(access("user", scope="tasks:write"))]`. Roles are ordered viewer < user < admin, and every
@@ -233,33 +232,26 @@ def access(
     acts with the rule's `min_role` for this call only."""
     if scope is not None and scope not in API_KEY_SCOPES:
         raise ValueError(f"unknown API key scope {scope!r}")
-    needed = _ROLES.index(min_role)
-    rule = AccessRule(min_role=min_role, scopes=(scope,) if scope else (), note=note)
+    rule = AccessRule(
+        min_role=min_role,
+        scopes=(scope,) if scope else (),
+        note=note,
+        recent_mfa=recent_mfa,
+        self_service=self_service,
+    )
 
     async def guard(
-        principal: Annotated[Principal, Depends(authenticate)], state: StateDep, response: Response
+        request: Request,
+        principal: Annotated[Principal, Depends(authenticate)],
+        state: StateDep,
+        response: Response,
     ) -> Principal:
-        if principal.kind == "api_key":
-            if not rule.scopes or not set(rule.scopes) & set(principal.scopes):
-                raise Forbidden(
-                    "this API key lacks the scope for this route"
-                    if rule.scopes
-                    else "API keys cannot call this route",
-                    code="insufficient_scope",
-                )
-            _rate_limit(state, principal, response)
-            actor = principal.actor.model_copy(update={"role": min_role})
-            return Principal(
-                actor=actor,
-                claims=principal.claims,
-                kind="api_key",
-                scopes=principal.scopes,
-                plan=principal.plan,
-            )
-        if _ROLES.index(principal.role) < needed:
-            raise Forbidden(f"this needs the {min_role} role", code="insufficient_role")
-        _rate_limit(state, principal, response)
-        return principal
+        audittrail.note(request, state.rpc, principal)  # a refusal below is an audit entry of theirs
+        admitted = admit(rule, principal)
+        await _rate_limit(state, admitted, response)
+        if rule.recent_mfa:
+            require_recent_mfa(state, admitted)
+        return await audittrail.begin(request, state.rpc, admitted)  # a change's entry before the change
 
     guard.access_rule = rule  # type: ignore[attr-defined]
     return guard
@@ -274,31 +266,43 @@ def public(note: str, *, login: bool = False) -> Callable[..., Awaitable[None]]:
             return
         state = getattr(request.app.state, "gateway", None)
         if isinstance(state, GatewayState) and state.login_limiter is not None:
-            state.login_limiter.hit(f"login:{client_ip(request) or '?'}")
+            await state.login_limiter.hit(f"login:{client_ip(request) or '?'}")
 
     declared.access_rule = rule  # type: ignore[attr-defined]
     return declared
 
 
-async def get_principal(principal: Annotated[Principal, Depends(access("viewer"))]) -> Principal:
-    return principal
+def worker_key(note: str) -> Callable[..., Awaitable[str]]:
+    """Declares a route a worker calls with its own key (`Authorization: Bearer sk_worker_…`) and returns the
+    key. Worker-gateway checks it (401 for an unknown or removed worker) and holds it to the worker id in the
+    path (another worker's id is a 404); a user's token or an API key is a 401 here."""
+    rule = AccessRule(min_role=None, worker=True, note=note)
+
+    async def declared(
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    ) -> str:
+        if credentials is None or not credentials.credentials.startswith(WORKER_KEY_PREFIX):
+            raise Unauthorized(
+                "this route takes a worker key (Bearer sk_worker_…)", code="worker_key_required"
+            )
+        return credentials.credentials
+
+    declared.access_rule = rule  # type: ignore[attr-defined]
+    return declared
 
 
-# Any role, users only (no API keys); `Writer` / `Admin` for user and admin. Routes that accept API keys
-# declare `access(min_role, scope=...)` themselves.
+# Any role, users only (no API keys); routes that accept API keys declare `access(min_role, scope=...)`.
 CurrentPrincipal = Annotated[Principal, Depends(access("viewer"))]
+# Org admins, users only: API keys, users, the audit log and the org's policy.
+OrgAdmin = Annotated[Principal, Depends(access("admin"))]
+# Org admins acting on the org's security (API keys, roles, policies, SSO, MFA): a recent second factor too,
+# when one applies to them
+SensitiveAdmin = Annotated[Principal, Depends(access("admin", recent_mfa=True))]
 # Tasks: viewers and `tasks:read` keys read; users and `tasks:write` keys submit and cancel.
 TasksRead = Annotated[Principal, Depends(access("viewer", scope="tasks:read"))]
 TasksWrite = Annotated[Principal, Depends(access("user", scope="tasks:write"))]
 # the id in a path: ours are UUIDs, but any id up to 64 characters reaches the service (which says 404)
 IdPath = Annotated[str, Path(min_length=1, max_length=64)]
-Writer = Annotated[Principal, Depends(access("user"))]
-Admin = Annotated[Principal, Depends(access("admin"))]
-
-
-def require_role(minimum: Role) -> Callable[..., Awaitable[Principal]]:
-    """Kept for callers of the first version: `access(minimum)` without API-key scopes."""
-    return access(minimum)
 
 
 def access_rules(call: Any) -> AccessRule | None:

@@ -85,6 +85,10 @@ async def _on_service_error(_: Request, exc: Exception) -> JSONResponse:
     if exc.status == 429:
         headers["Retry-After"] = str(getattr(exc, "retry_after", 1))
         headers.update(getattr(exc, "headers", None) or {})  # RateLimit-* from the gateway's own limiter
+    if exc.status == 503:
+        # a dependency that is down or slow (upstream.DependencyUnavailable says for how long); a client
+        # that retries at once only adds to the pile
+        headers["Retry-After"] = str(getattr(exc, "retry_after", 1))
     if exc.status >= 500:
         log.warning("upstream error %s %s: %s", exc.status, exc.code, exc.message)
     return error_json(exc.body(), headers)
@@ -111,3 +115,7 @@ def install_error_handlers(app: FastAPI) -> None:
 def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """A router's documented error answers (OpenAPI `responses`): each status with the ErrorResponse body."""
     return {status: {"model": ErrorResponse} for status in statuses}
+
+
+# What most routes document: every error a call that passes authentication on to a service can answer.
+API_ERRORS = error_responses(400, 401, 403, 404, 409, 413, 422, 429, 503)

@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from typing import Any
 
 from prometheus_client import Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from .errors import ErrorResponse
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +37,8 @@ _SECURITY_HEADERS = [
     (b"referrer-policy", b"no-referrer"),
 ]
 _NO_STORE_PREFIXES = ("/auth", "/api")
+# where a WebSocket's scope carries its connection's abort (see EdgeMiddleware)
+ABORT_SCOPE_KEY = "browserfleet.abort"
 
 
 def _error_message(status: int, code: str, message: str) -> tuple[Message, Message]:
@@ -57,6 +62,14 @@ class EdgeMiddleware:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":
+            # uvicorn's `send` is a method of the connection's protocol object; its transport's `abort` lets a
+            # socket cut a client that stopped reading, which no close frame can reach (ASGI has no word for
+            # it). Under another server there is none, and such a client is left to TCP.
+            transport = getattr(getattr(send, "__self__", None), "transport", None)
+            abort = getattr(transport, "abort", None)
+            if callable(abort):
+                scope[ABORT_SCOPE_KEY] = abort
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
@@ -99,20 +112,38 @@ def _route(scope: Scope) -> str:
     return template if isinstance(template, str) else "unmatched"
 
 
+# what the connection's and the request shape's limits answer on any route (httpguard, BodyLimitMiddleware),
+# as the error body every route documents: part of each operation's contract
+HOSTILE_HTTP_ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorResponse} for status in (400, 408, 413, 429, 431)
+}
+
+
 class BodyLimitMiddleware:
-    """413 for bodies over `max_bytes`, decided before anything parses them.
+    """413 for bodies over `max_bytes`, decided before anything parses them; 400 for more than
+    `max_query_params` query parameters or a JSON body nested deeper than `max_json_depth` (Python's parser
+    recurses: a body of 100 000 `[` would otherwise end in a RecursionError, a 500).
 
     Content-Length is checked up front; chunked bodies (no Content-Length) are counted as they arrive and
     buffered, which is cheap at this limit and means no parser ever sees a byte past it.
     """
 
-    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
+    def __init__(
+        self, app: ASGIApp, *, max_bytes: int, max_query_params: int = 100, max_json_depth: int = 64
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.max_query_params = max_query_params
+        self.max_json_depth = max_json_depth
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
+            return
+        query: bytes = scope.get("query_string", b"")
+        if query and query.count(b"&") + query.count(b";") >= self.max_query_params:
+            reason = f"more than {self.max_query_params} query parameters"
+            await _send_error(send, 400, "too_many_query_params", reason)
             return
         for key, value in scope.get("headers", []):
             if key == b"content-length":
@@ -138,19 +169,58 @@ class BodyLimitMiddleware:
             chunks.append(chunk)
             if not message.get("more_body", False):
                 break
+        body = b"".join(chunks)
+        if _is_json(scope) and json_depth(body, self.max_json_depth) > self.max_json_depth:
+            reason = f"the JSON body is nested deeper than {self.max_json_depth} levels"
+            await _send_error(send, 400, "json_too_deep", reason)
+            return
         replayed = False
 
         async def replay() -> Message:
             nonlocal replayed
             if not replayed:
                 replayed = True
-                return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+                return {"type": "http.request", "body": body, "more_body": False}
             return await receive()
 
         await self.app(scope, replay, send)
 
     async def _too_large(self, send: Send) -> None:
         await _send_error(send, 413, "payload_too_large", f"request body exceeds {self.max_bytes} bytes")
+
+
+# a string, possessive (no backtracking); an unterminated one runs to the end (never a failed match, which
+# finditer would retry from every later quote: quadratic)
+_STRING = re.compile(rb'"(?:[^"\\]++|\\.)*+(?:"|\\?\Z)', re.DOTALL)
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+
+
+def _is_json(scope: Scope) -> bool:
+    """Whether FastAPI would parse the body as JSON: no Content-Type, or a `*/json` or `*/*+json` one."""
+    for key, value in scope.get("headers", []):
+        if key == b"content-type":
+            media: bytes = value.split(b";", 1)[0].strip().lower()
+            subtype = media.partition(b"/")[2]
+            return subtype == b"json" or subtype.endswith(b"+json")
+    return True
+
+
+def json_depth(body: bytes, stop_past: int = 1 << 30) -> int:
+    """How deep `body`'s arrays and objects nest (counting stops past `stop_past`), without parsing: strings
+    are skipped, so a bracket inside one does not count. Malformed JSON may count wrong; the parser refuses
+    it after."""
+    brackets = _STRING.sub(b"", body).translate(None, _NOT_BRACKETS)
+    depth = deepest = 0
+    for byte in brackets:
+        if byte in b"[{":
+            depth += 1
+            if depth > deepest:
+                deepest = depth
+                if deepest > stop_past:
+                    break
+        else:
+            depth -= 1
+    return deepest
 
 
 async def _send_error(send: Send, status: int, code: str, message: str) -> None:

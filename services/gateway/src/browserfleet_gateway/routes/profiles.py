@@ -9,14 +9,13 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from browserfleet_contracts import subjects
-from browserfleet_contracts.common import Ack
+from browserfleet_contracts import endpoints
 from browserfleet_contracts.profiles import ListProfilesRequest, ProfileNameRequest, ProfilePublic
 from fastapi import APIRouter, Depends, Path, Response
-from starlette import status as http
 
-from .deps import Principal, RpcDep, access
-from .errors import error_responses
+from ..deps import Principal, RpcDep, access
+from ..errors import error_responses
+from ..replies import no_content, no_content_route
 
 _ERRORS = error_responses(401, 403, 404, 409, 422, 429, 503)
 # Profiles hold signed-in sessions: API keys need the credentials scope, like credentials themselves.
@@ -33,17 +32,15 @@ router = APIRouter(prefix="/api/v1/profiles", tags=["profiles"], responses=_ERRO
     summary="The organization's browser profiles: name, version, size, whether a task uses one now",
 )
 async def list_profiles(principal: ProfilesRead, rpc: RpcDep) -> list[ProfilePublic]:
-    return await rpc.call(
-        subjects.Vault.LIST_PROFILES, ListProfilesRequest(actor=principal.actor), list[ProfilePublic]
-    )
+    return await rpc.call(endpoints.Vault.LIST_PROFILES, ListProfilesRequest(actor=principal.actor))
 
 
-@router.delete(
+@no_content_route(
+    router,
     "/{name}",
-    status_code=http.HTTP_204_NO_CONTENT,
-    response_class=Response,
     summary="Delete a profile (409 while a running task holds it); the next task naming it starts empty",
 )
 async def delete_profile(name: _NAME, principal: ProfilesAdmin, rpc: RpcDep) -> Response:
-    await rpc.call(subjects.Vault.DELETE_PROFILE, ProfileNameRequest(actor=principal.actor, name=name), Ack)
-    return Response(status_code=http.HTTP_204_NO_CONTENT)
+    return await no_content(
+        rpc, endpoints.Vault.DELETE_PROFILE, ProfileNameRequest(actor=principal.actor, name=name)
+    )
