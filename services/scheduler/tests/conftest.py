@@ -2,19 +2,28 @@
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 import pytest
-from browserfleet_contracts import subjects
+from browserfleet_contracts import endpoints, subjects
 from browserfleet_contracts.common import Actor
-from browserfleet_contracts.tasks import CreateTaskRequest, GetTaskRequest, TaskCreate, TaskPublic
+from browserfleet_contracts.tasks import (
+    ClaimReply,
+    ClaimRequest,
+    CreateTaskRequest,
+    GetTaskRequest,
+    TaskCreate,
+    TaskPublic,
+    TaskUpdateMessage,
+)
 from browserfleet_contracts.workers import WorkerIdentity
 from browserfleet_core.messaging import RpcClient, connect
 from browserfleet_core.migrations import upgrade
+from browserfleet_devkit import polling
 from browserfleet_scheduler.app import PACKAGE, SchedulerApp
+from browserfleet_scheduler.handlers import UPDATES_DURABLE
 from browserfleet_scheduler.settings import SchedulerSettings
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
@@ -44,15 +53,7 @@ class DictAuthenticator:
 
 async def eventually(probe: Callable[[], Awaitable[T | None]], what: str) -> T:
     """Poll `probe` until it returns something truthy (hang protection only, not a speed check)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + WAIT_CAP
-    while True:
-        value = await probe()
-        if value:
-            return value
-        if loop.time() > deadline:
-            raise AssertionError(f"gave up waiting for {what}")
-        await asyncio.sleep(0.05)
+    return await polling.eventually(probe, what, WAIT_CAP)
 
 
 def settings_for(nats_url: str, database_url: str) -> SchedulerSettings:
@@ -116,12 +117,12 @@ def steps_task(**extra: Any) -> TaskCreate:
 
 async def create(rpc: RpcClient, who: Actor, key: str | None = None, **extra: Any) -> TaskPublic:
     req = CreateTaskRequest(actor=who, task=steps_task(**extra), idempotency_key=key)
-    return await rpc.call(subjects.Scheduler.CREATE_TASK, req, TaskPublic)
+    return await rpc.call(endpoints.Scheduler.CREATE_TASK, req)
 
 
 async def status_of(rpc: RpcClient, who: Actor, task_id: str) -> TaskPublic:
     req = GetTaskRequest(actor=who, task_id=task_id)
-    return await rpc.call(subjects.Scheduler.GET_TASK, req, TaskPublic)
+    return await rpc.call(endpoints.Scheduler.GET_TASK, req)
 
 
 async def wait_status(rpc: RpcClient, who: Actor, task_id: str, *statuses: str) -> TaskPublic:
@@ -136,6 +137,49 @@ async def create_assigned(rpc: RpcClient, who: Actor, key: str | None = None, **
     """Create a task and wait until admission has dispatched it (only then may a worker claim it)."""
     task = await create(rpc, who, key, **extra)
     return await wait_status(rpc, who, task.id, "assigned")
+
+
+async def new_assigned(
+    rpc: RpcClient, authenticator: DictAuthenticator, **extra: Any
+) -> tuple[Actor, TaskPublic, str, WorkerIdentity]:
+    """A dispatched task of a new org, and a new worker to claim it: (org's actor, task, worker key, worker)."""
+    who = actor()
+    task = await create_assigned(rpc, who, **extra)
+    key, identity = authenticator.add()
+    return who, task, key, identity
+
+
+async def claim(
+    rpc: RpcClient, task_id: str, key: str, attempt: int = 1, delivery: int | None = None
+) -> ClaimReply:
+    req = ClaimRequest(task_id=task_id, attempt=attempt, worker_key=key, delivery=delivery)
+    return await rpc.call(endpoints.Scheduler.CLAIM, req)
+
+
+def result_update(task_id: str, worker_id: str, attempt: int = 1, **report: Any) -> TaskUpdateMessage:
+    """A worker's `result` on its attempt; `report`: its status and whatever else it reports."""
+    return TaskUpdateMessage(task_id=task_id, attempt=attempt, worker_id=worker_id, kind="result", **report)
+
+
+async def publish_update(js: JetStreamContext, update: TaskUpdateMessage, msg_id: str | None = None) -> int:
+    """`update` on its worker's TASK_UPDATES subject, as the worker sends it (`msg_id`: the id JetStream
+    dedupes by); returns its stream sequence."""
+    ack = await js.publish(
+        subjects.task_update(update.worker_id, update.task_id),
+        update.model_dump_json().encode(),
+        headers={"Nats-Msg-Id": msg_id} if msg_id is not None else None,
+    )
+    return int(ack.seq)
+
+
+async def updates_consumed(js: JetStreamContext, seq: int) -> None:
+    """Until the scheduler's update consumer has settled every message up to stream sequence `seq`."""
+
+    async def probe() -> bool:
+        info = await js.consumer_info(subjects.TASK_UPDATES_STREAM, UPDATES_DURABLE)
+        return info.ack_floor is not None and (info.ack_floor.stream_seq or 0) >= seq
+
+    await eventually(probe, f"the update consumer to settle stream sequence {seq}")
 
 
 async def take_dispatch(

@@ -4,21 +4,22 @@ task after the retry, and a redelivered update changes nothing (real NATS, real 
 from __future__ import annotations
 
 from browserfleet_contracts import subjects
-from browserfleet_contracts.tasks import ArtifactRef, ClaimReply, ClaimRequest, TaskUpdateMessage
+from browserfleet_contracts.tasks import ArtifactRef, TaskUpdateMessage
 from browserfleet_core.messaging import RpcClient
-from browserfleet_scheduler import service
+from browserfleet_scheduler import outcomes
 from browserfleet_scheduler.app import SchedulerApp
-from browserfleet_scheduler.handlers import UPDATES_DURABLE
 from browserfleet_scheduler.models import Task
 from nats.js import JetStreamContext
 
 from .conftest import (
     DictAuthenticator,
-    actor,
-    create_assigned,
-    eventually,
+    claim,
+    new_assigned,
+    publish_update,
+    result_update,
     status_of,
     subject_count,
+    updates_consumed,
     wait_status,
 )
 
@@ -35,11 +36,10 @@ def _ref(task_id: str, attempt: int, name: str, size: int = 3) -> ArtifactRef:
 def _result(
     task_id: str, attempt: int, worker_id: str, refs: list[ArtifactRef], *, retryable: bool
 ) -> TaskUpdateMessage:
-    return TaskUpdateMessage(
-        task_id=task_id,
-        attempt=attempt,
-        worker_id=worker_id,
-        kind="result",
+    return result_update(
+        task_id,
+        worker_id,
+        attempt,
         status="failed",
         error_message="browser disconnected" if retryable else "step 0: element not found",
         artifacts=refs,
@@ -48,55 +48,33 @@ def _result(
 
 
 async def _claim(rpc: RpcClient, task_id: str, key: str, attempt: int) -> None:
-    req = ClaimRequest(task_id=task_id, attempt=attempt, worker_key=key, delivery=1)
-    assert (await rpc.call(subjects.Scheduler.CLAIM, req, ClaimReply)).granted
-
-
-async def _publish(js: JetStreamContext, update: TaskUpdateMessage, msg_id: str) -> int:
-    ack = await js.publish(
-        subjects.task_update(update.task_id),
-        update.model_dump_json().encode(),
-        headers={"Nats-Msg-Id": msg_id},
-    )
-    return int(ack.seq)
-
-
-async def _consumed(js: JetStreamContext, seq: int) -> None:
-    """Until the scheduler's update consumer has settled every message up to stream sequence `seq`."""
-
-    async def probe() -> bool:
-        info = await js.consumer_info(subjects.TASK_UPDATES_STREAM, UPDATES_DURABLE)
-        return info.ack_floor is not None and (info.ack_floor.stream_seq or 0) >= seq
-
-    await eventually(probe, f"the update consumer to settle stream sequence {seq}")
+    assert (await claim(rpc, task_id, key, attempt, delivery=1)).granted
 
 
 async def test_every_attempts_artifacts_are_kept_and_a_redelivery_changes_nothing(
     rpc: RpcClient, authenticator: DictAuthenticator, js: JetStreamContext
 ) -> None:
-    who = actor()
-    task = await create_assigned(rpc, who, max_attempts=3)
-    key, identity = authenticator.add()
+    who, task, key, identity = await new_assigned(rpc, authenticator, max_attempts=3)
     first = [_ref(task.id, 1, "failure.png"), _ref(task.id, 1, "trace.zip")]
     second = [_ref(task.id, 2, "trace.zip", size=7), _ref(task.id, 2, "failure.png", size=5)]
     crash = _result(task.id, 1, identity.worker_id, first, retryable=True)
     verdict = _result(task.id, 2, identity.worker_id, second, retryable=False)
 
     await _claim(rpc, task.id, key, 1)
-    await _publish(js, crash, f"{task.id}:1:result")
+    await publish_update(js, crash, f"{task.id}:1:result")
     retried = await wait_status(rpc, who, task.id, "assigned")
     assert retried.attempt == 2
     assert retried.artifacts == first, "the crashed attempt's artifacts are on the task while it retries"
 
     await _claim(rpc, task.id, key, 2)
-    await _publish(js, verdict, f"{task.id}:2:result")
+    await publish_update(js, verdict, f"{task.id}:2:result")
     failed = await wait_status(rpc, who, task.id, "failed")
     # by attempt, then in the order the worker reported them
     assert failed.artifacts == [*first, *second]
 
     # JetStream redelivers what it handed out but saw no ack for: new msg ids, so the stream keeps both
-    await _publish(js, crash, f"{task.id}:1:result:again")
-    await _consumed(js, await _publish(js, verdict, f"{task.id}:2:result:again"))
+    await publish_update(js, crash, f"{task.id}:1:result:again")
+    await updates_consumed(js, await publish_update(js, verdict, f"{task.id}:2:result:again"))
     after = await status_of(rpc, who, task.id)
     assert (after.status, after.attempt, after.artifacts) == ("failed", 2, [*first, *second])
     assert await subject_count(js, subjects.EVENTS_STREAM, subjects.event(who.org_id, "task.failed")) == 1
@@ -106,15 +84,17 @@ async def test_the_last_attempts_crash_keeps_every_attempts_artifacts(
     rpc: RpcClient, authenticator: DictAuthenticator, js: JetStreamContext
 ) -> None:
     """A retryable failure with no attempts left fails the task; its artifacts are kept like any other's."""
-    who = actor()
-    task = await create_assigned(rpc, who, max_attempts=2)
-    key, identity = authenticator.add()
+    who, task, key, identity = await new_assigned(rpc, authenticator, max_attempts=2)
     first, second = [_ref(task.id, 1, "failure.png")], [_ref(task.id, 2, "failure.png", size=9)]
     await _claim(rpc, task.id, key, 1)
-    await _publish(js, _result(task.id, 1, identity.worker_id, first, retryable=True), f"{task.id}:1:result")
+    await publish_update(
+        js, _result(task.id, 1, identity.worker_id, first, retryable=True), f"{task.id}:1:result"
+    )
     await wait_status(rpc, who, task.id, "assigned")
     await _claim(rpc, task.id, key, 2)
-    await _publish(js, _result(task.id, 2, identity.worker_id, second, retryable=True), f"{task.id}:2:result")
+    await publish_update(
+        js, _result(task.id, 2, identity.worker_id, second, retryable=True), f"{task.id}:2:result"
+    )
     failed = await wait_status(rpc, who, task.id, "failed")
     assert (failed.attempt, failed.error_message) == (2, "browser disconnected")
     assert failed.artifacts == [*first, *second]
@@ -126,9 +106,7 @@ async def test_one_batch_records_an_attempts_artifacts_once_and_only_its_own_obj
     """Below the consumer: the same update twice in one batch (one transaction), with refs naming objects
     outside `<task_id>/<attempt>/`: another task's, and a later attempt's (the gateway would serve or file
     them as such)."""
-    who = actor()
-    task = await create_assigned(rpc, who, max_attempts=3)
-    key, identity = authenticator.add()
+    who, task, key, identity = await new_assigned(rpc, authenticator, max_attempts=3)
     await _claim(rpc, task.id, key, 1)
     good = [_ref(task.id, 1, "failure.png"), _ref(task.id, 1, "trace.zip")]
     foreign = ArtifactRef(name="x.png", object_name="another-task/1/x.png", content_type="image/png", size=1)
@@ -136,7 +114,7 @@ async def test_one_batch_records_an_attempts_artifacts_once_and_only_its_own_obj
         task.id, 1, identity.worker_id, [good[0], foreign, _ref(task.id, 2, "y.png"), good[1]], retryable=True
     )
     async with scheduler.db.transaction() as session:
-        assert await service.apply_updates(session, scheduler.relay, [crash, crash])
+        assert await outcomes.apply_updates(session, scheduler.relay, [crash, crash])
     after = await status_of(rpc, who, task.id)
     assert (after.status, after.attempt) in {("queued", 2), ("assigned", 2)}
     assert after.artifacts == good
@@ -154,12 +132,12 @@ def test_an_update_replaces_only_its_own_attempts_artifacts() -> None:
     two = _result(
         task_id, 2, "w", [_ref(task_id, 2, "page.pdf"), _ref(task_id, 2, "failure.png")], retryable=False
     )
-    task.artifacts = service._with_attempt_artifacts(task, two)
-    task.artifacts = service._with_attempt_artifacts(task, one)
+    task.artifacts = outcomes.with_attempt_artifacts(task, two)
+    task.artifacts = outcomes.with_attempt_artifacts(task, one)
     once = [r.model_dump(mode="json") for r in [*one.artifacts, *two.artifacts]]
     assert task.artifacts == once
-    task.artifacts = service._with_attempt_artifacts(task, two)
+    task.artifacts = outcomes.with_attempt_artifacts(task, two)
     assert task.artifacts == once
     resent = two.model_copy(update={"artifacts": [_ref(task_id, 2, "page.pdf", size=4)]})
-    task.artifacts = service._with_attempt_artifacts(task, resent)
+    task.artifacts = outcomes.with_attempt_artifacts(task, resent)
     assert task.artifacts == [once[0], _ref(task_id, 2, "page.pdf", size=4).model_dump(mode="json")]

@@ -9,16 +9,16 @@ from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
-from browserfleet_contracts import subjects
-from browserfleet_contracts.schedules import CreateScheduleRequest, ScheduleCreate, SchedulePublic
+from browserfleet_contracts import endpoints, subjects
+from browserfleet_contracts.events import EventEnvelope, EventType, TaskLogEventData
+from browserfleet_contracts.schedules import CreateScheduleRequest, ScheduleCreate
 from browserfleet_contracts.task_admin import (
     CancelTaskRequest,
     GetTaskAttemptsRequest,
     ListTaskLogsRequest,
-    TaskAttemptPublic,
     TaskLogPage,
 )
-from browserfleet_contracts.tasks import ClaimReply, ClaimRequest, TaskLogLine, TaskPublic, TaskUpdateMessage
+from browserfleet_contracts.tasks import TaskLogLine, TaskUpdateMessage
 from browserfleet_core.db import Database, utcnow
 from browserfleet_core.errors import ServiceError
 from browserfleet_core.messaging import RpcClient
@@ -32,19 +32,19 @@ from nats.js import JetStreamContext
 from sqlmodel import col, select
 
 from .conftest import (
+    WAIT_CAP,
     DictAuthenticator,
     actor,
+    claim,
     create_assigned,
     eventually,
+    new_assigned,
+    publish_update,
+    result_update,
     status_of,
     steps_task,
     wait_status,
 )
-
-
-async def _claim(rpc: RpcClient, task_id: str, key: str, attempt: int, delivery: int) -> ClaimReply:
-    req = ClaimRequest(task_id=task_id, attempt=attempt, worker_key=key, delivery=delivery)
-    return await rpc.call(subjects.Scheduler.CLAIM, req, ClaimReply)
 
 
 async def test_redelivered_claim_loses_the_attempt_and_retries_until_max_then_fails(
@@ -54,24 +54,22 @@ async def test_redelivered_claim_loses_the_attempt_and_retries_until_max_then_fa
     task = await create_assigned(rpc, who, max_attempts=2)
     a, _ = authenticator.add()
     b, id_b = authenticator.add()
-    assert (await _claim(rpc, task.id, a, 1, delivery=1)).granted
+    assert (await claim(rpc, task.id, a, 1, delivery=1)).granted
     # a plain duplicate (same delivery count) does not take the attempt away
-    assert not (await _claim(rpc, task.id, b, 1, delivery=1)).granted
+    assert not (await claim(rpc, task.id, b, 1, delivery=1)).granted
     assert (await status_of(rpc, who, task.id)).status == "running"
     # a redelivery proves worker a's lease ran out: attempt 1 lost, attempt 2 dispatched after backoff
-    lost = await _claim(rpc, task.id, b, 1, delivery=2)
+    lost = await claim(rpc, task.id, b, 1, delivery=2)
     assert not lost.granted and lost.reason and "lost" in lost.reason
     again = await wait_status(rpc, who, task.id, "assigned")
     assert again.attempt == 2 and again.status_detail
-    assert (await _claim(rpc, task.id, b, 2, delivery=1)).granted
+    assert (await claim(rpc, task.id, b, 2, delivery=1)).granted
     # the last attempt is lost too: the task fails and says why
-    assert not (await _claim(rpc, task.id, a, 2, delivery=2)).granted
+    assert not (await claim(rpc, task.id, a, 2, delivery=2)).granted
     failed = await status_of(rpc, who, task.id)
     assert failed.status == "failed" and failed.error_message and "max_attempts=2" in failed.error_message
     attempts = await rpc.call(
-        subjects.Scheduler.TASK_ATTEMPTS,
-        GetTaskAttemptsRequest(actor=who, task_id=task.id),
-        list[TaskAttemptPublic],
+        endpoints.Scheduler.TASK_ATTEMPTS, GetTaskAttemptsRequest(actor=who, task_id=task.id)
     )
     assert [(x.attempt, x.status) for x in attempts] == [(1, "lost"), (2, "lost")]
     assert attempts[1].worker_id == id_b.worker_id
@@ -82,38 +80,29 @@ async def test_retryable_failure_runs_a_new_attempt_until_attempts_run_out(
 ) -> None:
     """A failure the worker marks retryable (its browser crashed under the task) is not the task's
     verdict: the attempt ends `failed` and attempt + 1 follows; on the last attempt the task fails."""
-    who = actor()
-    task = await create_assigned(rpc, who, max_attempts=2)
-    key, identity = authenticator.add()
+    who, task, key, identity = await new_assigned(rpc, authenticator, max_attempts=2)
 
     async def crash(attempt: int) -> None:
-        update = TaskUpdateMessage(
-            task_id=task.id,
-            attempt=attempt,
-            worker_id=identity.worker_id,
-            kind="result",
+        update = result_update(
+            task.id,
+            identity.worker_id,
+            attempt,
             status="failed",
             error_message="browser disconnected",
             retryable=True,
         )
-        await js.publish(
-            subjects.task_update(task.id),
-            update.model_dump_json().encode(),
-            headers={"Nats-Msg-Id": f"{task.id}:{attempt}:result"},
-        )
+        await publish_update(js, update, f"{task.id}:{attempt}:result")
 
-    assert (await _claim(rpc, task.id, key, 1, delivery=1)).granted
+    assert (await claim(rpc, task.id, key, 1, delivery=1)).granted
     await crash(1)
     again = await wait_status(rpc, who, task.id, "assigned")
     assert again.attempt == 2
-    assert (await _claim(rpc, task.id, key, 2, delivery=1)).granted
+    assert (await claim(rpc, task.id, key, 2, delivery=1)).granted
     await crash(2)
     failed = await wait_status(rpc, who, task.id, "failed")
     assert failed.error_message == "browser disconnected"
     attempts = await rpc.call(
-        subjects.Scheduler.TASK_ATTEMPTS,
-        GetTaskAttemptsRequest(actor=who, task_id=task.id),
-        list[TaskAttemptPublic],
+        endpoints.Scheduler.TASK_ATTEMPTS, GetTaskAttemptsRequest(actor=who, task_id=task.id)
     )
     assert [(x.attempt, x.status) for x in attempts] == [(1, "failed"), (2, "failed")]
     assert attempts[0].error and "browser disconnected" in attempts[0].error
@@ -128,35 +117,29 @@ async def test_cancel_queued_running_and_finished(
     who = actor(role="admin")
     queued = await create_assigned(rpc, who)
     cancelled = await rpc.call(
-        subjects.Scheduler.CANCEL_TASK, CancelTaskRequest(actor=who, task_id=queued.id), TaskPublic
+        endpoints.Scheduler.CANCEL_TASK, CancelTaskRequest(actor=who, task_id=queued.id)
     )
     assert cancelled.status == "cancelled"
     key, _ = authenticator.add()
-    assert not (await _claim(rpc, queued.id, key, 1, 1)).granted, "a cancelled task cannot be claimed"
+    assert not (await claim(rpc, queued.id, key, 1, 1)).granted, "a cancelled task cannot be claimed"
 
     running = await create_assigned(rpc, who)
-    assert (await _claim(rpc, running.id, key, 1, 1)).granted
+    assert (await claim(rpc, running.id, key, 1, 1)).granted
     signal = await nc.subscribe(subjects.task_cancel(running.id))
-    done = await rpc.call(
-        subjects.Scheduler.CANCEL_TASK, CancelTaskRequest(actor=who, task_id=running.id), TaskPublic
-    )
+    done = await rpc.call(endpoints.Scheduler.CANCEL_TASK, CancelTaskRequest(actor=who, task_id=running.id))
     assert done.status == "cancelled"
     await signal.next_msg(timeout=10)  # the worker running it is told (tasks.cancel.<id>)
     await signal.unsubscribe()
     with pytest.raises(ServiceError) as err:
-        await rpc.call(
-            subjects.Scheduler.CANCEL_TASK, CancelTaskRequest(actor=who, task_id=running.id), TaskPublic
-        )
+        await rpc.call(endpoints.Scheduler.CANCEL_TASK, CancelTaskRequest(actor=who, task_id=running.id))
     assert err.value.status == 409
 
 
 async def test_run_timeout_and_queue_timeout(
     rpc: RpcClient, authenticator: DictAuthenticator, scheduler: SchedulerApp, nc: NatsClient
 ) -> None:
-    who = actor()
-    task = await create_assigned(rpc, who, timeout_seconds=5)
-    key, _ = authenticator.add()
-    assert (await _claim(rpc, task.id, key, 1, 1)).granted
+    who, task, key, _ = await new_assigned(rpc, authenticator, timeout_seconds=5)
+    assert (await claim(rpc, task.id, key, 1, 1)).granted
     signal = await nc.subscribe(subjects.task_cancel(task.id))
     # an injected clock, far past timeout + grace: no test waits for real time
     await scheduler.lifecycle_pass(utcnow() + timedelta(seconds=60))
@@ -190,28 +173,52 @@ async def test_tasks_without_a_pool_stay_queued_and_say_so(rpc: RpcClient) -> No
 async def test_logs_are_stored_once_and_followable(
     rpc: RpcClient, authenticator: DictAuthenticator, js: JetStreamContext
 ) -> None:
-    who = actor()
-    task = await create_assigned(rpc, who)
-    key, identity = authenticator.add()
-    assert (await _claim(rpc, task.id, key, 1, 1)).granted
+    who, task, key, identity = await new_assigned(rpc, authenticator)
+    assert (await claim(rpc, task.id, key, 1, 1)).granted
     lines = [TaskLogLine(message=f"line {i}", seq=i, metadata={"i": i}) for i in range(3)]
     msg = TaskUpdateMessage(task_id=task.id, attempt=1, worker_id=identity.worker_id, kind="log", logs=lines)
     for n in range(2):  # the same lines twice: stored once
-        await js.publish(
-            subjects.task_update(task.id),
-            msg.model_dump_json().encode(),
-            headers={"Nats-Msg-Id": f"{task.id}:log:{n}"},
-        )
+        await publish_update(js, msg, f"{task.id}:log:{n}")
 
     async def page(since: int = 0) -> TaskLogPage:
         req = ListTaskLogsRequest(actor=who, task_id=task.id, since=since, limit=2)
-        return await rpc.call(subjects.Scheduler.TASK_LOGS, req, TaskLogPage)
+        return await rpc.call(endpoints.Scheduler.TASK_LOGS, req)
 
     first = await eventually(lambda: _with_items(page()), "log lines")
     assert [x.message for x in first.items] == ["line 0", "line 1"] and not first.finished
     rest = await page(first.next_since)
     assert [x.message for x in rest.items] == ["line 2"] and rest.items[0].metadata == {"i": 2}
     assert (await page(rest.next_since)).items == []
+
+    # what was stored is announced once on EVENTS as `task.log` (for the WebSocket stream); the copy stored
+    # nothing and announced nothing. A later line gets an event of its own, after the first.
+    more = msg.model_copy(update={"logs": [TaskLogLine(message="line 3", seq=3, level="warning")]})
+    await publish_update(js, more)
+    announced = await _log_events(js, who.org_id, task.id, until=f"{task.id}:1:log:3")
+    assert [e.id for e in announced] == [f"{task.id}:1:log:0", f"{task.id}:1:log:3"]
+    first_data = TaskLogEventData.model_validate(announced[0].data)
+    assert [(x.seq, x.message) for x in first_data.lines] == [(0, "line 0"), (1, "line 1"), (2, "line 2")]
+    last = TaskLogEventData.model_validate(announced[1].data)
+    assert (last.task_id, last.attempt, [(x.seq, x.level) for x in last.lines]) == (
+        task.id,
+        1,
+        [(3, "warning")],
+    )
+
+
+async def _log_events(js: JetStreamContext, org_id: str, task_id: str, until: str) -> list[EventEnvelope]:
+    """The `task.log` events of `task_id` on EVENTS, in stream order, up to the one with id `until`. Updates
+    are applied in order, so an event the copy had announced would come before it."""
+    sub = await js.subscribe(subjects.event(org_id, EventType.TASK_LOG), ordered_consumer=True)
+    found: list[EventEnvelope] = []
+    try:
+        while not found or found[-1].id != until:
+            event = EventEnvelope.model_validate_json((await sub.next_msg(timeout=WAIT_CAP)).data)
+            if event.data.get("task_id") == task_id:
+                found.append(event)
+    finally:
+        await sub.unsubscribe()
+    return found
 
 
 async def _with_items(p: object) -> TaskLogPage | None:
@@ -291,15 +298,11 @@ async def test_bad_schedule_is_422_naming_the_field(
         **patch,
     }
     with pytest.raises(ServiceError) as err:
-        await rpc.call(
-            subjects.Scheduler.CREATE_SCHEDULE,
-            {"actor": who.model_dump(), "schedule": schedule},
-            SchedulePublic,
+        await rpc.call_raw(
+            endpoints.Scheduler.CREATE_SCHEDULE, {"actor": who.model_dump(), "schedule": schedule}
         )
     assert err.value.status == 422 and err.value.field and field in err.value.field
     from browserfleet_contracts.schedules import ListSchedulesRequest
 
-    listed = await rpc.call(
-        subjects.Scheduler.LIST_SCHEDULES, ListSchedulesRequest(actor=who), list[SchedulePublic]
-    )
+    listed = await rpc.call(endpoints.Scheduler.LIST_SCHEDULES, ListSchedulesRequest(actor=who))
     assert listed == [], "nothing stored"

@@ -4,18 +4,18 @@ PostgreSQL) and removes that org's tasks (attempts, logs) and schedules, once, l
 from __future__ import annotations
 
 import pytest
-from browserfleet_contracts import subjects
+from browserfleet_contracts import endpoints, subjects
 from browserfleet_contracts.schedules import (
     CreateScheduleRequest,
     ListSchedulesRequest,
     ScheduleCreate,
     SchedulePublic,
 )
-from browserfleet_contracts.tasks import ClaimReply, ClaimRequest, TaskLogLine, TaskUpdateMessage
+from browserfleet_contracts.tasks import ClaimRequest, TaskLogLine, TaskUpdateMessage
 from browserfleet_core.errors import ServiceError
 from browserfleet_core.messaging import RpcClient
 from browserfleet_core.org_events import durable_name
-from browserfleet_core.testing import publish_org_deleted_twice, wait_consumed
+from browserfleet_devkit.testing import publish_org_deleted_twice, wait_consumed
 from browserfleet_scheduler.app import SchedulerApp
 from browserfleet_scheduler.models import SchedulerBase, Task, TaskAttempt, TaskLog
 from browserfleet_scheduler.org_events import NOT_ORG_SCOPED, purge_org
@@ -36,7 +36,7 @@ async def _schedule(rpc: RpcClient, org_id: str) -> SchedulePublic:
     who = actor(org_id, role="admin")
     body = ScheduleCreate(name="nightly", cron="0 3 * * *", timezone="UTC", task=steps_task())
     return await rpc.call(
-        subjects.Scheduler.CREATE_SCHEDULE, CreateScheduleRequest(actor=who, schedule=body), SchedulePublic
+        endpoints.Scheduler.CREATE_SCHEDULE, CreateScheduleRequest(actor=who, schedule=body)
     )
 
 
@@ -62,7 +62,7 @@ async def test_organization_deleted_removes_tasks_and_schedules_once(
     running = await create_assigned(rpc, gone)
     key, identity = authenticator.add()
     claim = ClaimRequest(task_id=running.id, attempt=1, worker_key=key, delivery=1)
-    assert (await rpc.call(subjects.Scheduler.CLAIM, claim, ClaimReply)).granted
+    assert (await rpc.call(endpoints.Scheduler.CLAIM, claim)).granted
     log = TaskUpdateMessage(
         task_id=running.id,
         attempt=1,
@@ -70,7 +70,7 @@ async def test_organization_deleted_removes_tasks_and_schedules_once(
         kind="log",
         logs=[TaskLogLine(seq=1, message="working")],
     )
-    await js.publish(subjects.task_update(running.id), log.model_dump_json().encode())
+    await js.publish(subjects.task_update(log.worker_id, running.id), log.model_dump_json().encode())
     await eventually(lambda: _logs_stored(scheduler, running.id), "the log line to be stored")
     await _schedule(rpc, gone.org_id)
     other_task = await create(rpc, kept)
@@ -87,19 +87,15 @@ async def test_organization_deleted_removes_tasks_and_schedules_once(
         with pytest.raises(ServiceError) as err:
             await status_of(rpc, gone, task_id)
         assert err.value.status == 404
-    listed = await rpc.call(
-        subjects.Scheduler.LIST_SCHEDULES, ListSchedulesRequest(actor=gone), list[SchedulePublic]
-    )
+    listed = await rpc.call(endpoints.Scheduler.LIST_SCHEDULES, ListSchedulesRequest(actor=gone))
     assert listed == []
     await stop.next_msg(timeout=10)  # the worker running the org's task is told to stop
     await stop.unsubscribe()
     # a late claim of the deleted task's dispatch is refused
-    assert not (await rpc.call(subjects.Scheduler.CLAIM, claim, ClaimReply)).granted
+    assert not (await rpc.call(endpoints.Scheduler.CLAIM, claim)).granted
     # the other organization is untouched
     assert (await status_of(rpc, kept, other_task.id)).id == other_task.id
-    theirs = await rpc.call(
-        subjects.Scheduler.LIST_SCHEDULES, ListSchedulesRequest(actor=kept), list[SchedulePublic]
-    )
+    theirs = await rpc.call(endpoints.Scheduler.LIST_SCHEDULES, ListSchedulesRequest(actor=kept))
     assert [s.id for s in theirs] == [other_schedule.id]
     # and a third delivery would remove nothing
     async with scheduler.db.transaction() as s:

@@ -5,18 +5,17 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
+from typing import Any
 
 import pytest
-from browserfleet_contracts import subjects
+from browserfleet_contracts import endpoints, subjects
 from browserfleet_contracts.common import Page
 from browserfleet_contracts.events import EventEnvelope
 from browserfleet_contracts.tasks import (
-    ClaimInfo,
     ClaimInfoRequest,
     ClaimReply,
     ClaimRequest,
     CreateTaskRequest,
-    GetTaskRequest,
     ListTasksRequest,
     TaskDispatch,
     TaskPublic,
@@ -26,38 +25,36 @@ from browserfleet_core.db import utcnow
 from browserfleet_core.errors import ServiceError
 from browserfleet_core.messaging import RpcClient
 from browserfleet_core.outbox import OutboxRelay
-from browserfleet_scheduler import handlers, repository, service
+from browserfleet_scheduler import admission, claims, creation, outcomes, repository
 from browserfleet_scheduler.app import SchedulerApp
 from browserfleet_scheduler.models import TaskAttempt, outbox
+from browserfleet_scheduler.policy import Policy
 from nats.js import JetStreamContext
 from sqlalchemy import func, select
 
 from .conftest import (
     DictAuthenticator,
     actor,
+    claim,
     create,
     create_assigned,
     eventually,
+    new_assigned,
+    publish_update,
+    result_update,
+    status_of,
     steps_task,
     subject_count,
     take_dispatch,
+    updates_consumed,
 )
-
-
-async def claim(rpc: RpcClient, task_id: str, key: str, attempt: int = 1) -> ClaimReply:
-    req = ClaimRequest(task_id=task_id, attempt=attempt, worker_key=key)
-    return await rpc.call(subjects.Scheduler.CLAIM, req, ClaimReply)
-
-
-async def get(rpc: RpcClient, who: object, task_id: str) -> TaskPublic:
-    return await rpc.call(subjects.Scheduler.GET_TASK, GetTaskRequest(actor=who, task_id=task_id), TaskPublic)  # type: ignore[arg-type]
 
 
 async def admit_now(session: object, relay: OutboxRelay, task_id: str) -> None:
     """Admit inside the caller's transaction; the running scheduler's pass may hold the advisory lock
     for a moment, so ask until this transaction holds it."""
     for _ in range(600):
-        if task_id in await service.admit(session, relay, service.Policy(), utcnow()):  # type: ignore[arg-type]
+        if task_id in await admission.admit(session, relay, Policy(), utcnow()):  # type: ignore[arg-type]
             return
         await asyncio.sleep(0.05)
     raise AssertionError("admission lock never free")
@@ -95,23 +92,47 @@ async def test_the_create_answer_is_the_stored_task(rpc: RpcClient, monkeypatch:
     async def no_admission(*_: object, **__: object) -> list[str]:
         return []
 
-    monkeypatch.setattr(service, "admit", no_admission)
+    monkeypatch.setattr(admission, "admit", no_admission)
     who = actor()
     created = await create(
         rpc, who, title="t", priority="high", worker_tags=["gpu"], metadata={"k": "v"}, timeout_seconds=42
     )
-    assert created == await get(rpc, who, created.id)
+    assert created == await status_of(rpc, who, created.id)
 
 
 async def test_idempotency_key_returns_first_task_per_org(rpc: RpcClient) -> None:
     who, other = actor(), actor()
     first = await create(rpc, who, key="k-1", title="first")
-    again = await create(rpc, who, key="k-1", title="second")
-    elsewhere = await create(rpc, other, key="k-1")
+    again = await create(rpc, who, key="k-1", title="first")
+    elsewhere = await create(rpc, other, key="k-1", title="another org's")
     assert again.id == first.id and again.title == "first"
     assert elsewhere.id != first.id
     racing = await asyncio.gather(*(create(rpc, who, key="k-race") for _ in range(5)))
     assert len({t.id for t in racing}) == 1
+
+
+async def test_a_used_idempotency_key_with_another_body_is_409_naming_it(rpc: RpcClient) -> None:
+    who = actor()
+    first = await create(rpc, who, key="order-7", title="first")
+    for changed in ({"title": "second"}, {"title": "first", "priority": "high"}):
+        with pytest.raises(ServiceError) as err:
+            await create(rpc, who, key="order-7", **changed)
+        assert (err.value.status, err.value.code, err.value.field) == (
+            409,
+            "idempotency_key_reused",
+            "Idempotency-Key",
+        ), err.value
+        assert "order-7" in err.value.message and first.id in err.value.message
+    # nothing was written by the refusals: the org still has the one task
+    listed = await rpc.call(endpoints.Scheduler.LIST_TASKS, ListTasksRequest(actor=who))
+    assert [t.id for t in listed.items] == [first.id]
+    # racing creates with one key and two bodies: one task, and the losers of the other body get the 409
+    racing = await asyncio.gather(
+        *(create(rpc, who, key="k-mixed", title=f"t{i % 2}") for i in range(6)), return_exceptions=True
+    )
+    made = {t.id for t in racing if isinstance(t, TaskPublic)}
+    refused = [e for e in racing if isinstance(e, ServiceError)]
+    assert len(made) == 1 and len(refused) == 3 and all(e.status == 409 for e in refused)
 
 
 async def test_viewer_cannot_create(rpc: RpcClient) -> None:
@@ -123,17 +144,17 @@ async def test_viewer_cannot_create(rpc: RpcClient) -> None:
 async def test_invalid_request_names_the_field(rpc: RpcClient) -> None:
     body = {"actor": actor().model_dump(), "task": {"steps": [{"action": "navigate", "url": "ftp://x"}]}}
     with pytest.raises(ServiceError) as err:
-        await rpc.call(subjects.Scheduler.CREATE_TASK, body, TaskPublic)
+        await rpc.call_raw(endpoints.Scheduler.CREATE_TASK, body)
     assert err.value.status == 422 and err.value.field is not None and "url" in err.value.field
 
 
 async def test_other_orgs_task_and_malformed_id_are_not_found(rpc: RpcClient) -> None:
     who = actor()
     task = await create(rpc, who)
-    assert (await get(rpc, who, task.id)).id == task.id
+    assert (await status_of(rpc, who, task.id)).id == task.id
     for other, task_id in ((actor(), task.id), (who, "not-a-uuid"), (who, str(uuid.uuid4()))):
         with pytest.raises(ServiceError) as err:
-            await get(rpc, other, task_id)
+            await status_of(rpc, other, task_id)
         assert err.value.status == 404
 
 
@@ -146,7 +167,7 @@ async def test_list_is_newest_first_with_cursor_and_status_filter(
 
     async def page(**kw: object) -> Page[TaskPublic]:
         req = ListTasksRequest(actor=who, **kw)  # type: ignore[arg-type]
-        return await rpc.call(subjects.Scheduler.LIST_TASKS, req, Page[TaskPublic])
+        return await rpc.call(endpoints.Scheduler.LIST_TASKS, req)
 
     first = await page(limit=2)
     assert [t.id for t in first.items] == [made[2].id, made[1].id] and first.next_cursor
@@ -171,7 +192,9 @@ async def test_claim_rules(rpc: RpcClient, authenticator: DictAuthenticator, js:
     foreign, _ = authenticator.add(org_id="some-other-org")
 
     assert not (await claim(rpc, task.id, foreign)).granted
-    assert not (await claim(rpc, task.id, "sk_worker_unknown")).granted
+    with pytest.raises(ServiceError) as exc:  # an error, so the worker hands the message back
+        await claim(rpc, task.id, "sk_worker_unknown")
+    assert exc.value.status == 401
     assert not (await claim(rpc, task.id, w1, attempt=2)).granted
 
     granted = await claim(rpc, task.id, w1)
@@ -182,10 +205,10 @@ async def test_claim_rules(rpc: RpcClient, authenticator: DictAuthenticator, js:
     refused = await claim(rpc, task.id, w2)
     assert not refused.granted and refused.reason and "another worker" in refused.reason
 
-    current = await get(rpc, who, task.id)
+    current = await status_of(rpc, who, task.id)
     assert (current.status, current.worker_id) == ("running", id1.worker_id) and current.started_at
 
-    info = await rpc.call(subjects.Scheduler.CLAIM_INFO, ClaimInfoRequest(task_id=task.id), ClaimInfo)
+    info = await rpc.call(endpoints.Scheduler.CLAIM_INFO, ClaimInfoRequest(task_id=task.id))
     assert (info.status, info.worker_id, info.org_id, info.attempt) == (
         "running",
         id1.worker_id,
@@ -208,37 +231,24 @@ async def test_concurrent_claims_only_one_wins(rpc: RpcClient, authenticator: Di
 async def test_result_recorded_once_even_when_delivered_twice(
     rpc: RpcClient, authenticator: DictAuthenticator, js: JetStreamContext, scheduler: SchedulerApp
 ) -> None:
-    who = actor()
-    task = await create_assigned(rpc, who)
-    key, identity = authenticator.add()
+    who, task, key, identity = await new_assigned(rpc, authenticator)
     assert (await claim(rpc, task.id, key)).granted
 
-    update = TaskUpdateMessage(
-        task_id=task.id,
-        attempt=1,
-        worker_id=identity.worker_id,
-        kind="result",
+    update = result_update(
+        task.id,
+        identity.worker_id,
         status="completed",
         result={"title": "Example"},
         execution_time_seconds=1.5,
     )
     late = update.model_copy(update={"status": "failed", "error_message": "late"})
-    subject = subjects.task_update(task.id)
     # distinct msg ids so JetStream keeps every copy: the consumer itself must see the duplicates
-    await js.publish(subject, update.model_dump_json().encode(), headers={"Nats-Msg-Id": f"{task.id}:dup-1"})
-    await js.publish(subject, update.model_dump_json().encode(), headers={"Nats-Msg-Id": f"{task.id}:dup-2"})
-    last = await js.publish(
-        subject, late.model_dump_json().encode(), headers={"Nats-Msg-Id": f"{task.id}:dup-3"}
-    )
-
-    async def consumed() -> bool:
-        info = await js.consumer_info(subjects.TASK_UPDATES_STREAM, handlers.UPDATES_DURABLE)
-        return info.ack_floor.stream_seq >= last.seq
-
-    await eventually(consumed, "scheduler to ack every update")
+    await publish_update(js, update, f"{task.id}:dup-1")
+    await publish_update(js, update, f"{task.id}:dup-2")
+    await updates_consumed(js, await publish_update(js, late, f"{task.id}:dup-3"))
     await eventually(lambda: _zero(scheduler), "outbox drained")
 
-    done = await get(rpc, who, task.id)
+    done = await status_of(rpc, who, task.id)
     assert (done.status, done.result, done.execution_time_seconds) == ("completed", {"title": "Example"}, 1.5)
     assert done.completed_at is not None and done.error_message is None
 
@@ -265,11 +275,9 @@ async def _zero(app: SchedulerApp) -> bool:
 async def test_update_from_wrong_worker_or_attempt_changes_nothing(
     rpc: RpcClient, authenticator: DictAuthenticator, js: JetStreamContext
 ) -> None:
-    who = actor()
-    task = await create_assigned(rpc, who)
-    key, identity = authenticator.add()
+    who, task, key, identity = await new_assigned(rpc, authenticator)
     assert (await claim(rpc, task.id, key)).granted
-    subject = subjects.task_update(task.id)
+    subject = subjects.task_update(identity.worker_id, task.id)
     bad = [
         TaskUpdateMessage(task_id=task.id, attempt=1, worker_id="impostor", kind="result", status="failed"),
         TaskUpdateMessage(
@@ -281,12 +289,8 @@ async def test_update_from_wrong_worker_or_attempt_changes_nothing(
     # garbage on the stream must be dropped, not block the consumer
     garbage = await js.publish(subject, b"{not json")
 
-    async def consumed() -> bool:
-        info = await js.consumer_info(subjects.TASK_UPDATES_STREAM, handlers.UPDATES_DURABLE)
-        return info.ack_floor.stream_seq >= max(garbage.seq, *(a.seq for a in acks))
-
-    await eventually(consumed, "scheduler to settle every update")
-    assert (await get(rpc, who, task.id)).status == "running"
+    await updates_consumed(js, max(garbage.seq, *(a.seq for a in acks)))
+    assert (await status_of(rpc, who, task.id)).status == "running"
 
 
 async def test_failed_update_handling_is_redelivered(
@@ -295,12 +299,10 @@ async def test_failed_update_handling_is_redelivered(
     js: JetStreamContext,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    who = actor()
-    task = await create_assigned(rpc, who)
-    key, identity = authenticator.add()
+    who, task, key, identity = await new_assigned(rpc, authenticator)
     assert (await claim(rpc, task.id, key)).granted
 
-    real = service.apply_update
+    real = outcomes.apply_update
     calls = 0
 
     async def flaky(*args: object, **kwargs: object) -> bool:
@@ -310,23 +312,17 @@ async def test_failed_update_handling_is_redelivered(
             raise RuntimeError("database went away")
         return await real(*args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(service, "apply_update", flaky)
-    update = TaskUpdateMessage(
-        task_id=task.id,
-        attempt=1,
-        worker_id=identity.worker_id,
-        kind="result",
-        status="failed",
-        error_message="boom",
+    monkeypatch.setattr(outcomes, "apply_update", flaky)
+    await publish_update(
+        js, result_update(task.id, identity.worker_id, status="failed", error_message="boom")
     )
-    await js.publish(subjects.task_update(task.id), update.model_dump_json().encode())
 
     async def failed() -> bool:
-        return (await get(rpc, who, task.id)).status == "failed"
+        return (await status_of(rpc, who, task.id)).status == "failed"
 
     await eventually(failed, "the redelivered update to be recorded")
     assert calls >= 3
-    assert (await get(rpc, who, task.id)).error_message == "boom"
+    assert (await status_of(rpc, who, task.id)).error_message == "boom"
 
 
 async def test_outbox_publishes_rows_a_crash_left_behind(
@@ -341,7 +337,7 @@ async def test_outbox_publishes_rows_a_crash_left_behind(
     who = actor()
     try:
         async with db.transaction() as session:
-            task = await service.create_task(
+            task = await creation.create_task(
                 session, dead_relay, CreateTaskRequest(actor=who, task=steps_task(priority="low"))
             )
             # admitted in the same transaction (invisible to the running scheduler until commit); the
@@ -380,7 +376,7 @@ async def test_outbox_publishes_rows_a_crash_left_behind(
 
 
 async def test_outbox_publishes_on_commit_and_marks_the_rows_later(
-    scheduler: SchedulerApp, js: JetStreamContext, migrated: str
+    scheduler: SchedulerApp, js: JetStreamContext, migrated: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """publish_on_commit: the message is on the stream once the commit returns, with no relay pass; the
     row is marked sent later (here: at stop); a rolled-back transaction publishes nothing."""
@@ -395,13 +391,13 @@ async def test_outbox_publishes_on_commit_and_marks_the_rows_later(
 
         async def rolled_back() -> None:
             async with db.transaction() as session:
-                await service.create_task(session, relay, CreateTaskRequest(actor=who, task=steps_task()))
+                await creation.create_task(session, relay, CreateTaskRequest(actor=who, task=steps_task()))
                 raise RuntimeError("rolled back")
 
         with pytest.raises(RuntimeError):
             await rolled_back()
         async with db.transaction() as session:
-            task = await service.create_task(session, relay, CreateTaskRequest(actor=who, task=steps_task()))
+            task = await creation.create_task(session, relay, CreateTaskRequest(actor=who, task=steps_task()))
         # published by the commit itself: no relay pass ran (poll_seconds is an hour, nothing woke it)
         assert await subject_count(js, subjects.EVENTS_STREAM, created) == 1
         assert json.loads((await _last(js, created)).data)["id"] == f"{task.id}:created"
@@ -415,7 +411,19 @@ async def test_outbox_publishes_on_commit_and_marks_the_rows_later(
                 ).one()[0]  # type: ignore[call-overload]
 
         # (the scheduler fixture's own relay may also pass over the row meanwhile; JetStream drops its copy)
-        assert await relay.publish_pending() == 0  # a pass does not publish what the fast path holds
+        # a pass does not publish what the fast path holds (it may publish other rows still pending: the
+        # scheduler fixture's own relay holds its rows until it marks them)
+        sent: list[str] = []
+        publish = js.publish
+
+        async def recording(subject: str, payload: bytes = b"", **kw: Any) -> Any:
+            sent.append(kw["headers"]["Nats-Msg-Id"])
+            return await publish(subject, payload, **kw)
+
+        monkeypatch.setattr(js, "publish", recording)
+        await relay.publish_pending()
+        monkeypatch.undo()
+        assert f"{task.id}:created" not in sent, sent
         await relay.stop()  # stopping marks what was published
         assert await published_at() is not None
         assert await subject_count(js, subjects.EVENTS_STREAM, created) == 1
@@ -433,7 +441,7 @@ async def test_concurrent_claims_in_separate_transactions(
 ) -> None:
     """Below the RPC layer: claims racing in their own transactions still leave exactly one winner."""
     async with scheduler.db.transaction() as session:
-        task = await service.create_task(
+        task = await creation.create_task(
             session, scheduler.relay, CreateTaskRequest(actor=actor(), task=steps_task())
         )
         await admit_now(session, scheduler.relay, task.id)
@@ -442,7 +450,7 @@ async def test_concurrent_claims_in_separate_transactions(
     async def one(identity: object) -> ClaimReply:
         async with scheduler.db.transaction() as session:
             req = ClaimRequest(task_id=task.id, attempt=1, worker_key="unused")
-            return await service.claim(session, scheduler.relay, req, identity)  # type: ignore[arg-type]
+            return await claims.claim(session, scheduler.relay, req, identity)  # type: ignore[arg-type]
 
     replies = await asyncio.gather(*(one(i) for i in identities))
     assert sum(r.granted for r in replies) == 1
@@ -462,9 +470,9 @@ async def test_updates_recorded_in_batches_and_a_poisoned_one_fails_alone(
     for task in tasks:
         assert (await claim(rpc, task.id, key)).granted
     poisoned = tasks[0].id
-    real = service.apply_update
+    real = outcomes.apply_update
     batches: list[int] = []
-    real_batch = service.apply_updates
+    real_batch = outcomes.apply_updates
 
     async def counting(session: object, relay: object, msgs: list[TaskUpdateMessage], *a: object) -> bool:
         batches.append(len(msgs))
@@ -475,24 +483,17 @@ async def test_updates_recorded_in_batches_and_a_poisoned_one_fails_alone(
             raise RuntimeError("this row cannot be written")
         return await real(session, relay, msg, *a, **k)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(service, "apply_update", poison)
-    monkeypatch.setattr(service, "apply_updates", counting)
-    await js.publish(subjects.task_update(str(uuid.uuid4())), b"{not json")
-    updates = [
-        TaskUpdateMessage(
-            task_id=task.id, attempt=1, worker_id=identity.worker_id, kind="result", status="completed"
-        )
-        for task in tasks
-    ]
+    monkeypatch.setattr(outcomes, "apply_update", poison)
+    monkeypatch.setattr(outcomes, "apply_updates", counting)
+    await js.publish(subjects.task_update("some-worker", str(uuid.uuid4())), b"{not json")
+    updates = [result_update(task.id, identity.worker_id, status="completed") for task in tasks]
     # all at once, so they are waiting together when the consumer takes its next batch
-    await asyncio.gather(
-        *(js.publish(subjects.task_update(u.task_id), u.model_dump_json().encode()) for u in updates)
-    )
+    await asyncio.gather(*(publish_update(js, u) for u in updates))
 
     async def all_but_poisoned_completed() -> bool:
-        states = [(await get(rpc, who, t.id)).status for t in tasks[1:]]
+        states = [(await status_of(rpc, who, t.id)).status for t in tasks[1:]]
         return all(s == "completed" for s in states)
 
     await eventually(all_but_poisoned_completed, "the healthy updates to be recorded")
-    assert (await get(rpc, who, poisoned)).status == "running"
+    assert (await status_of(rpc, who, poisoned)).status == "running"
     assert max(batches) > 1, f"updates published together were never recorded together: {batches}"

@@ -6,8 +6,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from browserfleet_scheduler import state
+from browserfleet_scheduler.admission import fair_order
 from browserfleet_scheduler.models import Task
-from browserfleet_scheduler.service import Policy, _fair_order
+from browserfleet_scheduler.policy import Policy
 
 ALLOWED = {
     ("pending", "queued"), ("pending", "cancelled"), ("pending", "timed_out"),
@@ -67,12 +68,12 @@ def test_fair_order_priority_first_then_orgs_take_turns_fifo_within_org() -> Non
     tasks = [_task("a", "normal", m) for m in range(4)] + [_task("b", "normal", 10), _task("b", "normal", 11)]
     tasks.append(_task("c", "urgent", 20))
     tasks.sort(key=lambda t: ({"urgent": 0, "normal": 2}[t.priority], t.created_at))
-    order = [t.id for t in _fair_order(tasks, last_served={})]
+    order = [t.id for t in fair_order(tasks, last_served={})]
     assert order[0] == "c-urgent-20"
     assert order[1:] == [
         "a-normal-0", "b-normal-10", "a-normal-1", "b-normal-11", "a-normal-2", "a-normal-3",
     ]  # fmt: skip
     # the org served most recently goes after one that has waited
     recent = {"a": datetime(2026, 1, 2, tzinfo=UTC), "b": datetime(2026, 1, 1, tzinfo=UTC)}
-    order = [t.id for t in _fair_order(tasks, last_served=recent)]
+    order = [t.id for t in fair_order(tasks, last_served=recent)]
     assert order[1:3] == ["b-normal-10", "a-normal-0"]

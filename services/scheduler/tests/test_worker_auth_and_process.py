@@ -8,12 +8,12 @@ import signal
 import sys
 
 import pytest
-from browserfleet_contracts import subjects
+from browserfleet_contracts import endpoints
 from browserfleet_contracts.common import ErrorBody
 from browserfleet_contracts.workers import WorkerAuthRequest, WorkerIdentity
 from browserfleet_core.errors import ServiceError
 from browserfleet_core.messaging import ERROR_HEADER, RpcClient
-from browserfleet_scheduler.service import RpcWorkerAuthenticator
+from browserfleet_scheduler.workerauth import RpcWorkerAuthenticator
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 
@@ -39,7 +39,9 @@ async def test_rpc_authenticator_caches_successes_and_maps_401_to_none(nc: NatsC
             body = ErrorBody(status=401, code="unauthorized", message="unknown worker key")
             await nc.publish(msg.reply, body.model_dump_json().encode(), headers={ERROR_HEADER: "401"})
 
-    sub = await nc.subscribe(subjects.Workers.AUTHENTICATE, queue=subjects.Workers.QUEUE, cb=respond)
+    sub = await nc.subscribe(
+        endpoints.Workers.AUTHENTICATE.subject, queue=endpoints.Workers.QUEUE, cb=respond
+    )
     now = [1000.0]
     auth = RpcWorkerAuthenticator(RpcClient(nc, timeout=5.0), ttl=30.0, clock=lambda: now[0])
     try:

@@ -8,20 +8,28 @@ import logging
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 
-from browserfleet_contracts import subjects
+from browserfleet_contracts import endpoints, subjects
+from browserfleet_contracts.workers import PoolInfo, PoolsRequest
 from browserfleet_core.batching import BatchConsumer
 from browserfleet_core.db import Database, utcnow
-from browserfleet_core.messaging import RpcClient, ensure_pool_consumers, ensure_streams, make_broker
+from browserfleet_core.health import Health, broker_connection, health_router, install, service_health
+from browserfleet_core.messaging import RpcClient, make_broker
 from browserfleet_core.migrations import upgrade
+from browserfleet_core.org_events import durable_name
 from browserfleet_core.outbox import OutboxRelay
+from browserfleet_core.streams import ensure_pool_consumers, ensure_streams
 from faststream.nats import NatsBroker
 
-from . import schedules, service
-from .handlers import Runtime, build_lean, build_routers, build_updates_consumer, updates_doc_router
+from . import admission, schedules, timeouts
+from .handlers import UPDATES_DURABLE, build_lean, build_routers, build_updates_consumer, updates_doc_router
 from .models import outbox
 from .org_events import build_org_events_router
-from .service import RpcWorkerAuthenticator, WorkerAuthenticator
+from .pools import PoolRegistry
+from .revocations import DURABLE as REVOKED_DURABLE
+from .revocations import build_worker_events_router
+from .runtime import Runtime
 from .settings import SchedulerSettings
+from .workerauth import RpcWorkerAuthenticator, WorkerAuthenticator
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +48,8 @@ def create_broker(settings: SchedulerSettings, runtime: Runtime | None = None) -
     for router in build_routers(rt, rpc_workers=settings.rpc_concurrency):
         broker.include_router(router)
     broker.include_router(build_org_events_router(rt))
+    broker.include_router(build_worker_events_router(rt))
+    broker.include_router(health_router(endpoints.Scheduler.QUEUE, lambda: rt.health))
     if runtime is None:
         broker.include_router(updates_doc_router())
         broker.include_router(build_lean(rt, rpc_workers=settings.rpc_concurrency).doc_router())
@@ -77,8 +87,8 @@ class SchedulerApp:
             self.db, outbox, poll_seconds=settings.outbox_poll_seconds, publish_on_commit=True
         )
         self.runtime = Runtime(
-            db=self.db,
-            relay=self.relay,
+            database=self.db,
+            outbox_relay=self.relay,
             authenticator=authenticator,
             redelivery_seconds=settings.update_redelivery_seconds,
             policy=settings.policy(),
@@ -92,6 +102,20 @@ class SchedulerApp:
         self._start_loop = start_loop
         self._loop: asyncio.Task[None] | None = None
         self._updates: BatchConsumer | None = None
+        self._rpc: RpcClient | None = None
+        self.runtime.health = service_health(
+            endpoints.Scheduler.QUEUE,
+            nats=broker_connection(self.broker),
+            database=self.db,
+            consumers=[
+                (subjects.TASK_UPDATES_STREAM, UPDATES_DURABLE),
+                (subjects.EVENTS_STREAM, REVOKED_DURABLE),
+                (subjects.EVENTS_STREAM, durable_name(endpoints.Scheduler.QUEUE)),
+            ],
+            rpc=lambda: self._rpc,
+            timeout=settings.health_timeout_seconds,
+            max_consumer_lag=settings.health_max_consumer_lag,
+        )
 
     async def _signal_cancel(self, task_id: str) -> None:
         await self.broker.connection.publish(subjects.task_cancel(task_id), b"")
@@ -105,19 +129,18 @@ class SchedulerApp:
         return await self.admission_pass(now)
 
     async def reap_pass(self, now: datetime | None = None) -> None:
-        now = now or utcnow()
-        async with self.db.transaction() as session:
-            overran = await service.reap(session, self.relay, self.runtime.policy, now)
+        overran = await self.db.run(timeouts.reap, self.relay, self.runtime.policy, now or utcnow())
         for task_id in overran:
             await self.runtime.cancel_signal(task_id)
 
     async def cron_pass(self, now: datetime | None = None) -> None:
-        async with self.db.transaction() as session:
-            await schedules.fire_due(session, self.relay, now or utcnow())
+        await self.db.run(schedules.fire_due, self.relay, now or utcnow())
 
     async def admission_pass(self, now: datetime | None = None) -> list[str]:
-        async with self.db.transaction() as session:
-            return await service.admit(session, self.relay, self.runtime.policy, now or utcnow())
+        registered = await self.runtime.registered_pools()  # outside the transaction: a round trip
+        return await self.db.run(
+            admission.admit, self.relay, self.runtime.policy, now or utcnow(), registered
+        )
 
     async def _run_loop(self) -> None:
         """Admission runs when woken (a create, a finish, a cancel) and every `admission_poll_seconds`;
@@ -156,10 +179,21 @@ class SchedulerApp:
         await ensure_streams(js)
         for pool in self.settings.pools:
             await ensure_pool_consumers(js, pool)
+        rpc = self._rpc = RpcClient(self.broker.connection, timeout=self.settings.rpc_timeout_seconds)
         if self.runtime.authenticator is None:
-            rpc = RpcClient(self.broker.connection, timeout=self.settings.rpc_timeout_seconds)
-            self.runtime.authenticator = RpcWorkerAuthenticator(
-                rpc, ttl=self.settings.worker_auth_cache_seconds
+            authenticator = RpcWorkerAuthenticator(rpc, ttl=self.settings.worker_auth_cache_seconds)
+            await authenticator.listen(self.broker.connection)  # a removed worker is refused at once
+            self.runtime.authenticator = authenticator
+        if self.runtime.registry is None:
+
+            async def fetch() -> list[PoolInfo]:
+                return await rpc.call(endpoints.Workers.POOLS, PoolsRequest())
+
+            async def ensure(pool: str) -> None:
+                await ensure_pool_consumers(js, pool)
+
+            self.runtime.registry = PoolRegistry(
+                fetch, ttl=self.settings.pool_registry_seconds, ensure=ensure
             )
         if self._start_relay:
             self.relay.start(js)
@@ -169,9 +203,16 @@ class SchedulerApp:
         await self._updates.start()
         if self._start_loop:
             self._loop = asyncio.create_task(self._run_loop(), name="scheduler-lifecycle")
+        self.health.mark_started()
         log.info("scheduler serving on %s", self.settings.nats_url)
 
+    @property
+    def health(self) -> Health:
+        assert self.runtime.health is not None
+        return self.runtime.health
+
     async def stop(self) -> None:
+        self.health.mark_stopping()
         if self._loop is not None:
             self._loop.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -198,6 +239,7 @@ async def run() -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     app = SchedulerApp(settings)
+    install(app.health)  # the metrics port answers /health/ready with its checks
     try:
         await app.start()
         await stop.wait()

@@ -1,39 +1,22 @@
-"""The subjects the scheduler serves. Thin: parse, open a transaction, call the service, reply."""
+"""The subjects the scheduler serves. Thin: each runs one service call in a transaction and replies."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 
-from browserfleet_contracts import subjects
-from browserfleet_contracts.common import Ack, ById, Page
-from browserfleet_contracts.schedules import (
-    CreateScheduleRequest,
-    ListSchedulesRequest,
-    SchedulePublic,
-    UpdateScheduleRequest,
-)
-from browserfleet_contracts.task_admin import (
-    AdminListTasksRequest,
-    CancelTaskRequest,
-    GetTaskAttemptsRequest,
-    ListTaskLogsRequest,
-    TaskAttemptPublic,
-    TaskLogPage,
-)
+from browserfleet_contracts import endpoints, subjects
+from browserfleet_contracts.common import Ack, ById
+from browserfleet_contracts.task_admin import CancelTaskRequest
 from browserfleet_contracts.tasks import (
-    ClaimInfo,
-    ClaimInfoRequest,
     ClaimReply,
     ClaimRequest,
     CreateTaskRequest,
-    GetTaskRequest,
-    ListTasksRequest,
     TaskPublic,
     TaskUpdateMessage,
+    WorkerResultReply,
+    WorkerResultRequest,
 )
+from browserfleet_core import dbhealth
 from browserfleet_core.batching import (
     BatchConsumer,
     documentation_router,
@@ -41,202 +24,84 @@ from browserfleet_core.batching import (
     parse_batch,
     record_each_or_all,
 )
-from browserfleet_core.db import Database
-from browserfleet_core.messaging import LeanRpc, rpc_router
-from browserfleet_core.outbox import OutboxRelay
+from browserfleet_core.lean import LeanRpc
+from browserfleet_core.messaging import rpc_router
 from faststream.nats import NatsRouter
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 
-from . import schedules, service
-from .service import Policy, WorkerAuthenticator
+from . import cancellation, claims, creation, outcomes, queries, schedules, senders, worker_results
+from .runtime import Runtime
 
 log = logging.getLogger(__name__)
 
 UPDATES_DURABLE = "scheduler"
 
 
-@dataclass
-class Runtime:
-    """What the handlers need once the service has started. Empty while only the broker's shape is
-    wanted (AsyncAPI generation), which is why the fields are optional."""
-
-    db: Database | None = None
-    relay: OutboxRelay | None = None
-    authenticator: WorkerAuthenticator | None = None
-    redelivery_seconds: float = 2.0
-    policy: Policy = field(default_factory=Policy)
-    # set after a commit that may let admission do something (a new task, a finished one)
-    wake: asyncio.Event = field(default_factory=asyncio.Event)
-    # sends `tasks.cancel.<task_id>` to whichever worker runs it (core NATS)
-    signal_cancel: Callable[[str], Awaitable[None]] | None = None
-
-    async def cancel_signal(self, task_id: str) -> None:
-        if self.signal_cancel is not None:
-            try:
-                await self.signal_cancel(task_id)
-            except Exception:
-                log.exception("sending the cancel signal of %s failed", task_id)
-
-    def parts(self) -> tuple[Database, OutboxRelay]:
-        if self.db is None or self.relay is None:
-            raise RuntimeError("scheduler runtime not started")
-        return self.db, self.relay
-
-    def workers(self) -> WorkerAuthenticator:
-        if self.authenticator is None:
-            raise RuntimeError("scheduler runtime not started")
-        return self.authenticator
-
-
 def build_lean(rt: Runtime, *, rpc_workers: int = 16, app_name: str = "scheduler") -> LeanRpc:
     """The hot subjects (every task passes through create_task, claim and claim_info, and the gateway's
     read path through get_task), served by `LeanResponder`s rather than FastStream subscribers: FastStream's
     per-message machinery was ~18 % of the scheduler's CPU under load. Same replies and errors."""
-    lean = LeanRpc(queue=subjects.Scheduler.QUEUE, max_concurrency=rpc_workers, app_name=app_name)
+    lean = LeanRpc(max_concurrency=rpc_workers, app_name=app_name)
 
-    @lean.route(subjects.Scheduler.CREATE_TASK, CreateTaskRequest, TaskPublic, title="scheduler.create_task")
+    @lean.route(endpoints.Scheduler.CREATE_TASK)
     async def create_task(body: CreateTaskRequest) -> TaskPublic:
-        db, relay = rt.parts()
-        async with db.transaction() as session:
-            task = await service.create_task(session, relay, body)
+        task = await creation.create_task_now(rt.db, rt.relay, body)
         rt.wake.set()
         return task
 
-    @lean.route(subjects.Scheduler.GET_TASK, GetTaskRequest, TaskPublic, title="scheduler.get_task")
-    async def get_task(body: GetTaskRequest) -> TaskPublic:
-        db, _ = rt.parts()
-        async with db.transaction() as session:
-            return await service.get_task(session, body)
+    # a route that is one call takes its types from the endpoint, as `RpcRouter.serve` does
+    lean.route(endpoints.Scheduler.GET_TASK)(lambda body: queries.read_task(rt.db, body))
 
-    @lean.route(subjects.Scheduler.CLAIM, ClaimRequest, ClaimReply, title="scheduler.claim")
+    @lean.route(endpoints.Scheduler.CLAIM)
     async def claim(body: ClaimRequest) -> ClaimReply:
-        db, relay = rt.parts()
         # authenticate before the row lock: a slow worker-gateway must not hold the task locked
-        identity = await rt.workers().authenticate(body.worker_key)
-        async with db.transaction() as session:
-            reply = await service.claim(session, relay, body, identity, rt.policy)
+        identity = await rt.workers.authenticate(body.worker_key)
+        reply = await claims.claim_now(rt.db, rt.relay, body, identity, rt.policy)
         if not reply.granted:
             rt.wake.set()  # a lost attempt went back to the queue
         return reply
 
-    @lean.route(subjects.Scheduler.CLAIM_INFO, ClaimInfoRequest, ClaimInfo, title="scheduler.claim_info")
-    async def claim_info(body: ClaimInfoRequest) -> ClaimInfo:
-        db, _ = rt.parts()
-        async with db.transaction() as session:
-            return await service.claim_info(session, body)
+    lean.route(endpoints.Scheduler.CLAIM_INFO)(lambda body: rt.db.run(claims.claim_info, body))
 
     return lean
 
 
 def build_routers(rt: Runtime, *, rpc_workers: int = 16) -> list[NatsRouter]:
     """Every other request/reply subject (FastStream subscribers); the hot ones are in `build_lean`."""
-    rpc = rpc_router()
-    queue = subjects.Scheduler.QUEUE
     # a core subscriber handles one request at a time unless given workers; a slow claim waiting on a
     # row lock must not hold up every other request
+    rpc = rpc_router(max_workers=rpc_workers)
+    rpc.serve(endpoints.Scheduler.LIST_TASKS, lambda body: rt.db.run(queries.list_tasks, body))
+    rpc.serve(endpoints.Scheduler.ADMIN_LIST_TASKS, lambda body: rt.db.run(queries.admin_list_tasks, body))
+    rpc.serve(endpoints.Scheduler.TASK_ATTEMPTS, lambda body: rt.db.run(queries.task_attempts, body))
+    rpc.serve(endpoints.Scheduler.TASK_LOGS, lambda body: rt.db.run(queries.task_logs, body))
+    rpc.serve(endpoints.Scheduler.CREATE_SCHEDULE, lambda body: rt.db.run(schedules.create_schedule, body))
+    rpc.serve(endpoints.Scheduler.LIST_SCHEDULES, lambda body: rt.db.run(schedules.list_schedules, body))
+    rpc.serve(endpoints.Scheduler.GET_SCHEDULE, lambda body: rt.db.run(schedules.get_schedule, body))
+    rpc.serve(endpoints.Scheduler.UPDATE_SCHEDULE, lambda body: rt.db.run(schedules.update_schedule, body))
+    rpc.serve(endpoints.Scheduler.DB_HEALTH, lambda body: dbhealth.db_health(rt.db))
 
-    @rpc.subscriber(
-        subjects.Scheduler.LIST_TASKS, queue=queue, max_workers=rpc_workers, title="scheduler.list_tasks"
-    )
-    async def list_tasks(body: ListTasksRequest) -> Page[TaskPublic]:
-        db, _ = rt.parts()
-        async with db.transaction() as session:
-            return await service.list_tasks(session, body)
-
-    @rpc.subscriber(
-        subjects.Scheduler.CANCEL_TASK, queue=queue, max_workers=rpc_workers, title="scheduler.cancel_task"
-    )
+    @rpc.handle(endpoints.Scheduler.CANCEL_TASK)
     async def cancel_task(body: CancelTaskRequest) -> TaskPublic:
-        db, relay = rt.parts()
-        async with db.transaction() as session:
-            task, was_running = await service.cancel_task(session, relay, body)
+        task, was_running = await rt.db.run(cancellation.cancel_task, rt.relay, body)
         if was_running:
             await rt.cancel_signal(task.id)
         rt.wake.set()
         return task
 
-    @rpc.subscriber(
-        subjects.Scheduler.ADMIN_LIST_TASKS,
-        queue=queue,
-        max_workers=rpc_workers,
-        title="scheduler.admin_list_tasks",
-    )
-    async def admin_list_tasks(body: AdminListTasksRequest) -> Page[TaskPublic]:
-        db, _ = rt.parts()
-        async with db.transaction() as session:
-            return await service.admin_list_tasks(session, body)
+    @rpc.handle(endpoints.Scheduler.REPORT_RESULT)
+    async def report_result(body: WorkerResultRequest) -> WorkerResultReply:
+        # authenticate before the row lock, as a claim does
+        identity = await rt.workers.authenticate(body.worker_key)
+        reply = await rt.db.run(worker_results.report_result, rt.relay, body, identity, rt.policy)
+        if reply.recorded:
+            rt.wake.set()  # a slot of the org's concurrency is free again
+        return reply
 
-    @rpc.subscriber(
-        subjects.Scheduler.TASK_ATTEMPTS,
-        queue=queue,
-        max_workers=rpc_workers,
-        title="scheduler.task_attempts",
-    )
-    async def task_attempts(body: GetTaskAttemptsRequest) -> list[TaskAttemptPublic]:
-        db, _ = rt.parts()
-        async with db.transaction() as session:
-            return await service.task_attempts(session, body)
-
-    @rpc.subscriber(
-        subjects.Scheduler.TASK_LOGS, queue=queue, max_workers=rpc_workers, title="scheduler.task_logs"
-    )
-    async def task_logs(body: ListTaskLogsRequest) -> TaskLogPage:
-        db, _ = rt.parts()
-        async with db.transaction() as session:
-            return await service.task_logs(session, body)
-
-    @rpc.subscriber(
-        subjects.Scheduler.CREATE_SCHEDULE,
-        queue=queue,
-        max_workers=rpc_workers,
-        title="scheduler.create_schedule",
-    )
-    async def create_schedule(body: CreateScheduleRequest) -> SchedulePublic:
-        db, _ = rt.parts()
-        async with db.transaction() as session:
-            return await schedules.create_schedule(session, body)
-
-    @rpc.subscriber(
-        subjects.Scheduler.LIST_SCHEDULES,
-        queue=queue,
-        max_workers=rpc_workers,
-        title="scheduler.list_schedules",
-    )
-    async def list_schedules(body: ListSchedulesRequest) -> list[SchedulePublic]:
-        db, _ = rt.parts()
-        async with db.transaction() as session:
-            return await schedules.list_schedules(session, body)
-
-    @rpc.subscriber(
-        subjects.Scheduler.GET_SCHEDULE, queue=queue, max_workers=rpc_workers, title="scheduler.get_schedule"
-    )
-    async def get_schedule(body: ById) -> SchedulePublic:
-        db, _ = rt.parts()
-        async with db.transaction() as session:
-            return await schedules.get_schedule(session, body)
-
-    @rpc.subscriber(
-        subjects.Scheduler.UPDATE_SCHEDULE,
-        queue=queue,
-        max_workers=rpc_workers,
-        title="scheduler.update_schedule",
-    )
-    async def update_schedule(body: UpdateScheduleRequest) -> SchedulePublic:
-        db, _ = rt.parts()
-        async with db.transaction() as session:
-            return await schedules.update_schedule(session, body)
-
-    @rpc.subscriber(
-        subjects.Scheduler.DELETE_SCHEDULE,
-        queue=queue,
-        max_workers=rpc_workers,
-        title="scheduler.delete_schedule",
-    )
+    @rpc.handle(endpoints.Scheduler.DELETE_SCHEDULE)
     async def delete_schedule(body: ById) -> Ack:
-        db, _ = rt.parts()
-        async with db.transaction() as session:
-            await schedules.delete_schedule(session, body)
+        await rt.db.run(schedules.delete_schedule, body)
         return Ack()
 
     return [rpc]
@@ -284,13 +149,16 @@ async def record_updates(rt: Runtime, msgs: list[Msg]) -> None:
     cannot write) fails alone and is nak'ed (after `redelivery_seconds`, so a database outage is not a hot
     loop) while the rest are recorded. A payload that can never parse is terminated. Messages left
     unsettled are acked by the BatchConsumer when this returns."""
-    db, relay = rt.parts()
     # `started` needs nothing: the claim already moved the task to running
-    parsed = [(m, u) for m, u in await parse_batch(msgs, TaskUpdateMessage) if u.kind != "started"]
+    # an update must come from the worker it names (its subject's); refused ones are acked untouched
+    parsed = [
+        (m, u)
+        for m, u in await parse_batch(msgs, TaskUpdateMessage)
+        if u.kind != "started" and senders.from_its_sender(m, u)
+    ]
 
     async def record(updates: list[TaskUpdateMessage]) -> bool:
-        async with db.transaction() as session:
-            return await service.apply_updates(session, relay, updates, rt.policy)
+        return await rt.db.run(outcomes.apply_updates, rt.relay, updates, rt.policy)
 
     changed = any(
         await record_each_or_all(parsed, record, nak_delay=rt.redelivery_seconds, what="task update")

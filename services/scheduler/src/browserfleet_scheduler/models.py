@@ -70,6 +70,8 @@ class Task(SchedulerBase, table=True):
     )
     created_by: str | None = Field(default=None, max_length=64)
     idempotency_key: str | None = Field(default=None, max_length=255)
+    # SHA-256 (hex) of the canonical body the key was first used with (`TaskCreate.fingerprint()`)
+    idempotency_hash: str | None = Field(default=None, max_length=64)
     created_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
     updated_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
     started_at: datetime | None = _ts(nullable=True)

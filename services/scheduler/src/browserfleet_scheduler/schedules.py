@@ -7,6 +7,7 @@ from datetime import datetime
 from zoneinfo import ZoneInfo
 
 from browserfleet_contracts.common import Actor, ById
+from browserfleet_contracts.events import EventType
 from browserfleet_contracts.schedules import (
     CreateScheduleRequest,
     ListSchedulesRequest,
@@ -14,15 +15,15 @@ from browserfleet_contracts.schedules import (
     UpdateScheduleRequest,
 )
 from browserfleet_contracts.tasks import TaskCreate
-from browserfleet_core.db import new_id, utcnow
+from browserfleet_core.db import AsyncSession, new_id, utcnow
 from browserfleet_core.errors import Forbidden, Invalid, NotFound
 from browserfleet_core.outbox import OutboxRelay
 from croniter import CroniterBadCronError, CroniterBadDateError, CroniterNotAlphaError, croniter
-from sqlmodel.ext.asyncio.session import AsyncSession
 
-from . import repository
+from . import events, repository
+from .creation import build_task_values
 from .models import Schedule
-from .service import _emit, _valid_uuid, build_task_values
+from .queries import is_uuid
 
 CRON_ERRORS = (CroniterBadCronError, CroniterBadDateError, CroniterNotAlphaError, ValueError, KeyError)
 
@@ -46,20 +47,8 @@ def check_cron(cron: str, timezone: str, now: datetime) -> datetime:
 
 
 def to_public(s: Schedule) -> SchedulePublic:
-    return SchedulePublic(
-        id=s.id,
-        org_id=s.org_id,
-        name=s.name,
-        cron=s.cron,
-        timezone=s.timezone,
-        task=TaskCreate.model_validate(s.template),
-        paused=s.paused,
-        next_run_at=s.next_run_at,
-        last_run_at=s.last_run_at,
-        created_by=s.created_by,
-        created_at=s.created_at,
-        updated_at=s.updated_at,
-    )
+    """The row's columns under their own names (those the view has), and its template as the task it makes."""
+    return SchedulePublic.model_validate({**s.model_dump(), "task": s.template})
 
 
 def _writer(actor: Actor) -> None:
@@ -95,7 +84,7 @@ async def create_schedule(
 async def _own(session: AsyncSession, actor: Actor, schedule_id: str, *, lock: bool = False) -> Schedule:
     row = (
         await repository.get_schedule(session, schedule_id, org_id=actor.org_id, lock=lock)
-        if _valid_uuid(schedule_id)
+        if is_uuid(schedule_id)
         else None
     )
     if row is None:
@@ -162,7 +151,7 @@ async def fire_due(session: AsyncSession, relay: OutboxRelay, now: datetime, lim
         if await repository.insert_task_for_tick(session, values):
             task = await repository.get_task(session, values["id"])
             assert task is not None
-            await _emit(relay, session, task, "created", f"{task.id}:created")
+            await events.emit(relay, session, task, EventType.TASK_CREATED)
             created.append(task.id)
         row.last_run_at = tick
         row.next_run_at = after

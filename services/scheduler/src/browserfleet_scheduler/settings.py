@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from browserfleet_core.settings import ServiceSettings
 from pydantic import Field
+
+from .policy import Policy
 
 
 class SchedulerSettings(ServiceSettings):
@@ -33,8 +33,15 @@ class SchedulerSettings(ServiceSettings):
     # --- admission, retries, timeouts ---------------------------------------------------------
     pools: dict[str, list[str]] = Field(
         default_factory=lambda: {"default": list[str]()},
-        description="worker pools and their tag sets (JSON); a task goes to a pool whose tags include all "
-        "of its worker_tags. Every worker-gateway registration lands in `default` today",
+        description="the platform's default worker pools and their tag sets (JSON), routed to beside the "
+        "pools workers registered in (worker-gateway): a task goes to a pool whose tags include all of its "
+        "worker_tags",
+    )
+    pool_registry_seconds: float = Field(
+        default=5.0,
+        ge=0,
+        description="how long the pools workers registered in (asked of worker-gateway) are reused; a new "
+        "pool is routed to within this",
     )
     plan_concurrency: dict[str, int] = Field(
         default_factory=lambda: {"free": 2, "team": 10, "business": 50, "enterprise": 200},
@@ -59,9 +66,7 @@ class SchedulerSettings(ServiceSettings):
     )
     schedule_poll_seconds: float = Field(default=1.0, gt=0, description="cron schedule pass interval")
 
-    def policy(self) -> Any:
-        from .service import Policy
-
+    def policy(self) -> Policy:
         return Policy(
             pools={name: frozenset(tags) for name, tags in self.pools.items()},
             plan_limits=dict(self.plan_concurrency),

@@ -12,7 +12,8 @@
 
 from __future__ import annotations
 
-from typing import Final
+from datetime import datetime
+from typing import Final, Protocol
 
 from browserfleet_contracts.tasks import TERMINAL_STATUSES
 
@@ -60,6 +61,25 @@ def check_transition(current: str, target: str) -> None:
     """Raise `TransitionRefused` unless `current -> target` is allowed."""
     if not can_transition(current, target):
         raise TransitionRefused(current, target)
+
+
+def allowed_from(target: str) -> frozenset[str]:
+    """The statuses a task may become `target` from. A statement that moves tasks in SQL builds its
+    condition from this (the claim's `assigned -> running`), so this table stays the only place that says
+    who may move a task where."""
+    return frozenset(current for current, targets in ALLOWED.items() if target in targets)
+
+
+class HasStatus(Protocol):
+    status: str
+    updated_at: datetime
+
+
+def move(task: HasStatus, target: str, now: datetime) -> None:
+    """Every status change made in Python goes through here, so through the state machine."""
+    check_transition(task.status, target)
+    task.status = target
+    task.updated_at = now
 
 
 def is_terminal(status: str) -> bool:

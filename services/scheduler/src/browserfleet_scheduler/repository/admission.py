@@ -1,0 +1,114 @@
+"""Admission (which queued tasks an organization's limits let through) and reaping (overdue tasks)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from browserfleet_core.db import AsyncSession
+from sqlalchemy import case, func, or_
+from sqlmodel import col, select
+
+from .. import state
+from ..models import Task
+
+ADMISSION_LOCK = 0x62665F61646D  # pg advisory lock key: one admission pass at a time across replicas
+PRIORITY_RANK = {"urgent": 0, "high": 1, "normal": 2, "low": 3}
+
+
+async def try_admission_lock(session: AsyncSession) -> bool:
+    """Transaction-scoped: released by the commit. Another replica's pass is skipped, not queued."""
+    got = (await session.exec(select(func.pg_try_advisory_xact_lock(ADMISSION_LOCK)))).one()
+    return bool(got)
+
+
+def _rank() -> Any:
+    return case(
+        *((col(Task.priority) == p, r) for p, r in PRIORITY_RANK.items()),
+        else_=len(PRIORITY_RANK),
+    )
+
+
+async def admission_candidates(session: AsyncSession, now: datetime, limit: int) -> list[Task]:
+    """Queued tasks that may start now, priority first then oldest first, locked (SKIP LOCKED: a row a
+    claim or cancel holds is left for the next pass)."""
+    stmt = (
+        select(Task)
+        .where(Task.status == "queued")
+        .where(or_(col(Task.not_before).is_(None), col(Task.not_before) <= now))
+        .order_by(_rank(), col(Task.created_at), col(Task.id))
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    return list((await session.exec(stmt, execution_options={"populate_existing": True})).all())
+
+
+async def active_counts(session: AsyncSession, org_ids: list[str]) -> dict[str, int]:
+    if not org_ids:
+        return {}
+    stmt = (
+        select(col(Task.org_id), func.count())
+        .where(col(Task.org_id).in_(org_ids), col(Task.status).in_(sorted(state.ACTIVE)))
+        .group_by(col(Task.org_id))
+    )
+    return {org: int(n) for org, n in (await session.exec(stmt)).all()}
+
+
+async def lock_active_task_ids(session: AsyncSession, org_id: str) -> list[str]:
+    """The ids of the org's tasks a worker may hold (assigned or running), locked."""
+    stmt = select(col(Task.id)).where(col(Task.org_id) == org_id, col(Task.status).in_(sorted(state.ACTIVE)))
+    return list((await session.exec(stmt.with_for_update())).all())
+
+
+async def running_tasks_of(session: AsyncSession, worker_id: str) -> list[Task]:
+    """The tasks `worker_id` holds a running attempt of, locked (the worker was removed)."""
+    stmt = (
+        select(Task)
+        .where(col(Task.worker_id) == worker_id, col(Task.status) == "running")
+        .order_by(col(Task.id))
+    )
+    return list((await session.exec(stmt.with_for_update())).all())
+
+
+async def last_dispatched(session: AsyncSession, org_ids: list[str]) -> dict[str, datetime]:
+    if not org_ids:
+        return {}
+    stmt = (
+        select(col(Task.org_id), func.max(col(Task.dispatched_at)))
+        .where(col(Task.org_id).in_(org_ids), col(Task.dispatched_at).is_not(None))
+        .group_by(col(Task.org_id))
+    )
+    return {org: at for org, at in (await session.exec(stmt)).all() if at is not None}
+
+
+async def overdue_running(
+    session: AsyncSession, now: datetime, grace_seconds: float, limit: int
+) -> list[Task]:
+    deadline = col(Task.started_at) + func.make_interval(
+        0, 0, 0, 0, 0, 0, col(Task.timeout_seconds) + grace_seconds
+    )
+    stmt = (
+        select(Task)
+        .where(Task.status == "running", col(Task.started_at).is_not(None), deadline < now)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    return list((await session.exec(stmt, execution_options={"populate_existing": True})).all())
+
+
+async def overdue_waiting(
+    session: AsyncSession, now: datetime, queue_timeout_seconds: float, limit: int
+) -> list[Task]:
+    """Queued or dispatched-but-unclaimed for longer than the queue timeout (counted from the later of
+    creation and the current attempt's earliest start)."""
+    since = func.coalesce(col(Task.not_before), col(Task.created_at))
+    stmt = (
+        select(Task)
+        .where(
+            col(Task.status).in_(("pending", "queued", "assigned")),
+            since + func.make_interval(0, 0, 0, 0, 0, 0, queue_timeout_seconds) < now,
+        )
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    return list((await session.exec(stmt, execution_options={"populate_existing": True})).all())
