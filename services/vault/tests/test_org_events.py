@@ -7,19 +7,22 @@ from collections.abc import AsyncIterator
 
 import nats
 import pytest
-from browserfleet_contracts import subjects
+from browserfleet_contracts import endpoints, subjects
 from browserfleet_contracts.common import Actor
 from browserfleet_contracts.vault import CredentialCreate
-from browserfleet_core.messaging import ensure_streams
 from browserfleet_core.org_events import durable_name
-from browserfleet_core.testing import publish_org_deleted_twice, unique_name, wait_consumed
+from browserfleet_core.streams import ensure_streams
+from browserfleet_devkit.testing import publish_org_deleted_twice, unique_name, wait_consumed
 from browserfleet_vault import crypto, service
-from browserfleet_vault.app import VaultContext, create_service
+from browserfleet_vault.app import create_service
 from browserfleet_vault.models import Credential, DataKey, Profile, Release, VaultBase
-from browserfleet_vault.org_events import NOT_ORG_SCOPED, purge_org
+from browserfleet_vault.repository import NOT_ORG_SCOPED, purge_org
+from browserfleet_vault.runtime import VaultRuntime
 from browserfleet_vault.settings import VaultSettings
 from nats.aio.client import Client as NatsClient
 from sqlmodel import col, func, select
+
+from .conftest import answering
 
 
 def test_every_table_is_org_scoped_or_named() -> None:
@@ -29,21 +32,20 @@ def test_every_table_is_org_scoped_or_named() -> None:
 
 
 @pytest.fixture(scope="module")
-async def vault(vault_settings: VaultSettings, vault_migrated: str) -> AsyncIterator[VaultContext]:
+async def vault(vault_settings: VaultSettings, vault_migrated: str) -> AsyncIterator[VaultRuntime]:
     """Wired like `app.run`: the rpc router plus the organization-deletion consumer on EVENTS."""
     ctx = create_service(vault_settings)
     await ctx.broker.connect()
     await ensure_streams(ctx.broker.connection.jetstream())
     await ctx.broker.start()
-    # its SUBs went out on its own connection: a PING round trip makes sure the server has them
-    await ctx.broker.connection.flush()
+    await answering(vault_settings.nats_url)
     yield ctx
     await ctx.broker.stop()
     await ctx.db.dispose()
 
 
 @pytest.fixture(scope="module")
-async def nc(nats_url: str, vault: VaultContext) -> AsyncIterator[NatsClient]:
+async def nc(nats_url: str, vault: VaultRuntime) -> AsyncIterator[NatsClient]:
     client = await nats.connect(nats_url)
     yield client
     await client.drain()
@@ -52,7 +54,7 @@ async def nc(nats_url: str, vault: VaultContext) -> AsyncIterator[NatsClient]:
 TABLES = (Credential, DataKey, Profile, Release)
 
 
-async def _seed(ctx: VaultContext, org_id: str) -> None:
+async def _seed(ctx: VaultRuntime, org_id: str) -> None:
     """Two credentials and a saved profile under the org's data key, and one release record."""
     actor = Actor(org_id=org_id, user_id="u1", role="admin")
     async with ctx.db.transaction() as s:
@@ -67,7 +69,7 @@ async def _seed(ctx: VaultContext, org_id: str) -> None:
         s.add(Release(task_id="t1", worker_id="w1", credential_name="LOGIN_USER", org_id=org_id))
 
 
-async def _counts(ctx: VaultContext, org_id: str) -> dict[str, int]:
+async def _counts(ctx: VaultRuntime, org_id: str) -> dict[str, int]:
     async with ctx.db.transaction() as s:
         return {
             t.__tablename__: (await s.exec(select(func.count()).where(col(t.org_id) == org_id))).one()  # type: ignore[attr-defined]
@@ -76,7 +78,7 @@ async def _counts(ctx: VaultContext, org_id: str) -> dict[str, int]:
 
 
 async def test_organization_deleted_removes_credentials_keys_and_profiles_once(
-    vault: VaultContext, nc: NatsClient
+    vault: VaultRuntime, nc: NatsClient
 ) -> None:
     gone, kept = unique_name("org"), unique_name("org")
     await _seed(vault, gone)
@@ -86,7 +88,7 @@ async def test_organization_deleted_removes_credentials_keys_and_profiles_once(
 
     js = nc.jetstream()
     seq = await publish_org_deleted_twice(js, gone)
-    await wait_consumed(js, subjects.EVENTS_STREAM, durable_name(subjects.Vault.QUEUE), seq)
+    await wait_consumed(js, subjects.EVENTS_STREAM, durable_name(endpoints.Vault.QUEUE), seq)
 
     assert await _counts(vault, gone) == dict.fromkeys(seeded, 0)
     assert await _counts(vault, kept) == seeded, "another organization is untouched"

@@ -2,21 +2,20 @@
 
 Service logic against the real PostgreSQL schema (rolled back), two real concurrent transactions for the
 row lock, and the subjects over the real NATS server with the scheduler and worker-gateway stood in by
-small in-test responders (other services; this package must not import them).
+conftest.py's responders (other services; this package must not import them).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+import os
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import nats
 import pytest
-from browserfleet_contracts import subjects
-from browserfleet_contracts.common import Ack, Actor
+from browserfleet_contracts import endpoints
+from browserfleet_contracts.common import Actor
 from browserfleet_contracts.profiles import (
     MAX_PROFILE_STATE_BYTES,
     ListProfilesRequest,
@@ -27,18 +26,19 @@ from browserfleet_contracts.profiles import (
     ProfileSaveReply,
     ProfileSaveRequest,
 )
-from browserfleet_contracts.tasks import ClaimInfo, GetTaskRequest, TaskPublic, TaskSpec
-from browserfleet_contracts.workers import WorkerIdentity
+from browserfleet_contracts.sealed import SealedBox
+from browserfleet_contracts.tasks import ClaimInfo, TaskPublic
+from browserfleet_core import sealing
 from browserfleet_core.db import Database
-from browserfleet_core.errors import Conflict, Forbidden, Invalid, NotFound, ServiceError
-from browserfleet_core.messaging import ERROR_HEADER, RpcClient
-from browserfleet_core.testing import unique_name
-from browserfleet_vault import crypto, repository, service
-from browserfleet_vault.app import create_context
+from browserfleet_core.errors import Conflict, Forbidden, Invalid, ServiceError
+from browserfleet_core.messaging import RpcClient
+from browserfleet_devkit.testing import unique_name
+from browserfleet_vault import crypto, repository
+from browserfleet_vault import profile_leases as service
 from browserfleet_vault.crypto import Keyring
-from browserfleet_vault.settings import VaultSettings
-from nats.aio.msg import Msg
 from sqlmodel.ext.asyncio.session import AsyncSession
+
+from .conftest import Stand, WorkerKeyPair, running_claim, running_task
 
 NOW = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
 COOKIE = "session-cookie-value-Zx81"
@@ -48,17 +48,33 @@ STATE: dict[str, Any] = {
 }
 
 
+W1 = WorkerKeyPair("w1")  # the worker holding every task of the service-level tests
+
+
 def grant(org: str, task: str, profile: str = "crm", lease: float = 60) -> service.ProfileGrant:
     return service.ProfileGrant(
-        task_id=task, org_id=org, worker_id="w1", profile=profile, lease_seconds=lease
+        task_id=task,
+        org_id=org,
+        worker_id="w1",
+        profile=profile,
+        lease_seconds=lease,
+        attempt=1,
+        public_key=W1.public_key,
     )
+
+
+def state_back(lease: ProfileLease, task: str, state: Any = STATE) -> Any:
+    """The storage state as the worker holding `lease` sends it back: sealed to the lease's save key."""
+    return W1.seal_state(W1.lease(lease, task), task, state)
 
 
 async def test_round_trip_is_encrypted_and_binds_the_name(session: AsyncSession, keyring: Keyring) -> None:
     org = unique_name("org")
     first = await service.acquire_profile(session, keyring, grant(org, "t1"), NOW)
-    assert first.granted and first.state is None and first.version == 0 and first.lease_token
-    saved = await service.save_profile(session, keyring, grant(org, "t1"), first.lease_token, STATE, NOW)
+    assert first.granted and W1.lease(first, "t1").state is None and first.version == 0 and first.lease_token
+    saved = await service.save_profile(
+        session, keyring, grant(org, "t1"), first.lease_token, state_back(first, "t1"), NOW
+    )
     assert saved == ProfileSaveReply(saved=True, version=1)
 
     row = await repository.get_profile(session, org, "crm")
@@ -66,7 +82,8 @@ async def test_round_trip_is_encrypted_and_binds_the_name(session: AsyncSession,
     assert COOKIE.encode() not in row.ciphertext and row.lease_token is None
 
     second = await service.acquire_profile(session, keyring, grant(org, "t2"), NOW)
-    assert second.granted and second.state == STATE and second.version == 1
+    assert second.granted and W1.lease(second, "t2").state == STATE and second.version == 1
+    assert COOKIE not in second.model_dump_json()  # the lease carries the state sealed only
 
     # the name is associated data: the same ciphertext under another profile's name does not decrypt
     key = keyring.unwrap(org, *await _wrapped(session, row.data_key_id))
@@ -98,14 +115,16 @@ async def test_a_held_lease_refuses_another_task_until_saved_or_expired(
     assert b.granted and b.lease_token
     # ... and a late save from a cannot overwrite what b will save
     with pytest.raises(Conflict) as exc:
-        await service.save_profile(session, keyring, grant(org, "task-a"), a.lease_token, {"x": 1}, NOW)
+        await service.save_profile(
+            session, keyring, grant(org, "task-a"), a.lease_token, state_back(a, "task-a", {"x": 1}), NOW
+        )
     assert exc.value.code == "profile_lease_lost" and exc.value.field == "lease_token"
     # b ends its lease without saving (its task failed): the stored state is unchanged, the next task runs
     assert await service.save_profile(
         session, keyring, grant(org, "task-b"), b.lease_token, None, NOW
     ) == ProfileSaveReply(saved=False, version=0)
     c = await service.acquire_profile(session, keyring, grant(org, "task-c"), NOW + timedelta(seconds=62))
-    assert c.granted and c.state is None
+    assert c.granted and W1.lease(c, "task-c").state is None
 
 
 async def test_a_later_attempt_of_the_same_task_takes_the_lease_over(
@@ -117,7 +136,9 @@ async def test_a_later_attempt_of_the_same_task_takes_the_lease_over(
     assert attempt2.granted and attempt2.lease_token != attempt1.lease_token
     assert attempt1.lease_token is not None
     with pytest.raises(Conflict):
-        await service.save_profile(session, keyring, grant(org, "t"), attempt1.lease_token, STATE, NOW)
+        await service.save_profile(
+            session, keyring, grant(org, "t"), attempt1.lease_token, state_back(attempt1, "t"), NOW
+        )
 
 
 async def test_an_oversized_state_is_refused_naming_the_field(
@@ -128,8 +149,10 @@ async def test_an_oversized_state_is_refused_naming_the_field(
     assert lease.lease_token
     big = {"cookies": [{"name": "x", "value": "a" * MAX_PROFILE_STATE_BYTES}]}
     with pytest.raises(Invalid) as exc:
-        await service.save_profile(session, keyring, grant(org, "t"), lease.lease_token, big, NOW)
-    assert exc.value.field == "state"
+        await service.save_profile(
+            session, keyring, grant(org, "t"), lease.lease_token, state_back(lease, "t", big), NOW
+        )
+    assert exc.value.field == "sealed_state"
 
 
 async def test_concurrent_acquires_grant_exactly_one(vault_db: Database, keyring: Keyring) -> None:
@@ -151,24 +174,6 @@ async def test_concurrent_acquires_grant_exactly_one(vault_db: Database, keyring
     assert loser.held_by_task == winner.held_by_task
 
 
-def _task(task_id: str, org: str, profile: str | None) -> TaskPublic:
-    return TaskPublic(
-        id=task_id,
-        org_id=org,
-        title=None,
-        kind="steps",
-        status="running",
-        priority="normal",
-        worker_tags=[],
-        spec=TaskSpec(steps=[{"action": "navigate", "url": "https://x.test"}], profile=profile),  # type: ignore[list-item]
-        timeout_seconds=300,
-        max_attempts=1,
-        attempt=1,
-        created_at=NOW,
-        updated_at=NOW,
-    )
-
-
 @pytest.mark.parametrize(
     ("case", "message"),
     [
@@ -179,130 +184,100 @@ def _task(task_id: str, org: str, profile: str | None) -> TaskPublic:
     ],
 )
 def test_authorize_profile_refusals(case: str, message: str) -> None:
-    identity = WorkerIdentity(worker_id="w1", org_id=None, name="w", tags=[])
+    identity = W1.identity()
     claim = ClaimInfo(task_id="t1", org_id="o1", status="running", attempt=1, worker_id="w1", secret_names=[])
-    task = _task("t1", "o1", "crm")
+    task = running_task("t1", "o1", "crm", NOW)
     if case == "not running":
         claim = claim.model_copy(update={"status": "completed"})
     elif case == "other worker":
         claim = claim.model_copy(update={"worker_id": "w2"})
     elif case == "other profile":
-        task = _task("t1", "o1", "billing")
+        task = running_task("t1", "o1", "billing", NOW)
     elif case == "no profile":
-        task = _task("t1", "o1", None)
+        task = running_task("t1", "o1", None, NOW)
     with pytest.raises(Forbidden) as exc:
         service.authorize_profile(identity, claim, task, "crm")
     assert message in exc.value.message
     ok = service.authorize_profile(
         identity,
         claim.model_copy(update={"status": "running", "worker_id": "w1"}),
-        _task("t1", "o1", "crm"),
+        running_task("t1", "o1", "crm", NOW),
         "crm",
     )
     assert ok.lease_seconds == 300 + service.PROFILE_LEASE_GRACE_SECONDS
 
 
+def _acquiring(w1: WorkerKeyPair, task: str) -> ProfileAcquireRequest:
+    """`served`'s worker w1 asks for profile crm for `task`."""
+    return ProfileAcquireRequest(
+        task_id=task, worker_key="sk_worker_x", profile="crm", public_key=w1.public_key
+    )
+
+
+def _saving(lease: ProfileLease, sealed_state: SealedBox | None) -> ProfileSaveRequest:
+    """t1's save of profile crm into `lease` (`sealed_state`: the state as w1 sealed it)."""
+    assert lease.lease_token
+    return ProfileSaveRequest(
+        task_id="t1",
+        worker_key="sk_worker_x",
+        profile="crm",
+        lease_token=lease.lease_token,
+        sealed_state=sealed_state,
+    )
+
+
 @pytest.fixture
-async def served(
-    nats_url: str, vault_settings: VaultSettings, vault_migrated: str
-) -> AsyncIterator[tuple[RpcClient, dict[str, TaskPublic]]]:
-    """The vault on the real broker; worker-gateway and the scheduler stood in by responders."""
-    nc = await nats.connect(nats_url)
-    tasks: dict[str, TaskPublic] = {}
+def served(rpc: RpcClient, stand: Stand) -> tuple[RpcClient, dict[str, TaskPublic], WorkerKeyPair]:
+    """The vault on the real broker, with conftest's stand-ins: worker w1 (any test's key `sk_worker_x`)
+    runs t1 and t2, which name profile crm, and t3, which names none, all of a new organization."""
     org = unique_name("org")
-
-    async def authenticate(msg: Msg) -> None:
-        await msg.respond(
-            WorkerIdentity(worker_id="w1", org_id=None, name="w", tags=[]).model_dump_json().encode()
-        )
-
-    async def claim_info(msg: Msg) -> None:
-        task_id = json.loads(msg.data)["task_id"]
-        if task_id not in tasks:
-            body = NotFound("task not found").body()
-            await nc.publish(msg.reply, body.model_dump_json().encode(), headers={ERROR_HEADER: "404"})
-            return
-        info = ClaimInfo(
-            task_id=task_id, org_id=org, status="running", attempt=1, worker_id="w1", secret_names=[]
-        )
-        await msg.respond(info.model_dump_json().encode())
-
-    async def get_task(msg: Msg) -> None:
-        req = GetTaskRequest.model_validate_json(msg.data)
-        assert req.actor.org_id == org
-        await msg.respond(tasks[req.task_id].model_dump_json().encode())
-
-    subs = [
-        await nc.subscribe(subjects.Workers.AUTHENTICATE, queue="stand-in", cb=authenticate),
-        await nc.subscribe(subjects.Scheduler.CLAIM_INFO, queue="stand-in", cb=claim_info),
-        await nc.subscribe(subjects.Scheduler.GET_TASK, queue="stand-in", cb=get_task),
-    ]
-    ctx = create_context(vault_settings)
-    await ctx.broker.start()
-    # its SUBs went out on its own connection: a PING round trip makes sure the server has them
-    await ctx.broker.connection.flush()
-    tasks["t1"] = _task("t1", org, "crm")
-    tasks["t2"] = _task("t2", org, "crm")
-    tasks["t3"] = _task("t3", org, None)
-    try:
-        yield RpcClient(nc, timeout=5), tasks
-    finally:
-        await ctx.broker.stop()
-        await ctx.db.dispose()
-        for sub in subs:
-            await sub.unsubscribe()
-        await nc.drain()
+    w1 = stand.add_worker("sk_worker_x", "w1")
+    for task_id, profile in (("t1", "crm"), ("t2", "crm"), ("t3", None)):
+        stand.tasks[task_id] = running_task(task_id, org, profile, NOW)
+        stand.claims[task_id] = running_claim(task_id, org, "w1")
+    return rpc, stand.tasks, w1
 
 
 async def test_profile_subjects_round_trip_and_refuse_a_task_not_naming_it(
-    served: tuple[RpcClient, dict[str, TaskPublic]],
+    served: tuple[RpcClient, dict[str, TaskPublic], WorkerKeyPair],
 ) -> None:
-    rpc, _ = served
+    rpc, _, w1 = served
 
-    def acquire(task: str) -> ProfileAcquireRequest:
-        return ProfileAcquireRequest(task_id=task, worker_key="sk_worker_x", profile="crm")
-
-    lease = await rpc.call(subjects.Vault.PROFILE_ACQUIRE, acquire("t1"), ProfileLease)
+    lease = await rpc.call(endpoints.Vault.PROFILE_ACQUIRE, _acquiring(w1, "t1"))
     assert lease.granted and lease.lease_token
-    busy = await rpc.call(subjects.Vault.PROFILE_ACQUIRE, acquire("t2"), ProfileLease)
+    busy = await rpc.call(endpoints.Vault.PROFILE_ACQUIRE, _acquiring(w1, "t2"))
     assert (busy.granted, busy.held_by_task) == (False, "t1")
     saved = await rpc.call(
-        subjects.Vault.PROFILE_SAVE,
-        ProfileSaveRequest(
-            task_id="t1", worker_key="sk_worker_x", profile="crm", lease_token=lease.lease_token, state=STATE
-        ),
-        ProfileSaveReply,
+        endpoints.Vault.PROFILE_SAVE,
+        _saving(lease, w1.seal_state(w1.lease(lease, "t1"), "t1", STATE)),
     )
     assert saved.saved and saved.version == 1
-    again = await rpc.call(subjects.Vault.PROFILE_ACQUIRE, acquire("t2"), ProfileLease)
-    assert again.granted and again.state == STATE
+    again = await rpc.call(endpoints.Vault.PROFILE_ACQUIRE, _acquiring(w1, "t2"))
+    assert again.granted and w1.lease(again, "t2").state == STATE
 
     with pytest.raises(ServiceError) as exc:
-        await rpc.call(subjects.Vault.PROFILE_ACQUIRE, acquire("t3"), ProfileLease)
+        await rpc.call(endpoints.Vault.PROFILE_ACQUIRE, _acquiring(w1, "t3"))
     assert exc.value.status == 403 and exc.value.field == "profile"
 
 
 async def test_list_and_delete_profiles_are_org_scoped_and_refuse_a_leased_one(
-    served: tuple[RpcClient, dict[str, TaskPublic]],
+    served: tuple[RpcClient, dict[str, TaskPublic], WorkerKeyPair],
 ) -> None:
-    rpc, tasks = served
+    rpc, tasks, w1 = served
     org = tasks["t1"].org_id
 
     def actor(role: str, org_id: str = org) -> Actor:
         return Actor(org_id=org_id, user_id="u1", role=role)  # type: ignore[arg-type]
 
     async def listed(who: Actor) -> list[ProfilePublic]:
-        return await rpc.call(
-            subjects.Vault.LIST_PROFILES, ListProfilesRequest(actor=who), list[ProfilePublic]
-        )
+        return await rpc.call(endpoints.Vault.LIST_PROFILES, ListProfilesRequest(actor=who))
 
     async def delete(who: Actor, name: str = "crm") -> None:
-        await rpc.call(subjects.Vault.DELETE_PROFILE, ProfileNameRequest(actor=who, name=name), Ack)
+        await rpc.call(endpoints.Vault.DELETE_PROFILE, ProfileNameRequest(actor=who, name=name))
 
     lease = await rpc.call(
-        subjects.Vault.PROFILE_ACQUIRE,
-        ProfileAcquireRequest(task_id="t1", worker_key="sk_worker_x", profile="crm"),
-        ProfileLease,
+        endpoints.Vault.PROFILE_ACQUIRE,
+        _acquiring(w1, "t1"),
     )
     assert lease.granted and lease.lease_token
     size = len(json.dumps(STATE, separators=(",", ":")).encode())
@@ -315,14 +290,12 @@ async def test_list_and_delete_profiles_are_org_scoped_and_refuse_a_leased_one(
     assert (exc.value.status, exc.value.code, exc.value.field) == (409, "profile_in_use", "name")
 
     await rpc.call(
-        subjects.Vault.PROFILE_SAVE,
-        ProfileSaveRequest(
-            task_id="t1", worker_key="sk_worker_x", profile="crm", lease_token=lease.lease_token, state=STATE
-        ),
-        ProfileSaveReply,
+        endpoints.Vault.PROFILE_SAVE,
+        _saving(lease, w1.seal_state(w1.lease(lease, "t1"), "t1", STATE)),
     )
     raw = await rpc.nc.request(
-        subjects.Vault.LIST_PROFILES, ListProfilesRequest(actor=actor("viewer")).model_dump_json().encode()
+        endpoints.Vault.LIST_PROFILES.subject,
+        ListProfilesRequest(actor=actor("viewer")).model_dump_json().encode(),
     )
     assert COOKIE.encode() not in raw.data  # the state never leaves through the list
     [crm] = await listed(actor("viewer"))
@@ -348,8 +321,77 @@ async def test_list_and_delete_profiles_are_org_scoped_and_refuse_a_leased_one(
     assert exc.value.status == 404
     # the next task starts from an empty profile
     fresh = await rpc.call(
-        subjects.Vault.PROFILE_ACQUIRE,
-        ProfileAcquireRequest(task_id="t2", worker_key="sk_worker_x", profile="crm"),
-        ProfileLease,
+        endpoints.Vault.PROFILE_ACQUIRE,
+        _acquiring(w1, "t2"),
     )
-    assert fresh.granted and fresh.state is None and fresh.version == 0
+    assert fresh.granted and w1.lease(fresh, "t2").state is None and fresh.version == 0
+
+
+async def test_a_saved_state_must_be_sealed_to_its_lease(
+    served: tuple[RpcClient, dict[str, TaskPublic], WorkerKeyPair],
+) -> None:
+    """The state comes back sealed to the key the (sealed) lease named, for this task, attempt and worker:
+    anything else is a 422 on `sealed_state` that changes nothing, and a state in clear is not accepted."""
+    rpc, _, w1 = served
+    lease = await rpc.call(endpoints.Vault.PROFILE_ACQUIRE, _acquiring(w1, "t1"))
+    assert lease.granted and lease.lease_token
+    leased = w1.lease(lease, "t1")
+    state = json.dumps(STATE).encode()
+
+    wrong = [
+        (
+            "to the worker's own key",
+            sealing.seal(w1.public_key, state, sealing.binding("t1", 1, "w1"), purpose="profile_save"),
+        ),
+        (
+            "for another attempt",
+            sealing.seal(leased.save_key, state, sealing.binding("t1", 2, "w1"), purpose="profile_save"),
+        ),
+        (
+            "for another worker",
+            sealing.seal(leased.save_key, state, sealing.binding("t1", 1, "w2"), purpose="profile_save"),
+        ),
+        (
+            "as a release",
+            sealing.seal(leased.save_key, state, sealing.binding("t1", 1, "w1"), purpose="release"),
+        ),
+        (
+            "not a state",
+            sealing.seal(leased.save_key, b"[1, 2]", sealing.binding("t1", 1, "w1"), purpose="profile_save"),
+        ),
+    ]
+    for case, box in wrong:
+        with pytest.raises(ServiceError) as exc:
+            await rpc.call(endpoints.Vault.PROFILE_SAVE, _saving(lease, box))
+        assert (exc.value.status, exc.value.field) == (422, "sealed_state"), case
+    clear = {**_saving(lease, wrong[0][1]).model_dump(exclude={"sealed_state"}), "state": STATE}
+    with pytest.raises(ServiceError) as exc:
+        await rpc.call_raw(endpoints.Vault.PROFILE_SAVE, clear)
+    assert (exc.value.status, exc.value.field) == (422, "state")
+
+    # none of that touched the lease: the real save goes through
+    saved = await rpc.call(endpoints.Vault.PROFILE_SAVE, _saving(lease, w1.seal_state(leased, "t1", STATE)))
+    assert (saved.saved, saved.version) == (True, 1)
+    raw = await rpc.nc.request(
+        endpoints.Vault.PROFILE_ACQUIRE.subject,
+        _acquiring(w1, "t2").model_dump_json().encode(),
+        timeout=5,
+    )
+    assert COOKIE.encode() not in raw.data and b"session" not in raw.data
+    assert w1.lease(ProfileLease.model_validate_json(raw.data), "t2").state == STATE
+
+
+async def test_a_save_survives_a_master_key_rotation_after_the_lease(session: AsyncSession) -> None:
+    """The lease's save key is derived from the master key current at the lease; the vault finds it again
+    by the box's recipient after the master key moved on."""
+    org = unique_name("org")
+    old, new = os.urandom(32), os.urandom(32)
+    lease = await service.acquire_profile(session, Keyring(1, {1: old}), grant(org, "t"), NOW)
+    assert lease.lease_token
+    rotated = Keyring(2, {1: old, 2: new})
+    saved = await service.save_profile(
+        session, rotated, grant(org, "t"), lease.lease_token, state_back(lease, "t"), NOW
+    )
+    assert saved.saved
+    again = await service.acquire_profile(session, rotated, grant(org, "t2"), NOW)
+    assert W1.lease(again, "t2").state == STATE

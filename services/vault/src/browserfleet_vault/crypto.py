@@ -10,15 +10,14 @@ one data key encrypts far fewer than 2^32 values, well inside GCM's random-nonce
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 
+from browserfleet_core.master_keys import MasterKeys, keys_by_version
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from .settings import VaultSettings, decode_master_key
+from .settings import VaultSettings
 
 NONCE_BYTES = 12
-DATA_KEY_BYTES = 32
 
 
 class DecryptionError(Exception):
@@ -71,35 +70,16 @@ def decrypt_value(data_key: bytes, org_id: str, name: str, nonce: bytes, ciphert
     return decrypt(data_key, nonce, ciphertext, credential_aad(org_id, name)).decode()
 
 
-@dataclass(frozen=True, repr=False)
-class Keyring:
-    """The master keys this process knows, by version. `repr=False`: a traceback must not print them."""
-
-    current_version: int
-    keys: dict[int, bytes]
-
-    def __post_init__(self) -> None:
-        if self.current_version not in self.keys:
-            raise ValueError(f"no master key for the current version {self.current_version}")
-        for version, key in self.keys.items():
-            if len(key) != DATA_KEY_BYTES:
-                raise ValueError(f"master key version {version} must be {DATA_KEY_BYTES} bytes")
-
-    def __repr__(self) -> str:
-        return f"Keyring(current_version={self.current_version}, versions={sorted(self.keys)})"
+class Keyring(MasterKeys):
+    """The vault's master keys, which wrap and unwrap the orgs' data keys."""
 
     @classmethod
     def from_settings(cls, settings: VaultSettings) -> Keyring:
-        keys = {
-            version: decode_master_key(key.get_secret_value(), f"VAULT_PREVIOUS_MASTER_KEYS[{version}]")
-            for version, key in settings.vault_previous_master_keys.items()
-        }
-        current = decode_master_key(settings.vault_master_key.get_secret_value())
         version = settings.vault_master_key_version
-        if keys.get(version, current) != current:
-            raise ValueError(f"VAULT_PREVIOUS_MASTER_KEYS[{version}] differs from VAULT_MASTER_KEY")
-        keys[version] = current
-        return cls(current_version=settings.vault_master_key_version, keys=keys)
+        keys = keys_by_version(
+            settings.vault_master_key, version, settings.vault_previous_master_keys, prefix="VAULT"
+        )
+        return cls(current_version=version, keys=keys)
 
     def wrap(self, org_id: str, data_key: bytes) -> tuple[bytes, int]:
         """Returns (nonce || wrapped key, master key version)."""

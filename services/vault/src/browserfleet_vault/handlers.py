@@ -1,118 +1,99 @@
-"""The `svc.vault.*` subjects. Thin: parse, open a transaction, call the service, reply."""
+"""The `svc.vault.*` subjects: each runs its service call in a transaction of its own; a worker's release or
+profile use is authorized first, before a database connection is taken."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-from browserfleet_contracts import subjects
-from browserfleet_contracts.common import Ack, OrgScoped
+from browserfleet_contracts import endpoints
+from browserfleet_contracts.common import Ack, ById
 from browserfleet_contracts.profiles import (
-    ListProfilesRequest,
     ProfileAcquireRequest,
     ProfileLease,
     ProfileNameRequest,
-    ProfilePublic,
     ProfileSaveReply,
     ProfileSaveRequest,
 )
 from browserfleet_contracts.vault import (
     CheckNamesReply,
     CheckNamesRequest,
-    CredentialPublic,
     NameRequest,
-    PutCredentialRequest,
     ReleaseReply,
     ReleaseRequest,
+    SsoClientSecretReply,
+    SsoClientSecretRequest,
 )
+from browserfleet_core import dbhealth
 from browserfleet_core.db import utcnow
 from browserfleet_core.messaging import rpc_router
 from faststream.nats import NatsRouter
 
-from . import service
-
-if TYPE_CHECKING:
-    from .app import VaultContext
+from . import profile_leases, service
+from .runtime import VaultRuntime
 
 
-def build_router(ctx: VaultContext) -> NatsRouter:
-    router = rpc_router()
-    queue = subjects.Vault.QUEUE
+def build_router(rt: VaultRuntime) -> NatsRouter:
     # FastStream handles one message at a time per subscriber unless told otherwise; each handler holds at
     # most one pooled connection, so the pool size bounds how many may run at once.
-    in_flight = ctx.settings.db_pool_size
+    router = rpc_router(max_workers=rt.settings.db_pool_size)
 
-    @router.subscriber(
-        subjects.Vault.PUT_CREDENTIAL, queue=queue, max_workers=in_flight, title="vault.put_credential"
+    router.serve(
+        endpoints.Vault.PUT_CREDENTIAL,
+        lambda body: rt.db.run(service.put_credential, rt.keyring, body.actor, body.credential),
     )
-    async def put_credential(body: PutCredentialRequest) -> CredentialPublic:
-        async with ctx.db.transaction() as session:
-            return await service.put_credential(session, ctx.keyring, body.actor, body.credential)
+    router.serve(
+        endpoints.Vault.LIST_CREDENTIALS, lambda body: rt.db.run(service.list_credentials, body.actor)
+    )
 
-    @router.subscriber(
-        subjects.Vault.LIST_CREDENTIALS, queue=queue, max_workers=in_flight, title="vault.list_credentials"
-    )
-    async def list_credentials(body: OrgScoped) -> list[CredentialPublic]:
-        async with ctx.db.transaction() as session:
-            return await service.list_credentials(session, body.actor)
-
-    @router.subscriber(
-        subjects.Vault.DELETE_CREDENTIAL, queue=queue, max_workers=in_flight, title="vault.delete_credential"
-    )
+    @router.handle(endpoints.Vault.DELETE_CREDENTIAL)
     async def delete_credential(body: NameRequest) -> Ack:
-        async with ctx.db.transaction() as session:
-            await service.delete_credential(session, body.actor, body.name)
+        await rt.db.run(service.delete_credential, body.actor, body.name)
         return Ack()
 
-    @router.subscriber(
-        subjects.Vault.CHECK_NAMES, queue=queue, max_workers=in_flight, title="vault.check_names"
+    router.serve(
+        endpoints.Vault.UPDATE_CREDENTIAL,
+        lambda body: rt.db.run(service.update_credential, rt.keyring, body.actor, body.id, body.credential),
     )
+
+    @router.handle(endpoints.Vault.DELETE_CREDENTIAL_BY_ID)
+    async def delete_credential_by_id(body: ById) -> Ack:
+        await rt.db.run(service.delete_credential_by_id, body.actor, body.id)
+        return Ack()
+
+    router.serve(endpoints.Vault.DB_HEALTH, lambda body: dbhealth.db_health(rt.db))
+
+    @router.handle(endpoints.Vault.CHECK_NAMES)
     async def check_names(body: CheckNamesRequest) -> CheckNamesReply:
-        async with ctx.db.transaction() as session:
-            return CheckNamesReply(missing=await service.check_names(session, body.actor, body.names))
+        return CheckNamesReply(missing=await rt.db.run(service.check_names, body.actor, body.names))
 
-    @router.subscriber(subjects.Vault.RELEASE, queue=queue, max_workers=in_flight, title="vault.release")
+    @router.handle(endpoints.Vault.RELEASE)
     async def release(body: ReleaseRequest) -> ReleaseReply:
-        grant = await service.authorize_release(
-            ctx.rpc, ctx.workers, body.task_id, body.worker_key, body.names
-        )
-        async with ctx.db.transaction() as session:
-            return ReleaseReply(values=await service.release(session, ctx.keyring, grant))
+        grant = await service.authorize_release(rt.rpc, rt.workers, body)
+        return await rt.db.run(service.release, rt.keyring, grant)
 
-    @router.subscriber(
-        subjects.Vault.PROFILE_ACQUIRE, queue=queue, max_workers=in_flight, title="vault.profile_acquire"
-    )
+    @router.handle(endpoints.Vault.SSO_CLIENT_SECRET)
+    async def sso_client_secret(body: SsoClientSecretRequest) -> SsoClientSecretReply:
+        value = await rt.db.run(service.release_sso_secret, rt.keyring, body.org_id, body.name)
+        return SsoClientSecretReply(value=value)
+
+    @router.handle(endpoints.Vault.PROFILE_ACQUIRE)
     async def profile_acquire(body: ProfileAcquireRequest) -> ProfileLease:
-        grant = await service.authorize_profile_use(
-            ctx.rpc, ctx.workers, body.task_id, body.worker_key, body.profile
-        )
-        async with ctx.db.transaction() as session:
-            return await service.acquire_profile(session, ctx.keyring, grant, utcnow())
+        grant = await profile_leases.authorize_profile_use(rt.rpc, rt.workers, body)
+        return await rt.db.run(profile_leases.acquire_profile, rt.keyring, grant, utcnow())
 
-    @router.subscriber(
-        subjects.Vault.PROFILE_SAVE, queue=queue, max_workers=in_flight, title="vault.profile_save"
-    )
+    @router.handle(endpoints.Vault.PROFILE_SAVE)
     async def profile_save(body: ProfileSaveRequest) -> ProfileSaveReply:
-        grant = await service.authorize_profile_use(
-            ctx.rpc, ctx.workers, body.task_id, body.worker_key, body.profile
+        grant = await profile_leases.authorize_profile_use(rt.rpc, rt.workers, body)
+        return await rt.db.run(
+            profile_leases.save_profile, rt.keyring, grant, body.lease_token, body.sealed_state, utcnow()
         )
-        async with ctx.db.transaction() as session:
-            return await service.save_profile(
-                session, ctx.keyring, grant, body.lease_token, body.state, utcnow()
-            )
 
-    @router.subscriber(
-        subjects.Vault.LIST_PROFILES, queue=queue, max_workers=in_flight, title="vault.list_profiles"
+    router.serve(
+        endpoints.Vault.LIST_PROFILES,
+        lambda body: rt.db.run(profile_leases.list_profiles, body.actor, utcnow()),
     )
-    async def list_profiles(body: ListProfilesRequest) -> list[ProfilePublic]:
-        async with ctx.db.transaction() as session:
-            return await service.list_profiles(session, body.actor, utcnow())
 
-    @router.subscriber(
-        subjects.Vault.DELETE_PROFILE, queue=queue, max_workers=in_flight, title="vault.delete_profile"
-    )
+    @router.handle(endpoints.Vault.DELETE_PROFILE)
     async def delete_profile(body: ProfileNameRequest) -> Ack:
-        async with ctx.db.transaction() as session:
-            await service.delete_profile(session, body.actor, body.name, utcnow())
+        await rt.db.run(profile_leases.delete_profile, body.actor, body.name, utcnow())
         return Ack()
 
     return router

@@ -6,28 +6,16 @@ any more, even from a backup taken later. Idempotent: a second event removes not
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-from browserfleet_contracts import subjects
-from browserfleet_core.org_events import delete_org_rows, org_deleted_router
+from browserfleet_contracts import endpoints
+from browserfleet_core.org_events import org_deleted_router
 from faststream.nats import NatsRouter
-from sqlmodel.ext.asyncio.session import AsyncSession
 
-from .models import VaultBase
-
-if TYPE_CHECKING:
-    from .app import VaultContext
-
-NOT_ORG_SCOPED: frozenset[str] = frozenset()
+from . import repository
+from .runtime import VaultRuntime
 
 
-async def purge_org(session: AsyncSession, org_id: str) -> dict[str, int]:
-    return await delete_org_rows(session, VaultBase.metadata, org_id)
-
-
-def build_org_events_router(ctx: VaultContext) -> NatsRouter:
+def build_org_events_router(rt: VaultRuntime) -> NatsRouter:
     async def purge(org_id: str) -> dict[str, int]:
-        async with ctx.db.transaction() as session:
-            return await purge_org(session, org_id)
+        return await rt.db.run(repository.purge_org, org_id)
 
-    return org_deleted_router(subjects.Vault.QUEUE, purge)
+    return org_deleted_router(endpoints.Vault.QUEUE, purge)

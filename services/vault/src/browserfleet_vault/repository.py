@@ -4,14 +4,27 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from typing import TypeVar
 
-from browserfleet_core.db import new_id, utcnow
+from browserfleet_core.db import AsyncSession, new_id, utcnow
+from browserfleet_core.org_events import delete_org_rows
 from sqlalchemy import delete, func
 from sqlalchemy.dialects.postgresql import insert
 from sqlmodel import col, select
-from sqlmodel.ext.asyncio.session import AsyncSession
+from sqlmodel.sql.expression import SelectOfScalar
 
-from .models import Credential, DataKey, Profile, Release
+from .models import Credential, DataKey, Profile, Release, VaultBase
+
+R = TypeVar("R")
+
+
+def _for_update(stmt: SelectOfScalar[R]) -> SelectOfScalar[R]:
+    """The rows read locked until the transaction ends, and read afresh rather than from the session."""
+    return stmt.with_for_update().execution_options(populate_existing=True)
+
+
+# tables without an org_id column, which purge_org does not reach (the tests pin this list)
+NOT_ORG_SCOPED: frozenset[str] = frozenset()
 
 
 async def get_data_key(session: AsyncSession, org_id: str, version: int) -> DataKey | None:
@@ -110,6 +123,16 @@ async def existing_names(session: AsyncSession, org_id: str, names: Sequence[str
     return set((await session.exec(stmt)).all())
 
 
+async def lock_credential(session: AsyncSession, org_id: str, credential_id: str) -> Credential | None:
+    stmt = select(Credential).where(Credential.org_id == org_id, Credential.id == credential_id)
+    return (await session.exec(_for_update(stmt))).first()
+
+
+async def save_credential(session: AsyncSession, credential: Credential) -> None:
+    session.add(credential)
+    await session.flush()
+
+
 async def delete_credential(session: AsyncSession, org_id: str, name: str) -> bool:
     stmt = (
         delete(Credential)
@@ -144,13 +167,8 @@ async def lock_profile(session: AsyncSession, org_id: str, name: str) -> Profile
         .values(id=new_id(), org_id=org_id, name=name, version=0, created_at=now, updated_at=now)
         .on_conflict_do_nothing(constraint="uq_profiles_org_name")
     )
-    stmt = (
-        select(Profile)
-        .where(Profile.org_id == org_id, Profile.name == name)
-        .with_for_update()
-        .execution_options(populate_existing=True)
-    )
-    return (await session.exec(stmt)).one()
+    stmt = select(Profile).where(Profile.org_id == org_id, Profile.name == name)
+    return (await session.exec(_for_update(stmt))).one()
 
 
 async def list_profiles(session: AsyncSession, org_id: str) -> list[Profile]:
@@ -160,13 +178,8 @@ async def list_profiles(session: AsyncSession, org_id: str) -> list[Profile]:
 
 async def lock_existing_profile(session: AsyncSession, org_id: str, name: str) -> Profile | None:
     """The profile row locked FOR UPDATE (a lease decision waits for the delete), or None; never creates it."""
-    stmt = (
-        select(Profile)
-        .where(Profile.org_id == org_id, Profile.name == name)
-        .with_for_update()
-        .execution_options(populate_existing=True)
-    )
-    return (await session.exec(stmt)).first()
+    stmt = select(Profile).where(Profile.org_id == org_id, Profile.name == name)
+    return (await session.exec(_for_update(stmt))).first()
 
 
 async def delete_profile_row(session: AsyncSession, profile: Profile) -> None:
@@ -182,3 +195,8 @@ async def get_profile(session: AsyncSession, org_id: str, name: str) -> Profile 
 async def save_profile(session: AsyncSession, profile: Profile) -> None:
     session.add(profile)
     await session.flush()
+
+
+async def purge_org(session: AsyncSession, org_id: str) -> dict[str, int]:
+    """Every row of the organization, from every table with an `org_id` (rows removed per table)."""
+    return await delete_org_rows(session, VaultBase.metadata, org_id)

@@ -1,39 +1,38 @@
 """Vault logic: write-only credentials, and their release to the worker running a task that names them.
 
-Values go in through `put_credential` and come out only through `release`; nothing here logs one.
+Values go in through `put_credential` and come out only through `release`, sealed to the worker's registered
+public key (delivery.py); nothing here logs one.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
-from typing import Any
 
-from browserfleet_contracts import subjects
+from browserfleet_contracts import endpoints
 from browserfleet_contracts.auth import OrgPolicy, WorkerOrgPolicyRequest
 from browserfleet_contracts.common import Actor
-from browserfleet_contracts.profiles import (
-    MAX_PROFILE_STATE_BYTES,
-    ProfileLease,
-    ProfilePublic,
-    ProfileSaveReply,
+from browserfleet_contracts.tasks import ClaimInfo, ClaimInfoRequest
+from browserfleet_contracts.vault import (
+    SSO_SECRET_TYPE,
+    CredentialCreate,
+    CredentialPublic,
+    CredentialUpdate,
+    ReleaseReply,
+    ReleaseRequest,
 )
-from browserfleet_contracts.tasks import ClaimInfo, ClaimInfoRequest, GetTaskRequest, TaskPublic
-from browserfleet_contracts.vault import CredentialCreate, CredentialPublic
 from browserfleet_contracts.workers import WorkerIdentity
-from browserfleet_core.db import utcnow
+from browserfleet_core import sealing
+from browserfleet_core.db import AsyncSession, utcnow
 from browserfleet_core.errors import Conflict, Forbidden, Invalid, NotFound
 from browserfleet_core.messaging import RpcClient
+from browserfleet_core.projection import project
 from browserfleet_core.workerkeys import WorkerKeys
-from sqlmodel.ext.asyncio.session import AsyncSession
 
-from . import crypto, repository
+from . import crypto, delivery, repository
 from .crypto import Keyring
-from .models import Credential, DataKey, Profile
+from .models import Credential, DataKey
 
 log = logging.getLogger(__name__)
 
@@ -41,15 +40,7 @@ WRITER_ROLES = frozenset({"admin", "user"})
 
 
 def _public(credential: Credential, key_version: int) -> CredentialPublic:
-    return CredentialPublic(
-        id=credential.id,
-        name=credential.name,
-        type=credential.type,
-        description=credential.description,
-        key_version=key_version,
-        created_at=credential.created_at,
-        updated_at=credential.updated_at,
-    )
+    return project(CredentialPublic, credential, key_version=key_version)
 
 
 async def current_data_key(session: AsyncSession, keyring: Keyring, org_id: str) -> tuple[DataKey, bytes]:
@@ -68,6 +59,7 @@ async def put_credential(
 ) -> CredentialPublic:
     if actor.role not in WRITER_ROLES:
         raise Forbidden("viewers cannot write credentials", code="insufficient_role")
+    await _guard_sso_secret(session, actor, body.name, body.type)
     data_key, key = await current_data_key(session, keyring, actor.org_id)
     nonce, ciphertext = crypto.encrypt_value(key, actor.org_id, body.name, body.value)
     credential = await repository.upsert_credential(
@@ -88,38 +80,126 @@ async def list_credentials(session: AsyncSession, actor: Actor) -> list[Credenti
     return [_public(c, v) for c, v in await repository.list_credentials(session, actor.org_id)]
 
 
+async def _guard_sso_secret(session: AsyncSession, actor: Actor, name: str, new_type: str | None) -> None:
+    """An identity provider's client secret is the org's sign-in: only an admin writes, replaces or removes
+    one (a user could otherwise swap the secret and break, or redirect, everyone's SSO)."""
+    if actor.role == "admin":
+        return
+    existing = await repository.get_credentials(session, actor.org_id, [name])
+    if new_type == SSO_SECRET_TYPE or any(c.type == SSO_SECRET_TYPE for c in existing):
+        raise Forbidden("only admins may write or delete an sso_secret credential", code="insufficient_role")
+
+
 async def delete_credential(session: AsyncSession, actor: Actor, name: str) -> None:
     if actor.role not in WRITER_ROLES:
         raise Forbidden("viewers cannot delete credentials", code="insufficient_role")
+    await _guard_sso_secret(session, actor, name, None)
     if not await repository.delete_credential(session, actor.org_id, name):
         raise NotFound(f"credential {name} not found", field="name")
     log.info("credential %s deleted for org %s", name, actor.org_id)
 
 
+async def update_credential(
+    session: AsyncSession, keyring: Keyring, actor: Actor, credential_id: str, body: CredentialUpdate
+) -> CredentialPublic:
+    """Change a credential found by id (the seed's `PUT /admin/credentials/{id}`); its name stays, being what
+    tasks reference. A new value is sealed under the org's current data key."""
+    if actor.role not in WRITER_ROLES:
+        raise Forbidden("viewers cannot write credentials", code="insufficient_role")
+    credential = await repository.lock_credential(session, actor.org_id, credential_id)
+    if credential is None:
+        raise NotFound("credential not found", field="id")
+    if body.name is not None and body.name != credential.name:
+        raise Invalid(
+            f"name: a credential keeps its name ({credential.name}): tasks reference it by name; store a new "
+            "one and delete this one to rename",
+            field="name",
+            code="rename_unsupported",
+        )
+    await _guard_sso_secret(session, actor, credential.name, body.type)
+    if body.type is not None:
+        credential.type = body.type
+    if "description" in body.model_fields_set:
+        credential.description = body.description
+    if body.value is not None:
+        data_key, key = await current_data_key(session, keyring, actor.org_id)
+        credential.nonce, credential.ciphertext = crypto.encrypt_value(
+            key, actor.org_id, credential.name, body.value
+        )
+        credential.data_key_id = data_key.id
+    credential.updated_at = utcnow()
+    await repository.save_credential(session, credential)
+    data_keys = await repository.get_data_keys(session, [credential.data_key_id])
+    log.info("credential %s updated for org %s", credential.name, actor.org_id)
+    return _public(credential, data_keys[credential.data_key_id].master_key_version)
+
+
+async def delete_credential_by_id(session: AsyncSession, actor: Actor, credential_id: str) -> None:
+    if actor.role not in WRITER_ROLES:
+        raise Forbidden("viewers cannot delete credentials", code="insufficient_role")
+    credential = await repository.lock_credential(session, actor.org_id, credential_id)
+    if credential is None:
+        raise NotFound("credential not found", field="id")
+    await delete_credential(session, actor, credential.name)
+
+
 async def check_names(session: AsyncSession, actor: Actor, names: list[str]) -> list[str]:
+    """The names a task (or the org's proxy) may not use: unknown ones, and SSO client secrets, which are
+    never released to a worker (so a task cannot carry one to a page)."""
     wanted = list(dict.fromkeys(names))
-    found = await repository.existing_names(session, actor.org_id, wanted)
-    return [n for n in wanted if n not in found]
+    found = await repository.get_credentials(session, actor.org_id, wanted)
+    usable = {c.name for c in found if c.type != SSO_SECRET_TYPE}
+    return [n for n in wanted if n not in usable]
 
 
 @dataclass(frozen=True)
-class ReleaseGrant:
+class WorkerGrant:
+    """What a worker may be given for the attempt of a task it holds: sealed to its key, bound to the attempt."""
+
     task_id: str
     org_id: str
     worker_id: str
+    attempt: int
+    public_key: str  # the worker's registered X25519 key: what is sealed to it
+
+    @property
+    def binding(self) -> bytes:
+        return sealing.binding(self.task_id, self.attempt, self.worker_id)
+
+
+@dataclass(frozen=True)
+class ReleaseGrant(WorkerGrant):
     names: list[str]
 
 
 def authorize(
-    identity: WorkerIdentity, claim: ClaimInfo, names: list[str], policy_names: Iterable[str] = ()
+    identity: WorkerIdentity,
+    claim: ClaimInfo,
+    names: list[str],
+    policy_names: Iterable[str] = (),
+    attempt: int | None = None,
 ) -> ReleaseGrant:
-    """The release rule: the task is running, claimed by this worker, and every secret asked for is named
-    by the task's steps or by its organization's policy (`policy_names`: the org proxy's credentials, which
-    only an org admin can set; a task cannot add to them)."""
+    """The release rule: the task is running, claimed by this worker (in `attempt`, when it says), the
+    worker has a public key to seal to, and every secret asked for is named by the task's steps or by its
+    organization's policy (`policy_names`: the org proxy's credentials, which only an org admin can set; a
+    task cannot add to them)."""
     if claim.status != "running":
         raise Forbidden(f"task {claim.task_id} is {claim.status}, not running", code="release_denied")
     if claim.worker_id != identity.worker_id:
         raise Forbidden(f"task {claim.task_id} is not claimed by this worker", code="release_denied")
+    if attempt is not None and attempt != claim.attempt:
+        raise Forbidden(
+            f"task {claim.task_id} runs attempt {claim.attempt}, not {attempt}",
+            code="release_denied",
+            field="attempt",
+        )
+    if not identity.public_key:
+        # never a value in clear: a worker that registered no key gets nothing it could read
+        raise Forbidden(
+            f"worker {identity.worker_id} has no registered public key, and secrets are only released "
+            "sealed to one: restart the worker (it registers a new key pair at every start)",
+            code="public_key_missing",
+        )
     if identity.org_id is not None and identity.org_id != claim.org_id:
         raise Forbidden(f"task {claim.task_id} belongs to another organization", code="release_denied")
     allowed = set(claim.secret_names) | set(policy_names)
@@ -135,37 +215,64 @@ def authorize(
         org_id=claim.org_id,
         worker_id=identity.worker_id,
         names=list(dict.fromkeys(names)),
+        attempt=claim.attempt,
+        public_key=identity.public_key,
     )
 
 
-async def authorize_release(
-    rpc: RpcClient, workers: WorkerKeys, task_id: str, worker_key: str, names: list[str]
-) -> ReleaseGrant:
-    """Asks worker-gateway who the key belongs to (through `workers`' short cache: an unknown key is its
-    401) and the scheduler who holds the task (never cached: the claim is what changes).
+async def worker_identity(
+    workers: WorkerKeys, worker_key: str, public_key: str | None, *, sealing_to_it: bool = True
+) -> WorkerIdentity:
+    """Who the key is (worker-gateway; an unknown or removed key is its 401).
+
+    Before sealing to the worker (a release, a lease) worker-gateway is asked every time, past `workers`'
+    cache: a box goes only to the key registered at this moment, so a worker that re-registered (every start
+    makes a new key pair) is sealed to its new key at once and its old key is refused, and a removed worker
+    gets nothing even while the cache still holds it. That costs one lookup per release, next to a task's
+    seconds. A call that seals nothing to the worker (a profile save) is served from the cache.
+
+    A worker that says which public key it opens with, and is not registered with that key, gets a 409: a
+    box sealed to a key that process does not hold would only fail on its side."""
+    identity = await workers.verify(worker_key, fresh=sealing_to_it)
+    if public_key is not None and identity.public_key != public_key:
+        if not sealing_to_it:  # a cached identity may predate a restart: ask before refusing
+            identity = await workers.verify(worker_key, fresh=True)
+        if identity.public_key != public_key:
+            raise Conflict(
+                "public_key is not the key worker-gateway has registered for this worker (re-registered "
+                "since with another?); restart the worker so it registers the key pair it holds",
+                code="public_key_mismatch",
+                field="public_key",
+            )
+    return identity
+
+
+async def authorize_release(rpc: RpcClient, workers: WorkerKeys, req: ReleaseRequest) -> ReleaseGrant:
+    """Asks worker-gateway who the key belongs to and which public key it has now (`worker_identity`), and
+    the scheduler who holds the task (never cached: the claim is what changes).
 
     Runs before any transaction is opened, so no connection is held across the two round trips.
     """
-    identity = await workers.verify(worker_key)
-    claim: ClaimInfo = await rpc.call(
-        subjects.Scheduler.CLAIM_INFO, ClaimInfoRequest(task_id=task_id), ClaimInfo
-    )
+    identity = await worker_identity(workers, req.worker_key, req.public_key)
+    claim: ClaimInfo = await rpc.call(endpoints.Scheduler.CLAIM_INFO, ClaimInfoRequest(task_id=req.task_id))
+    names, attempt = req.names, req.attempt
     policy_names: set[str] = set()
     if set(names) - set(claim.secret_names):
         # names the task's steps do not: allowed only if the org's policy (its proxy) references them. Asked
         # only now, after the claim was checked, with the worker's own key (auth verifies it again).
-        authorize(identity, claim, [])
+        authorize(identity, claim, [], attempt=attempt)
         policy: OrgPolicy = await rpc.call(
-            subjects.Auth.ORG_POLICY,
-            WorkerOrgPolicyRequest(org_id=claim.org_id, worker_key=worker_key),
-            OrgPolicy,
+            endpoints.Auth.ORG_POLICY, WorkerOrgPolicyRequest(org_id=claim.org_id, worker_key=req.worker_key)
         )
         policy_names = policy.secret_names()
-    return authorize(identity, claim, names, policy_names)
+    return authorize(identity, claim, names, policy_names, attempt)
 
 
-async def release(session: AsyncSession, keyring: Keyring, grant: ReleaseGrant) -> dict[str, str]:
-    credentials = {c.name: c for c in await repository.get_credentials(session, grant.org_id, grant.names)}
+async def release(session: AsyncSession, keyring: Keyring, grant: ReleaseGrant) -> ReleaseReply:
+    """The values the grant names, sealed to the worker; the release is recorded (audit) in the same
+    transaction."""
+    found = await repository.get_credentials(session, grant.org_id, grant.names)
+    credentials = {c.name: c for c in found if c.type != SSO_SECRET_TYPE}  # never to a worker
     missing = [n for n in grant.names if n not in credentials]
     if missing:
         raise NotFound(f"credential(s) not found: {', '.join(missing)}", field="names")
@@ -188,178 +295,24 @@ async def release(session: AsyncSession, keyring: Keyring, grant: ReleaseGrant) 
         names=grant.names,
         at=utcnow(),
     )
+    sealed = delivery.seal_release(grant.public_key, grant.binding, values)
     log.info("released %d secret(s) for task %s to worker %s", len(values), grant.task_id, grant.worker_id)
-    return values
+    values.clear()
+    return ReleaseReply(sealed=sealed)
 
 
-# --- profiles ------------------------------------------------------------------------------------------
-PROFILE_LEASE_GRACE_SECONDS = 120  # a lease outlives its task's timeout by this much, then anyone may take it
-
-
-@dataclass(frozen=True)
-class ProfileGrant:
-    task_id: str
-    org_id: str
-    worker_id: str
-    profile: str
-    lease_seconds: float
-
-
-def authorize_profile(
-    identity: WorkerIdentity, claim: ClaimInfo, task: TaskPublic, profile: str
-) -> ProfileGrant:
-    """The release rule for secrets (running, claimed by this worker, same org), and the task names the profile."""
-    authorize(identity, claim, [])
-    if task.id != claim.task_id or task.spec.profile != profile:
-        raise Forbidden(
-            f"task {claim.task_id} does not name profile {profile}", code="release_denied", field="profile"
-        )
-    return ProfileGrant(
-        task_id=claim.task_id,
-        org_id=claim.org_id,
-        worker_id=identity.worker_id,
-        profile=profile,
-        lease_seconds=task.timeout_seconds + PROFILE_LEASE_GRACE_SECONDS,
-    )
-
-
-async def authorize_profile_use(
-    rpc: RpcClient, workers: WorkerKeys, task_id: str, worker_key: str, profile: str
-) -> ProfileGrant:
-    """Who the key is (worker-gateway, through `workers`), who holds the task (scheduler), and which
-    profile the task names: the scheduler's claim info does not carry the spec, so the task is read in its
-    org's scope."""
-    identity = await workers.verify(worker_key)
-    claim: ClaimInfo = await rpc.call(
-        subjects.Scheduler.CLAIM_INFO, ClaimInfoRequest(task_id=task_id), ClaimInfo
-    )
-    authorize(identity, claim, [])  # refuse before reading the task for a worker that does not hold it
-    task: TaskPublic = await rpc.call(
-        subjects.Scheduler.GET_TASK,
-        GetTaskRequest(actor=Actor(org_id=claim.org_id, role="viewer"), task_id=task_id),
-        TaskPublic,
-    )
-    return authorize_profile(identity, claim, task, profile)
-
-
-async def acquire_profile(
-    session: AsyncSession, keyring: Keyring, grant: ProfileGrant, now: datetime
-) -> ProfileLease:
-    """Grants the lease (with the stored state) unless another task holds an unexpired one.
-
-    A later attempt of the same task takes the lease over: the earlier attempt was given up by the scheduler,
-    and its save will then fail on the changed token.
-    """
-    row = await repository.lock_profile(session, grant.org_id, grant.profile)
-    held = row.lease_token is not None and row.lease_expires_at is not None and row.lease_expires_at > now
-    if held and row.lease_task_id != grant.task_id:
-        return ProfileLease(
-            granted=False,
-            profile=grant.profile,
-            version=row.version,
-            expires_at=row.lease_expires_at,
-            held_by_task=row.lease_task_id,
-        )
-    state: dict[str, Any] | None = None
-    if row.ciphertext is not None and row.nonce is not None and row.data_key_id is not None:
-        dk = (await repository.get_data_keys(session, [row.data_key_id]))[row.data_key_id]
-        key = keyring.unwrap(dk.org_id, dk.wrapped_key, dk.master_key_version)
-        state = json.loads(
-            crypto.decrypt_profile(key, grant.org_id, grant.profile, row.nonce, row.ciphertext)
-        )
-    row.lease_task_id = grant.task_id
-    row.lease_token = secrets.token_urlsafe(24)
-    row.lease_expires_at = now + timedelta(seconds=grant.lease_seconds)
-    await repository.save_profile(session, row)
-    log.info("profile %s of org %s leased to task %s", grant.profile, grant.org_id, grant.task_id)
-    return ProfileLease(
-        granted=True,
-        profile=grant.profile,
-        lease_token=row.lease_token,
-        state=state,
-        version=row.version,
-        expires_at=row.lease_expires_at,
-        held_by_task=grant.task_id,
-    )
-
-
-async def save_profile(
-    session: AsyncSession,
-    keyring: Keyring,
-    grant: ProfileGrant,
-    lease_token: str,
-    state: dict[str, Any] | None,
-    now: datetime,
-) -> ProfileSaveReply:
-    """Stores `state` (if given) and ends the lease; only the lease's holder may, so a task whose lease was
-    taken over cannot overwrite what the newer holder will save."""
-    row = await repository.lock_profile(session, grant.org_id, grant.profile)
-    if row.lease_token is None or not secrets.compare_digest(row.lease_token, lease_token):
-        raise Conflict(
-            f"the lease on profile {grant.profile} is no longer held by this task; nothing saved",
-            code="profile_lease_lost",
-            field="lease_token",
-        )
-    saved = False
-    if state is not None:
-        data = json.dumps(state, separators=(",", ":")).encode()
-        if len(data) > MAX_PROFILE_STATE_BYTES:
-            raise Invalid(
-                f"profile state is {len(data)} bytes; at most {MAX_PROFILE_STATE_BYTES} are stored",
-                field="state",
-            )
-        data_key, key = await current_data_key(session, keyring, grant.org_id)
-        row.nonce, row.ciphertext = crypto.encrypt_profile(key, grant.org_id, grant.profile, data)
-        row.data_key_id = data_key.id
-        row.version += 1
-        row.updated_at = now
-        saved = True
-    row.lease_task_id = row.lease_token = None
-    row.lease_expires_at = None
-    await repository.save_profile(session, row)
-    log.info(
-        "profile %s of org %s %s by task %s",
-        grant.profile,
-        grant.org_id,
-        f"saved (version {row.version})" if saved else "released",
-        grant.task_id,
-    )
-    return ProfileSaveReply(saved=saved, version=row.version)
-
-
-GCM_TAG_BYTES = 16
-
-
-def _profile_public(row: Profile, now: datetime) -> ProfilePublic:
-    held = row.lease_token is not None and row.lease_expires_at is not None and row.lease_expires_at > now
-    return ProfilePublic(
-        name=row.name,
-        version=row.version,
-        size=max(len(row.ciphertext) - GCM_TAG_BYTES, 0) if row.ciphertext is not None else 0,
-        in_use=held,
-        created_at=row.created_at,
-        updated_at=row.updated_at,
-    )
-
-
-async def list_profiles(session: AsyncSession, actor: Actor, now: datetime) -> list[ProfilePublic]:
-    """The caller's organization's profiles: names, versions, sizes; never a state."""
-    return [_profile_public(row, now) for row in await repository.list_profiles(session, actor.org_id)]
-
-
-async def delete_profile(session: AsyncSession, actor: Actor, name: str, now: datetime) -> None:
-    """Admins delete a profile of their organization; another org's profile is NotFound. A profile whose lease
-    a running task holds is a Conflict (the task would save it back): retry once the task has finished."""
-    if actor.role != "admin":
-        raise Forbidden("only admins delete profiles", code="insufficient_role")
-    row = await repository.lock_existing_profile(session, actor.org_id, name)
-    if row is None:
-        raise NotFound(f"profile {name} not found", code="profile_not_found", field="name")
-    if row.lease_token is not None and row.lease_expires_at is not None and row.lease_expires_at > now:
-        raise Conflict(
-            f"profile {name} is in use by task {row.lease_task_id}; delete it after that task has finished",
-            code="profile_in_use",
-            field="name",
-        )
-    await repository.delete_profile_row(session, row)
-    log.info("profile %s of org %s deleted", name, actor.org_id)
+async def release_sso_secret(session: AsyncSession, keyring: Keyring, org_id: str, name: str) -> str:
+    """An organization's IdP client secret, for auth (the only caller of `svc.vault.sso_client_secret`; on
+    an authenticated bus only auth's identity may publish it). Any other type of credential is a 404: this
+    subject cannot be used to read a task's secrets."""
+    found = [
+        c for c in await repository.get_credentials(session, org_id, [name]) if c.type == SSO_SECRET_TYPE
+    ]
+    if not found:
+        raise NotFound(f"no sso_secret credential named {name}", field="name", code="credential_not_found")
+    credential = found[0]
+    dk = (await repository.get_data_keys(session, [credential.data_key_id]))[credential.data_key_id]
+    key = keyring.unwrap(dk.org_id, dk.wrapped_key, dk.master_key_version)
+    value = crypto.decrypt_value(key, org_id, name, credential.nonce, credential.ciphertext)
+    log.info("released sso secret %s of org %s to auth", name, org_id)
+    return value
