@@ -17,22 +17,24 @@ from datetime import UTC, datetime
 
 import pytest
 import yaml
+from browserfleet_contracts import subjects
 from browserfleet_contracts.common import Actor
 from browserfleet_contracts.events import EventEnvelope
+from browserfleet_core.db import utcnow
 from browserfleet_core.messaging import RpcClient
-from browserfleet_core.testing import rolled_back_session
+from browserfleet_devkit.testing import rolled_back_session
 from browserfleet_webhooks import handlers
 from browserfleet_webhooks.app import WebhooksService, create_broker
+from browserfleet_webhooks.intake import record_events
 from browserfleet_webhooks.models import WebhookDelivery, WebhookEndpoint
-from browserfleet_webhooks.service import record_events
 from faststream.specification import AsyncAPI
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, StreamConfig
 from sqlmodel import col, select
 
-from .conftest import Receiver
-from .test_delivery import _endpoint
+from .conftest import TEST_SCHEDULE, Receiver
+from .helpers import endpoint as _endpoint
 
 WAIT_CAP = 30.0
 
@@ -228,26 +230,34 @@ async def test_record_events_matches_per_event_org_and_type(service: WebhooksSer
     a, b = _org(), _org()
     async with rolled_back_session(service.db.engine) as session:
         endpoints = {
-            "a_star": WebhookEndpoint(org_id=a.org_id, url="https://a.example/1", events=["*"], secret="s"),
+            "a_star": WebhookEndpoint(
+                org_id=a.org_id, url="https://a.example/1", events=["*"], kind="endpoint"
+            ),
             "a_run": WebhookEndpoint(
-                org_id=a.org_id, url="https://a.example/2", events=["run.*"], secret="s"
+                org_id=a.org_id, url="https://a.example/2", events=["security.*"], kind="endpoint"
             ),
             "a_off": WebhookEndpoint(
-                org_id=a.org_id, url="https://a.example/3", events=["*"], secret="s", enabled=False
+                org_id=a.org_id, url="https://a.example/3", events=["*"], kind="endpoint", enabled=False
             ),
             "b_done": WebhookEndpoint(
-                org_id=b.org_id, url="https://b.example/1", events=["task.completed"], secret="s"
+                org_id=b.org_id, url="https://b.example/1", events=["task.completed"], kind="endpoint"
             ),
         }
         session.add_all(endpoints.values())
         await session.flush()
         ev = {
             "a_done": _event(a, "task.completed"),
-            "a_run": _event(a, "run.started"),
+            "a_run": _event(a, "security.request_blocked"),
             "b_done": _event(b, "task.completed"),
             "b_fail": _event(b, "task.failed"),
         }
-        created = await record_events(session, [*ev.values(), ev["a_done"]])
+        created = await record_events(
+            session,
+            [*ev.values(), ev["a_done"]],
+            box=service.runtime.box,
+            schedule_delays=TEST_SCHEDULE,
+            now=utcnow(),
+        )
         rows = (await session.exec(select(WebhookDelivery.endpoint_id, WebhookDelivery.event_id))).all()
         got = {(r[0], r[1]) for r in rows}
         expected = {
@@ -259,7 +269,10 @@ async def test_record_events_matches_per_event_org_and_type(service: WebhooksSer
         assert got >= expected
         assert {(e, i) for e, i in got if i in {x.id for x in ev.values()}} == expected
         assert created == len(expected)
-        assert await record_events(session, list(ev.values())) == 0
+        again = await record_events(
+            session, list(ev.values()), box=service.runtime.box, schedule_delays=TEST_SCHEDULE, now=utcnow()
+        )
+        assert again == 0
 
 
 def _channels(document: dict[str, object]) -> dict[str, dict[str, object]]:
@@ -275,9 +288,9 @@ def test_the_events_consumer_is_documented_but_not_a_faststream_subscriber(servi
         AsyncAPI(create_broker(service.settings), title="t", version="1").to_specification().to_yaml()
     )
     channel = _channels(described)[f"{handlers.EVENTS_DURABLE}.events"]
-    assert channel["address"] == "events.>"
+    assert channel["address"] == subjects.EVENTS_ALL
     assert "EventEnvelope" in described["components"]["schemas"]
 
     running = yaml.safe_load(AsyncAPI(service.broker, title="t", version="1").to_specification().to_yaml())
-    assert all(c.get("address") != "events.>" for c in _channels(running).values())
+    assert all(c.get("address") != subjects.EVENTS_ALL for c in _channels(running).values())
     assert service.events is not None

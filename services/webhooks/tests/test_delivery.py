@@ -1,25 +1,13 @@
-"""Events on the real EVENTS stream become signed, retried webhook deliveries.
+"""Events on the real EVENTS stream become signed, retried webhook deliveries in the seed's payload shape.
 
 The webhook receiver is a local HTTP server on 127.0.0.1 standing in for a customer's system.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
-import uuid
-from datetime import UTC, datetime
 
 from browserfleet_contracts import subjects
-from browserfleet_contracts.common import Actor
-from browserfleet_contracts.events import EventEnvelope
-from browserfleet_contracts.webhooks import (
-    CreateEndpointRequest,
-    ListDeliveriesRequest,
-    WebhookDeliveryPublic,
-    WebhookEndpointCreate,
-    WebhookEndpointPublic,
-)
 from browserfleet_core.messaging import RpcClient
 from browserfleet_webhooks import repository, signing
 from browserfleet_webhooks.app import WebhooksService
@@ -29,124 +17,64 @@ from nats.js import JetStreamContext
 from sqlalchemy import func
 from sqlmodel import col, select
 
-from .conftest import Receiver, events_drained
+from .conftest import TEST_SCHEDULE, Receiver, events_drained
+from .helpers import deliveries, detail, endpoint, event, org, org_endpoint, path, publish, settled
 
 
-def _org() -> Actor:
-    return Actor(org_id=f"org-{uuid.uuid4().hex[:8]}", user_id="admin-1", role="admin")
-
-
-async def _endpoint(rpc: RpcClient, actor: Actor, url: str, events: list[str]) -> WebhookEndpointPublic:
-    req = CreateEndpointRequest(
-        actor=actor, endpoint=WebhookEndpointCreate.model_validate({"url": url, "events": events})
-    )
-    endpoint: WebhookEndpointPublic = await rpc.call(
-        subjects.Webhooks.CREATE_ENDPOINT, req, WebhookEndpointPublic
-    )
-    assert endpoint.secret is not None
-    return endpoint
-
-
-def _event(actor: Actor, event_type: str = "task.completed", **data: object) -> EventEnvelope:
-    task_id = str(uuid.uuid4())
-    return EventEnvelope(
-        id=f"{task_id}:1:{event_type.split('.')[1]}",
-        type=event_type,
-        org_id=actor.org_id,
-        occurred_at=datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC),
-        data={"task_id": task_id, "status": "completed", **data},
-    )
-
-
-async def _publish(js: JetStreamContext, event: EventEnvelope, msg_id: str | None = None) -> None:
-    await js.publish(
-        subjects.event(event.org_id, event.type),
-        event.model_dump_json().encode(),
-        headers={"Nats-Msg-Id": msg_id or event.id},
-    )
-
-
-async def _deliveries(rpc: RpcClient, actor: Actor, endpoint_id: str) -> list[WebhookDeliveryPublic]:
-    req = ListDeliveriesRequest(actor=actor, endpoint_id=endpoint_id)
-    result: list[WebhookDeliveryPublic] = await rpc.call(
-        subjects.Webhooks.LIST_DELIVERIES, req, list[WebhookDeliveryPublic]
-    )
-    return result
-
-
-async def _settled(
-    rpc: RpcClient, actor: Actor, endpoint_id: str, timeout: float = 15.0
-) -> list[WebhookDeliveryPublic]:
-    """The endpoint's deliveries once none of them is still pending or awaiting a retry."""
-
-    async def poll() -> list[WebhookDeliveryPublic]:
-        while True:
-            rows = await _deliveries(rpc, actor, endpoint_id)
-            if rows and all(d.status in ("succeeded", "dead") for d in rows):
-                return rows
-            await asyncio.sleep(0.02)
-
-    return await asyncio.wait_for(poll(), timeout)
-
-
-async def test_event_produces_one_signed_post(
+async def test_event_produces_one_signed_post_in_the_seeds_shape(
     rpc: RpcClient, js: JetStreamContext, receiver: Receiver, service: WebhooksService
 ) -> None:
-    actor = _org()
-    path = f"/hook/{uuid.uuid4().hex}"
-    endpoint = await _endpoint(rpc, actor, receiver.url(path), ["task.completed"])
-    event = _event(actor, result={"title": "Example"})
-    await _publish(js, event)
+    actor, p, ep = await org_endpoint(rpc, receiver, ["task.completed"])
+    e = event(actor, result={"title": "Example"}, worker_id="w-1", execution_time=45.2)
+    await publish(js, e)
 
-    [request] = await receiver.wait_for(path, 1)
-    assert endpoint.secret is not None
-    signing.verify(endpoint.secret, request.headers, request.body)
-    assert request.headers["webhook-id"] == event.id
+    [request] = await receiver.wait_for(p, 1)
+    assert ep.secret is not None
+    signing.verify(ep.secret, request.headers, request.body)
+    assert request.headers["webhook-id"] == e.id
     assert request.headers["content-type"] == "application/json"
-    body = json.loads(request.body)
-    assert body == {
+    assert json.loads(request.body) == {
+        "event": "task.completed",
         "type": "task.completed",
         "timestamp": "2025-01-02T03:04:05Z",
-        "data": {"task_id": event.data["task_id"], "status": "completed", "result": {"title": "Example"}},
+        "data": {
+            "task_id": e.data["task_id"],
+            "status": "completed",
+            "result": {"title": "Example"},
+            "worker_id": "w-1",
+            "execution_time": 45.2,
+        },
     }
 
-    [delivery] = await _settled(rpc, actor, endpoint.id)
-    assert delivery.status == "succeeded"
-    assert delivery.event_id == event.id
-    assert delivery.event_type == "task.completed"
-    assert delivery.attempt == 1
-    assert delivery.status_code == 200
-    assert delivery.latency_ms is not None
-    assert delivery.latency_ms >= 0
-    assert delivery.error is None
+    [delivery] = await settled(rpc, actor, ep.id)
+    assert (delivery.status, delivery.event_id, delivery.event_type) == ("succeeded", e.id, "task.completed")
+    assert (delivery.attempt, delivery.status_code, delivery.error) == (1, 200, None)
+    assert delivery.latency_ms is not None and delivery.latency_ms >= 0
 
-    async with service.db.transaction() as session:
-        [attempt] = await repository.list_attempts(session, delivery.id)
-    assert (attempt.attempt, attempt.status_code, attempt.error) == (1, 200, None)
+    # the per-attempt log, readable per delivery
+    d = await detail(rpc, actor, delivery.id)
+    [attempt] = d.attempts
+    assert (attempt.attempt, attempt.status_code, attempt.error, attempt.response) == (1, 200, None, "ok")
     assert attempt.latency_ms is not None
+    assert d.payload["event"] == "task.completed"
 
 
 async def test_same_event_twice_is_delivered_once(
     rpc: RpcClient, js: JetStreamContext, receiver: Receiver, service: WebhooksService
 ) -> None:
-    actor = _org()
-    path = f"/hook/{uuid.uuid4().hex}"
-    endpoint = await _endpoint(rpc, actor, receiver.url(path), ["task.*"])
-    event = _event(actor)
-    await _publish(js, event, msg_id=f"{event.id}#a")
-    await _publish(js, event, msg_id=f"{event.id}#b")  # another msg id: JetStream keeps both copies
+    actor, p, ep = await org_endpoint(rpc, receiver, ["task.*"])
+    e = event(actor)
+    await publish(js, e, msg_id=f"{e.id}#a")
+    await publish(js, e, msg_id=f"{e.id}#b")  # another msg id: JetStream keeps both copies
 
-    await receiver.wait_for(path, 1)
+    await receiver.wait_for(p, 1)
     await events_drained(js)
-    deliveries = await _settled(rpc, actor, endpoint.id)
-    assert len(deliveries) == 1
-    assert len(receiver.on(path)) == 1
+    assert len(await settled(rpc, actor, ep.id)) == 1
+    assert len(receiver.on(p)) == 1
     async with service.db.transaction() as session:
         count = (
             await session.exec(
-                select(func.count())
-                .select_from(WebhookDelivery)
-                .where(col(WebhookDelivery.event_id) == event.id)
+                select(func.count()).select_from(WebhookDelivery).where(col(WebhookDelivery.event_id) == e.id)
             )
         ).one()
     assert count == 1
@@ -155,24 +83,20 @@ async def test_same_event_twice_is_delivered_once(
 async def test_failed_attempt_is_retried_until_success(
     rpc: RpcClient, js: JetStreamContext, receiver: Receiver, service: WebhooksService
 ) -> None:
-    actor = _org()
-    path = f"/hook/{uuid.uuid4().hex}"
-    receiver.answer(path, 500)
-    endpoint = await _endpoint(rpc, actor, receiver.url(path), ["*"])
-    event = _event(actor)
-    await _publish(js, event)
+    actor, p, ep = await org_endpoint(rpc, receiver, ["*"])
+    receiver.answer(p, 500)
+    e = event(actor)
+    await publish(js, e)
 
-    first, second = await receiver.wait_for(path, 2)
-    assert endpoint.secret is not None
+    first, second = await receiver.wait_for(p, 2)
+    assert ep.secret is not None
     # same webhook-id on the retry, so the receiver can deduplicate; each attempt signed afresh
-    assert first.headers["webhook-id"] == second.headers["webhook-id"] == event.id
+    assert first.headers["webhook-id"] == second.headers["webhook-id"] == e.id
     assert first.body == second.body
-    signing.verify(endpoint.secret, second.headers, second.body)
+    signing.verify(ep.secret, second.headers, second.body)
 
-    [delivery] = await _settled(rpc, actor, endpoint.id)
-    assert delivery.status == "succeeded"
-    assert delivery.attempt == 2
-    assert delivery.status_code == 200
+    [delivery] = await settled(rpc, actor, ep.id)
+    assert (delivery.status, delivery.attempt, delivery.status_code) == ("succeeded", 2, 200)
     assert delivery.next_attempt_at is None
     async with service.db.transaction() as session:
         attempts = await repository.list_attempts(session, delivery.id)
@@ -180,63 +104,62 @@ async def test_failed_attempt_is_retried_until_success(
     assert attempts[0].error == "receiver answered HTTP 500"
 
 
-async def test_delivery_is_dead_after_max_attempts(
+async def test_delivery_is_dead_after_every_scheduled_attempt(
     rpc: RpcClient, js: JetStreamContext, receiver: Receiver, service: WebhooksService
 ) -> None:
-    actor = _org()
-    path = f"/hook/{uuid.uuid4().hex}"
-    max_attempts = service.settings.webhook_max_attempts
-    receiver.answer(path, *([503] * max_attempts))
-    endpoint = await _endpoint(rpc, actor, receiver.url(path), ["task.completed"])
-    await _publish(js, _event(actor))
+    actor, p, ep = await org_endpoint(rpc, receiver, ["task.completed"])
+    attempts = len(TEST_SCHEDULE)
+    receiver.answer(p, *([503] * attempts))
+    await publish(js, event(actor))
 
-    [delivery] = await _settled(rpc, actor, endpoint.id)
-    assert delivery.status == "dead"
-    assert delivery.attempt == max_attempts
-    assert delivery.status_code == 503
-    assert len(receiver.on(path)) == max_attempts
+    [delivery] = await settled(rpc, actor, ep.id)
+    assert (delivery.status, delivery.attempt, delivery.status_code) == ("dead", attempts, 503)
+    assert len(receiver.on(p)) == attempts
 
 
 async def test_endpoint_filters_select_events(
     rpc: RpcClient, js: JetStreamContext, receiver: Receiver, service: WebhooksService
 ) -> None:
-    actor = _org()
-    failed_path, any_task_path, other_org_path = (f"/hook/{uuid.uuid4().hex}" for _ in range(3))
-    failed_only = await _endpoint(rpc, actor, receiver.url(failed_path), ["task.failed"])
-    any_task = await _endpoint(rpc, actor, receiver.url(any_task_path), ["task.*"])
-    other_org = _org()
-    await _endpoint(rpc, other_org, receiver.url(other_org_path), ["*"])
+    actor = org()
+    failed_path, any_task_path, other_org_path, everything_path = (path() for _ in range(4))
+    failed_only = await endpoint(rpc, actor, receiver.url(failed_path), ["task.failed"])
+    any_task = await endpoint(rpc, actor, receiver.url(any_task_path), ["task.*"])
+    everything = await endpoint(rpc, actor, receiver.url(everything_path), ["*"])
+    await endpoint(rpc, org(), receiver.url(other_org_path), ["*"])
 
-    event = _event(actor, "task.completed")
-    await _publish(js, event)
+    completed = event(actor, "task.completed")
+    await publish(js, completed)
+    # task.log is the event stream's, never a webhook's, whatever the wildcard
+    log_line = event(actor, "task.log")
+    await publish(js, log_line)
     await receiver.wait_for(any_task_path, 1)
     await events_drained(js)
 
-    assert await _deliveries(rpc, actor, failed_only.id) == []
-    assert [d.event_id for d in await _deliveries(rpc, actor, any_task.id)] == [event.id]
+    assert await deliveries(rpc, actor, failed_only.id) == []
+    assert [d.event_id for d in await deliveries(rpc, actor, any_task.id)] == [completed.id]
+    assert [d.event_id for d in await deliveries(rpc, actor, everything.id)] == [completed.id]
     assert receiver.on(failed_path) == []
     assert receiver.on(other_org_path) == []  # an org's events never reach another org's endpoints
 
-    # and the failed-only endpoint does get task.failed
-    failed = _event(actor, "task.failed")
-    await _publish(js, failed)
+    failed = event(actor, "task.failed")
+    await publish(js, failed)
     [request] = await receiver.wait_for(failed_path, 1)
-    assert json.loads(request.body)["type"] == "task.failed"
+    assert json.loads(request.body)["event"] == "task.failed"
 
 
 async def test_malformed_event_is_dropped_and_consumer_moves_on(
     rpc: RpcClient, js: JetStreamContext, receiver: Receiver, service: WebhooksService
 ) -> None:
-    actor = _org()
-    path = f"/hook/{uuid.uuid4().hex}"
-    await _endpoint(rpc, actor, receiver.url(path), ["*"])
+    actor = org()
+    p = path()
+    await endpoint(rpc, actor, receiver.url(p), ["*"])
     await js.publish(
         subjects.event(actor.org_id, "task.completed"), b"{not json", headers={"Nats-Msg-Id": "bad-1"}
     )
-    event = _event(actor)
-    await _publish(js, event)
-    [request] = await receiver.wait_for(path, 1)
-    assert request.headers["webhook-id"] == event.id
+    e = event(actor)
+    await publish(js, e)
+    [request] = await receiver.wait_for(p, 1)
+    assert request.headers["webhook-id"] == e.id
     await events_drained(js)
 
 
@@ -244,26 +167,25 @@ async def test_competing_dispatchers_never_double_send(
     rpc: RpcClient, js: JetStreamContext, receiver: Receiver, service: WebhooksService
 ) -> None:
     """Three dispatchers (the service's and two more, as other replicas would run) share the table."""
-    extra = [Dispatcher(service.db, service.settings) for _ in range(2)]
+    rt = service.runtime
+    extra = [Dispatcher(service.db, service.settings, rt.box, rt.relay) for _ in range(2)]
     for d in extra:
         d.start()
     try:
-        actor = _org()
-        path = f"/hook/{uuid.uuid4().hex}"
-        endpoint = await _endpoint(rpc, actor, receiver.url(path), ["task.completed"])
-        events = [_event(actor) for _ in range(20)]
-        for event in events:
-            await _publish(js, event)
+        actor, p, ep = await org_endpoint(rpc, receiver, ["task.completed"])
+        events = [event(actor) for _ in range(20)]
+        for e in events:
+            await publish(js, e)
         for d in extra:
             await d.wake()
-        await receiver.wait_for(path, len(events))
+        await receiver.wait_for(p, len(events))
         await events_drained(js)
-        deliveries = await _settled(rpc, actor, endpoint.id)
+        rows = await settled(rpc, actor, ep.id, count=len(events))
     finally:
         for d in extra:
             await d.stop()
-    assert len(deliveries) == len(events)
-    assert {d.status for d in deliveries} == {"succeeded"}
-    assert {d.attempt for d in deliveries} == {1}
-    ids = [r.headers["webhook-id"] for r in receiver.on(path)]
+    assert len(rows) == len(events)
+    assert {d.status for d in rows} == {"succeeded"}
+    assert {d.attempt for d in rows} == {1}
+    ids = [r.headers["webhook-id"] for r in receiver.on(p)]
     assert sorted(ids) == sorted(e.id for e in events)

@@ -7,20 +7,22 @@ from __future__ import annotations
 
 import uuid
 
-from browserfleet_contracts import subjects
+from browserfleet_contracts import endpoints, subjects
 from browserfleet_contracts.common import Actor, OrgScoped
-from browserfleet_contracts.webhooks import WebhookEndpointPublic
 from browserfleet_core.messaging import RpcClient
 from browserfleet_core.org_events import durable_name
-from browserfleet_core.testing import publish_org_deleted_twice, wait_consumed
+from browserfleet_devkit.testing import publish_org_deleted_twice, wait_consumed
 from browserfleet_webhooks.app import WebhooksService
 from browserfleet_webhooks.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint, WebhooksBase
-from browserfleet_webhooks.org_events import NOT_ORG_SCOPED, purge_org
+from browserfleet_webhooks.repository import NOT_ORG_SCOPED, purge_org
 from nats.js import JetStreamContext
 from sqlmodel import col, func, select
 
 from .conftest import Receiver
-from .test_delivery import _endpoint, _event, _publish, _settled
+from .helpers import endpoint as _endpoint
+from .helpers import event as _event
+from .helpers import publish as _publish
+from .helpers import settled as _settled
 
 
 def test_every_table_is_org_scoped_or_named() -> None:
@@ -64,9 +66,7 @@ async def test_organization_deleted_removes_endpoints_and_deliveries_once(
     await wait_consumed(js, subjects.EVENTS_STREAM, durable_name("webhooks"), seq)
 
     assert await _counts(service, gone.org_id) == (0, 0, 0)
-    listed = await rpc.call(
-        subjects.Webhooks.LIST_ENDPOINTS, OrgScoped(actor=gone), list[WebhookEndpointPublic]
-    )
+    listed = await rpc.call(endpoints.Webhooks.LIST_ENDPOINTS, OrgScoped(actor=gone))
     assert listed == []
     assert await _counts(service, kept.org_id) == (2, 3, 3), "another organization is untouched"
     async with service.db.transaction() as s:

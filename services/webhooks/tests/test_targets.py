@@ -7,9 +7,12 @@ from browserfleet_contracts.common import Actor
 from browserfleet_contracts.webhooks import WebhookEndpointCreate
 from browserfleet_core.db import Database, to_driver_url
 from browserfleet_core.errors import Forbidden, Invalid
-from browserfleet_core.testing import rolled_back_session
-from browserfleet_webhooks import service, targets
+from browserfleet_core.outbox import OutboxRelay
+from browserfleet_devkit.testing import rolled_back_session
+from browserfleet_webhooks import registry, targets
+from browserfleet_webhooks.crypto import SecretBox
 from browserfleet_webhooks.dispatcher import Dispatcher
+from browserfleet_webhooks.models import outbox
 from browserfleet_webhooks.repository import Claimed
 from browserfleet_webhooks.settings import WebhooksSettings
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
@@ -52,27 +55,36 @@ async def test_check_refuses_unresolvable_host() -> None:
         await targets.check("http://no-such-host.invalid/hook", allow_private=False)
 
 
-async def test_registration_refuses_private_target(engine: AsyncEngine) -> None:
+async def test_registration_refuses_private_target(engine: AsyncEngine, settings: WebhooksSettings) -> None:
+    box = SecretBox.from_settings(settings)
     async with rolled_back_session(engine) as session:
         for url in ("http://127.0.0.1:8080/hook", "http://169.254.169.254/"):
             with pytest.raises(Invalid) as exc:
-                await service.create_endpoint(
-                    session, ADMIN, WebhookEndpointCreate.model_validate({"url": url}), allow_private=False
+                await registry.create_endpoint(
+                    session,
+                    box,
+                    ADMIN,
+                    WebhookEndpointCreate.model_validate({"url": url}),
+                    allow_private=False,
+                    circuit_failures=3,
                 )
             assert exc.value.field == "endpoint.url"
             assert "non-public" in exc.value.message
-        assert await service.list_endpoints(session, ADMIN) == []
+        assert await registry.list_endpoints(session, ADMIN, circuit_failures=3) == []
 
 
-async def test_registration_requires_admin(engine: AsyncEngine) -> None:
+async def test_registration_requires_admin(engine: AsyncEngine, settings: WebhooksSettings) -> None:
+    box = SecretBox.from_settings(settings)
     async with rolled_back_session(engine) as session:
         for role in ("user", "viewer"):
             with pytest.raises(Forbidden):
-                await service.create_endpoint(
+                await registry.create_endpoint(
                     session,
+                    box,
                     Actor(org_id="org-targets", user_id="u2", role=role),
                     WebhookEndpointCreate.model_validate({"url": "http://127.0.0.1:9/hook"}),
                     allow_private=True,
+                    circuit_failures=3,
                 )
 
 
@@ -81,17 +93,17 @@ async def test_delivery_time_refuses_private_target(settings: WebhooksSettings) 
     strict = settings.model_copy(update={"webhook_allow_private_targets": False})
     assert settings.database_url
     db = Database(settings.database_url, "webhooks")
-    dispatcher = Dispatcher(db, strict)
+    dispatcher = Dispatcher(db, strict, SecretBox.from_settings(strict), OutboxRelay(db, outbox))
     try:
         claimed = Claimed(
-            id="d1", event_id="e1", attempt=1, payload=b"{}", url="http://127.0.0.1:9/hook",
-            secret="whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+            id="d1", event_id="e1", attempt=1, cycle_attempt=1, payload=b"{}", endpoint_id="ep1",
+            org_id="org-targets", kind="endpoint", url="http://127.0.0.1:9/hook",
         )  # fmt: skip
-        status_code, latency_ms, error = await dispatcher._send(claimed)
-        assert status_code is None
-        assert latency_ms is None
-        assert error is not None
-        assert error.startswith("refused:")
+        answer = await dispatcher._send(claimed, ["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"])
+        assert answer.status_code is None
+        assert answer.latency_ms is None
+        assert answer.error is not None
+        assert answer.error.startswith("refused:")
     finally:
         await dispatcher.stop()
         await db.dispose()

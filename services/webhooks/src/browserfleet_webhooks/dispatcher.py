@@ -4,7 +4,10 @@ Holding a row lock across an HTTP call would pin a database connection per in-fl
 the timeout; instead a claim leases the row by pushing `next_attempt_at` past the request's deadline.
 Replicas claim with SKIP LOCKED, so none sends what another has claimed; a replica that dies mid-request
 leaves a lease that simply expires, and the delivery is retried (at-least-once: receivers deduplicate on
-`webhook-id`).
+`webhook-id`). Everything a delivery needs is in its row, so a restart loses nothing: what was due while no
+replica ran goes out at the first pass.
+
+The same loop advances bulk replay jobs, one step per pass.
 """
 
 from __future__ import annotations
@@ -17,9 +20,12 @@ from datetime import timedelta
 
 import httpx
 from browserfleet_core.db import Database, utcnow
+from browserfleet_core.outbox import OutboxRelay
 from prometheus_client import Counter, Histogram
 
-from . import repository, service, signing, targets
+from . import deliveries, outcomes, repository, schedule, signing, signing_keys, targets
+from .crypto import SecretBox
+from .outcomes import Answer
 from .settings import WebhooksSettings
 
 log = logging.getLogger(__name__)
@@ -43,13 +49,13 @@ LEASE_MARGIN_SECONDS = 30.0
 
 
 class Dispatcher:
-    def __init__(
-        self, db: Database, settings: WebhooksSettings, *, client: httpx.AsyncClient | None = None
-    ) -> None:
+    def __init__(self, db: Database, settings: WebhooksSettings, box: SecretBox, relay: OutboxRelay) -> None:
         self.db = db
         self.settings = settings
+        self.box = box
+        self.relay = relay
         # redirects are not followed: a 3xx could point anywhere, including past the private-target check
-        self.client = client or httpx.AsyncClient(
+        self.client = httpx.AsyncClient(
             timeout=settings.webhook_timeout_seconds,
             follow_redirects=False,
             trust_env=False,
@@ -58,15 +64,19 @@ class Dispatcher:
         )
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
 
     async def wake(self) -> None:
-        """After-commit callback: new deliveries exist, send their first attempt now."""
+        """After-commit callback: new deliveries (or a replay job) exist, act now."""
         self._wake.set()
 
     def start(self) -> None:
+        self._stopping = False
         self._task = asyncio.create_task(self._run(), name="webhook-dispatcher")
 
     async def stop(self) -> None:
+        # the flag too: a cancellation a library swallows mid-request must not keep the loop alive
+        self._stopping = True
         if self._task:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -74,18 +84,22 @@ class Dispatcher:
         await self.client.aclose()
 
     async def _run(self) -> None:
-        while True:
+        while not self._stopping:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.settings.webhook_poll_seconds)
             self._wake.clear()
             try:
+                await self.advance_jobs()
                 while await self.run_once() >= self.settings.webhook_concurrency:
                     pass
-            except asyncio.CancelledError:
-                raise
             except Exception:
                 log.exception("webhook dispatch pass failed; retrying")
                 await asyncio.sleep(self.settings.webhook_poll_seconds)
+
+    async def advance_jobs(self) -> None:
+        """Advance replay jobs a step each until none waits (each step requeues a batch in one transaction)."""
+        while await self.db.run(deliveries.advance_job, batch=self.settings.webhook_replay_batch):
+            pass
 
     async def run_once(self) -> int:
         """Claim and send one batch of due deliveries; returns how many were claimed."""
@@ -93,24 +107,35 @@ class Dispatcher:
         lease = now + timedelta(seconds=self.settings.webhook_timeout_seconds + LEASE_MARGIN_SECONDS)
         async with self.db.transaction() as session:
             claimed = await repository.claim_due(
-                session, now=now, lease_until=lease, limit=self.settings.webhook_concurrency
+                session,
+                now=now,
+                lease_until=lease,
+                limit=self.settings.webhook_concurrency,
+                circuit_failures=self.settings.webhook_circuit_failures,
             )
+            secrets = await signing_keys.signing_secrets(session, self.box, claimed, now)
         if claimed:
-            results = await asyncio.gather(*(self._deliver(c) for c in claimed), return_exceptions=True)
+            results = await asyncio.gather(
+                *(self._deliver(c, secrets[c.endpoint_id]) for c in claimed), return_exceptions=True
+            )
             for result in results:
                 if isinstance(result, BaseException):
                     log.error("recording a webhook attempt failed; its lease will expire", exc_info=result)
         return len(claimed)
 
-    async def _send(self, claimed: repository.Claimed) -> tuple[int | None, float | None, str | None]:
-        """POST one attempt. Returns (status_code, latency_ms, error)."""
+    async def _send(self, claimed: repository.Claimed, secrets: list[str]) -> Answer:
+        """POST one attempt; the whole exchange (connect, answer, excerpt) has WEBHOOK_TIMEOUT_SECONDS."""
+        if not secrets:
+            return Answer(
+                None, None, "no signing secret for this endpoint (is WEBHOOK_MASTER_KEY the right one?)"
+            )
         try:
             target = await targets.check(
                 claimed.url, allow_private=self.settings.webhook_allow_private_targets
             )
         except targets.TargetRefused as exc:
-            return None, None, f"refused: {exc}"
-        headers = signing.headers(claimed.secret, claimed.event_id, claimed.payload)
+            return Answer(None, None, f"refused: {exc}")
+        headers = signing.headers(secrets, claimed.event_id, claimed.payload)
         url = httpx.URL(claimed.url)
         extensions: dict[str, str] = {}
         if target.address is not None:
@@ -119,52 +144,55 @@ class Dispatcher:
             if url.scheme == "https":
                 extensions["sni_hostname"] = target.host
             url = url.copy_with(host=target.address)
+        timeout = self.settings.webhook_timeout_seconds
         started = time.perf_counter()
         try:
-            request = self.client.build_request(
-                "POST", url, content=claimed.payload, headers=headers, extensions=extensions
-            )
-            response = await self.client.send(request, stream=True)
-            await response.aclose()  # the body is not ours to read: only the status matters
-        except httpx.TimeoutException:
-            elapsed = (time.perf_counter() - started) * 1000
-            return None, elapsed, f"timed out after {self.settings.webhook_timeout_seconds:g}s"
+            async with asyncio.timeout(timeout):
+                request = self.client.build_request(
+                    "POST", url, content=claimed.payload, headers=headers, extensions=extensions
+                )
+                response = await self.client.send(request, stream=True)
+                try:
+                    excerpt = await self._excerpt(response)
+                finally:
+                    await response.aclose()
+        except (TimeoutError, httpx.TimeoutException):
+            return Answer(None, (time.perf_counter() - started) * 1000, f"timed out after {timeout:g}s")
         except httpx.HTTPError as exc:
-            return None, (time.perf_counter() - started) * 1000, f"{type(exc).__name__}: {exc}"
+            return Answer(None, (time.perf_counter() - started) * 1000, f"{type(exc).__name__}: {exc}")
         elapsed = (time.perf_counter() - started) * 1000
         DELIVERY_LATENCY.observe(elapsed / 1000)
-        error = None if response.is_success else f"receiver answered HTTP {response.status_code}"
-        return response.status_code, elapsed, error
+        code = response.status_code
+        error = None
+        if 300 <= code < 400:
+            error = f"receiver answered HTTP {code} (redirects are not followed)"
+        elif not schedule.is_success(code):
+            error = f"receiver answered HTTP {code}"
+        retry_after = schedule.retry_after_seconds(response.headers.get("retry-after"), utcnow())
+        return Answer(code, elapsed, error, excerpt, None if error is None else retry_after)
 
-    async def _deliver(self, claimed: repository.Claimed) -> None:
-        status_code, latency_ms, error = await self._send(claimed)
-        now = utcnow()
-        status, next_attempt_at = service.outcome(
-            attempt=claimed.attempt,
-            status_code=status_code,
-            max_attempts=self.settings.webhook_max_attempts,
-            base=self.settings.webhook_backoff_base_seconds,
-            cap=self.settings.webhook_backoff_cap_seconds,
-            now=now,
-        )
+    async def _excerpt(self, response: httpx.Response) -> str | None:
+        """The start of the answer, for the attempt log; the rest is never read."""
+        limit = self.settings.webhook_response_excerpt_bytes
+        if limit == 0:
+            return None
+        data = b""
+        async for chunk in response.aiter_raw():
+            data += chunk
+            if len(data) >= limit:
+                break
+        return data[:limit].decode("utf-8", errors="replace") if data else None
+
+    async def _deliver(self, claimed: repository.Claimed, secrets: list[str]) -> None:
+        answer = await self._send(claimed, secrets)
         async with self.db.transaction() as session:
-            recorded = await repository.record_attempt(
-                session,
-                delivery_id=claimed.id,
-                attempt=claimed.attempt,
-                status=status,
-                status_code=status_code,
-                latency_ms=latency_ms,
-                error=service.clip_error(error),
-                next_attempt_at=next_attempt_at,
-                now=now,
-            )
-        DELIVERY_ATTEMPTS.labels(outcome=status if recorded else "lost").inc()
+            status = await outcomes.record(session, self.relay, self.settings, claimed, answer, utcnow())
+        DELIVERY_ATTEMPTS.labels(outcome=status or "lost").inc()
         if status != "succeeded":
             log.info(
                 "webhook delivery %s attempt %d: %s (%s)",
                 claimed.id,
                 claimed.attempt,
-                status,
-                error or "no error",
+                status or "lost",
+                answer.error or "no error",
             )

@@ -1,21 +1,15 @@
-"""NATS subjects served by the webhooks service: four request/reply commands (FastStream) and the EVENTS
-consumer (a BatchConsumer: one transaction per batch of events)."""
+"""NATS subjects served by the webhooks service: its request/reply commands (FastStream) and the EVENTS
+consumer (a BatchConsumer: one transaction per batch of events). A command that makes something due (a test
+event, a replay, an endpoint enabled again) wakes the dispatcher once its transaction committed."""
 
 from __future__ import annotations
 
 import functools
-import logging
-from typing import TYPE_CHECKING
+from typing import Any
 
-from browserfleet_contracts import subjects
-from browserfleet_contracts.common import Ack, ById, OrgScoped
+from browserfleet_contracts import catalog, endpoints, subjects
+from browserfleet_contracts.common import Ack, ById
 from browserfleet_contracts.events import EventEnvelope
-from browserfleet_contracts.webhooks import (
-    CreateEndpointRequest,
-    ListDeliveriesRequest,
-    WebhookDeliveryPublic,
-    WebhookEndpointPublic,
-)
 from browserfleet_core.batching import (
     BatchConsumer,
     documentation_router,
@@ -23,23 +17,25 @@ from browserfleet_core.batching import (
     parse_batch,
     record_each_or_all,
 )
-from browserfleet_core.db import after_commit
+from browserfleet_core.db import after_commit, utcnow
 from browserfleet_core.messaging import rpc_router
 from faststream.nats import NatsRouter
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from prometheus_client import Histogram
 
-from . import service
+from . import deliveries, intake, registry
 from .dispatcher import DELIVERIES_CREATED
-
-if TYPE_CHECKING:
-    from .app import Runtime
-
-log = logging.getLogger(__name__)
+from .runtime import WebhooksRuntime
 
 EVENTS_DURABLE = "webhooks"
 EVENTS_CONSUMER = durable_config(EVENTS_DURABLE, subjects.EVENTS_ALL, max_ack_pending=1000)
+# the consumer, as the BatchConsumer that runs it and the router that documents it both name it
+EVENTS_SOURCE: dict[str, Any] = {
+    "stream": subjects.EVENTS_STREAM,
+    "durable": EVENTS_DURABLE,
+    "config": EVENTS_CONSUMER,
+}
 # events per transaction at most; a batch holds one database connection
 EVENTS_MAX_BATCH = 64
 # a failed event is offered again after this long, rather than in a tight loop while Postgres is down
@@ -52,53 +48,78 @@ EVENT_BATCH_SIZE = Histogram(
 )
 
 
-def build_rpc_router(rt: Runtime) -> NatsRouter:
+def build_rpc_router(rt: WebhooksRuntime) -> NatsRouter:
     router = rpc_router()
-    queue = subjects.Webhooks.QUEUE
+    s = rt.settings
+    breaker = {"circuit_failures": s.webhook_circuit_failures}
+    # what an endpoint's URL may be (create, update), how long a rotated secret keeps signing
+    writes: dict[str, Any] = {**breaker, "allow_private": s.webhook_allow_private_targets}
+    overlap = {"overlap_seconds": s.webhook_secret_overlap_seconds}
 
-    @router.subscriber(subjects.Webhooks.CREATE_ENDPOINT, queue=queue)
-    async def create_endpoint(body: CreateEndpointRequest) -> WebhookEndpointPublic:
-        """Register an endpoint (admins only). The reply carries the signing secret, this once."""
-        async with rt.database().transaction() as session:
-            return await service.create_endpoint(
-                session, body.actor, body.endpoint, allow_private=rt.settings.webhook_allow_private_targets
-            )
+    serve = router.serve
+    hooks = endpoints.Webhooks
+    serve(
+        hooks.CREATE_ENDPOINT,
+        lambda body: rt.db.run(registry.create_endpoint, rt.box, body.actor, body.endpoint, **writes),
+    )
+    serve(hooks.LIST_ENDPOINTS, lambda body: rt.db.run(registry.list_endpoints, body.actor, **breaker))
+    serve(hooks.GET_ENDPOINT, lambda body: rt.db.run(registry.get_endpoint, body.actor, body.id, **breaker))
+    serve(  # an endpoint enabled again sends what waited for it
+        hooks.UPDATE_ENDPOINT,
+        lambda body: rt.run_then_wake(registry.update_endpoint, body.actor, body.id, body.endpoint, **writes),
+    )
 
-    @router.subscriber(subjects.Webhooks.LIST_ENDPOINTS, queue=queue)
-    async def list_endpoints(body: OrgScoped) -> list[WebhookEndpointPublic]:
-        async with rt.database().transaction() as session:
-            return await service.list_endpoints(session, body.actor)
-
-    @router.subscriber(subjects.Webhooks.DELETE_ENDPOINT, queue=queue)
+    @router.handle(hooks.DELETE_ENDPOINT)
     async def delete_endpoint(body: ById) -> Ack:
-        async with rt.database().transaction() as session:
-            await service.delete_endpoint(session, body.actor, body.id)
+        await rt.db.run(registry.delete_endpoint, body.actor, body.id)
         return Ack()
 
-    @router.subscriber(subjects.Webhooks.LIST_DELIVERIES, queue=queue)
-    async def list_deliveries(body: ListDeliveriesRequest) -> list[WebhookDeliveryPublic]:
-        async with rt.database().transaction() as session:
-            return await service.list_deliveries(
-                session, body.actor, endpoint_id=body.endpoint_id, limit=body.limit
-            )
+    serve(hooks.GET_SECRET, lambda body: rt.db.run(registry.get_secret, rt.box, body.actor, body.id))
+    serve(
+        hooks.ROTATE_SECRET,
+        lambda body: rt.db.run(registry.rotate_secret, rt.box, body.actor, body.id, **overlap),
+    )
+    serve(hooks.GET_ORG_SECRET, lambda body: rt.db.run(registry.get_secret, rt.box, body.actor, None))
+    serve(
+        hooks.ROTATE_ORG_SECRET,
+        lambda body: rt.db.run(registry.rotate_secret, rt.box, body.actor, None, **overlap),
+    )
+    serve(hooks.SEND_TEST, lambda body: rt.run_then_wake(deliveries.send_test, body.actor, body.id))
+    serve(
+        hooks.LIST_DELIVERIES,
+        lambda body: rt.db.run(
+            deliveries.list_deliveries,
+            body.actor,
+            endpoint_id=body.endpoint_id,
+            status=body.status,
+            limit=body.limit,
+        ),
+    )
+    serve(hooks.GET_DELIVERY, lambda body: rt.db.run(deliveries.get_delivery, body.actor, body.id))
+    serve(
+        hooks.REPLAY_DELIVERY, lambda body: rt.run_then_wake(deliveries.replay_delivery, body.actor, body.id)
+    )
+    serve(  # the dispatcher's loop advances replay jobs
+        hooks.REPLAY_FAILED,
+        lambda body: rt.run_then_wake(deliveries.start_replay, body.actor, body.endpoint_id, body.replay),
+    )
+    serve(hooks.GET_REPLAY_JOB, lambda body: rt.db.run(deliveries.get_job, body.actor, body.id))
 
     return router
 
 
-def build_events_consumer(rt: Runtime, nc: NatsClient) -> BatchConsumer:
+def build_events_consumer(rt: WebhooksRuntime, nc: NatsClient) -> BatchConsumer:
     """The EVENTS consumer: a BatchConsumer (not FastStream) so that one transaction records a batch."""
     return BatchConsumer(
         nc,
-        stream=subjects.EVENTS_STREAM,
-        durable=EVENTS_DURABLE,
-        config=EVENTS_CONSUMER,
+        **EVENTS_SOURCE,
         handler=functools.partial(on_events, rt),
         max_batch=EVENTS_MAX_BATCH,
         expires=5.0,
     )
 
 
-async def on_events(rt: Runtime, msgs: list[Msg]) -> None:
+async def on_events(rt: WebhooksRuntime, msgs: list[Msg]) -> None:
     """Record a batch of domain events in one transaction, then let BatchConsumer ack them.
 
     A malformed message is terminated (it would never parse). When the batch's transaction fails, each
@@ -113,9 +134,13 @@ async def on_events(rt: Runtime, msgs: list[Msg]) -> None:
     )
 
 
-async def _record(rt: Runtime, events: list[EventEnvelope]) -> None:
-    async with rt.database().transaction() as session:
-        created = await service.record_events(session, events)
+async def _record(rt: WebhooksRuntime, events: list[EventEnvelope]) -> None:
+    if not await intake.anything_to_deliver(rt.db, events):
+        return  # no endpoint takes any of them: nothing to write, no transaction opened
+    async with rt.db.transaction() as session:
+        created = await intake.record_events(
+            session, events, box=rt.box, schedule_delays=rt.settings.webhook_retry_schedule, now=utcnow()
+        )
         if created:
             after_commit(session, rt.wake_dispatcher)
     if created:
@@ -127,12 +152,28 @@ def build_events_doc_router() -> NatsRouter:
     so a broker built to describe the service declares it here. Never part of a running broker."""
     return documentation_router(
         subjects.EVENTS_ALL,
-        stream=subjects.EVENTS_STREAM,
-        durable=EVENTS_DURABLE,
+        **EVENTS_SOURCE,
         payload=EventEnvelope,
-        config=EVENTS_CONSUMER,
         title=f"{EVENTS_DURABLE}.events",
         description="Domain events (EventEnvelope), taken in batches (up to "
         f"{EVENTS_MAX_BATCH}) and turned into one pending delivery per matching endpoint in one transaction "
         "per batch. Durable pull consumer `webhooks`, explicit acks; a malformed event is terminated.",
     )
+
+
+def build_catalog_doc_router() -> NatsRouter:
+    """Documentation only (AsyncAPI): the event catalog, one EVENTS channel per event type with its typed
+    envelope (`TaskCompletedEvent`: the envelope with `data` as the catalog's payload model), so every
+    payload's JSON Schema is among the document's components. Whoever emits an event publishes it; this
+    service only describes them, as the one that delivers them to customers."""
+    router = NatsRouter()
+    for entry in catalog.CATALOG.values():
+        event_type = entry.event_type
+        router.publisher(
+            subjects.event("*", event_type.value),
+            stream=subjects.EVENTS_STREAM,
+            title=f"events.{event_type.value}",
+            description=f"{entry.description} Delivered to webhooks: {'yes' if entry.webhooks else 'no'}.",
+            schema=catalog.envelope_model(event_type),
+        )
+    return router

@@ -6,28 +6,16 @@ A delivery the dispatcher holds at that moment is not recorded afterwards (its r
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-from browserfleet_core.org_events import delete_org_rows, org_deleted_router
+from browserfleet_contracts import endpoints
+from browserfleet_core.org_events import org_deleted_router
 from faststream.nats import NatsRouter
-from sqlmodel.ext.asyncio.session import AsyncSession
 
-from .models import WebhooksBase
-
-if TYPE_CHECKING:
-    from .app import Runtime
-
-# tables without an org_id column: removed through their delivery (cascade)
-NOT_ORG_SCOPED = frozenset({"webhook_attempts"})
+from . import repository
+from .runtime import WebhooksRuntime
 
 
-async def purge_org(session: AsyncSession, org_id: str) -> dict[str, int]:
-    return await delete_org_rows(session, WebhooksBase.metadata, org_id)
-
-
-def build_org_events_router(rt: Runtime, service: str = "webhooks") -> NatsRouter:
+def build_org_events_router(rt: WebhooksRuntime) -> NatsRouter:
     async def purge(org_id: str) -> dict[str, int]:
-        async with rt.database().transaction() as session:
-            return await purge_org(session, org_id)
+        return await rt.db.run(repository.purge_org, org_id)
 
-    return org_deleted_router(service, purge)
+    return org_deleted_router(endpoints.Webhooks.QUEUE, purge)

@@ -23,7 +23,7 @@ import hashlib
 import hmac
 import secrets
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 SECRET_PREFIX = "whsec_"  # noqa: S105 - a prefix, not a secret
 SIGNATURE_VERSION = "v1"
@@ -54,12 +54,20 @@ def sign(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
     return f"{SIGNATURE_VERSION},{base64.b64encode(digest).decode()}"
 
 
-def headers(secret: str, msg_id: str, body: bytes, *, timestamp: int | None = None) -> dict[str, str]:
+def headers(
+    secret: str | Sequence[str], msg_id: str, body: bytes, *, timestamp: int | None = None
+) -> dict[str, str]:
+    """The Standard Webhooks headers of one request. Several secrets (newest first, during a rotation's
+    overlap) give several space-separated signatures, `v1,<new> v1,<old>`: a receiver holding either one
+    verifies the request."""
     ts = int(time.time()) if timestamp is None else timestamp
+    keys = [secret] if isinstance(secret, str) else list(secret)
+    if not keys:
+        raise ValueError("at least one secret signs a webhook")
     return {
         "webhook-id": msg_id,
         "webhook-timestamp": str(ts),
-        "webhook-signature": sign(secret, msg_id, ts, body),
+        "webhook-signature": " ".join(sign(key, msg_id, ts, body) for key in keys),
         "content-type": "application/json",
     }
 
