@@ -4,22 +4,31 @@ from __future__ import annotations
 
 import contextlib
 import html
-import threading
+import os
+import signal
 import time
 from collections.abc import AsyncIterator, Iterator
 from http.cookies import SimpleCookie
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import nats
 import pytest
-from browserfleet_contracts import subjects
+from browserfleet_contracts import endpoints, subjects
 from browserfleet_contracts.auth import OrgPolicy, WorkerOrgPolicyRequest
+from browserfleet_contracts.tasks import TaskDispatch, TaskSpec
 from browserfleet_core.errors import Unavailable
 from browserfleet_core.messaging import ERROR_HEADER
+from browserfleet_devkit.sites import QuietHandler
+from browserfleet_devkit.testing import LoopbackHTTPServer
 from browserfleet_worker.browser import BrowserHost
 from browserfleet_worker.netguard import parse_networks
+from browserfleet_worker.settings import WorkerSettings
 from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+
+from .artifact_stand import ArtifactStand
 
 PASSWORD = "hunter2-s3cret!"
 
@@ -52,13 +61,64 @@ async def org_policies(nats_url: str) -> AsyncIterator[OrgPolicyStand]:
     async def on_request(msg: Msg) -> None:
         await stand.answer(msg, nc)
 
-    sub = await nc.subscribe(subjects.Auth.ORG_POLICY, cb=on_request)
+    sub = await nc.subscribe(endpoints.Auth.ORG_POLICY.subject, cb=on_request)
     try:
         yield stand
     finally:
         with contextlib.suppress(Exception):
             await sub.unsubscribe()
         await nc.close()
+
+
+@pytest.fixture(scope="session", autouse=True)
+async def artifact_stand(nats_url: str) -> AsyncIterator[ArtifactStand]:
+    """worker-gateway's artifact commit and read (artifact_stand.py), for every test of this package."""
+    nc = await nats.connect(nats_url)
+    stand = ArtifactStand(nc)
+    await stand.start()
+    try:
+        yield stand
+    finally:
+        await nc.close()
+
+
+def kill_browser(host: BrowserHost) -> None:
+    """SIGKILL every process of `host`'s browser: the fault the crash tests inject."""
+    pids = host.browser_pids()
+    assert pids
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+async def dispatch(
+    js: JetStreamContext, pool: str, task_id: str, steps: list[dict[str, Any]], timeout_seconds: int
+) -> None:
+    """Attempt 1 of a steps task on `pool`'s normal priority, as the scheduler dispatches it."""
+    d = TaskDispatch(
+        task_id=task_id,
+        org_id="org-1",
+        attempt=1,
+        priority="normal",
+        timeout_seconds=timeout_seconds,
+        spec=TaskSpec.model_validate({"steps": steps}),
+    )
+    await js.publish(
+        subjects.task_run(pool, "normal"), d.model_dump_json().encode(), headers={"Nats-Msg-Id": task_id}
+    )
+
+
+def registering_worker(nats_url: str, state_dir: Path, invite: str = "inv", **more: Any) -> WorkerSettings:
+    """A worker that registers with `invite` (the stand-in register accepts any) and keeps its identity in
+    `state_dir`, beats every 0.2 s and may reach the stand-in sites on 127.0.0.1."""
+    return WorkerSettings(
+        nats_url=nats_url,
+        worker_invite_code=invite,
+        worker_state_dir=state_dir,
+        heartbeat_seconds=0.2,
+        browser_allow_networks=["127.0.0.1/32"],
+        **more,
+    )
 
 
 _ORDERS = [("A-1", "Widget", "12.50"), ("A-2", "Gadget", "7.00"), ("A-3", "Gizmo", None)]
@@ -68,21 +128,9 @@ def _page(title: str, body: str) -> bytes:
     return f"<!doctype html><html><head><title>{title}</title></head><body>{body}</body></html>".encode()
 
 
-class _CustomerSite(BaseHTTPRequestHandler):
+class _CustomerSite(QuietHandler):
     """Stands in for a customer's website (a third party): a login form, an orders table behind a session
     cookie, and an /echo page that prints back whatever it is given, as careless sites do."""
-
-    def log_message(self, format: str, *args: object) -> None:  # keep test output quiet
-        pass
-
-    def _send(self, status: int, body: bytes, headers: dict[str, str] | None = None) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", "text/html; charset=utf-8")
-        self.send_header("Content-Length", str(len(body)))
-        for k, v in (headers or {}).items():
-            self.send_header(k, v)
-        self.end_headers()
-        self.wfile.write(body)
 
     def _session(self) -> str | None:
         cookie = SimpleCookie(self.headers.get("Cookie", ""))
@@ -91,7 +139,7 @@ class _CustomerSite(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         url = urlsplit(self.path)
         if url.path == "/login":
-            self._send(
+            self.answer(
                 200,
                 _page(
                     "Sign in",
@@ -103,7 +151,7 @@ class _CustomerSite(BaseHTTPRequestHandler):
         elif url.path == "/orders":
             user = self._session()
             if user is None:
-                self._send(200, _page("Sign in required", "<h1>Please log in</h1>"))
+                self.answer(200, _page("Sign in required", "<h1>Please log in</h1>"))
                 return
             rows = "".join(
                 f'<tr><td class="id">{i}</td><td class="item">{item}</td>'
@@ -111,7 +159,7 @@ class _CustomerSite(BaseHTTPRequestHandler):
                 + "</tr>"
                 for i, item, total in _ORDERS
             )
-            self._send(
+            self.answer(
                 200,
                 _page(
                     "Orders",
@@ -122,30 +170,23 @@ class _CustomerSite(BaseHTTPRequestHandler):
             )
         elif url.path == "/echo":
             q = parse_qs(url.query).get("q", [""])[0]
-            self._send(200, _page(f"Echo {html.escape(q)}", f'<p id="echo">You typed: {html.escape(q)}</p>'))
+            self.answer(200, _page(f"Echo {html.escape(q)}", f'<p id="echo">You typed: {html.escape(q)}</p>'))
         else:
-            self._send(404, _page("Not found", "<h1>Not found</h1>"))
+            self.answer(404, _page("Not found", "<h1>Not found</h1>"))
 
     def do_POST(self) -> None:
-        length = int(self.headers.get("Content-Length", "0"))
-        form = parse_qs(self.rfile.read(length).decode())
+        form = parse_qs(self.read_body().decode())
         user = form.get("user", [""])[0]
         if form.get("password", [""])[0] != PASSWORD:
-            self._send(401, _page("Sign in failed", "<h1>Wrong password</h1>"))
+            self.answer(401, _page("Sign in failed", "<h1>Wrong password</h1>"))
             return
-        self._send(303, b"", {"Location": "/orders", "Set-Cookie": f"session={user}; Path=/; HttpOnly"})
+        self.answer(303, headers={"Location": "/orders", "Set-Cookie": f"session={user}; Path=/; HttpOnly"})
 
 
 @pytest.fixture(scope="session")
 def site() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _CustomerSite)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with LoopbackHTTPServer(_CustomerSite) as server:
+        yield server.url
 
 
 @pytest.fixture(scope="session")
@@ -185,40 +226,26 @@ ACTIONS_PAGE = """
 """
 
 
-class _ActionsSite(BaseHTTPRequestHandler):
+class _ActionsSite(QuietHandler):
     """Stands in for a third-party website exercising every step action, and for hostile pages."""
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
-    def _send(
-        self, status: int, body: bytes, ctype: str = "text/html; charset=utf-8", **headers: str
-    ) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(len(body)))
-        for k, v in headers.items():
-            self.send_header(k.replace("_", "-"), v)
-        self.end_headers()
-        self.wfile.write(body)
 
     def do_GET(self) -> None:
         url = urlsplit(self.path)
         q = parse_qs(url.query)
         if url.path == "/actions":
-            self._send(200, _page("Actions", ACTIONS_PAGE))
+            self.answer(200, _page("Actions", ACTIONS_PAGE))
         elif url.path == "/inner":
-            self._send(
+            self.answer(
                 200, _page("Inner", '<button id="inbtn" onclick="this.textContent=\'clicked\'">in</button>')
             )
         elif url.path == "/list":
             n = int(q.get("page", ["1"])[0])
             items = "".join(f'<li class="item">item {n}-{i}</li>' for i in range(3))
             nxt = f'<a id="next" href="/list?page={n + 1}">next</a>' if n < 3 else ""
-            self._send(200, _page(f"List {n}", f"<ul>{items}</ul>{nxt}"))
+            self.answer(200, _page(f"List {n}", f"<ul>{items}</ul>{nxt}"))
         elif url.path == "/file.csv":
-            self._send(
-                200, b"a,b\n1,2\n", "text/csv", Content_Disposition='attachment; filename="report.csv"'
+            self.answer(
+                200, b"a,b\n1,2\n", "text/csv", {"Content-Disposition": 'attachment; filename="report.csv"'}
             )
         elif url.path == "/bomb":
             self.send_response(200)
@@ -233,7 +260,7 @@ class _ActionsSite(BaseHTTPRequestHandler):
             except OSError:
                 pass
         elif url.path == "/hostile":
-            self._send(
+            self.answer(
                 200,
                 _page(
                     "Hostile",
@@ -258,19 +285,12 @@ class _ActionsSite(BaseHTTPRequestHandler):
             self.send_header("Content-Length", "0")
             self.end_headers()
         elif url.path == "/img-elsewhere":
-            self._send(200, _page("Img", f'<img src="{q.get("src", [""])[0]}"><p id="ok">ok</p>'))
+            self.answer(200, _page("Img", f'<img src="{q.get("src", [""])[0]}"><p id="ok">ok</p>'))
         else:
-            self._send(404, _page("Not found", "<h1>Not found</h1>"))
+            self.answer(404, _page("Not found", "<h1>Not found</h1>"))
 
 
 @pytest.fixture(scope="session")
 def actions_site() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _ActionsSite)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with LoopbackHTTPServer(_ActionsSite) as server:
+        yield server.url

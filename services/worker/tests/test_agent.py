@@ -4,19 +4,21 @@ from __future__ import annotations
 
 import json
 import re
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
+from browserfleet_contracts import endpoints
 from browserfleet_contracts.tasks import TaskSpec
-from browserfleet_worker.agent import AgentRunner, LLMClient
+from browserfleet_devkit.sites import QuietHandler
+from browserfleet_devkit.testing import LoopbackHTTPServer
+from browserfleet_worker.agent import AgentRunner
 from browserfleet_worker.browser import BrowserHost
+from browserfleet_worker.llm import LLMClient
 from browserfleet_worker.netguard import Policy, parse_networks
 
 
-class ScriptedModel(BaseHTTPRequestHandler):
+class ScriptedModel(QuietHandler):
     """Stands in for a real LLM provider: an OpenAI-compatible `/v1/chat/completions` endpoint that answers
     from a scripted policy (log in, read the orders, visit the echo page, report) instead of a model.
     Every raw request body and Authorization header is recorded so a test can audit what a provider would
@@ -27,11 +29,8 @@ class ScriptedModel(BaseHTTPRequestHandler):
     expected_auth = "Bearer sk-test"
     site = ""
 
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
     def do_POST(self) -> None:
-        raw = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        raw = self.read_body()
         type(self).recorded.append(raw)
         type(self).authorizations.append(self.headers.get("Authorization"))
         body = json.loads(raw)
@@ -64,12 +63,7 @@ class ScriptedModel(BaseHTTPRequestHandler):
             ],
             "usage": {"prompt_tokens": 100, "completion_tokens": 10, "total_tokens": 110},
         }
-        data = json.dumps(reply).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        self.answer(200, json.dumps(reply).encode(), "application/json")
 
     def decide(self, observation: str, messages: list[dict[str, Any]]) -> tuple[str, dict[str, Any]]:
         url = re.search(r"URL: (\S+)", observation)
@@ -102,13 +96,8 @@ def model(site: str) -> Iterator[str]:
     ScriptedModel.authorizations = []
     ScriptedModel.expected_auth = "Bearer sk-test"
     ScriptedModel.site = site
-    server = ThreadingHTTPServer(("127.0.0.1", 0), ScriptedModel)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/v1"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with LoopbackHTTPServer(ScriptedModel) as server:
+        yield f"{server.url}/v1"
 
 
 async def test_agent_logs_in_with_a_placeholder_and_never_shows_the_secret(
@@ -181,12 +170,16 @@ async def test_agent_uses_the_org_llm_key_from_the_vault_and_never_shows_it(
     import logging
 
     import nats
-    from browserfleet_contracts import subjects
     from browserfleet_contracts.tasks import TaskDispatch
     from browserfleet_contracts.vault import ReleaseRequest
-    from browserfleet_worker.service import Identity, Worker
+    from browserfleet_worker.execution import execute
+    from browserfleet_worker.presence import Identity
+    from browserfleet_worker.runtime import WorkerRuntime
     from browserfleet_worker.settings import WorkerSettings
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
     from nats.aio.msg import Msg
+
+    from .vault_stand import sealed_release
 
     caplog.set_level(logging.DEBUG)
     ScriptedModel.expected_auth = f"Bearer {ORG_KEY}"
@@ -197,9 +190,9 @@ async def test_agent_uses_the_org_llm_key_from_the_vault_and_never_shows_it(
         req = ReleaseRequest.model_validate_json(msg.data)
         released.append(req)
         values = {"PASSWORD": password, "ORG_LLM_KEY": ORG_KEY}
-        await msg.respond(json.dumps({"values": {n: values[n] for n in req.names}}).encode())
+        await msg.respond(sealed_release(req, {n: values[n] for n in req.names}, "w-agent"))
 
-    sub = await nc.subscribe(subjects.Vault.RELEASE, cb=release)
+    sub = await nc.subscribe(endpoints.Vault.RELEASE.subject, cb=release)
     settings = WorkerSettings(
         nats_url=nats_url,
         worker_key="sk_worker_agent",
@@ -224,8 +217,13 @@ async def test_agent_uses_the_org_llm_key_from_the_vault_and_never_shows_it(
         ),
     )
     try:
-        worker = Worker(settings, nc, browser, Identity("sk_worker_agent", "w-agent", "default"))
-        out = await asyncio.wait_for(worker.execute(task), 90)
+        rt = WorkerRuntime.create(
+            settings,
+            nc,
+            browser,
+            Identity("sk_worker_agent", "w-agent", "default", X25519PrivateKey.generate()),
+        )
+        out = await asyncio.wait_for(execute(rt, task), 90)
     finally:
         await sub.unsubscribe()
         await nc.close()

@@ -10,14 +10,18 @@ import nats
 import pytest
 from browserfleet_contracts import subjects
 from browserfleet_contracts.tasks import TaskDispatch, TaskSpec
-from browserfleet_core.messaging import ARTIFACTS_STREAM, ensure_streams
-from browserfleet_core.testing import unique_name
-from browserfleet_worker import service as worker_service
+from browserfleet_core.streams import ARTIFACTS_STREAM, ensure_streams
+from browserfleet_devkit.testing import unique_name
+from browserfleet_worker import artifacts
 from browserfleet_worker.browser import BrowserHost
-from browserfleet_worker.service import Identity, Worker
+from browserfleet_worker.execution import execute
+from browserfleet_worker.presence import Identity
+from browserfleet_worker.runtime import WorkerRuntime
 from browserfleet_worker.settings import WorkerSettings
 from browserfleet_worker.steps import Artifact, StepsOutcome
 from nats.js.errors import NotFoundError
+
+from .artifact_stand import ArtifactStand
 
 DAY = 86_400.0
 
@@ -84,7 +88,11 @@ def _upload(source: dict[str, Any], **extra: Any) -> list[dict[str, Any]]:
 
 
 async def test_upload_from_an_artifact_of_the_same_org_only(
-    nats_url: str, browser: BrowserHost, actions_site: str, monkeypatch: pytest.MonkeyPatch
+    nats_url: str,
+    browser: BrowserHost,
+    actions_site: str,
+    monkeypatch: pytest.MonkeyPatch,
+    artifact_stand: ArtifactStand,
 ) -> None:
     """The worker reads an earlier task's artifact from the object store for an upload step; one stored by a
     task of another organization is "not found", even when the reference names it exactly."""
@@ -94,13 +102,17 @@ async def test_upload_from_an_artifact_of_the_same_org_only(
     settings = WorkerSettings(
         nats_url=nats_url, worker_key="sk_worker_up", browser_allow_networks=["127.0.0.1/32"]
     )
-    worker = Worker(settings, nc, browser, Identity("sk_worker_up", "w-up", "default"))
+    rt = WorkerRuntime.create(settings, nc, browser, Identity("sk_worker_up", "w-up", "default"))
     mine, theirs = unique_name("mine"), unique_name("theirs")
     csv = b"a,b\n1,2\n"
     try:
         # earlier tasks stored their artifacts the way every task does
         for task_id, org in ((mine, "org-a"), (theirs, "org-b")):
-            refs = await worker._store_artifacts(
+            artifact_stand.orgs[task_id] = org
+            refs = await artifacts.store_artifacts(
+                rt.js,
+                rt.rpc,
+                "sk_worker_up",
                 _dispatch(task_id, org, [{"action": "navigate", "url": actions_site}]),
                 StepsOutcome(
                     status="completed", result={}, artifacts=[Artifact("report.csv", "text/csv", csv)]
@@ -109,56 +121,30 @@ async def test_upload_from_an_artifact_of_the_same_org_only(
             assert [r.object_name for r in refs] == [f"{task_id}/1/report.csv"]
         page = {"action": "navigate", "url": f"{actions_site}/actions"}
 
-        ok = await worker.execute(
-            _dispatch(
-                unique_name("up"),
-                "org-a",
-                [page, *_upload({"task_id": mine, "name": "report.csv", "attempt": 1})],
-            )
-        )
+        async def upload(source: dict[str, Any], **extra: Any) -> StepsOutcome:
+            """A task of org A that uploads the artifact `source` names into the page's file input."""
+            return await execute(rt, _dispatch(unique_name("up"), "org-a", [page, *_upload(source, **extra)]))
+
+        ok = await upload({"task_id": mine, "name": "report.csv", "attempt": 1})
         assert ok.status == "completed", ok.error_message
         assert ok.result["extracted"]["files"] == f"report.csv:{len(csv)}"
 
-        renamed = await worker.execute(
-            _dispatch(
-                unique_name("up"),
-                "org-a",
-                [page, *_upload({"task_id": mine, "name": "report.csv", "attempt": 1}, name="in.csv")],
-            )
-        )
+        renamed = await upload({"task_id": mine, "name": "report.csv", "attempt": 1}, name="in.csv")
         assert renamed.result["extracted"]["files"] == f"in.csv:{len(csv)}"
 
         # a hostile spec naming another org's artifact exactly: refused as if it did not exist
-        stolen = await worker.execute(
-            _dispatch(
-                unique_name("up"),
-                "org-a",
-                [page, *_upload({"task_id": theirs, "name": "report.csv", "attempt": 1})],
-            )
-        )
+        stolen = await upload({"task_id": theirs, "name": "report.csv", "attempt": 1})
         assert stolen.status == "failed"
         assert stolen.error_message == (
             f"step 1 (upload '#file'): artifact 'report.csv' of task {theirs} not found (it may have expired)"
         )
 
-        missing = await worker.execute(
-            _dispatch(
-                unique_name("up"),
-                "org-a",
-                [page, *_upload({"task_id": mine, "name": "nope.csv", "attempt": 1})],
-            )
-        )
+        missing = await upload({"task_id": mine, "name": "nope.csv", "attempt": 1})
         assert missing.status == "failed" and "not found" in (missing.error_message or "")
 
         # the size cap holds for artifacts as for inline files
-        monkeypatch.setattr(worker_service, "MAX_UPLOAD_BYTES", 4)
-        big = await worker.execute(
-            _dispatch(
-                unique_name("up"),
-                "org-a",
-                [page, *_upload({"task_id": mine, "name": "report.csv", "attempt": 1})],
-            )
-        )
+        monkeypatch.setattr(artifacts, "MAX_UPLOAD_BYTES", 4)
+        big = await upload({"task_id": mine, "name": "report.csv", "attempt": 1})
         assert big.status == "failed"
         assert f"is {len(csv)} bytes; an upload takes at most 4" in (big.error_message or "")
     finally:

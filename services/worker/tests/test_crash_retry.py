@@ -7,21 +7,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
-import signal
 from collections import defaultdict
 from typing import Any
 
 import nats
-from browserfleet_contracts import subjects
-from browserfleet_contracts.tasks import TaskDispatch, TaskSpec, TaskUpdateMessage
-from browserfleet_core.messaging import ensure_pool_consumers, ensure_streams
-from browserfleet_core.testing import unique_name
+from browserfleet_contracts import endpoints
+from browserfleet_contracts.tasks import TaskUpdateMessage
+from browserfleet_core.streams import ensure_pool_consumers, ensure_streams
+from browserfleet_devkit.testing import unique_name
 from browserfleet_worker.browser import BrowserHost
 from browserfleet_worker.netguard import parse_networks
-from browserfleet_worker.service import Identity, Worker
+from browserfleet_worker.presence import Identity
 from browserfleet_worker.settings import WorkerSettings
+from browserfleet_worker.worker import Worker
 from nats.aio.msg import Msg
+
+from .conftest import dispatch as publish_dispatch
+from .conftest import kill_browser
 
 
 async def test_a_killed_browser_fails_the_attempt_as_retryable_and_the_next_task_runs(
@@ -51,23 +53,13 @@ async def test_a_killed_browser_fails_the_attempt_as_retryable_and_the_next_task
             results[update.task_id].set_result(update)
 
     subs = [
-        await nc.subscribe(subjects.Scheduler.CLAIM, cb=claim),
-        await nc.subscribe(subjects.Workers.HEARTBEAT, cb=heartbeat),
+        await nc.subscribe(endpoints.Scheduler.CLAIM.subject, cb=claim),
+        await nc.subscribe(endpoints.Workers.HEARTBEAT.subject, cb=heartbeat),
         await nc.subscribe("tasks.updates.>", cb=on_update),
     ]
 
     async def dispatch(task_id: str, steps: list[dict[str, Any]]) -> None:
-        d = TaskDispatch(
-            task_id=task_id,
-            org_id="org-1",
-            attempt=1,
-            priority="normal",
-            timeout_seconds=120,
-            spec=TaskSpec.model_validate({"steps": steps}),
-        )
-        await js.publish(
-            subjects.task_run(pool, "normal"), d.model_dump_json().encode(), headers={"Nats-Msg-Id": task_id}
-        )
+        await publish_dispatch(js, pool, task_id, steps, timeout_seconds=120)
 
     settings = WorkerSettings(
         nats_url=nats_url,
@@ -108,11 +100,7 @@ async def test_a_killed_browser_fails_the_attempt_as_retryable_and_the_next_task
         )
         await asyncio.wait_for(started[hanging].wait(), 60)
         await asyncio.sleep(1.0)  # let it reach the wait; the kill is the fault being injected
-        pids = host.browser_pids()
-        assert pids
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+        kill_browser(host)
         crashed = await asyncio.wait_for(results[hanging], 60)
         assert crashed.status == "failed"
         assert crashed.retryable is True, crashed.error_message

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
-import signal
 
 from browserfleet_contracts.tasks import TaskSpec
 from browserfleet_worker.browser import BrowserHost
 from browserfleet_worker.netguard import Policy, parse_networks
 from browserfleet_worker.steps import StepsRunner
+
+from .conftest import kill_browser
 
 LOCAL = parse_networks(["127.0.0.1/32"])
 
@@ -34,11 +33,7 @@ async def test_killing_the_browser_fails_the_running_task_and_the_next_one_runs(
 
         running = asyncio.create_task(run_hanging())
         await asyncio.sleep(1.5)  # let it reach the wait; the kill is the fault being injected
-        pids = host.browser_pids()
-        assert pids
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+        kill_browser(host)
         try:
             result = await asyncio.wait_for(running, 30)
             failed = getattr(result, "status", None) == "failed"

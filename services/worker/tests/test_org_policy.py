@@ -4,7 +4,8 @@
 * `evaluate` is refused by default and runs when the org's policy allows it;
 * a task's proxy and, when it names none, the org's proxy are really used, with the password the vault
   released (the vault and auth are stood in on their real subjects: other services);
-* a blocked request lands on EVENTS as `security.request_blocked` with the host and no secret, rate-limited;
+* a blocked request is reported on TASK_UPDATES (`kind="security"`, under the worker's own id: the scheduler
+  emits `security.request_blocked`) with the host and no secret, rate-limited;
 * auth not answering fails the task with that cause instead of running it unrestricted.
 """
 
@@ -22,18 +23,22 @@ from urllib.parse import urlsplit
 
 import nats
 import pytest
-from browserfleet_contracts import subjects
+from browserfleet_contracts import endpoints, subjects
 from browserfleet_contracts.auth import OrgPolicy
-from browserfleet_contracts.events import EventEnvelope, RequestBlockedData
-from browserfleet_contracts.tasks import TaskDispatch, TaskSpec
+from browserfleet_contracts.events import RequestBlockedData
+from browserfleet_contracts.tasks import TaskDispatch, TaskSpec, TaskUpdateMessage
 from browserfleet_contracts.vault import ReleaseRequest
-from browserfleet_core.messaging import ensure_streams
+from browserfleet_core.streams import ensure_streams
 from browserfleet_worker.browser import BrowserHost
-from browserfleet_worker.execution import build_runner
-from browserfleet_worker.service import Identity, Worker
+from browserfleet_worker.execution import build_runner, execute
+from browserfleet_worker.presence import Identity
+from browserfleet_worker.runtime import WorkerRuntime
 from browserfleet_worker.settings import WorkerSettings
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
+
+from .vault_stand import sealed_release
 
 PROXY_PASSWORD = "pr0xy-Secret-9f2Kq"
 TASK_PROXY_PASSWORD = "task-pr0xy-7Hh1w"
@@ -134,7 +139,7 @@ async def test_evaluate_runs_only_when_the_operator_or_the_org_allows_it(
     assert by_operator.status == "completed", by_operator.error_message
 
 
-# --- proxies, the vault and security events, through Worker.execute ---------------------------------
+# --- proxies, the vault and security events, through execution.execute -----------------------------
 @dataclass
 class ProxyLog:
     requests: list[tuple[str, str, str | None]] = field(default_factory=list)  # method, target, credentials
@@ -218,19 +223,24 @@ class Vault:
     async def release(self, msg: Msg) -> None:
         req = ReleaseRequest.model_validate_json(msg.data)
         self.asked.append(sorted(req.names))
-        await msg.respond(json.dumps({"values": {n: self.values[n] for n in req.names}}).encode())
+        await msg.respond(sealed_release(req, {n: self.values[n] for n in req.names}, "w-policy"))
 
 
 @pytest.fixture
 async def vault(nc: NatsClient) -> AsyncIterator[Vault]:
     stand = Vault({"PROXY_PW": PROXY_PASSWORD, "TASK_PROXY_PW": TASK_PROXY_PASSWORD})
-    sub = await nc.subscribe(subjects.Vault.RELEASE, cb=stand.release)
+    sub = await nc.subscribe(endpoints.Vault.RELEASE.subject, cb=stand.release)
     yield stand
     await sub.unsubscribe()
 
 
-def worker(nc: NatsClient, browser: BrowserHost, nats_url: str) -> Worker:
-    return Worker(settings(nats_url), nc, browser, Identity("sk_worker_policy", "w-policy", "default"))
+def runtime(nc: NatsClient, browser: BrowserHost, nats_url: str) -> WorkerRuntime:
+    return WorkerRuntime.create(
+        settings(nats_url),
+        nc,
+        browser,
+        Identity("sk_worker_policy", "w-policy", "default", X25519PrivateKey.generate()),
+    )
 
 
 async def test_the_org_proxy_and_a_task_proxy_are_used_with_the_vaults_password(
@@ -245,9 +255,9 @@ async def test_the_org_proxy_and_a_task_proxy_are_used_with_the_vaults_password(
         org_policies.policies[org] = OrgPolicy.model_validate(
             {"proxy": {"server": org_proxy.url, "username": "acme", "password": "{{ secrets.PROXY_PW }}"}}
         )
-        w = worker(nc, browser, nats_url)
+        rt = runtime(nc, browser, nats_url)
         # no proxy of its own: the org's proxy carries the task, with the password from the vault
-        out = await w.execute(dispatch(org, {"steps": steps}))
+        out = await execute(rt, dispatch(org, {"steps": steps}))
         assert out.status == "completed", out.error_message
         assert out.result["extracted"]["echo"] == "You typed: proxied"
         assert vault.asked == [["PROXY_PW"]]  # the worker asked for the org proxy's secret
@@ -261,7 +271,7 @@ async def test_the_org_proxy_and_a_task_proxy_are_used_with_the_vaults_password(
             "username": "{{ secrets.TASK_PROXY_PW }}",
             "password": "{{ secrets.TASK_PROXY_PW }}",
         }
-        out = await w.execute(dispatch(org, {"steps": steps, "proxy": own}))
+        out = await execute(rt, dispatch(org, {"steps": steps, "proxy": own}))
         assert out.status == "completed", out.error_message
         assert vault.asked[-1] == ["TASK_PROXY_PW"]
         creds = {c for _, _, c in task_proxy.log.requests}
@@ -280,14 +290,15 @@ async def test_a_proxy_on_an_internal_address_is_refused(
     to the internal-address rule like any host (here 10.0.0.1, not in BROWSER_ALLOW_NETWORKS)."""
     org = f"org-{uuid.uuid4().hex[:8]}"
     org_policies.policies[org] = OrgPolicy.model_validate({"proxy": {"server": "http://10.0.0.1:3128"}})
-    out = await worker(nc, browser, nats_url).execute(
-        dispatch(org, {"steps": [{"action": "navigate", "url": f"{site}/login", "timeout_ms": 5000}]})
+    out = await execute(
+        runtime(nc, browser, nats_url),
+        dispatch(org, {"steps": [{"action": "navigate", "url": f"{site}/login", "timeout_ms": 5000}]}),
     )
     assert out.status == "failed"
     assert "the upstream proxy 10.0.0.1 resolves to a private address 10.0.0.1" in (out.error_message or "")
 
 
-async def test_blocked_requests_land_on_events_with_the_host_and_no_secret(
+async def test_blocked_requests_are_reported_with_the_host_and_no_secret(
     nc: NatsClient,
     browser: BrowserHost,
     actions_site: str,
@@ -303,7 +314,7 @@ async def test_blocked_requests_land_on_events_with_the_host_and_no_secret(
     async def on_event(msg: Msg) -> None:
         seen.append(msg)
 
-    sub = await nc.subscribe(subjects.event(org, "security.request_blocked"), cb=on_event)
+    sub = await nc.subscribe(subjects.task_update("w-policy", "*"), cb=on_event)
     # the secret sits in the blocked URL's query string and path: neither may reach the event
     task = dispatch(
         org,
@@ -318,42 +329,49 @@ async def test_blocked_requests_land_on_events_with_the_host_and_no_secret(
             ]
         },
     )
-    out = await worker(nc, browser, nats_url).execute(task)
+    out = await execute(runtime(nc, browser, nats_url), task)
     assert out.status == "completed", out.error_message
     for _ in range(100):
         if seen:
             break
         await asyncio.sleep(0.05)
     await sub.unsubscribe()
-    assert len(seen) == 1, [m.data for m in seen]
-    event = EventEnvelope.model_validate_json(seen[0].data)
-    data = RequestBlockedData.model_validate(event.data)
-    assert (event.type, event.org_id, event.id) == (
-        "security.request_blocked",
-        org,
-        f"{task.task_id}:1:blocked:1",
+    reports = [m for m in seen if TaskUpdateMessage.model_validate_json(m.data).kind == "security"]
+    assert len(reports) == 1, [m.data for m in seen]
+    update = TaskUpdateMessage.model_validate_json(reports[0].data)
+    data = RequestBlockedData.model_validate(update.security)
+    assert (update.task_id, update.worker_id, reports[0].subject) == (
+        task.task_id,
+        "w-policy",
+        subjects.task_update("w-policy", task.task_id),
     )
     assert (data.task_id, data.attempt, data.kind, data.host) == (task.task_id, 1, "domain", "localhost")
     assert data.reason == "localhost is not in the organization's allowed domains"
     assert data.url == f"http://localhost:{port}/***.png"  # no query string, the secret in the path masked
-    assert PROXY_PASSWORD.encode() not in seen[0].data and TASK_PROXY_PASSWORD.encode() not in seen[0].data
-    # it is on the EVENTS stream, under its own message id (a re-publication would be dropped)
-    stored = await nc.jetstream().get_last_msg(subjects.EVENTS_STREAM, subjects.event(org, "security.*"))
-    assert stored.headers is not None and stored.headers["Nats-Msg-Id"] == event.id
+    assert (
+        PROXY_PASSWORD.encode() not in reports[0].data and TASK_PROXY_PASSWORD.encode() not in reports[0].data
+    )
+    # it is on TASK_UPDATES under its own message id (a re-publication would be dropped); a worker may not
+    # publish on EVENTS (the scheduler emits the event once it has checked the claimant)
+    assert reports[0].headers is not None
+    assert reports[0].headers["Nats-Msg-Id"] == f"{task.task_id}:1:security:1"
 
 
 async def test_a_hostile_page_cannot_flood_events(nc: NatsClient, org_policies: Any) -> None:
-    """Past EVENTS_PER_ATTEMPT blocked requests of one attempt, the rest become one summary event."""
+    """Past EVENTS_PER_ATTEMPT blocked requests of one attempt, the rest become one summary report."""
     from browserfleet_worker.orgpolicy import SecurityEvents
 
     org = f"org-{uuid.uuid4().hex[:8]}"
-    seen: list[EventEnvelope] = []
+    seen: list[tuple[str, TaskUpdateMessage]] = []
 
     async def on_event(msg: Msg) -> None:
-        seen.append(EventEnvelope.model_validate_json(msg.data))
+        seen.append(
+            ((msg.headers or {}).get("Nats-Msg-Id", ""), TaskUpdateMessage.model_validate_json(msg.data))
+        )
 
-    sub = await nc.subscribe(subjects.event(org, "security.request_blocked"), cb=on_event)
-    events = SecurityEvents(nc.jetstream(), dispatch(org, {"steps": []}, task_id="t-flood"), {}, limit=3)
+    sub = await nc.subscribe(subjects.task_update("w-flood", "t-flood"), cb=on_event)
+    task = dispatch(org, {"steps": []}, task_id="t-flood")
+    events = SecurityEvents(nc.jetstream(), task, {}, worker_id="w-flood", limit=3)
     for i in range(50):
         events.blocked(
             f"h{i % 7}.example", f"h{i % 7}.example is not in the task's allowed domains", None, "domain"
@@ -366,8 +384,8 @@ async def test_a_hostile_page_cannot_flood_events(nc: NatsClient, org_policies: 
         await asyncio.sleep(0.05)
     await asyncio.sleep(0.2)
     await sub.unsubscribe()
-    assert [e.id for e in seen] == [f"t-flood:1:blocked:{n}" for n in ("1", "2", "3", "summary")]
-    summary = RequestBlockedData.model_validate(seen[-1].data)
+    assert [msg_id for msg_id, _ in seen] == [f"t-flood:1:security:{n}" for n in ("1", "2", "3", "summary")]
+    summary = RequestBlockedData.model_validate(seen[-1][1].security)
     assert summary.summary and summary.suppressed == 47 and summary.kind == "summary"
     assert summary.hosts == [f"h{i}.example" for i in (3, 4, 5, 6, 0, 1, 2)]
 
@@ -377,8 +395,9 @@ async def test_auth_not_answering_fails_the_task_rather_than_running_it_unrestri
 ) -> None:
     org = f"org-{uuid.uuid4().hex[:8]}"
     org_policies.down.add(org)
-    out = await worker(nc, browser, nats_url).execute(
-        dispatch(org, {"steps": [{"action": "navigate", "url": f"{site}/login"}]})
+    out = await execute(
+        runtime(nc, browser, nats_url),
+        dispatch(org, {"steps": [{"action": "navigate", "url": f"{site}/login"}]}),
     )
     assert out.status == "failed"
     assert out.error_message == (

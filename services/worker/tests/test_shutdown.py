@@ -22,15 +22,16 @@ from typing import Any
 
 import nats
 import pytest
-from browserfleet_contracts import subjects
-from browserfleet_contracts.tasks import ClaimRequest, TaskDispatch, TaskSpec, TaskUpdateMessage
+from browserfleet_contracts import endpoints, subjects
+from browserfleet_contracts.tasks import ClaimRequest, TaskDispatch, TaskUpdateMessage
 from browserfleet_contracts.workers import DrainReply
-from browserfleet_core.messaging import ensure_pool_consumers, ensure_streams
-from browserfleet_core.testing import unique_name
+from browserfleet_core.streams import ensure_pool_consumers, ensure_streams
+from browserfleet_devkit.testing import unique_name
 from browserfleet_worker.app import run
-from browserfleet_worker.settings import WorkerSettings
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
+
+from .conftest import dispatch, registering_worker
 
 
 @dataclass
@@ -44,19 +45,7 @@ class Stand:
     results: dict[str, asyncio.Event] = field(default_factory=lambda: defaultdict(asyncio.Event))
 
     async def dispatch(self, task_id: str, steps: list[dict[str, Any]]) -> None:
-        d = TaskDispatch(
-            task_id=task_id,
-            org_id="org-1",
-            attempt=1,
-            priority="normal",
-            timeout_seconds=300,
-            spec=TaskSpec.model_validate({"steps": steps}),
-        )
-        await self.nc.jetstream().publish(
-            subjects.task_run(self.pool, "normal"),
-            d.model_dump_json().encode(),
-            headers={"Nats-Msg-Id": task_id},
-        )
+        await dispatch(self.nc.jetstream(), self.pool, task_id, steps, timeout_seconds=300)
 
     async def waiting(self) -> dict[str, int]:
         """What is left on the pool's `normal` consumer: task id -> delivery count (taken by this test)."""
@@ -83,7 +72,15 @@ async def stand(nats_url: str) -> AsyncIterator[Stand]:
     async def register(msg: Msg) -> None:
         await msg.respond(
             json.dumps(
-                {"worker_id": state.worker_id, "worker_key": "sk_worker_t", "pool": state.pool}
+                {
+                    "worker_id": state.worker_id,
+                    "worker_key": "sk_worker_t",
+                    "api_key": "sk_worker_t",
+                    "pool": state.pool,
+                    "pool_name": state.pool,
+                    "org_id": None,
+                    "tags": [],
+                }
             ).encode()
         )
 
@@ -101,9 +98,9 @@ async def stand(nats_url: str) -> AsyncIterator[Stand]:
             (state.started if update.kind == "started" else state.results)[update.task_id].set()
 
     subs = [
-        await nc.subscribe(subjects.Workers.REGISTER, cb=register),
-        await nc.subscribe(subjects.Workers.HEARTBEAT, cb=heartbeat),
-        await nc.subscribe(subjects.Scheduler.CLAIM, cb=claim),
+        await nc.subscribe(endpoints.Workers.REGISTER.subject, cb=register),
+        await nc.subscribe(endpoints.Workers.HEARTBEAT.subject, cb=heartbeat),
+        await nc.subscribe(endpoints.Scheduler.CLAIM.subject, cb=claim),
         await nc.subscribe("tasks.updates.>", cb=on_update),
     ]
     yield state
@@ -134,16 +131,13 @@ async def start_two(stand: Stand, site: str) -> tuple[str, str]:
 async def test_drain_finishes_what_fits_the_grace_hands_back_the_rest_and_stays_up(
     stand: Stand, site: str, nats_url: str, tmp_path: Path
 ) -> None:
-    settings = WorkerSettings(
-        nats_url=nats_url,
-        worker_invite_code="inv",
-        worker_state_dir=tmp_path,
+    settings = registering_worker(
+        nats_url,
+        tmp_path,
         worker_slots=2,
-        heartbeat_seconds=0.2,
         # the quick task needs well under a second alone; the margin is for a machine busy with other tests
         # (at 3 s it was handed back too, now and then, under load)
         shutdown_grace_seconds=6,
-        browser_allow_networks=["127.0.0.1/32"],
     )
     stop = asyncio.Event()
     worker = asyncio.create_task(run(settings, stop))
@@ -214,14 +208,7 @@ async def test_log_lines_reach_the_scheduler_while_the_task_runs(
 ) -> None:
     """A followable log needs lines before the result: they ship every LOG_SHIP_SECONDS, numbered, and the
     result repeats them with the same numbers (so the scheduler stores each line once)."""
-    settings = WorkerSettings(
-        nats_url=nats_url,
-        worker_invite_code="inv",
-        worker_state_dir=tmp_path,
-        heartbeat_seconds=0.2,
-        log_ship_seconds=0.2,
-        browser_allow_networks=["127.0.0.1/32"],
-    )
+    settings = registering_worker(nats_url, tmp_path, log_ship_seconds=0.2)
     stop = asyncio.Event()
     worker = asyncio.create_task(run(settings, stop))
     try:

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from browserfleet_core.observability import SecretMask
 from browserfleet_worker.browser import BrowserNotFound, find_chromium, launch_flags
+from browserfleet_worker.presence import Identity, WorkerConfigError, load_identity, save_identity
 from browserfleet_worker.secret_values import Masker, MaskRegistry, SecretUnavailable, render, totp
-from browserfleet_worker.service import Identity, WorkerConfigError, load_identity, save_identity
 from browserfleet_worker.settings import WorkerSettings
 
 
@@ -101,12 +101,13 @@ async def test_a_ring_that_beats_its_message_is_followed_by_quick_reprobes(
     """JetStream offers a stored message to its consumers asynchronously, so the doorbell can ring before a
     no-wait pull sees the new dispatch. The pull loop must probe again shortly, not sleep IDLE_WAIT_SECONDS
     (made an hour here: without the re-probes this test would hit its cap)."""
-    from browserfleet_worker import service as worker_service
+    from browserfleet_core import taskpull
+    from browserfleet_worker import consumer as worker_consumer
 
-    monkeypatch.setattr(worker_service, "IDLE_WAIT_SECONDS", 3600.0)
-    worker = object.__new__(worker_service.Worker)
-    worker._doorbell = asyncio.Event()
-    worker._consumers = ["pool-default-normal"]
+    monkeypatch.setattr(taskpull, "IDLE_WAIT_SECONDS", 3600.0)
+    worker = object.__new__(worker_consumer.TaskConsumer)
+    worker.doorbell = asyncio.Event()
+    worker.durables = ["pool-default-normal"]
     probes: list[str] = []
     arrived = asyncio.Event()
     message = object()
@@ -114,13 +115,13 @@ async def test_a_ring_that_beats_its_message_is_followed_by_quick_reprobes(
     async def pull(durable: str) -> object | None:
         probes.append(durable)
         if len(probes) == 1:  # the first probe finds nothing; then the ring comes ahead of the message
-            asyncio.get_running_loop().call_later(0.05, worker._doorbell.set)
+            asyncio.get_running_loop().call_later(0.05, worker.doorbell.set)
             return None
         if len(probes) == 2:
             asyncio.get_running_loop().call_later(0.01, arrived.set)
             return None
         return message if arrived.is_set() else None
 
-    worker._pull_no_wait = pull  # type: ignore[method-assign]
-    got = await asyncio.wait_for(worker._next_message(asyncio.Event()), timeout=10)
+    worker.pull_no_wait = pull  # type: ignore[method-assign]
+    got = await asyncio.wait_for(worker.next_message(asyncio.Event()), timeout=10)
     assert got is message and len(probes) >= 3

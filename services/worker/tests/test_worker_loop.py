@@ -1,4 +1,4 @@
-"""The worker loop on a real NATS server (the `nats_url` fixture of browserfleet_core.testing).
+"""The worker loop on a real NATS server (the `nats_url` fixture of browserfleet_devkit.testing).
 
 The scheduler, vault and worker-gateway are stood in by small in-test responders on their request/reply
 subjects, so the worker's side of the task protocol is tested alone: register, heartbeat, pull urgent
@@ -16,15 +16,17 @@ from pathlib import Path
 from typing import Any
 
 import nats
-from browserfleet_contracts import subjects
+from browserfleet_contracts import endpoints, subjects
 from browserfleet_contracts.tasks import ClaimRequest, TaskDispatch, TaskSpec, TaskUpdateMessage
 from browserfleet_contracts.vault import ReleaseRequest
-from browserfleet_contracts.workers import Heartbeat, RegisterRequest
-from browserfleet_core.messaging import ensure_streams
-from browserfleet_core.testing import unique_name
+from browserfleet_contracts.workers import Heartbeat, RegisterReply, RegisterRequest
+from browserfleet_core.streams import ensure_pool_consumers, ensure_streams
+from browserfleet_devkit.testing import unique_name
 from browserfleet_worker.app import run
-from browserfleet_worker.settings import WorkerSettings
 from nats.aio.msg import Msg
+
+from .conftest import registering_worker
+from .vault_stand import sealed_release
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -49,13 +51,25 @@ async def test_worker_runs_a_dispatched_task_end_to_end(
     nc = await nats.connect(nats_url)
     js = nc.jetstream()
     await ensure_streams(js)
+    # worker-gateway makes a pool's consumers when a worker registers in it: a worker may not
+    await ensure_pool_consumers(js, pool)
 
     # --- stand-ins for worker-gateway, scheduler and vault ---
     async def register(msg: Msg) -> None:
         req = RegisterRequest.model_validate_json(msg.data)
         calls["register"].append(req)
         await msg.respond(
-            json.dumps({"worker_id": "w-1", "worker_key": "sk_worker_test", "pool": pool}).encode()
+            RegisterReply(
+                worker_id="w-1",
+                worker_key="sk_worker_test",
+                api_key="sk_worker_test",
+                pool=pool,
+                pool_name=pool,
+                org_id=None,
+                tags=[],
+            )
+            .model_dump_json()
+            .encode()
         )
 
     async def heartbeat(msg: Msg) -> None:
@@ -72,13 +86,13 @@ async def test_worker_runs_a_dispatched_task_end_to_end(
     async def release(msg: Msg) -> None:
         req = ReleaseRequest.model_validate_json(msg.data)
         calls["release"].append(req)
-        await msg.respond(json.dumps({"values": {"PASSWORD": password}}).encode())
+        await msg.respond(sealed_release(req, {"PASSWORD": password}, "w-1"))
 
     subs = [
-        await nc.subscribe(subjects.Workers.REGISTER, cb=register),
-        await nc.subscribe(subjects.Workers.HEARTBEAT, cb=heartbeat),
-        await nc.subscribe(subjects.Scheduler.CLAIM, cb=claim),
-        await nc.subscribe(subjects.Vault.RELEASE, cb=release),
+        await nc.subscribe(endpoints.Workers.REGISTER.subject, cb=register),
+        await nc.subscribe(endpoints.Workers.HEARTBEAT.subject, cb=heartbeat),
+        await nc.subscribe(endpoints.Scheduler.CLAIM.subject, cb=claim),
+        await nc.subscribe(endpoints.Vault.RELEASE.subject, cb=release),
     ]
     updates: dict[str, list[TaskUpdateMessage]] = defaultdict(list)
     results: dict[str, asyncio.Future[TaskUpdateMessage]] = {
@@ -125,16 +139,14 @@ async def test_worker_runs_a_dispatched_task_end_to_end(
         )
     await js.publish(subjects.task_run(pool, "high"), b"{not a dispatch")
 
-    settings = WorkerSettings(
-        nats_url=nats_url,
-        worker_invite_code="inv-test",
+    settings = registering_worker(
+        nats_url,
+        tmp_path / "state",
+        "inv-test",
         worker_name="test-worker",
         worker_tags=["t1"],
-        worker_state_dir=tmp_path / "state",
-        heartbeat_seconds=0.2,
         lease_extend_seconds=0.5,
         shutdown_grace_seconds=10,
-        browser_allow_networks=["127.0.0.1/32"],
     )
     stop = asyncio.Event()
     worker = asyncio.create_task(run(settings, stop))
@@ -177,7 +189,7 @@ async def test_worker_runs_a_dispatched_task_end_to_end(
     assert ref.size == len(stored.data)
 
     # the result is durable on TASK_UPDATES under its idempotent id
-    last = await js.get_last_msg(subjects.TASK_UPDATES_STREAM, subjects.task_update(good))
+    last = await js.get_last_msg(subjects.TASK_UPDATES_STREAM, subjects.task_update(result.worker_id, good))
     assert last.headers is not None
     assert last.headers["Nats-Msg-Id"] == f"{good}:1:result"
 

@@ -6,6 +6,8 @@ act → repeat, until `done`/`fail`, max steps, or the task's timeout.
 Secrets reach the model only as placeholders (`{{ secrets.NAME }}`): the model types the placeholder, the
 runner substitutes the value when the action runs, and any secret value seen on the page is turned back
 into its placeholder before the page text goes to the model.
+
+The model's tools and the endpoint's client (behind a circuit breaker) are in llm.py.
 """
 
 from __future__ import annotations
@@ -16,23 +18,28 @@ import json
 import logging
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any, Literal
 
-import httpx
-from browserfleet_contracts.tasks import TaskLogLine, TaskSpec, secret_refs
+from browserfleet_contracts.secret_refs import SECRET_REF, secret_refs
+from browserfleet_contracts.tasks import TaskLogLine, TaskSpec
 from playwright.async_api import BrowserContext, Page
 from playwright.async_api import Error as PlaywrightError
 
+from .artifact_guard import withhold
+from .llm import LLMClient, LLMError, Usage
 from .netguard import Policy
+from .secret_forms import SecretScanner
 from .secret_values import Masker, SecretUnavailable, render, variants
 from .steps import Artifact, StepsOutcome, schema_errors
+from .steps.outcome import where
 
 log = logging.getLogger(__name__)
 
 MAX_ELEMENTS = 150
 MAX_TEXT_CHARS = 4_000
 ACTION_TIMEOUT_MS = 10_000
+# set on an element the agent typed a secret into: screenshots mask it (indices change every turn)
+MASK_ATTR = "data-bf-masked"
 
 SYSTEM_PROMPT = """You operate a web browser to achieve the user's goal.
 Each turn you get an observation: the URL, the title, the interactive elements as `[index] description`,
@@ -40,49 +47,6 @@ and the visible text. Answer with exactly one tool call. Use element indices fro
 Secrets appear only as placeholders like {{ secrets.NAME }}; type the placeholder itself, never guess a value.
 Call `done` with the result when the goal is reached, or `fail` with the reason when it cannot be."""
 
-
-def _tool(name: str, description: str, properties: dict[str, Any], required: list[str]) -> dict[str, Any]:
-    return {
-        "type": "function",
-        "function": {
-            "name": name,
-            "description": description,
-            "parameters": {"type": "object", "properties": properties, "required": required},
-        },
-    }
-
-
-_INDEX = {"type": "integer", "description": "element index from the observation"}
-TOOLS = [
-    _tool("navigate", "Open a URL", {"url": {"type": "string"}}, ["url"]),
-    _tool("click", "Click an element", {"index": _INDEX}, ["index"]),
-    _tool(
-        "type",
-        "Type text into an input (replacing its value); submit presses Enter afterwards",
-        {"index": _INDEX, "text": {"type": "string"}, "submit": {"type": "boolean"}},
-        ["index", "text"],
-    ),
-    _tool(
-        "select",
-        "Choose an option of a <select>",
-        {"index": _INDEX, "value": {"type": "string"}},
-        ["index", "value"],
-    ),
-    _tool(
-        "scroll", "Scroll the page", {"direction": {"type": "string", "enum": ["up", "down"]}}, ["direction"]
-    ),
-    _tool(
-        "extract",
-        "Record a named value you read on the page",
-        {"name": {"type": "string"}, "value": {}},
-        ["name", "value"],
-    ),
-    _tool("wait", "Wait for the page to change", {"seconds": {"type": "number", "maximum": 10}}, ["seconds"]),
-    _tool(
-        "done", "The goal is reached", {"result": {"description": "the answer or data asked for"}}, ["result"]
-    ),
-    _tool("fail", "The goal cannot be reached", {"reason": {"type": "string"}}, ["reason"]),
-]
 
 _OBSERVE_JS = """(max) => {
   const sel = 'a[href], button, input, select, textarea, [role=button], [role=link], [role=checkbox],'
@@ -141,55 +105,6 @@ class Placeholders:
         return obj
 
 
-@dataclass
-class Usage:
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    calls: int = 0
-
-    def cost(self, input_price: float, output_price: float) -> float:
-        return round((self.prompt_tokens * input_price + self.completion_tokens * output_price) / 1e6, 6)
-
-
-class LLMError(Exception):
-    pass
-
-
-@dataclass
-class LLMClient:
-    """POST {base_url}/chat/completions with tools; nothing provider-specific."""
-
-    base_url: str
-    model: str
-    api_key: str | None
-    timeout_seconds: float = 60.0
-    sent: list[dict[str, Any]] = field(default_factory=list)  # every request body, for audits and tests
-
-    async def complete(
-        self, messages: list[dict[str, Any]], usage: Usage, model: str | None = None
-    ) -> dict[str, Any]:
-        body = {"model": model or self.model, "messages": messages, "tools": TOOLS, "tool_choice": "auto"}
-        self.sent.append(json.loads(json.dumps(body)))
-        headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
-        try:
-            async with httpx.AsyncClient(timeout=self.timeout_seconds) as client:
-                response = await client.post(f"{self.base_url}/chat/completions", json=body, headers=headers)
-        except httpx.HTTPError as exc:
-            raise LLMError(f"LLM endpoint unreachable: {type(exc).__name__}") from None
-        if response.status_code >= 400:
-            raise LLMError(f"LLM endpoint answered HTTP {response.status_code}")
-        try:
-            data = response.json()
-            message: dict[str, Any] = data["choices"][0]["message"]
-        except (ValueError, KeyError, IndexError, TypeError):
-            raise LLMError("LLM endpoint answered something that is not a chat completion") from None
-        u = data.get("usage") or {}
-        usage.prompt_tokens += int(u.get("prompt_tokens") or 0)
-        usage.completion_tokens += int(u.get("completion_tokens") or 0)
-        usage.calls += 1
-        return message
-
-
 class AgentRunner:
     def __init__(
         self,
@@ -204,6 +119,7 @@ class AgentRunner:
         self.spec = spec
         self._secrets = dict(secrets or {})
         self._mask = Masker(self._secrets.values())
+        self._scanner = SecretScanner(self._secrets)
         self._placeholders = Placeholders(self._secrets)
         # what the model may type: every released secret but the org's LLM key (masked and turned back into
         # its placeholder like the rest, but never typed into a page unless the task names it on purpose)
@@ -224,23 +140,42 @@ class AgentRunner:
 
     async def run(self, context: BrowserContext) -> StepsOutcome:
         started = time.monotonic()
+        down = self.llm.unavailable()
+        if down is not None:  # an open circuit costs the task no page load, no screenshot, no wait
+            self._log("error", down)
+            return StepsOutcome(
+                status="failed",
+                result=await self.partial_result(),
+                error_message=down,
+                error_step=0,
+                artifacts=[],
+                logs=self.logs,
+                execution_time_seconds=round(time.monotonic() - started, 3),
+            )
         error: str | None = None
+        timed_out = False
         self._page = await context.new_page()
         try:
             async with asyncio.timeout(self.timeout_seconds):
                 error = await self._loop(self._page)
         except TimeoutError:
             error = f"timed out after {self.timeout_seconds:g} s"
+            timed_out = True
         if error is None and self.spec.result_schema is not None:
             error = schema_errors(self.spec.result_schema, self._mask.deep(self.answer))
         if error is not None and self._page is not None and not self._page.is_closed():
             try:
-                shot = await asyncio.wait_for(self._page.screenshot(type="png", timeout=5_000), 10)
+                mask = [self._page.locator(f"[{MASK_ATTR}]")]
+                shot = await asyncio.wait_for(self._page.screenshot(type="png", timeout=5_000, mask=mask), 10)
                 self.artifacts.append(Artifact("failure.png", "image/png", shot))
             except (PlaywrightError, TimeoutError):
                 pass
+        # what the platform stores carries no secret value (README "Secrets and artifacts")
+        self.artifacts, notes = await asyncio.to_thread(withhold, self.artifacts, self._scanner)
+        for note in notes:
+            self._log("warning", note)
         outcome = StepsOutcome(
-            status="failed" if error else "completed",
+            status="timed_out" if timed_out else "failed" if error else "completed",
             result=await self.partial_result(),
             error_message=error,
             error_step=self.index if error else None,
@@ -251,21 +186,10 @@ class AgentRunner:
         return self.masked(outcome)
 
     def masked(self, outcome: StepsOutcome) -> StepsOutcome:
-        outcome.result = self._mask.deep(outcome.result)
-        if outcome.error_message:
-            outcome.error_message = self._mask.text(outcome.error_message)
-        for line in outcome.logs:
-            line.message = self._mask.text(line.message)
-        return outcome
+        return outcome.masked(self._mask)
 
     async def partial_result(self) -> dict[str, Any]:
-        url = title = None
-        if self._page is not None and not self._page.is_closed():
-            url = self._page.url
-            try:
-                title = await asyncio.wait_for(self._page.title(), 5)
-            except (PlaywrightError, TimeoutError):
-                title = None
+        url, title = await where(self._page)
         model = (self.options.model if self.options else None) or self.llm.model
         return {
             "result": self.answer,
@@ -396,6 +320,10 @@ class AgentRunner:
                 if name == "click":
                     await loc.click(timeout=ACTION_TIMEOUT_MS)
                 elif name == "type":
+                    if SECRET_REF.search(str(args.get("text", ""))):
+                        await loc.evaluate(
+                            f"e => e.setAttribute('{MASK_ATTR}', '')", timeout=ACTION_TIMEOUT_MS
+                        )
                     await loc.fill(
                         render(str(args.get("text", "")), self._typeable), timeout=ACTION_TIMEOUT_MS
                     )

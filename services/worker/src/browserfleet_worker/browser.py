@@ -134,6 +134,10 @@ class BrowserHost:
         async with self._lock:
             await self._ensure()
 
+    def is_running(self) -> bool:
+        """Chromium is up (one that crashed is launched again before the next task)."""
+        return self._browser is not None and self._browser.is_connected()
+
     async def _launch(self) -> Browser:
         assert self._pw is not None and self.executable is not None
         default, merged = self._features or ("", "")
@@ -300,9 +304,6 @@ class BrowserHost:
             if self._guard is not None:
                 await self._guard.close()
                 self._guard = None
-
-
-MAX_POPUPS = 20
 
 
 def _tame_page(page: Page) -> None:

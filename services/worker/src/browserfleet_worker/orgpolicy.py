@@ -5,9 +5,11 @@ auth (`svc.auth.org_policy`, authenticated by its worker key) once per organizat
 auth cannot answer, the task fails with that cause instead of running without the organization's
 restrictions.
 
-Requests safe browsing refuses are published on EVENTS as `security.request_blocked` (one event each for the
-first EVENTS_PER_ATTEMPT of an attempt, then one summary), with Nats-Msg-Id `<task>:<attempt>:blocked:<n>`
-so a re-publication is dropped by JetStream's duplicate window.
+Requests safe browsing refuses are reported on TASK_UPDATES (`kind="security"`, one each for the first
+EVENTS_PER_ATTEMPT of an attempt, then one summary; Nats-Msg-Id `<task>:<attempt>:security:<n>` so a
+re-publication is dropped by JetStream's duplicate window). A worker may not publish on EVENTS: the
+scheduler emits each as `security.request_blocked` for the task's organization once it has checked that
+this worker holds the attempt.
 """
 
 from __future__ import annotations
@@ -17,12 +19,11 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
 
-from browserfleet_contracts import subjects
+from browserfleet_contracts import endpoints, subjects
 from browserfleet_contracts.auth import OrgPolicy, WorkerOrgPolicyRequest
-from browserfleet_contracts.events import SECURITY_REQUEST_BLOCKED, EventEnvelope, RequestBlockedData
-from browserfleet_contracts.tasks import TaskDispatch
+from browserfleet_contracts.events import RequestBlockedData
+from browserfleet_contracts.tasks import TaskDispatch, TaskUpdateMessage
 from browserfleet_core.errors import ServiceError
 from browserfleet_core.messaging import RpcClient
 from nats.js import JetStreamContext
@@ -70,9 +71,8 @@ class OrgPolicies:
                 return hit[1]
             try:
                 policy: OrgPolicy = await self.rpc.call(
-                    subjects.Auth.ORG_POLICY,
+                    endpoints.Auth.ORG_POLICY,
                     WorkerOrgPolicyRequest(org_id=org_id, worker_key=self.worker_key),
-                    OrgPolicy,
                 )
             except ServiceError as exc:
                 raise OrgPolicyUnavailable(
@@ -104,7 +104,7 @@ def block_kind(reason: str) -> str:
 
 
 class SecurityEvents:
-    """Publishes one attempt's blocked requests on EVENTS, rate-limited; `close()` sends the summary."""
+    """Reports one attempt's blocked requests on TASK_UPDATES, rate-limited; `close()` sends the summary."""
 
     def __init__(
         self,
@@ -112,10 +112,12 @@ class SecurityEvents:
         task: TaskDispatch,
         values: Mapping[str, str],
         *,
+        worker_id: str,
         limit: int = EVENTS_PER_ATTEMPT,
     ) -> None:
         self.js = js
         self.task = task
+        self.worker_id = worker_id
         self.mask = Masker(values.values())  # a host or path may carry a secret the task typed into a URL
         self.limit = limit
         self.sent = 0
@@ -152,28 +154,29 @@ class SecurityEvents:
         task.add_done_callback(self._pending.discard)
 
     async def _publish(self, data: RequestBlockedData, suffix: str) -> None:
-        event_id = f"{self.task.task_id}:{self.task.attempt}:blocked:{suffix}"
-        event = EventEnvelope(
-            id=event_id,
-            type=SECURITY_REQUEST_BLOCKED,
-            org_id=self.task.org_id,
-            occurred_at=datetime.now(UTC),
-            data=data.model_dump(mode="json"),
+        task = self.task
+        msg_id = subjects.update_msg_id(task.task_id, task.attempt, "security", suffix)
+        update = TaskUpdateMessage(
+            task_id=task.task_id,
+            attempt=task.attempt,
+            worker_id=self.worker_id,
+            kind="security",
+            security=data.model_dump(mode="json"),
         )
-        payload = event.model_dump_json().encode()
+        payload = update.model_dump_json().encode()
         for attempt in range(1, PUBLISH_ATTEMPTS + 1):
             try:
                 await self.js.publish(
-                    subjects.event(self.task.org_id, SECURITY_REQUEST_BLOCKED),
+                    subjects.task_update(self.worker_id, task.task_id),
                     payload,
-                    stream=subjects.EVENTS_STREAM,
+                    stream=subjects.TASK_UPDATES_STREAM,
                     timeout=PUBLISH_TIMEOUT_SECONDS,
-                    headers={"Nats-Msg-Id": event_id},  # a retry that did land is dropped by JetStream
+                    headers={"Nats-Msg-Id": msg_id},  # a retry that did land is dropped by JetStream
                 )
                 return
             except Exception as exc:
                 if attempt == PUBLISH_ATTEMPTS:
-                    log.warning("publishing security event %s failed: %s", event_id, exc)
+                    log.warning("reporting blocked request %s failed: %s", msg_id, exc)
                     return
                 await asyncio.sleep(0.2 * attempt)
 

@@ -1,5 +1,6 @@
 """A task's browser profile: lease it from the vault (waiting, bounded, while another task holds it), load
-its storage state into the task's context, and save it back after success (or just end the lease)."""
+its storage state into the task's context, and save it back after success (or just end the lease). The
+state travels sealed both ways (unsealing.py): these calls carry boxes, never a state in clear."""
 
 from __future__ import annotations
 
@@ -7,15 +8,16 @@ import asyncio
 import contextlib
 import logging
 import time
-from typing import Any
+from collections.abc import Callable
 
-from browserfleet_contracts import subjects
+from browserfleet_contracts import endpoints
 from browserfleet_contracts.profiles import (
     ProfileAcquireRequest,
     ProfileLease,
     ProfileSaveReply,
     ProfileSaveRequest,
 )
+from browserfleet_contracts.sealed import SealedBox
 from browserfleet_core.errors import ServiceError
 from browserfleet_core.messaging import RpcClient
 
@@ -41,15 +43,20 @@ async def acquire(
     profile: str,
     wait_seconds: float,
     cancelled: asyncio.Event,
-    clock: Any = time.monotonic,
+    attempt: int | None = None,
+    public_key: str | None = None,
+    clock: Callable[[], float] = time.monotonic,
 ) -> tuple[ProfileLease, float]:
-    """The lease and how long it took; polls with backoff while another task holds the profile."""
+    """The lease (its state still sealed) and how long it took; polls with backoff while another task
+    holds the profile."""
     started = clock()
     delay = FIRST_POLL_SECONDS
-    request = ProfileAcquireRequest(task_id=task_id, worker_key=worker_key, profile=profile)
+    request = ProfileAcquireRequest(
+        task_id=task_id, worker_key=worker_key, profile=profile, attempt=attempt, public_key=public_key
+    )
     while True:
         try:
-            lease: ProfileLease = await rpc.call(subjects.Vault.PROFILE_ACQUIRE, request, ProfileLease)
+            lease: ProfileLease = await rpc.call(endpoints.Vault.PROFILE_ACQUIRE, request)
         except ServiceError as exc:
             raise ProfileUnavailable(f"profile {profile} not loaded: {exc.message}") from None
         if lease.granted:
@@ -74,24 +81,29 @@ async def save(
     task_id: str,
     worker_key: str,
     lease: ProfileLease,
-    state: dict[str, Any] | None,
+    sealed_state: SealedBox | None,
+    attempt: int | None = None,
 ) -> ProfileSaveReply:
-    """Stores `state` and ends the lease; `state=None` only ends it. Raises ServiceError on refusal."""
+    """Stores the sealed state and ends the lease; `sealed_state=None` only ends it. Raises ServiceError on
+    refusal."""
     assert lease.lease_token is not None
     request = ProfileSaveRequest(
         task_id=task_id,
         worker_key=worker_key,
         profile=lease.profile,
         lease_token=lease.lease_token,
-        state=state,
+        attempt=attempt,
+        sealed_state=sealed_state,
     )
-    reply: ProfileSaveReply = await rpc.call(subjects.Vault.PROFILE_SAVE, request, ProfileSaveReply)
+    reply: ProfileSaveReply = await rpc.call(endpoints.Vault.PROFILE_SAVE, request)
     return reply
 
 
 async def release_quietly(rpc: RpcClient, *, task_id: str, worker_key: str, lease: ProfileLease) -> None:
     """Ends the lease without saving; a failure only means the next task waits for the lease to expire."""
     try:
-        await asyncio.wait_for(save(rpc, task_id=task_id, worker_key=worker_key, lease=lease, state=None), 10)
+        await asyncio.wait_for(
+            save(rpc, task_id=task_id, worker_key=worker_key, lease=lease, sealed_state=None), 10
+        )
     except Exception as exc:  # best effort: the lease expires by itself
         log.warning("ending the lease on profile %s failed (%s); it will expire", lease.profile, exc)

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import parse_qs, quote, quote_plus, urlsplit
 
-from browserfleet_contracts.tasks import SECRET_REF
+from browserfleet_contracts.secret_refs import SECRET_REF
 from browserfleet_core.observability import SecretMask
 
 MASK = "***"

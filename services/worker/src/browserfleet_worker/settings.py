@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 from browserfleet_contracts import subjects
 from browserfleet_core.settings import ServiceSettings
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import NoDecode
 
 
@@ -17,14 +17,30 @@ class WorkerSettings(ServiceSettings):
     service_name: str = "worker"
     worker_key: str | None = Field(default=None, description="sk_worker_... key; wins over everything else")
     worker_invite_code: str | None = Field(
-        default=None, description="one-time invite, traded for a key at start"
+        default=None,
+        description="an invite, traded for a worker identity at start: a pool invite gives every replica an "
+        "identity of its own (removed again on a clean shutdown); with WORKER_STATE_DIR, a one-time "
+        "invite's key is saved there and reused by restarts",
+    )
+    gateway_url: str | None = Field(
+        default=None,
+        pattern=r"^(https?|wss?)://",
+        description="the platform's public URL: join as a remote worker over its WebSocket (`/workers/ws`), "
+        "registering with WORKER_INVITE_CODE over HTTP; NATS_URL is not used then",
+    )
+    nats_url: str = Field(
+        default="",
+        description="NATS server with JetStream, >= 2.10 (e.g. nats://127.0.0.1:4222); required unless "
+        "GATEWAY_URL makes this a remote worker",
     )
     worker_name: str = Field(default_factory=socket.gethostname)
     # NoDecode: operators write WORKER_TAGS=gpu,eu-west, not a JSON list
     worker_tags: Annotated[list[str], NoDecode] = Field(default_factory=list)
     worker_slots: int = Field(default=2, ge=1, le=64, description="tasks run at once (one context each)")
     worker_state_dir: Path | None = Field(
-        default=None, description="where a key obtained from an invite is saved, so a restart keeps it"
+        default=None,
+        description="where a key obtained from an invite is saved (0600), so a restart keeps the identity; "
+        "unset (pool replicas), the identity lasts one run",
     )
     browser_executable: str | None = Field(
         default=None, description="Chromium binary to use instead of autodetect"
@@ -36,6 +52,12 @@ class WorkerSettings(ServiceSettings):
         "profile that allows user namespaces need BROWSER_SANDBOX=false)",
     )
     heartbeat_seconds: float = Field(default=5.0, gt=0)
+    bus_refused_grace_seconds: float = Field(
+        default=180.0,
+        gt=0,
+        description="how long NATS may refuse the worker's key before it concludes the key is gone and exits "
+        "non-zero; a refusal right after NATS restarted is worker-gateway's auth callout not being back yet",
+    )
     log_ship_seconds: float = Field(
         default=1.0, gt=0, description="how often running tasks send new log lines"
     )
@@ -81,6 +103,25 @@ class WorkerSettings(ServiceSettings):
     )
     recycle_memory_mb: float | None = Field(default=None, gt=0, description="restart above this RSS")
 
+    # --- the live view (only while someone watches; frames are never stored) ---
+    live_view_enabled: bool = Field(
+        default=True, description="let authorised viewers watch a running task's browser (screencast)"
+    )
+    live_view_max_fps: float = Field(
+        default=5.0, gt=0, le=30, description="live-view frames per second, at most"
+    )
+    live_view_max_width: int = Field(
+        default=1280, ge=160, le=3840, description="live-view frame width, at most"
+    )
+    live_view_max_height: int = Field(
+        default=960, ge=120, le=2160, description="live-view frame height, at most"
+    )
+    live_view_jpeg_quality: int = Field(default=60, ge=10, le=100, description="live-view JPEG quality")
+    live_view_input_enabled: bool = Field(
+        default=True,
+        description="let a watching person who may change the task (user role, tasks:write) use mouse and keyboard",
+    )
+
     # --- the agent runner: any OpenAI-compatible chat-completions endpoint ---
     llm_base_url: str | None = Field(default=None, description="e.g. https://api.openai.com/v1")
     llm_model: str | None = None
@@ -90,6 +131,12 @@ class WorkerSettings(ServiceSettings):
     llm_timeout_seconds: float = Field(default=60, gt=0)
     llm_input_price_per_mtok: float = Field(default=0.0, ge=0, description="USD per 1M prompt tokens")
     llm_output_price_per_mtok: float = Field(default=0.0, ge=0, description="USD per 1M completion tokens")
+
+    @model_validator(mode="after")
+    def _a_way_in(self) -> WorkerSettings:
+        if not self.nats_url and self.gateway_url is None:
+            raise ValueError("set NATS_URL (an in-cluster worker) or GATEWAY_URL (a remote worker)")
+        return self
 
     @field_validator("worker_tags", "browser_allow_networks", mode="before")
     @classmethod

@@ -1,0 +1,162 @@
+"""One TASKS message, start to end (CONTRIBUTING "The task protocol"): claim it, announce `started`, ship its log
+lines while it runs, store its artifacts, publish its result, ack.
+
+The message is acked only after the result is safely on TASK_UPDATES, so a crash anywhere before that leads to
+a redelivery rather than a lost outcome; the scheduler's claim makes the rerun safe. Every update carries a
+Nats-Msg-Id (`subjects.update_msg_id`), so a publication repeated after a lost ack is stored once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+import nats.errors
+from browserfleet_contracts import endpoints, subjects
+from browserfleet_contracts.tasks import ClaimRequest, TaskDispatch, TaskLogLine, TaskUpdateMessage
+from browserfleet_core.errors import ServiceError
+from nats.aio.msg import Msg
+from pydantic import ValidationError
+
+from .artifacts import store_artifacts
+from .execution import execute
+from .liveview import LiveView, refusal
+from .logship import LogShipper
+from .runtime import WorkerRuntime
+
+log = logging.getLogger(__name__)
+
+RESULT_PUBLISH_ATTEMPTS = 5
+
+
+async def run_attempt(rt: WorkerRuntime, msg: Msg) -> None:
+    try:
+        dispatch = TaskDispatch.model_validate_json(msg.data)
+    except ValidationError as exc:
+        log.error("terminating a malformed TaskDispatch on %s: %s", msg.subject, _first_error(exc))
+        await msg.term()
+        return
+    task_ref = f"{dispatch.task_id}#{dispatch.attempt}"
+    try:
+        claim = await rt.rpc.call(
+            endpoints.Scheduler.CLAIM,
+            ClaimRequest(
+                task_id=dispatch.task_id,
+                attempt=dispatch.attempt,
+                worker_key=rt.identity.worker_key,
+                # a redelivery (count > the holder's) tells the scheduler the holder lost its lease
+                delivery=_delivery(msg),
+            ),
+        )
+    except ServiceError as exc:
+        log.warning("claiming %s failed (%s); handing it back", task_ref, exc.message)
+        await msg.nak(delay=5)
+        return
+    if not claim.granted:
+        log.info("claim for %s refused: %s", task_ref, claim.reason or "no reason given")
+        await msg.term()
+        return
+    task = claim.task or dispatch
+    worker_id = claim.worker_id or rt.identity.worker_id or rt.settings.worker_name
+    # the scheduler's word for who we are: updates go out under it, the only id our bus identity may use
+    rt.identity.worker_id = rt.identity.worker_id or claim.worker_id
+    # listen before announcing `started`: a cancel sent the moment the task shows as running must land
+    cancelled = asyncio.Event()
+
+    async def on_cancel(_msg: Msg) -> None:
+        cancelled.set()
+
+    cancel_sub = await rt.nc.subscribe(subjects.task_cancel(task.task_id), cb=on_cancel)
+    # the scheduler records the claimant's id on the task: the gateway addresses the live view with it
+    live = None
+    if claim.worker_id:
+        refuse = refusal(rt.settings, task.spec)
+        live = LiveView(rt.nc, rt.settings, task.task_id, task.attempt, claim.worker_id, refuse=refuse)
+    try:
+        if live is not None:
+            await live.open()
+        await _publish(
+            rt,
+            TaskUpdateMessage(
+                task_id=task.task_id, attempt=task.attempt, worker_id=worker_id, kind="started"
+            ),
+            subjects.update_msg_id(task.task_id, task.attempt, "started"),
+        )
+        log.info("running %s (%s)", task_ref, task.spec.kind)
+
+        async def ship(lines: list[TaskLogLine], first: int) -> None:
+            update = TaskUpdateMessage(
+                task_id=task.task_id, attempt=task.attempt, worker_id=worker_id, kind="log", logs=lines
+            )
+            await _publish(rt, update, subjects.update_msg_id(task.task_id, task.attempt, "log", first))
+
+        async with LogShipper(ship, interval=rt.settings.log_ship_seconds) as shipper:
+            outcome = await execute(rt, task, cancelled, live)
+        outcome.logs = shipper.number(outcome.logs)
+    finally:
+        with contextlib.suppress(Exception):
+            await cancel_sub.unsubscribe()
+        if live is not None:
+            await live.close()
+    artifacts = await store_artifacts(rt.js, rt.rpc, rt.identity.worker_key, task, outcome)
+    result = TaskUpdateMessage(
+        task_id=task.task_id,
+        attempt=task.attempt,
+        worker_id=worker_id,
+        kind="result",
+        status=outcome.status,
+        result=outcome.result if outcome.result else None,
+        error_message=outcome.error_message,
+        error_step=outcome.error_step,
+        artifacts=artifacts,
+        execution_time_seconds=outcome.execution_time_seconds,
+        logs=outcome.logs,
+        retryable=outcome.status == "failed" and outcome.retryable,
+    )
+    await _publish_with_retry(rt, result, subjects.update_msg_id(task.task_id, task.attempt, "result"))
+    log.info(
+        "%s %s%s", task_ref, outcome.status, f": {outcome.error_message}" if outcome.error_message else ""
+    )
+    await msg.ack_sync(timeout=rt.settings.rpc_timeout_seconds)
+
+
+async def _publish(rt: WorkerRuntime, update: TaskUpdateMessage, msg_id: str) -> None:
+    await rt.js.publish(
+        subjects.task_update(update.worker_id, update.task_id),
+        update.model_dump_json().encode(),
+        stream=subjects.TASK_UPDATES_STREAM,
+        headers={"Nats-Msg-Id": msg_id},
+    )
+
+
+async def _publish_with_retry(rt: WorkerRuntime, update: TaskUpdateMessage, msg_id: str) -> None:
+    # the msg id makes retries safe: JetStream drops a copy that did arrive
+    delay = 0.5
+    for attempt in range(1, RESULT_PUBLISH_ATTEMPTS + 1):
+        try:
+            await _publish(rt, update, msg_id)
+            return
+        except (nats.errors.Error, TimeoutError) as exc:
+            if attempt == RESULT_PUBLISH_ATTEMPTS:
+                raise
+            log.warning("publishing the result of %s failed (%s); retrying", update.task_id, exc)
+            await asyncio.sleep(delay)
+            delay *= 2
+
+
+def _delivery(msg: Msg) -> int | None:
+    try:
+        return int(msg.metadata.num_delivered) if msg.metadata.num_delivered else None
+    except Exception:  # not a JetStream message (tests), or metadata without a count
+        return None
+
+
+def _first_error(exc: ValidationError) -> str:
+    errors = exc.errors(include_url=False, include_input=False)
+    if not errors:
+        return str(exc)
+    first: dict[str, Any] = dict(errors[0])
+    loc = ".".join(str(p) for p in first.get("loc", ()))
+    return f"{loc}: {first.get('msg')}" if loc else str(first.get("msg"))

@@ -1,0 +1,327 @@
+"""The steps runner: runs a TaskSpec's steps in one browser context, each with its retries, under the task's
+timeout; what it returns is masked. The actions themselves live by concern: interaction.py, extraction.py,
+capture.py and control.py, each with its ACTIONS table."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import tempfile
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from browserfleet_contracts.secret_refs import SECRET_REF
+from browserfleet_contracts.steps import Step
+from browserfleet_contracts.tasks import TaskLogLine, TaskSpec
+from playwright.async_api import BrowserContext, FrameLocator, Locator, Page
+from playwright.async_api import Error as PlaywrightError
+
+from .. import logship
+from ..artifact_guard import TRACE_NAME, scrub_trace, withhold
+from ..netguard import Policy
+from ..secret_forms import MIN_CHARS, SecretScanner
+from ..secret_values import Masker, SecretUnavailable, render
+from . import capture, control, extraction, interaction
+from .capture import MAX_DOWNLOAD_BYTES
+from .extraction import MAX_RECORDS
+from .outcome import (
+    Artifact,
+    ArtifactReader,
+    NestedFailure,
+    StepError,
+    StepsOutcome,
+    describe,
+    schema_errors,
+    short_reason,
+    where,
+)
+
+log = logging.getLogger(__name__)
+
+DEFAULT_STEP_TIMEOUT_MS = 15_000
+# for a PDF (no mask option there): an input holding a secret draws discs meanwhile, as a password input does
+_TEXT_SECURITY = "-webkit-text-security"
+_HIDE_JS = """els => els.map(e => {
+  const was = [e.style.getPropertyValue('%s'), e.style.getPropertyPriority('%s')];
+  e.style.setProperty('%s', 'disc', 'important');
+  return was;
+})""" % ((_TEXT_SECURITY,) * 3)
+_UNHIDE_JS = """(els, was) => els.forEach((e, i) => {
+  if (i >= was.length) return;
+  if (was[i][0]) e.style.setProperty('%s', was[i][0], was[i][1]); else e.style.removeProperty('%s');
+})""" % ((_TEXT_SECURITY,) * 2)
+
+# One action's code: (runner, page, step, label, timeout in ms); it raises to fail the step.
+Action = Callable[["StepsRunner", Page, Any, str, float], Awaitable[None]]
+ACTIONS: dict[type[Any], Action] = {
+    **interaction.ACTIONS,
+    **extraction.ACTIONS,
+    **capture.ACTIONS,
+    **control.ACTIONS,
+}
+
+
+class StepsRunner:
+    """Runs one task's steps. `secrets` holds the released values by name (empty when none named)."""
+
+    def __init__(
+        self,
+        spec: TaskSpec,
+        secrets: Mapping[str, str] | None = None,
+        *,
+        timeout_seconds: float | None = None,
+        policy: Policy | None = None,
+        allow_evaluate: bool = False,
+        max_download_bytes: int = MAX_DOWNLOAD_BYTES,
+        trace_on_failure: bool = True,
+        trace_screenshots: bool = False,
+    ) -> None:
+        self.spec = spec
+        self._secrets = dict(secrets or {})
+        self._mask = Masker(self._secrets.values())
+        self._scanner = SecretScanner(self._secrets)
+        # elements a step typed a secret into (by locator, so they are found again after a re-render)
+        self._secret_inputs: dict[str, Locator] = {}
+        self.timeout_seconds = timeout_seconds
+        self.policy = policy
+        self.allow_evaluate = allow_evaluate
+        self.max_download_bytes = max_download_bytes
+        self.trace_on_failure = trace_on_failure
+        # The trace runs on every task (whether it fails is known only at the end), so it must be cheap:
+        # DOM snapshots per action, no screencast unless asked; a failure stores its last screenshot anyway.
+        # Never a screencast with secrets: its frames show what was typed and cannot be scrubbed.
+        self.trace_screenshots = trace_screenshots and not self._secrets
+        self.extracted: dict[str, Any] = {}
+        self.artifacts: list[Artifact] = []
+        self.logs: list[TaskLogLine] = []
+        self._page: Page | None = None
+        self.accumulate = 0  # > 0 inside a `repeat`: extracts append instead of overwrite
+        # for `upload` from an artifact; the worker sets one that reads the object store
+        self.artifact_reader: ArtifactReader | None = None
+        # for `handoff`: waits until a person watching live presses continue (False: nobody did in time)
+        self.handoff: Callable[[str, float], Awaitable[bool]] | None = None
+        self.index = 0  # the top-level step running now; after the loop, how many steps ran
+
+    def render(self, text: str) -> str:
+        """`text` with its secret references substituted: only for the Playwright call that needs it."""
+        return render(text, self._secrets)
+
+    async def run(self, context: BrowserContext) -> StepsOutcome:
+        started = time.monotonic()
+        error: str | None = None
+        error_step: int | None = None
+        timed_out = False
+        tracing = False
+        # a value this short cannot be scrubbed out of a trace without destroying it: no trace then
+        if self.trace_on_failure and not self._scanner.short:
+            try:
+                await context.tracing.start(screenshots=self.trace_screenshots, snapshots=True)
+                tracing = True
+            except PlaywrightError:
+                log.debug("tracing unavailable", exc_info=True)
+        self._page = await context.new_page()
+        try:
+            async with asyncio.timeout(self.timeout_seconds):
+                for index, step in enumerate(self.spec.steps):
+                    self.index = index
+                    failure = await self._run_guarded(self._page, step, str(index))
+                    if failure is not None:
+                        error, error_step = failure, index
+                        break
+                else:
+                    self.index = len(self.spec.steps)
+        except TimeoutError:
+            error = f"timed out after {self.timeout_seconds:g} s"
+            error_step = self.index
+            timed_out = True
+        result = await self.partial_result()
+        if error is None and self.spec.result_schema is not None:
+            error = schema_errors(self.spec.result_schema, self._mask.deep(self.extracted))
+        if error is not None:
+            await self._failure_artifacts(context, tracing)
+        elif tracing:
+            await _bounded(context.tracing.stop())
+        await self._withhold_secret_artifacts(result)
+        outcome = StepsOutcome(
+            status="timed_out" if timed_out else "failed" if error else "completed",
+            result=result,
+            error_message=error,
+            error_step=error_step,
+            artifacts=self.artifacts,
+            logs=self.logs,
+            execution_time_seconds=round(time.monotonic() - started, 3),
+        )
+        return self.masked(outcome)
+
+    async def _failure_artifacts(self, context: BrowserContext, tracing: bool) -> None:
+        """The last screenshot and a Playwright trace, for whoever debugs the failure."""
+        page = self._page
+        if page is not None and not page.is_closed():
+            shot = page.screenshot(timeout=5_000, type="png", mask=self.secret_masks())
+            data = await _bounded(shot)
+            if isinstance(data, bytes):
+                self.add_artifact("failure.png", "image/png", data)
+        if self.trace_on_failure and self._scanner.short:
+            names = ", ".join(self._scanner.short)
+            self.log_line("warning", f"no {TRACE_NAME} kept: secret {names} is under {MIN_CHARS} characters")
+        if not tracing:
+            return
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / TRACE_NAME
+            await _bounded(context.tracing.stop(path=str(path)), 20)
+            if not path.is_file() or path.stat().st_size > self.max_download_bytes:
+                return
+            trace: bytes | None = path.read_bytes()
+        if self._scanner and trace is not None:
+            trace, report = await asyncio.to_thread(scrub_trace, trace, self._scanner)
+            if report.dropped:
+                self.log_line(
+                    "warning",
+                    f"{TRACE_NAME}: {len(report.dropped)} entries left out, they held a secret value that "
+                    "could not be scrubbed (compressed content)",
+                )
+        if trace is not None:
+            self.add_artifact(TRACE_NAME, "application/zip", trace)
+
+    async def _withhold_secret_artifacts(self, result: dict[str, Any]) -> None:
+        """Every artifact is searched for the secrets' forms before it may be stored; one holding any (a
+        download or page the site filled with a secret, say) is left out, and the log and result say so."""
+        if not self._scanner or not self.artifacts:
+            return
+        names = [a.name for a in self.artifacts]
+        self.artifacts, notes = await asyncio.to_thread(withhold, self.artifacts, self._scanner)
+        for note in notes:
+            self.log_line("warning", note)
+        kept = {a.name for a in self.artifacts}
+        withheld = [name for name in names if name not in kept]
+        if withheld:
+            result["withheld_artifacts"] = withheld
+
+    def holds_secret(self, target: Locator, template: str) -> None:
+        """`target` is about to receive `template` rendered: when that carries a secret, every screenshot
+        masks the element and a PDF draws its text as discs."""
+        if SECRET_REF.search(template):
+            self._secret_inputs.setdefault(repr(target), target)
+
+    def secret_masks(self) -> list[Locator]:
+        """For a screenshot's `mask`: the elements a secret was typed into."""
+        return list(self._secret_inputs.values())
+
+    @contextlib.asynccontextmanager
+    async def secrets_hidden(self, timeout: float) -> AsyncIterator[None]:
+        """Inputs holding a secret draw it as discs while the block runs (a PDF is of the page itself)."""
+        hidden: list[tuple[Locator, Any]] = []
+        try:
+            for target in self._secret_inputs.values():
+                try:
+                    was = await asyncio.wait_for(target.evaluate_all(_HIDE_JS), timeout / 1000)
+                except (PlaywrightError, TimeoutError):
+                    raise StepError("an input holding a secret could not be hidden from the PDF") from None
+                hidden.append((target, was))
+            yield
+        finally:
+            for target, was in hidden:
+                await _bounded(target.evaluate_all(_UNHIDE_JS, was), 5)
+
+    async def _run_guarded(self, page: Page, step: Step, label: str) -> str | None:
+        """Runs one step with its retries; the failure message, or None (also for an optional failure)."""
+        last: BaseException | None = None
+        self.log_line("info", describe(label, step))  # followable progress, masked like the rest
+        for attempt in range(step.retries + 1):
+            try:
+                await self._run_step(page, step, label)
+                return None
+            except (PlaywrightError, StepError, SecretUnavailable) as exc:
+                last = exc
+                if isinstance(exc, SecretUnavailable):
+                    break
+                if attempt < step.retries:
+                    self.log_line("info", f"{describe(label, step)} failed, retrying")
+                    await asyncio.sleep(min(0.25 * (attempt + 1), 2))
+        assert last is not None
+        if isinstance(last, NestedFailure):
+            message = last.reason
+        else:
+            reason = str(last) if isinstance(last, SecretUnavailable) else short_reason(last, step)
+            message = f"{describe(label, step)}: {reason}"
+        if step.optional:
+            self.log_line("warning", f"{message} (optional, continuing)")
+            return None
+        return message
+
+    async def _run_step(self, page: Page, step: Step, label: str) -> None:
+        action = ACTIONS.get(type(step))
+        if action is None:  # pragma: no cover - the contract's discriminated union makes this unreachable
+            raise StepError(f"unsupported action {step.action!r}")
+        await action(self, page, step, label, float(step.timeout_ms or DEFAULT_STEP_TIMEOUT_MS))
+
+    async def run_steps(self, page: Page, steps: Sequence[Step], label: str) -> None:
+        """Nested steps (`if`, `repeat`): the first failure fails the enclosing step with its message."""
+        for i, step in enumerate(steps):
+            failure = await self._run_guarded(page, step, f"{label}.{i}")
+            if failure is not None:
+                raise NestedFailure(failure)
+
+    def masked(self, outcome: StepsOutcome) -> StepsOutcome:
+        return outcome.masked(self._mask)
+
+    async def partial_result(self) -> dict[str, Any]:
+        """What the steps produced so far (also after a timeout or a cancellation)."""
+        url, title = await where(self._page)
+        result: dict[str, Any] = {
+            "extracted": self.extracted,
+            "steps": self.index,
+            "url": url,
+            "title": title,
+        }
+        if self.policy is not None and self.policy.blocked:
+            result["blocked"] = [{"host": h, "reason": r} for h, r in self.policy.blocked[:50]]
+        return result
+
+    def log_line(self, level: Literal["info", "warning", "error"], message: str) -> None:
+        """A task log line about the top-level step running now."""
+        line = TaskLogLine(
+            level=level, message=self._mask.text(message), step=self.index, at=datetime.now(UTC)
+        )
+        self.logs.append(logship.emit(line))
+
+    def locate(self, page: Page, step: Step, selector: str) -> Locator:
+        """`selector` (rendered) in the page, or in the step's `frame` when it names one."""
+        root: Page | FrameLocator = page
+        if step.frame:
+            root = page.frame_locator(self.render(step.frame)).first
+        return root.locator(self.render(selector))
+
+    def store(self, name: str, value: Any) -> None:
+        """An extracted value under `name`; inside a `repeat`, values of every iteration are kept."""
+        if self.accumulate and name in self.extracted:
+            prev = self.extracted[name]
+            if isinstance(prev, list) and isinstance(value, list):
+                prev.extend(value[: max(0, MAX_RECORDS * 10 - len(prev))])
+                return
+            self.extracted[name] = [*prev, value] if isinstance(prev, list) else [prev, value]
+            return
+        self.extracted[name] = value
+
+    def add_artifact(self, name: str, content_type: str, data: bytes) -> None:
+        taken = {a.name for a in self.artifacts}
+        stem, dot, ext = name.rpartition(".")
+        if not dot:
+            stem, ext = name, ""
+        candidate, n = name, 2
+        while candidate in taken:  # two artifacts with one name must not overwrite each other
+            candidate = f"{stem}-{n}{dot}{ext}"
+            n += 1
+        self.artifacts.append(Artifact(name=candidate, content_type=content_type, data=data))
+
+
+async def _bounded(aw: Any, seconds: float = 10) -> Any:
+    try:
+        return await asyncio.wait_for(aw, seconds)
+    except (PlaywrightError, TimeoutError):
+        log.debug("a bounded browser call failed", exc_info=True)
+        return None
