@@ -5,27 +5,24 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-import nats
 import pytest
-from browserfleet_contracts import subjects
+from browserfleet_contracts import endpoints, subjects
 from browserfleet_contracts.common import Actor
 from browserfleet_contracts.workers import (
     CreateInviteRequest,
-    InvitePublic,
     ListWorkersRequest,
     RegisterReply,
     RegisterRequest,
     WorkerAuthRequest,
-    WorkerIdentity,
-    WorkerPublic,
 )
 from browserfleet_core.errors import ServiceError
-from browserfleet_core.messaging import RpcClient, ensure_streams
+from browserfleet_core.messaging import RpcClient
 from browserfleet_core.org_events import durable_name
-from browserfleet_core.testing import publish_org_deleted_twice, unique_name, wait_consumed
-from browserfleet_worker_gateway.app import WorkerGatewayContext, create_service
+from browserfleet_devkit.testing import publish_org_deleted_twice, unique_name, wait_consumed
+from browserfleet_worker_gateway.app import serving
 from browserfleet_worker_gateway.models import Worker, WorkerInvite, WorkersBase
-from browserfleet_worker_gateway.org_events import NOT_ORG_SCOPED, purge_org
+from browserfleet_worker_gateway.repository import NOT_ORG_SCOPED, purge_org
+from browserfleet_worker_gateway.runtime import WorkerGatewayRuntime
 from browserfleet_worker_gateway.settings import WorkerGatewaySettings
 from nats.aio.client import Client as NatsClient
 from sqlmodel import col, func, select
@@ -39,34 +36,20 @@ def test_every_table_is_org_scoped_or_named() -> None:
 @pytest.fixture(scope="module")
 async def gateway(
     wg_settings: WorkerGatewaySettings, wg_migrated: str
-) -> AsyncIterator[WorkerGatewayContext]:
-    """Wired like `app.run`: the rpc router plus the organization-deletion consumer on EVENTS."""
-    ctx = create_service(wg_settings)
-    await ctx.broker.connect()
-    await ensure_streams(ctx.broker.connection.jetstream())
-    await ctx.broker.start()
-    # its SUBs went out on its own connection: a PING round trip makes sure the server has them
-    await ctx.broker.connection.flush()
-    yield ctx
-    await ctx.broker.stop()
-    await ctx.db.dispose()
-
-
-@pytest.fixture(scope="module")
-async def nc(nats_url: str, gateway: WorkerGatewayContext) -> AsyncIterator[NatsClient]:
-    client = await nats.connect(nats_url)
-    yield client
-    await client.drain()
+) -> AsyncIterator[WorkerGatewayRuntime]:
+    """Served as `app.run` serves it: the rpc router plus the organization-deletion consumer on EVENTS."""
+    async with serving(wg_settings) as ctx:
+        yield ctx
 
 
 async def _worker(rpc: RpcClient, actor: Actor | None) -> RegisterReply:
-    invite = await rpc.call(subjects.Workers.CREATE_INVITE, CreateInviteRequest(actor=actor), InvitePublic)
-    await rpc.call(subjects.Workers.CREATE_INVITE, CreateInviteRequest(actor=actor), InvitePublic)  # unused
+    invite = await rpc.call(endpoints.Workers.CREATE_INVITE, CreateInviteRequest(actor=actor))
+    await rpc.call(endpoints.Workers.CREATE_INVITE, CreateInviteRequest(actor=actor))  # unused
     reg = RegisterRequest(invite_code=invite.code, name=unique_name("w"))
-    return await rpc.call(subjects.Workers.REGISTER, reg, RegisterReply)
+    return await rpc.call(endpoints.Workers.REGISTER, reg)
 
 
-async def _counts(ctx: WorkerGatewayContext, org_id: str) -> tuple[int, int]:
+async def _counts(ctx: WorkerGatewayRuntime, org_id: str) -> tuple[int, int]:
     async with ctx.db.transaction() as s:
         workers = (await s.exec(select(func.count()).where(col(Worker.org_id) == org_id))).one()
         invites = (await s.exec(select(func.count()).where(col(WorkerInvite.org_id) == org_id))).one()
@@ -75,7 +58,7 @@ async def _counts(ctx: WorkerGatewayContext, org_id: str) -> tuple[int, int]:
 
 async def _authenticates(rpc: RpcClient, key: str) -> bool:
     try:
-        await rpc.call(subjects.Workers.AUTHENTICATE, WorkerAuthRequest(worker_key=key), WorkerIdentity)
+        await rpc.call(endpoints.Workers.AUTHENTICATE, WorkerAuthRequest(worker_key=key))
     except ServiceError as exc:
         if exc.status != 401:
             raise
@@ -84,7 +67,7 @@ async def _authenticates(rpc: RpcClient, key: str) -> bool:
 
 
 async def test_organization_deleted_removes_workers_and_invites_once(
-    gateway: WorkerGatewayContext, nc: NatsClient
+    gateway: WorkerGatewayRuntime, nc: NatsClient
 ) -> None:
     rpc = RpcClient(nc, timeout=5)
     gone = Actor(org_id=unique_name("org"), user_id="u1", role="admin")
@@ -95,11 +78,11 @@ async def test_organization_deleted_removes_workers_and_invites_once(
 
     js = nc.jetstream()
     seq = await publish_org_deleted_twice(js, gone.org_id)
-    await wait_consumed(js, subjects.EVENTS_STREAM, durable_name(subjects.Workers.QUEUE), seq)
+    await wait_consumed(js, subjects.EVENTS_STREAM, durable_name(endpoints.Workers.QUEUE), seq)
 
     assert await _counts(gateway, gone.org_id) == (0, 0)
     assert not await _authenticates(rpc, doomed.worker_key), "the deleted org's worker key is dead"
-    listed = await rpc.call(subjects.Workers.LIST, ListWorkersRequest(actor=gone), list[WorkerPublic])
+    listed = await rpc.call(endpoints.Workers.LIST, ListWorkersRequest(actor=gone))
     assert [w for w in listed if w.org_id == gone.org_id] == []
     assert await _counts(gateway, kept.org_id) == (1, 2), "another organization is untouched"
     assert await _authenticates(rpc, survivor.worker_key)
