@@ -1,0 +1,40 @@
+import type { components, paths } from "./generated/schema";
+import * as generated from "./generated/enums";
+
+type S = components["schemas"];
+export type Role = S["UserPublic"]["role"];
+export type Me = S["MePublic"];
+export type TokenPair = S["TokenPair"];
+/** tokens, or a second factor to ask for (`mfa_required`) */
+export type LoginReply = paths["/auth/sso/exchange"]["post"]["responses"][200]["content"]["application/json"];
+export type Task = S["TaskPublic"];
+export type TaskStatus = Task["status"];
+export type Priority = Task["priority"];
+export type TaskPage = S["Page_TaskPublic_"];
+export type TaskAttempt = S["TaskAttemptPublic"];
+export type TaskLog = S["TaskLogPublic"];
+export type TaskLogPage = S["TaskLogPage"];
+export type Artifact = S["ArtifactPublic"];
+export type TaskCreate = S["TaskCreate-Input"];
+export type Schedule = S["SchedulePublic"];
+export type ScheduleCreate = S["ScheduleCreate"];
+export type Worker = S["WorkerPublic"];
+export type Invite = S["InvitePublic"];
+export type Credential = S["CredentialPublic"];
+export type CredentialType = S["CredentialCreate"]["type"];
+export type Profile = S["ProfilePublic"];
+export type WebhookEndpoint = S["WebhookEndpointPublic"];
+export type WebhookDelivery = S["WebhookDeliveryPublic"];
+export type User = S["UserDetail"];
+export type ApiKey = S["ApiKeyPublic"];
+export type ApiKeyScope = S["ApiKeyCreate"]["scopes"][number];
+export type AuditEntry = S["AuditEntry"];
+export type OrgPolicy = S["OrgPolicy"];
+export type Organization = S["OrganizationDetail"];
+export type Plan = NonNullable<S["OrganizationCreate"]["plan"]>;
+export type ErrorBody = S["ErrorBody"];
+
+export const TASK_STATUSES: readonly TaskStatus[] = generated.TASK_STATUSES;
+export const PRIORITIES: readonly Priority[] = generated.PRIORITIES;
+export const TERMINAL: ReadonlySet<string> = new Set(["completed", "failed", "cancelled", "timed_out"]);
+export const isTerminal = (status: string): boolean => TERMINAL.has(status);

@@ -1,0 +1,197 @@
+/** What every resource screen (API keys, users, credentials, webhooks, workers, …) shares, so that a page
+ * states only its own columns, fields and words: the page with its "create" button and form, the list as a
+ * table with its loading, empty and error states, and a create form in a panel. */
+import { useState, type FormEvent, type ReactNode } from "react";
+import { Empty, ErrorNote, FormError, Loading, OnceSecret, Page, Panel } from "./ui";
+
+
+interface Create {
+  label: string;
+  testid: string;
+  /** the form; `done` closes it (after a save, or on Cancel) */
+  form: (done: () => void) => ReactNode;
+  /** after the form closes (e.g. reload the list) */
+  then?: () => void;
+}
+
+/** A page whose "create" button (when `create` is given) opens a form above the list. */
+export function ResourcePage({ title, create, intro, children }: { title: string; create?: Create | false; intro?: ReactNode; children: ReactNode }) {
+  const [open, setOpen] = useState(false);
+  const done = () => {
+    setOpen(false);
+    if (create) create.then?.();
+  };
+  return (
+    <Page
+      title={title}
+      actions={
+        create &&
+        !open && (
+          <button type="button" onClick={() => setOpen(true)} data-testid={create.testid}>
+            {create.label}
+          </button>
+        )
+      }
+    >
+      {intro}
+      {create && open && create.form(done)}
+      {children}
+    </Page>
+  );
+}
+
+interface ListState<T> {
+  data: readonly T[] | undefined;
+  error: unknown;
+  loading: boolean;
+}
+
+/** A list from the API as a table: "Loading…" until the first answer, `empty` when there is nothing, the
+ * errors of the list and of its row actions in plain words. A `false` heading is a column left out. */
+export function ListTable<T>({
+  list,
+  errors = [],
+  empty,
+  testid,
+  head,
+  children,
+}: {
+  list: ListState<T>;
+  errors?: unknown[];
+  empty: ReactNode;
+  testid: string;
+  head: (string | false)[];
+  children: (item: T) => ReactNode;
+}) {
+  return (
+    <>
+      {errors.map((e, i) => (
+        <ErrorNote key={i} error={e} />
+      ))}
+      <ErrorNote error={list.error} />
+      {!list.data ? (
+        list.loading && <Loading />
+      ) : !list.data.length ? (
+        <Empty>{empty}</Empty>
+      ) : (
+        <table className="table" data-testid={testid}>
+          <thead>
+            <tr>
+              {head
+                .filter((h) => h !== false)
+                .map((h, i) => (
+                  <th key={i}>{h}</th>
+                ))}
+            </tr>
+          </thead>
+          <tbody>{list.data.map(children)}</tbody>
+        </table>
+      )}
+    </>
+  );
+}
+
+interface Action {
+  busy: boolean;
+  error: unknown;
+  run: (...args: never[]) => unknown;
+}
+
+/** A form in a panel: its fields, the errors no field shows, submit and Cancel. Submitting runs `action`
+ * (or `onSubmit`, for a form that checks something first). */
+export function FormPanel({
+  title,
+  testid,
+  action,
+  fields,
+  submit,
+  onCancel,
+  onSubmit,
+  autoComplete,
+  children,
+}: {
+  title: string;
+  testid: string;
+  action: Action;
+  fields: readonly string[];
+  submit: { label: string; testid: string };
+  onCancel: () => void;
+  onSubmit?: () => void;
+  autoComplete?: "off";
+  children: ReactNode;
+}) {
+  const send = (e: FormEvent) => {
+    e.preventDefault();
+    if (onSubmit) onSubmit();
+    else void action.run();
+  };
+  return (
+    <Panel title={title} testid={testid}>
+      <form onSubmit={send} autoComplete={autoComplete}>
+        <FormError.Provider value={action.error}>{children}</FormError.Provider>
+        <ErrorNote error={action.error} fields={fields} />
+        <div className="row">
+          <button type="submit" disabled={action.busy} data-testid={submit.testid}>
+            {submit.label}
+          </button>
+          <button type="button" className="secondary" onClick={onCancel}>
+            Cancel
+          </button>
+        </div>
+      </form>
+    </Panel>
+  );
+}
+
+/** A created thing's secret, shown once in place of its form. */
+export function SecretPanel({ title, label, value, testid, panel, onDone, children }: { title: string; label: string; value: string; testid: string; panel?: string; onDone: () => void; children?: ReactNode }) {
+  return (
+    <Panel title={title} testid={panel}>
+      <OnceSecret label={label} value={value} testid={testid} onDone={onDone} />
+      {children}
+    </Panel>
+  );
+}
+
+/** A list of checkboxes choosing some of `options` ([value, help] pairs). */
+export function Checks<T extends string>({ options, chosen, onChange, testid }: { options: readonly (readonly [T, string?])[]; chosen: readonly T[]; onChange: (next: T[]) => void; testid?: (value: T) => string }) {
+  const toggle = (v: T) => onChange(chosen.includes(v) ? chosen.filter((x) => x !== v) : [...chosen, v]);
+  return (
+    <div className="checks">
+      {options.map(([v, help]) => (
+        <label key={v} className="check" title={help}>
+          <input type="checkbox" checked={chosen.includes(v)} onChange={() => toggle(v)} data-testid={testid?.(v)} /> {v}
+          {help && <span className="muted small"> — {help}</span>}
+        </label>
+      ))}
+    </div>
+  );
+}
+
+/** A <select> of plain string options. */
+export function Choice<T extends string | number>({
+  value,
+  options,
+  onChange,
+  ...rest
+}: {
+  value: T;
+  options: readonly (T | readonly [T, string])[];
+  onChange: (v: T) => void;
+  disabled?: boolean;
+  "aria-label"?: string;
+  "data-testid"?: string;
+}) {
+  return (
+    <select value={value} onChange={(e) => onChange((typeof value === "number" ? Number(e.target.value) : e.target.value) as T)} {...rest}>
+      {options.map((o) => {
+        const [v, label] = Array.isArray(o) ? (o as readonly [T, string]) : [o as T, String(o)];
+        return (
+          <option key={v} value={v}>
+            {label}
+          </option>
+        );
+      })}
+    </select>
+  );
+}
