@@ -1,23 +1,35 @@
 """`make bench` / `python -m tests.bench [--quick] [--only NAME ...] [--out DIR]`.
 
 Runs, in order: the platform (embedded NATS + PostgreSQL, every service, no worker) for the control
-plane with the benchmark worker, the gateway read path, and the browser overhead (one real worker);
-then the Celery + Redis peer. Prints a table and writes one JSON file per benchmark into DIR.
+plane with the benchmark worker, the gateway read path, the event stream (WebSocket) and the browser
+overhead (one real worker); then the Celery + Redis peer. Prints a table and writes one JSON file per benchmark into DIR.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from .common import ROOT, Result, Sizes, fmt, machine, table
 
-BENCHMARKS = ("control_plane", "gateway_reads", "browser_overhead")
+T = TypeVar("T")
+BENCHMARKS = ("control_plane", "gateway_reads", "event_stream", "browser_overhead")
+_SIZE_FLAGS = {
+    "burst_tasks": int,
+    "steady_rate": float,
+    "steady_seconds": float,
+    "light_rate": float,
+    "light_seconds": float,
+    "read_seconds": float,
+    "browser_tasks": int,
+}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -28,43 +40,65 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", nargs="*", choices=BENCHMARKS, default=list(BENCHMARKS))
     ap.add_argument("--no-peer", action="store_true", help="skip the Celery + Redis peer")
     ap.add_argument("--out", type=Path, default=ROOT / "bench-results")
+    ap.add_argument(
+        "--profile",
+        type=Path,
+        metavar="DIR",
+        help="py-spy every service process during the burst and the read load; stacks and summaries into DIR",
+    )
+    # a size between --quick and full (a before/after comparison that fits a shared machine's quiet minutes)
+    for name, kind in _SIZE_FLAGS.items():
+        ap.add_argument(f"--{name.replace('_', '-')}", type=kind, metavar="N", help=f"override {name}")
     args = ap.parse_args(argv)
     sizes = Sizes.quick() if args.quick else Sizes.full()
-    mode = "quick" if args.quick else "full"
+    overrides = {k: getattr(args, k) for k in _SIZE_FLAGS if getattr(args, k) is not None}
+    sizes = dataclasses.replace(sizes, **overrides)
+    mode = ("quick" if args.quick else "full") + (" (sizes overridden)" if overrides else "")
     host = machine()
     started = time.monotonic()
     results: list[Result] = []
     failures: list[str] = []
     ours: dict[str, Any] | None = None
 
-    from . import browser_overhead, control_plane, gateway_reads
-    from .stack import cpu_meter, login, platform
+    from . import browser_overhead, control_plane, event_stream, gateway_reads
+    from .stack import cpu_meter, login, platform, python_pids
 
     print(
         f"browserfleet benchmarks ({mode}) on {host['cpu']}, {host['cores']} cores, {host['memory_gib']} GiB",
         flush=True,
     )
+
+    def measured(name: str, run: Callable[[], T], errors_of: Any = None) -> T | None:
+        """`run`'s figures, or None with `name` failed (and the error lines of `errors_of`'s log shown)."""
+        try:
+            return run()
+        except Exception:
+            failures.append(name)
+            traceback.print_exc()
+            if errors_of is not None:
+                _print_errors(errors_of)
+            return None
+
+    def gateway_reads_run(p: Any) -> Result:
+        task_id = asyncio.run(_one_task(p))
+        return gateway_reads.run(
+            p.gateway_url, login(p), task_id, sizes, cpu_meter(p), (args.profile, python_pids(p))
+        )
+
     with platform() as p:
         print(f"platform up in {time.monotonic() - started:.1f}s at {p.gateway_url}", flush=True)
         if "control_plane" in args.only:
-            try:
-                ours = asyncio.run(control_plane.run_platform(p, sizes))
-            except Exception:
-                failures.append("control_plane")
-                traceback.print_exc()
-        if "gateway_reads" in args.only:
-            try:
-                task_id = asyncio.run(_one_task(p))
-                results.append(gateway_reads.run(p.gateway_url, login(p), task_id, sizes, cpu_meter(p)))
-            except Exception:
-                failures.append("gateway_reads")
-                traceback.print_exc()
-        if "browser_overhead" in args.only:
-            try:
-                results.append(browser_overhead.run(p, sizes))
-            except Exception:
-                failures.append("browser_overhead")
-                traceback.print_exc()
+            ours = measured(
+                "control_plane", lambda: asyncio.run(control_plane.run_platform(p, sizes, args.profile)), p
+            )
+        runs: list[tuple[str, Callable[[], Result], Any]] = [
+            ("gateway_reads", lambda: gateway_reads_run(p), p),
+            ("event_stream", lambda: event_stream.run(p, sizes), None),
+            ("browser_overhead", lambda: browser_overhead.run(p, sizes), None),
+        ]
+        for name, run, errors_of in runs:
+            if name in args.only and (res := measured(name, run, errors_of)) is not None:
+                results.append(res)
     if "control_plane" in args.only and "control_plane" not in failures:
         peer, note = (None, "Celery peer skipped (--no-peer)") if args.no_peer else _peer(sizes, failures)
         results.insert(0, control_plane.result(ours, peer, sizes, note))
@@ -80,6 +114,15 @@ def main(argv: list[str] | None = None) -> int:
         print("failed: " + ", ".join(failures), file=sys.stderr)
         return 1
     return 0
+
+
+def _print_errors(p: Any) -> None:
+    """The platform's last log lines that tell of an error (a benchmark failed while it ran)."""
+    lines = list(getattr(p, "log_tail", ()))
+    marks = ("Traceback", "Error", "ERROR", "Exception", "  File ")
+    shown = [line for line in lines if any(m in line for m in marks)]
+    if shown:
+        print("\n".join(["platform log (errors):", *shown[-60:]]), file=sys.stderr)
 
 
 def _peer(sizes: Sizes, failures: list[str]) -> tuple[dict[str, Any] | None, str | None]:
@@ -148,10 +191,19 @@ def _rows(results: list[Result]) -> list[tuple[str, str, str, str]]:
                             ("control plane", f"{fmt(light)}/s (light): submit→{what} {p}",
                              fmt(g(a, "light", key, f"{p}_ms"), " ms"), "")
                         )  # fmt: skip
-            for proc in ("gateway", "scheduler", "postgres"):
-                cpu = g(a, "burst", "cpu_ms_per_task", proc)
-                if cpu is not None:
-                    rows.append(("control plane", f"burst: {proc} CPU per task", fmt(cpu, " ms"), ""))
+            for proc, cpu in (g(a, "burst", "cpu_ms_per_task") or {}).items():
+                rows.append(("control plane", f"burst: {proc} CPU per task", fmt(cpu, " ms"), ""))
+            total = g(a, "burst", "cpu_ms_per_task_platform")
+            if total is not None:
+                rows.append(("control plane", "burst: CPU per task, platform total", fmt(total, " ms"), ""))
+            net = g(a, "burst", "cpu_ms_per_task_platform_net_of_idle")
+            if net is not None:
+                rows.append(("control plane", "burst: the same net of idle CPU", fmt(net, " ms"), ""))
+            idle = g(a, "burst", "idle_cpu_ms_per_s") or {}
+            if idle:
+                rows.append(
+                    ("control plane", "idle: platform CPU ms per s", fmt(round(sum(idle.values()), 1)), "")
+                )
             xacts = g(a, "burst", "pg_transactions_per_task")
             if xacts is not None:
                 rows.append(("control plane", "burst: database transactions per task", fmt(xacts), ""))
@@ -175,10 +227,11 @@ def _rows(results: list[Result]) -> list[tuple[str, str, str, str]]:
                 )
             )
             rows.append(("gateway reads", "p99", fmt(f.get("p99_ms"), " ms"), ""))
-            for proc in ("gateway", "scheduler"):
-                cpu = (f.get("cpu_ms_per_request") or {}).get(proc)
-                if cpu is not None:
+            for proc, cpu in (f.get("cpu_ms_per_request") or {}).items():
+                if cpu:
                     rows.append(("gateway reads", f"{proc} CPU per request", fmt(cpu, " ms"), ""))
+        elif res.name == "event_stream":
+            rows += _event_stream_rows(f)
         elif res.name == "browser_overhead":
             a, b = f["browserfleet"], f["plain_playwright"]
             rows.append(
@@ -190,6 +243,32 @@ def _rows(results: list[Result]) -> list[tuple[str, str, str, str]]:
                 )
             )
             rows.append(("browser", "overhead ratio (ours/plain)", fmt(f.get("overhead_ratio"), "x"), ""))
+    return rows
+
+
+def _event_stream_rows(f: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+    rows: list[tuple[str, str, str, str]] = []
+    for kind, label in (("deflate", "permessage-deflate"), ("plain", "no compression")):
+        k = f.get(kind) or {}
+        n = k.get("sockets")
+        delay = k.get("delay") or {}
+        rows += [
+            ("event stream", f"{label}: idle sockets per GiB", fmt(k.get("idle_sockets_per_gib")), ""),
+            (
+                "event stream",
+                f"{label}: memory per idle socket",
+                fmt(k.get("kib_per_idle_socket"), " KiB"),
+                "",
+            ),
+            ("event stream", f"{label}: EVENTS→{n} sockets p50", fmt(delay.get("p50_ms"), " ms"), ""),
+            ("event stream", f"{label}: EVENTS→{n} sockets p99", fmt(delay.get("p99_ms"), " ms"), ""),
+            (
+                "event stream",
+                f"{label}: gateway CPU per delivery",
+                fmt(k.get("gateway_cpu_us_per_delivery"), " µs"),
+                "",
+            ),
+        ]
     return rows
 
 

@@ -17,23 +17,31 @@ import json
 import os
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import Any, ClassVar
 
-from browserfleet_contracts import subjects
+from browserfleet_contracts import endpoints, subjects
 from browserfleet_contracts.tasks import ClaimReply, ClaimRequest, TaskDispatch, TaskUpdateMessage
 from browserfleet_core.errors import ServiceError
-from browserfleet_core.messaging import RpcClient, connect
+from browserfleet_core.messaging import BusCredentials, RpcClient, connect
+from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
 
-# as the real worker (browserfleet_worker.service.RING_REPROBE_SECONDS): a ring can come before the consumer
+# as the real worker (browserfleet_core.taskpull.RING_REPROBE_SECONDS): a ring can come before the consumer
 # offers the message it announces, so an empty pull after a ring is retried after these pauses
 RING_REPROBE_SECONDS = (0.002, 0.005, 0.01, 0.025, 0.05)
 
 
 class BenchWorker:
+    # what the chaos suite's worker changes: how long a task takes and what it returns, whether its claim
+    # names the TASKS message's delivery (the real worker's does), and what it keeps count of (`note`)
+    task_seconds = 0.0
+    result: ClassVar[dict[str, Any]] = {"noop": True}
+    claim_delivery = False
+
     def __init__(self, js: JetStreamContext, rpc: RpcClient, key: str, worker_id: str, slots: int) -> None:
         self.js = js
         self.rpc = rpc
@@ -108,20 +116,33 @@ class BenchWorker:
         self.running.discard(task)
         slots.release()
 
+    def note(self, what: str) -> None:
+        """A step of the protocol was taken: redelivered, claim_errors, claims_refused, claims_granted, results."""
+
     async def run(self, msg: Msg) -> None:
         dispatch = TaskDispatch.model_validate_json(msg.data)
+        delivered = msg.metadata.num_delivered
+        if delivered > 1:
+            self.note("redelivered")
         try:
             claim: ClaimReply = await self.rpc.call(
-                subjects.Scheduler.CLAIM,
-                ClaimRequest(task_id=dispatch.task_id, attempt=dispatch.attempt, worker_key=self.key),
-                ClaimReply,
+                endpoints.Scheduler.CLAIM,
+                ClaimRequest(
+                    task_id=dispatch.task_id,
+                    attempt=dispatch.attempt,
+                    worker_key=self.key,
+                    delivery=delivered if self.claim_delivery else None,
+                ),
             )
         except ServiceError:
+            self.note("claim_errors")
             await msg.nak(delay=1)
             return
         if not claim.granted:
+            self.note("claims_refused")  # a duplicate dispatch the scheduler turned away
             await msg.term()
             return
+        self.note("claims_granted")
         self.started.setdefault(dispatch.task_id, time.time())
         worker_id = claim.worker_id or self.worker_id
         ref = f"{dispatch.task_id}:{dispatch.attempt}"
@@ -131,6 +152,8 @@ class BenchWorker:
             ),
             f"{ref}:started",
         )
+        if self.task_seconds:
+            await asyncio.sleep(self.task_seconds)
         await self.publish(
             TaskUpdateMessage(
                 task_id=dispatch.task_id,
@@ -138,28 +161,59 @@ class BenchWorker:
                 worker_id=worker_id,
                 kind="result",
                 status="completed",
-                result={"noop": True},
-                execution_time_seconds=0.0,
+                result=self.result,
+                execution_time_seconds=self.task_seconds,
             ),
             f"{ref}:result",
         )
+        self.note("results")
         await msg.ack_sync(timeout=10)
+
+    async def serve(self, stop: asyncio.Event, ready: Callable[[], Awaitable[object]] | None = None) -> None:
+        """Pull every priority (`ready` once the pulls are under way) until `stop` is set, then give the tasks
+        still running 10 s to end."""
+        pullers = [asyncio.create_task(self.pull(p, stop)) for p in subjects.PRIORITIES]
+        if ready is not None:
+            await ready()
+        await stop.wait()
+        for t in pullers:
+            t.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.gather(*pullers, return_exceptions=True)
+        if self.running:
+            await asyncio.wait(set(self.running), timeout=10)
 
     async def publish(self, update: TaskUpdateMessage, msg_id: str) -> None:
         await self.js.publish(
-            subjects.task_update(update.task_id),
+            subjects.task_update(update.worker_id, update.task_id),
             update.model_dump_json().encode(),
             stream=subjects.TASK_UPDATES_STREAM,
             headers={"Nats-Msg-Id": msg_id},
         )
 
 
-async def main() -> None:
+def stop_on_signals() -> asyncio.Event:
+    """An event SIGINT or SIGTERM sets: the worker's way out."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    nc = await connect(os.environ["NATS_URL"], name="bench-worker")
+    return stop
+
+
+async def connect_as_worker(name: str) -> NatsClient:
+    # on the bus as the worker its key makes it (the auth callout's identity), as a real worker is
+    return await connect(
+        os.environ["NATS_URL"], name=name, credentials=BusCredentials.worker(os.environ["WORKER_KEY"])
+    )
+
+
+async def main() -> None:
+    stop = stop_on_signals()
+    nc = await connect_as_worker("bench-worker")
+    control = await connect(
+        os.environ["BENCH_CONTROL_URL"], name="bench-control", credentials=BusCredentials()
+    )
     worker = BenchWorker(
         nc.jetstream(),
         RpcClient(nc, timeout=10),
@@ -173,16 +227,12 @@ async def main() -> None:
         await asyncio.to_thread(starts_file.write_text, json.dumps(worker.started))
         await msg.respond(b"ok")
 
-    pullers = [asyncio.create_task(worker.pull(p, stop)) for p in subjects.PRIORITIES]
-    await asyncio.sleep(0.2)  # let every puller bind its consumer before saying we are ready
-    await nc.subscribe("bench.worker.report", cb=report)
-    await stop.wait()
-    for t in pullers:
-        t.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await asyncio.gather(*pullers, return_exceptions=True)
-    if worker.running:
-        await asyncio.wait(set(worker.running), timeout=10)
+    async def ready() -> None:
+        await asyncio.sleep(0.2)  # let every puller bind its consumer before saying we are ready
+        await control.subscribe("bench.worker.report", cb=report)
+
+    await worker.serve(stop, ready)
+    await control.drain()
     await nc.drain()
 
 

@@ -14,8 +14,7 @@ import time
 from typing import Any
 
 import httpx
-from browserfleet_core.devstack import Platform
-from browserfleet_core.messaging import connect
+from browserfleet_devkit.devstack import Platform
 
 from .common import Result, Sizes
 from .site import Site
@@ -45,7 +44,7 @@ def steps(url: str) -> list[dict[str, Any]]:
 async def platform_run(p: Platform, site_url: str, n: int) -> dict[str, Any]:
     assert p.nats_url and p.bootstrap
     token = login(p)
-    nc = await connect(p.nats_url, name="bench-browser")
+    nc = await p.connect_admin("bench-browser")
     outcomes = Outcomes(nc, p.bootstrap.org_id)
     await outcomes.start()
     body = {"title": "bench-browser", "steps": steps(site_url)}

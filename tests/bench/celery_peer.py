@@ -18,9 +18,10 @@ import time
 from contextlib import contextmanager
 from typing import Any
 
-from browserfleet_core.embedded import free_port
+from browserfleet_devkit.embedded import free_port
+from browserfleet_devkit.processes import stop_process
 
-from .common import ROOT, Sizes, percentiles
+from .common import ROOT, Sizes, burst_figures, percentiles
 
 
 def ensure_redis() -> str | None:
@@ -167,17 +168,7 @@ def run(sizes: Sizes) -> tuple[dict[str, Any] | None, str | None]:
             ids = {submit() for _ in range(sizes.burst_tasks)}
             accepted_at = time.time()
             complete = watch.wait_for(ids, max(120.0, sizes.burst_tasks / 20))
-            last = max(watch.done[i] for i in ids if i in watch.done)
-            done = sum(1 for i in ids if i in watch.done)
-            burst = {
-                "tasks": sizes.burst_tasks,
-                "accepted": len(ids),
-                "completed": done,
-                "all_completed": complete,
-                "submit_rate_per_s": round(len(ids) / (accepted_at - first), 1),
-                "tasks_per_s": round(done / (last - first), 1),
-                "seconds": round(last - first, 2),
-            }
+            burst = burst_figures(sizes.burst_tasks, ids, watch.done, complete, first, accepted_at)
             time.sleep(1.0)
             # steady
             total = int(sizes.steady_rate * sizes.steady_seconds)
@@ -211,9 +202,4 @@ def run(sizes: Sizes) -> tuple[dict[str, Any] | None, str | None]:
             }, None
         finally:
             watch.close()
-            worker.terminate()
-            try:
-                worker.wait(20)
-            except subprocess.TimeoutExpired:
-                worker.kill()
-                worker.wait()
+            stop_process(worker, 20)

@@ -9,7 +9,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -51,6 +51,11 @@ class Sizes:
     # reports are the path's own and not queueing behind an overload (None: skipped)
     light_rate: float | None = None
     light_seconds: float = 10.0
+    # the event stream: subscribed sockets (idle memory, fan-out) and events fanned out to them
+    ws_clients: int = 1000
+    ws_events: int = 30
+    # the platform left idle before the burst, to measure what it burns doing nothing
+    idle_seconds: float = 5.0
 
     @classmethod
     def full(cls) -> Sizes:
@@ -65,7 +70,16 @@ class Sizes:
 
     @classmethod
     def quick(cls) -> Sizes:
-        return cls(burst_tasks=200, steady_rate=25.0, steady_seconds=2.0, browser_tasks=4, read_seconds=2.0)
+        return cls(
+            burst_tasks=200,
+            steady_rate=25.0,
+            steady_seconds=2.0,
+            browser_tasks=4,
+            read_seconds=2.0,
+            ws_clients=50,
+            ws_events=5,
+            idle_seconds=1.0,
+        )
 
 
 def percentiles(values: list[float], points: tuple[int, ...] = (50, 95, 99)) -> dict[str, float | None]:
@@ -79,6 +93,24 @@ def percentiles(values: list[float], points: tuple[int, ...] = (50, 95, 99)) -> 
         out[f"p{p}_ms"] = round(ordered[rank - 1] * 1000, 2)
     out["max_ms"] = round(ordered[-1] * 1000, 2)
     return out
+
+
+def burst_figures(
+    tasks: int, ids: set[str], done_at: Mapping[str, float], complete: bool, first: float, accepted_at: float
+) -> dict[str, Any]:
+    """A burst's figures, the same for the platform and its peer: `tasks` submitted from `first`, `ids`
+    accepted by `accepted_at`, each ended at its time in `done_at` (`complete`: every one of them)."""
+    last = max((done_at[i] for i in ids if i in done_at), default=accepted_at)
+    done = sum(1 for i in ids if i in done_at)
+    return {
+        "tasks": tasks,
+        "accepted": len(ids),
+        "completed": done,
+        "all_completed": complete,
+        "submit_rate_per_s": round(len(ids) / (accepted_at - first), 1),
+        "tasks_per_s": round(done / (last - first), 1),
+        "seconds": round(last - first, 2),
+    }
 
 
 def _meminfo_gib() -> float | None:

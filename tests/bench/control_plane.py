@@ -11,14 +11,15 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from pathlib import Path
 from typing import Any
 
-from browserfleet_core.devstack import Platform
-from browserfleet_core.messaging import connect
+from browserfleet_devkit.devstack import Platform
 
-from .common import Result, Sizes, percentiles
+from .common import Result, Sizes, burst_figures, percentiles
 from .keepalive import KeepAliveClient
-from .stack import BenchWorkerProcess, Outcomes, cpu_meter, login, worker_key
+from .profiling import Profiler
+from .stack import BenchWorkerProcess, Outcomes, cpu_meter, login, python_pids, worker_key
 
 TASK_BODY: dict[str, Any] = {
     "title": "bench",
@@ -64,17 +65,7 @@ async def _burst(sub: Submitter, outcomes: Outcomes, n: int, concurrency: int) -
     await asyncio.gather(*(lane() for _ in range(concurrency)))
     accepted_at = time.time()
     complete = await outcomes.wait_for(ids, timeout=max(120.0, n / 20))
-    last = max((outcomes.done[i] for i in ids if i in outcomes.done), default=accepted_at)
-    done = sum(1 for i in ids if i in outcomes.done)
-    return {
-        "tasks": n,
-        "accepted": len(ids),
-        "completed": done,
-        "all_completed": complete,
-        "submit_rate_per_s": round(len(ids) / (accepted_at - first), 1),
-        "tasks_per_s": round(done / (last - first), 1),
-        "seconds": round(last - first, 2),
-    }
+    return burst_figures(n, ids, outcomes.done, complete, first, accepted_at)
 
 
 async def _steady(
@@ -111,12 +102,12 @@ async def _steady(
     }
 
 
-async def run_platform(p: Platform, sizes: Sizes) -> dict[str, Any]:
+async def run_platform(p: Platform, sizes: Sizes, profile: Path | None = None) -> dict[str, Any]:
     assert p.nats_url and p.bootstrap
     token = login(p)
-    reg = await worker_key(p.nats_url, "bench-worker")
-    worker = BenchWorkerProcess(p.nats_url, reg.worker_key, reg.worker_id, WORKER_SLOTS)
-    nc = await connect(p.nats_url, name="bench-client")
+    reg = await worker_key(p, "bench-worker")
+    worker = BenchWorkerProcess(p, reg.worker_key, reg.worker_id, WORKER_SLOTS)
+    nc = await p.connect_admin("bench-client")
     outcomes = Outcomes(nc, p.bootstrap.org_id)
     await outcomes.start()
     await worker.wait_ready(nc)
@@ -126,10 +117,17 @@ async def run_platform(p: Platform, sizes: Sizes) -> dict[str, Any]:
         warm = await _burst(sub, outcomes, 20, 8)
         if not warm["all_completed"]:
             raise RuntimeError(f"warm-up tasks did not complete: {warm}")
+        # what the platform burns doing nothing (timers, polls, health): on a machine slowed by neighbours a
+        # burst takes longer, and this share of its CPU per task grows with it
+        idle = cpu_meter(p)
+        idle.start()
+        await asyncio.sleep(sizes.idle_seconds)
+        idle.stop()
         meter = cpu_meter(p, {"bench-worker": worker.proc.pid})
         meter.start()
         xacts = _pg_transactions(p.database_url)
-        burst = await _burst(sub, outcomes, sizes.burst_tasks, sizes.submit_concurrency)
+        with Profiler(profile, "burst", python_pids(p, {"bench-worker": worker.proc.pid})):
+            burst = await _burst(sub, outcomes, sizes.burst_tasks, sizes.submit_concurrency)
         meter.stop()
         await asyncio.sleep(1.2)  # PostgreSQL flushes its statistics about once a second
         if xacts is not None and (after := _pg_transactions(p.database_url)) is not None:
@@ -137,6 +135,17 @@ async def run_platform(p: Platform, sizes: Sizes) -> dict[str, Any]:
             burst["pg_transactions_per_task"] = round((after - xacts) / max(1, burst["completed"]), 2)
         # CPU per task of each process: steadier than tasks/s when the machine is shared
         burst["cpu_ms_per_task"] = meter.per(burst["completed"])
+        burst["cpu_ms_per_task_platform"] = round(
+            sum(v for k, v in burst["cpu_ms_per_task"].items() if k != "bench-worker"), 3
+        )
+        idle_ms_per_s = {k: round(1000 * v / sizes.idle_seconds, 2) for k, v in idle.used.items()}
+        burst["idle_cpu_ms_per_s"] = idle_ms_per_s
+        # the same less what the platform would have used idle over the burst's duration
+        burst["cpu_ms_per_task_platform_net_of_idle"] = round(
+            burst["cpu_ms_per_task_platform"]
+            - sum(idle_ms_per_s.values()) * burst["seconds"] / max(1, burst["completed"]),
+            3,
+        )
         figures: dict[str, Any] = {"burst": burst}
         phases = [("steady", sizes.steady_rate, sizes.steady_seconds)]
         if sizes.light_rate:

@@ -12,11 +12,13 @@ import re
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import httpx
 
 from .common import ROOT, CpuMeter, Result, Sizes
+from .profiling import Profiler
 
 
 def ensure_wrk() -> str | None:
@@ -54,7 +56,14 @@ def parse_wrk(out: str) -> dict[str, Any]:
     return figs
 
 
-def run(gateway_url: str, token: str, task_id: str, sizes: Sizes, meter: CpuMeter | None = None) -> Result:
+def run(
+    gateway_url: str,
+    token: str,
+    task_id: str,
+    sizes: Sizes,
+    meter: CpuMeter | None = None,
+    profile: tuple[Path | None, dict[str, int]] = (None, {}),
+) -> Result:
     url = f"{gateway_url}/api/v1/tasks/{task_id}"
     headers = {"authorization": f"Bearer {token}"}
     check = httpx.get(url, headers=headers, timeout=10)
@@ -69,6 +78,15 @@ def run(gateway_url: str, token: str, task_id: str, sizes: Sizes, meter: CpuMete
     wrk = ensure_wrk()
     if meter is not None:
         meter.start()
+    with Profiler(profile[0], "reads", profile[1]):
+        _load(wrk, url, token, sizes, res)
+    if meter is not None:
+        meter.stop()
+        res.figures["cpu_ms_per_request"] = meter.per(int(res.figures.get("requests") or 0))
+    return res
+
+
+def _load(wrk: str | None, url: str, token: str, sizes: Sizes, res: Result) -> None:
     if wrk:
         cmd = [
             wrk, "-t2", f"-c{sizes.read_connections}", f"-d{sizes.read_seconds:.0f}s", "--latency",
@@ -92,7 +110,3 @@ def run(gateway_url: str, token: str, task_id: str, sizes: Sizes, meter: CpuMete
         res.figures = json.loads(out)
         res.settings["generator"] = "tests/bench/loadgen.py (httpx, second process)"
         res.notes.append("wrk not available; the Python generator saturates sooner than wrk would")
-    if meter is not None:
-        meter.stop()
-        res.figures["cpu_ms_per_request"] = meter.per(int(res.figures.get("requests") or 0))
-    return res

@@ -3,9 +3,8 @@ button writes the query into the page, and a results table."""
 
 from __future__ import annotations
 
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from browserfleet_devkit.sites import QuietHandler
+from browserfleet_devkit.testing import LoopbackHTTPServer
 
 PAGE = b"""<!doctype html><html><head><title>Acme search</title></head><body>
 <input id="q" name="q"><button id="go" type="button"
@@ -18,39 +17,19 @@ PAGE = b"""<!doctype html><html><head><title>Acme search</title></head><body>
 </tbody></table></body></html>"""
 
 
-class Site(ThreadingHTTPServer):
-    daemon_threads = True
-
+class Site(LoopbackHTTPServer):
     def __init__(self) -> None:
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args: Any) -> None:
-                pass
 
             def do_GET(self) -> None:
                 if self.path.split("?")[0] == "/favicon.ico":
-                    self.send_response(404)
-                    self.send_header("content-length", "0")
-                    self.end_headers()
+                    self.answer(404)
                     return
-                self.send_response(200)
-                self.send_header("content-type", "text/html; charset=utf-8")
-                self.send_header("content-length", str(len(PAGE)))
-                self.end_headers()
-                self.wfile.write(PAGE)
+                self.answer(200, PAGE)
 
-        super().__init__(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.serve_forever, daemon=True)
+        super().__init__(Handler)
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}/search"
-
-    def __enter__(self) -> Site:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.shutdown()
-        self.server_close()
+        return f"{super().url}/search"

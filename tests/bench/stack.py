@@ -1,4 +1,4 @@
-"""The platform under test: `browserfleet_core.devstack.Platform` (what `make dev` runs) with no worker,
+"""The platform under test: `browserfleet_devkit.devstack.Platform` (what `make dev` runs) with no worker,
 plus the pieces a benchmark needs around it: a token, a worker key for the benchmark worker, and a
 listener on EVENTS that timestamps every task outcome."""
 
@@ -18,10 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from browserfleet_contracts import subjects
+from browserfleet_contracts import endpoints, subjects
 from browserfleet_contracts.workers import CreateInviteRequest, InvitePublic, RegisterReply, RegisterRequest
-from browserfleet_core.devstack import Platform
-from browserfleet_core.messaging import RpcClient, connect
+from browserfleet_core.messaging import RpcClient
+from browserfleet_devkit.devstack import Platform
+from browserfleet_devkit.processes import stop_process
 from nats.aio.client import Client as NatsClient
 from nats.js.api import DeliverPolicy
 
@@ -37,6 +38,8 @@ BENCH_ENV = {
     "DEFAULT_ORG_CONCURRENCY": _UNLIMITED,
     "PLAN_CONCURRENCY": '{"free": %s, "team": %s, "business": %s, "enterprise": %s}' % ((_UNLIMITED,) * 4),
     "LOG_LEVEL": "INFO",
+    # the event-stream benchmark opens its thousand sockets with one admin's token
+    "WS_MAX_CONNECTIONS_PER_PRINCIPAL": "0",
 }
 
 
@@ -78,6 +81,11 @@ def cpu_meter(p: Platform, extra: dict[str, int] | None = None) -> CpuMeter:
     return CpuMeter(sources)
 
 
+def python_pids(p: Platform, extra: dict[str, int] | None = None) -> dict[str, int]:
+    """The platform's Python processes (what py-spy can read) by name, plus `extra`."""
+    return {**{sp.name: sp.proc.pid for sp in p.processes}, **(extra or {})}
+
+
 def login(p: Platform) -> str:
     boot = p.bootstrap
     assert boot is not None and boot.password, "a fresh platform prints the admin password"
@@ -89,16 +97,14 @@ def login(p: Platform) -> str:
     return token
 
 
-async def worker_key(nats_url: str, name: str) -> RegisterReply:
+async def worker_key(p: Platform, name: str) -> RegisterReply:
     """A worker identity the same way a real worker gets one: an invite traded for a key."""
-    nc = await connect(nats_url, name="bench-setup")
+    nc = await p.connect_admin("bench-setup")
     try:
         rpc = RpcClient(nc, timeout=15)
-        invite: InvitePublic = await rpc.call(
-            subjects.Workers.CREATE_INVITE, CreateInviteRequest(), InvitePublic
-        )
+        invite: InvitePublic = await rpc.call(endpoints.Workers.CREATE_INVITE, CreateInviteRequest())
         reply: RegisterReply = await rpc.call(
-            subjects.Workers.REGISTER, RegisterRequest(invite_code=invite.code, name=name), RegisterReply
+            endpoints.Workers.REGISTER, RegisterRequest(invite_code=invite.code, name=name)
         )
         return reply
     finally:
@@ -165,11 +171,14 @@ class Outcomes:
 class BenchWorkerProcess:
     """`python -m tests.bench.bench_worker` as its own process, like a real worker would be."""
 
-    def __init__(self, nats_url: str, key: str, worker_id: str, slots: int) -> None:
+    def __init__(self, p: Platform, key: str, worker_id: str, slots: int) -> None:
         self.starts_file = Path(tempfile.mkstemp(prefix="bf-bench-starts-", suffix=".json")[1])
         env = dict(os.environ)
+        assert p.nats_url
         env.update(
-            NATS_URL=nats_url,
+            NATS_URL=p.nats_url,
+            # the harness's own channel to it (`bench.worker.report`), which no worker identity may use
+            BENCH_CONTROL_URL=p.admin_url,
             WORKER_KEY=key,
             WORKER_ID=worker_id,
             BENCH_SLOTS=str(slots),
@@ -197,11 +206,5 @@ class BenchWorkerProcess:
         return data
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, 15)
         self.starts_file.unlink(missing_ok=True)

@@ -62,6 +62,13 @@ def test_quick_mode_writes_every_result(tmp_path: Path) -> None:
     assert _positive(reads["requests_per_s"]) and _positive(reads["p99_ms"])
     assert reads["non_2xx"] == 0
 
+    stream = _load(out, "event_stream")["figures"]
+    for kind in ("deflate", "plain"):
+        figs = stream[kind]
+        assert figs["all_delivered"] and figs["delivered"] == figs["sockets"] * figs["events"]
+        assert _positive(figs["idle_sockets_per_gib"]) and _positive(figs["kib_per_idle_socket"])
+        assert figs["delay"]["p50_ms"] <= figs["delay"]["p99_ms"] and _positive(figs["delay"]["p50_ms"])
+
     browser = _load(out, "browser_overhead")["figures"]
     assert browser["browserfleet"]["failed"] == 0 and browser["plain_playwright"]["failed"] == 0
     assert browser["browserfleet"]["rows_extracted_per_task"] == 3

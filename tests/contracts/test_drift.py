@@ -1,6 +1,6 @@
 """The committed contracts in proto/ must match what the code generates (`make contracts`)."""
 
-from browserfleet_core import contractgen
+from browserfleet_devkit import contractgen
 
 
 def test_committed_contracts_match_the_code() -> None:

@@ -12,13 +12,14 @@ import json
 import re
 import shutil
 import subprocess
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from browserfleet_contracts import subjects
+from browserfleet_contracts import bus, subjects
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
@@ -31,7 +32,17 @@ SERVICES = sorted(p.name for p in (ROOT / "services").iterdir() if (p / "pyproje
 # services owning a Postgres schema (DESIGN.md §1): each needs `browserfleet-<name> migrate` first
 DB_SERVICES = {"auth", "scheduler", "vault", "webhooks", "worker-gateway"}
 PLACEHOLDER = re.compile(r"^(|CHANGE_ME|\d{1,3})$")
-SECRET_ENV = {"VAULT_MASTER_KEY", "DATABASE_URL", "WORKER_KEY", "WORKER_INVITE_CODE"}
+SECRET_ENV = {
+    "VAULT_MASTER_KEY",
+    "WEBHOOK_MASTER_KEY",
+    "DATABASE_URL",
+    "WORKER_KEY",
+    "WORKER_INVITE_CODE",
+    "PLATFORM_POOL_INVITE",
+    "NATS_PASSWORD",
+    "NATS_SYSTEM_PASSWORD",
+    "BUS_CALLOUT_SEED",
+}
 
 
 def yaml_files() -> list[Path]:
@@ -105,13 +116,31 @@ def test_the_tree_has_what_the_readmes_promise() -> None:
 # --- docker compose ---------------------------------------------------------------------------------
 
 
+def image_build(name: str) -> dict[str, Any]:
+    """The root Dockerfile builds every image: the target adds what the service needs (the dashboard, Chromium)."""
+    target = name if name in ("gateway", "worker") else "service"
+    return {"context": ".", "target": target, "args": {"SERVICE": name}}
+
+
+def test_the_dockerfile_has_every_target_and_each_service_a_workspace_package() -> None:
+    stages = re.findall(r"^FROM \S+ AS (\S+)$", (ROOT / "Dockerfile").read_text(), re.MULTILINE)
+    assert {"build", "service", "gateway", "worker"} <= set(stages), stages
+    for name in SERVICES:
+        project = tomllib.loads((ROOT / "services" / name / "pyproject.toml").read_text())["project"]
+        assert project["name"] == f"browserfleet-{name}", (
+            name
+        )  # the build's `--package browserfleet-$SERVICE`
+        assert f"browserfleet-{name}" in project["scripts"], name  # the image's default command
+    assert not list(ROOT.glob("services/*/Dockerfile")), "one Dockerfile at the root builds every image"
+
+
 def test_compose_builds_and_runs_every_service(compose: dict[str, Any]) -> None:
     services = compose["services"]
     assert SERVICES, "no services found under services/"
     for name in SERVICES:
         assert name in services, f"docker-compose.yml has no `{name}` service"
         svc = services[name]
-        assert svc["build"] == {"context": ".", "dockerfile": f"services/{name}/Dockerfile"}, name
+        assert svc["build"] == image_build(name), name
         assert svc["image"].startswith(f"browserfleet/{name}:"), name
         assert svc["command"] == [f"browserfleet-{name}", "run"], name
         env = svc["environment"]
@@ -122,7 +151,11 @@ def test_compose_builds_and_runs_every_service(compose: dict[str, Any]) -> None:
             assert env["METRICS_PORT"] == "9000", name
             # the default 127.0.0.1 would hide /metrics from the Prometheus container
             assert env["METRICS_HOST"] == "0.0.0.0", name
-        assert ("DATABASE_URL" in env) == (name != "worker"), name
+        # the gateway keeps no database (GET /health/db asks the services that do), nor does a worker
+        assert ("DATABASE_URL" in env) == (name not in {"worker", "gateway"}), name
+        # readiness as Kubernetes asks it: the service's /health/ready (tests/deploy/test_startup.py runs it)
+        probe = " ".join(svc["healthcheck"]["test"])
+        assert "/health/ready" in probe and (":8080/" if name == "gateway" else ":9000/") in probe, name
 
 
 def test_compose_migrates_before_each_database_service_starts(compose: dict[str, Any]) -> None:
@@ -131,7 +164,7 @@ def test_compose_migrates_before_each_database_service_starts(compose: dict[str,
         migrate = services[f"migrate-{name}"]
         assert migrate["command"] == [f"browserfleet-{name}", "migrate"]
         assert migrate["restart"] == "no"
-        assert migrate["build"]["dockerfile"] == f"services/{name}/Dockerfile"
+        assert migrate["build"] == image_build(name)
         assert migrate["depends_on"]["postgres"]["condition"] == "service_healthy"
         dep = services[name]["depends_on"][f"migrate-{name}"]
         assert dep["condition"] == "service_completed_successfully", name
@@ -167,10 +200,27 @@ def test_compose_carries_no_secret_values(compose: dict[str, Any]) -> None:
                 assert "${" in str(value), f"{name}.{key} must come from .env"
     vault_env = compose["services"]["vault"]["environment"]
     assert vault_env["VAULT_MASTER_KEY"].startswith("${VAULT_MASTER_KEY")
-    # least privilege: the master key reaches the vault container and no other
+    assert compose["services"]["webhooks"]["environment"]["WEBHOOK_MASTER_KEY"].startswith(
+        "${WEBHOOK_MASTER_KEY"
+    )
+    # least privilege: each master key reaches its own service's container and no other
     for name, svc in compose["services"].items():
         if name != "vault":
             assert "VAULT_MASTER_KEY" not in (svc.get("environment") or {}), name
+        if name != "webhooks":
+            assert "WEBHOOK_MASTER_KEY" not in (svc.get("environment") or {}), name
+
+
+def test_compose_workers_register_one_identity_each(compose: dict[str, Any]) -> None:
+    """No shared worker key and no shared state: every replica registers with the pool invite that
+    worker-gateway keeps (the same value), and gets an identity of its own."""
+    services = compose["services"]
+    worker, gateway = services["worker"]["environment"], services["worker-gateway"]["environment"]
+    assert "WORKER_KEY" not in worker and "WORKER_STATE_DIR" not in worker
+    assert worker["WORKER_INVITE_CODE"].startswith("${WORKER_POOL_INVITE:?")
+    assert gateway["PLATFORM_POOL_INVITE"] == worker["WORKER_INVITE_CODE"]
+    assert not services["worker"].get("volumes"), "replicas share nothing"
+    assert "worker-state" not in (compose.get("volumes") or {})
 
 
 def test_env_example_documents_every_interpolated_secret(compose: dict[str, Any]) -> None:
@@ -178,7 +228,13 @@ def test_env_example_documents_every_interpolated_secret(compose: dict[str, Any]
     values = dict(
         line.split("=", 1) for line in text.splitlines() if line and not line.startswith("#") and "=" in line
     )
-    for key in ("POSTGRES_PASSWORD", "VAULT_MASTER_KEY", "WORKER_INVITE_CODE", "GRAFANA_ADMIN_PASSWORD"):
+    for key in (
+        "POSTGRES_PASSWORD",
+        "VAULT_MASTER_KEY",
+        "WEBHOOK_MASTER_KEY",
+        "WORKER_POOL_INVITE",
+        "GRAFANA_ADMIN_PASSWORD",
+    ):
         assert key in values, key
         assert PLACEHOLDER.match(values[key]), f"{key} in env.example must stay a placeholder"
     assert "base64.b64encode(os.urandom(32))" in text
@@ -257,6 +313,7 @@ def test_browserfleet_metrics_in_dashboards_exist_in_the_code() -> None:
     used = {re.sub(r"_(bucket|count|sum)$", "", m) for m in re.findall(r"\bbrowserfleet_[a-z_]+", text)}
     assert used, "the dashboard reads no browserfleet_* metric"
     source = "\n".join(p.read_text() for p in (ROOT / "services").glob("*/src/**/*.py"))
+    source += "\n".join(p.read_text() for p in (ROOT / "libs" / "core" / "src").glob("**/*.py"))
     for metric in sorted(used - ASSUMED_METRICS):
         assert f'"{metric}"' in source, (
             f"{metric} is read by the dashboard/alerts but no service registers it"
@@ -314,9 +371,10 @@ def check_deployment(name: str, dep: dict[str, Any]) -> None:
         assert probe in main, f"{name} has no {probe}"
         action = main[probe].get("httpGet") or main[probe].get("tcpSocket")
         assert action and action["port"] in port_names, f"{name} {probe} names an unknown port"
-    if name == "gateway":
-        assert main["readinessProbe"]["httpGet"]["path"] == "/health/ready"
-        assert main["livenessProbe"]["httpGet"]["path"] == "/health"
+    # readiness: the service's health (503 only when unhealthy); liveness: the process answers, no dependency
+    # asked, so a failing database never restarts every pod
+    assert main["readinessProbe"]["httpGet"]["path"] == "/health/ready", name
+    assert main["livenessProbe"]["httpGet"]["path"] == "/health/live", name
     for container in pod_containers(dep):
         cname = f"{name}/{container['name']}"
         assert re.fullmatch(rf"browserfleet/{name}(:[\w.-]+)?", container["image"]), cname
@@ -354,7 +412,7 @@ def test_every_service_has_a_hardened_deployment(base: list[dict[str, Any]]) -> 
 
 def test_migration_jobs(base: list[dict[str, Any]]) -> None:
     jobs = by_kind(base, "Job")
-    assert set(jobs) == {f"migrate-{name}" for name in DB_SERVICES}
+    assert set(jobs) == {f"migrate-{name}" for name in DB_SERVICES} | {"bootstrap"}
     for name in DB_SERVICES:
         pod = jobs[f"migrate-{name}"]["spec"]["template"]["spec"]
         (container,) = pod["containers"]
@@ -408,6 +466,26 @@ def test_no_secret_holds_a_real_value() -> None:
     assert refs == keys, f"Secret template and references disagree: {refs ^ keys}"
 
 
+def test_k8s_worker_pods_register_one_identity_each(base: list[dict[str, Any]]) -> None:
+    """Every pod registers with the pool invite worker-gateway keeps (one Secret key for both): no shared
+    worker key, no state volume."""
+    deployments = by_kind(base, "Deployment")
+
+    def env_of(name: str) -> dict[str, Any]:
+        (container,) = [
+            c for c in deployments[name]["spec"]["template"]["spec"]["containers"] if c["name"] == name
+        ]
+        return {e["name"]: e for e in container.get("env", [])}
+
+    worker, gateway = env_of("worker"), env_of("worker-gateway")
+    assert "WORKER_KEY" not in worker and "WORKER_STATE_DIR" not in worker
+    invite = worker["WORKER_INVITE_CODE"]["valueFrom"]["secretKeyRef"]
+    assert invite == gateway["PLATFORM_POOL_INVITE"]["valueFrom"]["secretKeyRef"]
+    assert invite["key"] == "worker-pool-invite" and not invite.get("optional")
+    volumes = {v["name"] for v in deployments["worker"]["spec"]["template"]["spec"]["volumes"]}
+    assert "state" not in volumes
+
+
 def test_keda_scales_the_worker_on_every_default_pool_consumer(base: list[dict[str, Any]]) -> None:
     (scaled,) = by_kind(base, "ScaledObject").values()
     target = scaled["spec"]["scaleTargetRef"]
@@ -418,7 +496,7 @@ def test_keda_scales_the_worker_on_every_default_pool_consumer(base: list[dict[s
     for trigger in scaled["spec"]["triggers"]:
         assert trigger["type"] == "nats-jetstream"
         meta = trigger["metadata"]
-        assert meta["account"] == "$G"
+        assert meta["account"] == bus.APP_ACCOUNT  # where the generated NATS config puts the platform
         assert meta["stream"] == subjects.TASKS_STREAM
         assert meta["natsServerMonitoringEndpoint"].endswith(":8222")
         assert int(meta["lagThreshold"]) > 0
@@ -511,3 +589,31 @@ def test_overlays_render(overlay: str) -> None:
         for dep in deployments.values():
             for container in pod_containers(dep):
                 assert not container["image"].endswith(":latest"), "prod pins image tags"
+
+
+# --- the bus: one identity per service, the server configured from the contracts ------------------------
+
+
+def test_every_service_joins_the_bus_as_itself(compose: dict[str, Any], base: list[dict[str, Any]]) -> None:
+    """Compose and Kubernetes give each service its own NATS user and password (a worker's key is its
+    credential), and worker-gateway the callout's signing key and its system-account password."""
+    services = compose["services"]
+    deployments = by_kind(base, "Deployment")
+    for name in SERVICES:
+        env = services[name]["environment"]
+        k8s_env = {e["name"]: e for c in pod_containers(deployments[name]) if "env" in c for e in c["env"]}
+        if name == "worker":
+            assert "NATS_USER" not in env and "NATS_USER" not in k8s_env
+            continue
+        assert env["NATS_USER"] == name, name
+        assert env["NATS_PASSWORD"] == "${NATS_PASSWORD_" + name.upper().replace("-", "_") + "}", name
+        assert k8s_env["NATS_USER"]["value"] == name, name
+        assert k8s_env["NATS_PASSWORD"]["valueFrom"]["secretKeyRef"]["key"] == f"nats-password-{name}", name
+    gw = services["worker-gateway"]["environment"]
+    assert gw["BUS_CALLOUT_SEED"] == "${BUS_CALLOUT_SEED}"
+    assert gw["NATS_SYSTEM_PASSWORD"] == "${NATS_PASSWORD_WORKER_GATEWAY_SYS}"
+    # NATS starts from the configuration rendered from the same .env, after it was written
+    config = services["nats-config"]
+    assert config["command"][:4] == ["python", "-m", "browserfleet_core.busauth", "render"]
+    assert services["nats"]["command"][:2] == ["-c", "/config/nats.conf"]
+    assert services["nats"]["depends_on"]["nats-config"]["condition"] == "service_completed_successfully"

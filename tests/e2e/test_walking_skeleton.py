@@ -6,9 +6,6 @@ driven over HTTP like a client, real Chromium against a site on 127.0.0.1, a web
 from __future__ import annotations
 
 import asyncio
-import base64
-import hashlib
-import hmac
 import json
 import time
 from collections.abc import Iterator
@@ -17,10 +14,11 @@ from typing import Any
 
 import httpx
 import pytest
-from browserfleet_core.devstack import Platform
-from browserfleet_core.testing import provision
+from browserfleet_devkit.devstack import Platform
+from browserfleet_devkit.testing import provision
 
-from .sites import TestSite, WebhookReceiver
+from ..admin import admin_login
+from .sites import ReceivedWebhook, TestSite, WebhookReceiver, verify_standard_webhook
 
 pytestmark = pytest.mark.e2e
 
@@ -35,29 +33,22 @@ class Running:
         self.http = httpx.Client(base_url=platform.gateway_url, timeout=30)
 
     def token(self) -> str:
-        boot = self.platform.bootstrap
-        assert boot is not None and boot.password, "first start must print the admin password"
-        r = self.http.post("/auth/login", json={"email": boot.admin_email, "password": boot.password})
-        assert r.status_code == 200, r.text
-        return str(r.json()["access_token"])
+        return str(admin_login(self.platform)["access_token"])
 
 
 @pytest.fixture(scope="module")
 def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
     lines: list[str] = []
-    with provision("bf_e2e") as infra:
-        platform = Platform(
+    with (
+        provision("bf_e2e") as infra,  # its database; the platform runs its own authenticated NATS
+        Platform(
             home=tmp_path_factory.mktemp("home"),
-            nats_url=infra.nats_url,
             database_url=infra.database_url,
             output=lines.append,
             env={"LOG_LEVEL": "DEBUG", "WEBHOOK_ALLOW_PRIVATE_TARGETS": "true"},
-        )
-        platform.start()
-        try:
-            yield Running(platform, lines)
-        finally:
-            platform.stop()
+        ) as platform,
+    ):
+        yield Running(platform, lines)
 
 
 def wait_for_task(
@@ -72,19 +63,6 @@ def wait_for_task(
             return task
         time.sleep(0.3)
     raise AssertionError(f"task {task_id} did not finish: {task}")
-
-
-def verify_standard_webhook(secret: str, headers: dict[str, str], body: bytes) -> bool:
-    """Standard Webhooks verification written from the spec, independent of the service's code."""
-    key = base64.b64decode(secret.removeprefix("whsec_"))
-    signed = f"{headers['webhook-id']}.{headers['webhook-timestamp']}.".encode() + body
-    expected = base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
-    if abs(time.time() - int(headers["webhook-timestamp"])) > 300:
-        return False
-    return any(
-        sig.split(",", 1)[0] == "v1" and hmac.compare_digest(sig.split(",", 1)[1], expected)
-        for sig in headers["webhook-signature"].split()
-    )
 
 
 def all_stream_payloads(nats_url: str, stream: str) -> list[bytes]:
@@ -128,11 +106,7 @@ def test_task_runs_end_to_end_and_the_secret_never_leaks(running: Running, tmp_p
         assert webhook_secret.startswith("whsec_")
 
         steps = [
-            {"action": "navigate", "url": f"{site.url}/login"},
-            {"action": "fill", "selector": "#username", "value": SITE_USER},
-            {"action": "fill", "selector": "#password", "value": "{{ secrets.SITE_PASSWORD }}"},
-            {"action": "click", "selector": "#submit"},
-            {"action": "wait_for", "selector": "#leads"},
+            *site.login_steps("SITE_PASSWORD"),
             {"action": "extract", "name": "welcome", "selector": "#welcome"},
             {
                 "action": "extract",
@@ -142,7 +116,10 @@ def test_task_runs_end_to_end_and_the_secret_never_leaks(running: Running, tmp_p
             },
             {"action": "screenshot", "name": "leads", "full_page": True},
         ]
-        r = http.post("/api/v1/tasks", headers=auth, json={"title": "export leads", "steps": steps})
+        # the seed's inbound example: the task's own events go to its webhook_url too, signed with the org's secret
+        task_hook = receiver.url + "/task-result"
+        body = {"title": "export leads", "steps": steps, "webhook_url": task_hook}
+        r = http.post("/api/v1/tasks", headers=auth, json=body)
         assert r.status_code == 201, r.text
         task = wait_for_task(http, r.json()["id"], auth)
 
@@ -160,18 +137,30 @@ def test_task_runs_end_to_end_and_the_secret_never_leaks(running: Running, tmp_p
         png = http.get(f"/api/v1/tasks/{task['id']}/artifacts/{shot['name']}", headers=auth)
         assert png.status_code == 200 and png.content.startswith(b"\x89PNG\r\n\x1a\n")
 
-        assert receiver.event.wait(30), "no webhook arrived"
+        assert receiver.wait_for(lambda _: True, timeout=30), "no webhook arrived"
+
+        def completed_on(path: str) -> list[ReceivedWebhook]:
+            return [h for h in receiver.received if h.path == path and h.json()["event"] == "task.completed"]
+
         deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and not any(
-            h.json()["type"] == "task.completed" for h in receiver.received
-        ):
+        while time.monotonic() < deadline and not (completed_on("/hook") and completed_on("/task-result")):
             time.sleep(0.2)
-        completed = [h for h in receiver.received if h.json()["type"] == "task.completed"]
-        assert len(completed) == 1
-        hook = completed[0]
+        [hook] = completed_on("/hook")
         assert verify_standard_webhook(webhook_secret, hook.headers, hook.body)
         assert not verify_standard_webhook(webhook_secret, hook.headers, hook.body + b" ")
         assert hook.json()["data"]["task_id"] == task["id"]
+        assert (
+            hook.json()["type"] == "task.completed"
+        )  # the Standard Webhooks field beside the seed's `event`
+        [own] = completed_on("/task-result")
+        org_secret = http.get("/api/v1/org/webhook-secret", headers=auth)
+        assert org_secret.status_code == 200, org_secret.text
+        assert verify_standard_webhook(org_secret.json()["secret"], own.headers, own.body)
+        assert not verify_standard_webhook(webhook_secret, own.headers, own.body)
+        assert (
+            own.json()["data"]["task_id"] == task["id"]
+            and own.headers["webhook-id"] == hook.headers["webhook-id"]
+        )
 
         deliveries = http.get("/admin/webhooks/deliveries", headers=auth)
         assert deliveries.status_code == 200, deliveries.text
@@ -182,10 +171,8 @@ def test_task_runs_end_to_end_and_the_secret_never_leaks(running: Running, tmp_p
         assert SITE_PASSWORD not in task_json
         for h in receiver.received:
             assert SITE_PASSWORD.encode() not in h.body
-    nats_url = running.platform.nats_url
-    assert nats_url
     for stream in ("EVENTS", "TASK_UPDATES"):
-        for payload in all_stream_payloads(nats_url, stream):
+        for payload in all_stream_payloads(running.platform.admin_url, stream):
             assert SITE_PASSWORD.encode() not in payload, f"secret in {stream}"
     assert any("task" in line for line in running.lines)
     leaked = [line for line in running.lines if SITE_PASSWORD in line]
@@ -236,7 +223,9 @@ def test_workers_and_health(running: Running) -> None:
     auth = {"Authorization": f"Bearer {running.token()}"}
     ready = http.get("/health/ready")
     assert ready.status_code == 200, ready.text
-    assert {"nats", "database"} <= set(ready.json()["checks"])
+    assert {"nats", "auth", "service:scheduler"} <= set(ready.json()["checks"])
+    # the gateway keeps no database: the services that do report theirs (browserfleet_core.health)
+    assert ready.json()["services"]["scheduler"]["checks"]["database"]["status"] == "healthy"
     deadline = time.monotonic() + 20
     workers: list[dict[str, Any]] = []
     while time.monotonic() < deadline:
@@ -259,12 +248,10 @@ def test_workers_and_health(running: Running) -> None:
 def test_startup_probes_reach_every_service_and_write_nothing(running: Running) -> None:
     """`Platform.start()` returns once each service answers `{}` on its probe subject. That answer must be
     a refusal (JWKS, a read, aside), or the probe would create tasks, keys or endpoints at every start."""
-    from browserfleet_core.devstack import READY_PROBES
-    from browserfleet_core.messaging import connect
+    from browserfleet_devkit.devstack import READY_PROBES
 
     async def probe() -> dict[str, dict[str, Any]]:
-        assert running.platform.nats_url
-        nc = await connect(running.platform.nats_url, name="probe-test")
+        nc = await running.platform.connect_admin("probe-test")
         try:
             return {
                 service: json.loads((await nc.request(subject, b"{}", timeout=5)).data)

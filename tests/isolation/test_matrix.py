@@ -1,16 +1,18 @@
 """Tenant isolation on the whole platform, generated from the gateway's route table.
 
-The platform runs exactly as `make dev` runs it (browserfleet_core.devstack.Platform: every service as its
+The platform runs exactly as `make dev` runs it (browserfleet_devkit.devstack.Platform: every service as its
 own process, real NATS and PostgreSQL of this package's own via `provision()`), without workers. Org A is
 the bootstrap organization; org B is created by the platform operator. Org A gets one object of every kind
-(task, schedule, credential, webhook endpoint with a delivery, worker, API key, user, browser profile). Then, for EVERY route
-whose path has an object id, and for every principal of org B (admin, user, viewer, and an API key holding
-every scope), the test reads, updates or deletes org A's object through that route:
+(task, schedule, credential, webhook endpoint with a delivery and a replay job, worker, worker invite, API key,
+user, browser profile). Then, for EVERY route whose path has an object id, and for every principal of org B
+(admin, user, viewer, an API key holding every scope, and a worker of org B with its own key), the test reads,
+updates or deletes org A's object through that route:
 
 * the answer is 404, exactly as for an id that exists nowhere (same status and error code) -- or, where the
   route's access declaration refuses that principal whatever the object (a viewer on a mutation, a key
-  without the scope, a non-admin on an admin route), 403, again the same as for an id that exists nowhere;
-  either way the answer says nothing about org A's object;
+  without the scope, a non-admin on an admin route), 403, and where the route takes another kind of
+  credential (a worker's key on a user's route, a user's on a worker's), 401, again the same as for an id
+  that exists nowhere; either way the answer says nothing about org A's object;
 * org A's objects are unchanged afterwards (re-read as org A's admin);
 * no list route (every GET without an id) shows any of org A's ids or names to any principal of org B.
 
@@ -20,20 +22,20 @@ it is given an org-A object below.
 
 from __future__ import annotations
 
-import threading
+import json
 import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 import psycopg
 import pytest
-from browserfleet_core.devstack import Platform
-from browserfleet_core.testing import provision
+from browserfleet_devkit.devstack import Platform
+from browserfleet_devkit.sites import QuietHandler
+from browserfleet_devkit.testing import LoopbackHTTPServer, provision
 from browserfleet_gateway.app import create_app
 from browserfleet_gateway.deps import AccessRule, access_rules
 from browserfleet_gateway.settings import GatewaySettings
@@ -78,8 +80,17 @@ def route_table() -> list[Route]:
     return out
 
 
+# public build files of the dashboard and the API docs: their placeholder names a file, never an org's object
+STATIC_FILES = {"/app/{client_route:path}", "/assets/{name}", "/docs/static/{name}"}
+
+
 def id_routes() -> list[Route]:
-    return [r for r in route_table() if r.placeholders]
+    return [
+        r
+        for r in route_table()
+        if r.placeholders
+        and not (r.path in STATIC_FILES and r.rules and all(rule.public for rule in r.rules))
+    ]
 
 
 def list_routes() -> list[Route]:
@@ -91,12 +102,35 @@ def list_routes() -> list[Route]:
 
 
 # Org A's object for each placeholder. `{name}` is per route: a credential's, an artifact's or a profile's name.
-PLACEHOLDERS = {"task_id", "schedule_id", "endpoint_id", "key_id", "user_id", "org_id", "name"}
+PLACEHOLDERS = {
+    "task_id",
+    "credential_id",
+    "schedule_id",
+    "endpoint_id",
+    "key_id",
+    "user_id",
+    "org_id",
+    "name",
+    "worker_id",
+    "invite_id",
+    "delivery_id",
+    "job_id",
+    # SSO's public start names an org by slug: org A's without SSO answers as a slug that exists nowhere
+    "org_slug",
+}
+# a valid X25519 public key (32 bytes, base64url), for the worker's key route
+A_PUBLIC_KEY = "A" * 43
 # A body the route accepts, so the request reaches the lookup instead of stopping at validation.
 BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("PUT", "/admin/schedules/{schedule_id}"): {"name": "taken over", "paused": True},
     ("PATCH", "/admin/users/{user_id}"): {"role": "viewer"},
     ("PUT", "/organizations/{org_id}"): {"plan": "enterprise"},
+    ("PUT", "/workers/{worker_id}/status"): {"status": "error", "detail": "taken over"},
+    ("PUT", "/workers/{worker_id}/key"): {"public_key": A_PUBLIC_KEY},
+    ("PATCH", "/admin/webhooks/{endpoint_id}"): {"description": "taken over", "enabled": False},
+    ("POST", "/admin/webhooks/{endpoint_id}/replay"): {"since": "2020-01-01T00:00:00Z"},
+    ("PUT", "/admin/credentials/{credential_id}"): {"value": "taken over"},
+    ("POST", "/workers/tasks/{task_id}/result"): {"status": "failed", "error_message": "taken over"},
 }
 
 
@@ -112,31 +146,25 @@ def test_every_id_route_is_classified() -> None:
 
 
 # --- the platform -----------------------------------------------------------------------------------
-class Receiver(ThreadingHTTPServer):
+class Receiver(LoopbackHTTPServer):
     """Stands in for org A's webhook receiver on 127.0.0.1: accepts every delivery with 204."""
-
-    daemon_threads = True
 
     def __init__(self) -> None:
         self.hits = 0
         receiver = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:
-                pass
-
+        class Handler(QuietHandler):
             def do_POST(self) -> None:
-                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                self.read_body()
                 receiver.hits += 1
                 self.send_response(204)
                 self.end_headers()
 
-        super().__init__(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.serve_forever, daemon=True).start()
+        super().__init__(Handler)
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}/hook"
+        return f"{super().url}/hook"
 
 
 @dataclass
@@ -149,6 +177,7 @@ class World:
     names: dict[str, str]  # `{name}` per route prefix
     secrets: set[str]  # every id / name of org A that must never show to org B
     b: dict[str, tuple[str, dict[str, str]]] = field(default_factory=dict)  # label -> (kind:role, headers)
+    b_worker: dict[str, str] = field(default_factory=dict)  # org B's worker's own key (worker routes)
 
 
 def _ok(resp: httpx.Response, status: int = 200) -> Any:
@@ -174,11 +203,11 @@ def _eventually(probe: Any, what: str) -> Any:
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    receiver = Receiver()
-    with provision("bf_iso") as infra:
-        platform = Platform(
+    with (
+        Receiver() as receiver,
+        provision("bf_iso") as infra,
+        Platform(  # its own authenticated NATS, as `make dev` runs it
             home=tmp_path_factory.mktemp("home"),
-            nats_url=infra.nats_url,
             database_url=infra.database_url,
             workers=0,
             env={
@@ -189,15 +218,10 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
                 "LOGIN_RATE_PER_SECOND": "0",
             },
             output=lambda _line: None,
-        )
-        platform.start()
-        try:
-            with httpx.Client(base_url=platform.gateway_url, timeout=30) as http:
-                yield _populate(http, platform, receiver, infra.database_url)
-        finally:
-            platform.stop()
-            receiver.shutdown()
-            receiver.server_close()
+        ) as platform,
+        httpx.Client(base_url=platform.gateway_url, timeout=30) as http,
+    ):
+        yield _populate(http, platform, receiver, infra.database_url)
 
 
 A_PROFILE = "a-profile"
@@ -246,6 +270,10 @@ def _populate(http: httpx.Client, platform: Platform, receiver: Receiver, databa
     worker = _ok(
         http.post("/workers/register", json={"invite_code": invite["code"], "name": "a-worker"}), 201
     )
+    # a pool invite, still usable: revoking it is what the invite route would do
+    pool_invite = _ok(
+        http.post("/admin/workers/invite", headers=a, json={"pool": "a-pool", "multi_use": True}), 201
+    )
     key = _ok(http.post("/admin/api-keys", headers=a, json={"name": "a-key", "scopes": KEY_SCOPES}), 201)
     user = _ok(
         http.post("/admin/users", headers=a, json={"email": "someone@org-a.example", "role": "user"}), 201
@@ -268,11 +296,15 @@ def _populate(http: httpx.Client, platform: Platform, receiver: Receiver, databa
         org_a=org_a,
         objects={
             "task_id": task["id"],
+            "credential_id": credential["id"],
             "schedule_id": schedule["id"],
             "endpoint_id": endpoint["id"],
             "key_id": key["id"],
             "user_id": user["id"],
             "org_id": org_a,
+            "org_slug": _ok(http.get("/auth/me", headers=a), 200)["organization"]["slug"],
+            "worker_id": worker["worker_id"],
+            "invite_id": pool_invite["id"],
         },
         names={
             "/api/v1/credentials/": "A_SECRET",
@@ -288,6 +320,7 @@ def _populate(http: httpx.Client, platform: Platform, receiver: Receiver, databa
             endpoint["id"],
             receiver.url,
             worker["worker_id"],
+            pool_invite["id"],
             key["id"],
             key["prefix"],
             user["id"],
@@ -307,6 +340,9 @@ def _populate(http: httpx.Client, platform: Platform, receiver: Receiver, databa
         http.post("/admin/api-keys", headers=b_admin, json={"name": "b-key", "scopes": KEY_SCOPES}), 201
     )
     world.b["api key"] = ("api_key", {"Authorization": f"Bearer {b_key['key']}"})
+    b_invite = _ok(http.post("/admin/workers/invite", headers=b_admin, json={}), 201)
+    b_worker = _ok(http.post("/workers/register", json={"invite_code": b_invite["code"]}), 201)
+    world.b_worker = {"Authorization": f"Bearer {b_worker['api_key']}"}
     # settle what moves by itself: the task admitted, org A's delivery made
     _eventually(
         lambda: _ok(http.get(f"/api/v1/tasks/{task['id']}", headers=a))["status"] == "assigned", "admission"
@@ -321,12 +357,20 @@ def _populate(http: httpx.Client, platform: Platform, receiver: Receiver, databa
         ],
         "org A's webhook delivery",
     )
-    world.secrets |= {
-        d["id"]
-        for d in _ok(
-            http.get("/admin/webhooks/deliveries", headers=a, params={"endpoint_id": endpoint["id"]})
-        )
-    }
+    delivered = _ok(http.get("/admin/webhooks/deliveries", headers=a, params={"endpoint_id": endpoint["id"]}))
+    world.secrets |= {d["id"] for d in delivered}
+    world.objects["delivery_id"] = delivered[0]["id"]
+    job = _ok(
+        http.post(
+            f"/admin/webhooks/{endpoint['id']}/replay", headers=a, json={"since": "2020-01-01T00:00:00Z"}
+        ),
+        202,
+    )
+    world.objects["job_id"] = job["id"]
+    _eventually(
+        lambda: _ok(http.get(f"/admin/webhooks/replays/{job['id']}", headers=a))["status"] == "completed",
+        "org A's replay job",
+    )
     return world
 
 
@@ -343,10 +387,19 @@ def _url(world: World, route: Route, *, nowhere: bool = False) -> str:
     return url
 
 
+def _expected(route: Route, kind: str) -> int:
+    """What a principal of org B gets for org A's object (and for an object that exists nowhere)."""
+    if route.rules and all(rule.public for rule in route.rules):
+        return 404  # a public route reads no credential: anyone gets what a stranger gets
+    if any(rule.worker for rule in route.rules) != (kind == "worker"):
+        return 401  # the route takes another kind of credential
+    return 403 if _refused_by_rule(route, kind) else 404
+
+
 def _refused_by_rule(route: Route, kind: str) -> bool:
     """Does the route's access declaration refuse this principal whatever the object?"""
     for rule in route.rules:
-        if rule.public:
+        if rule.public or rule.worker:
             continue
         if kind == "api_key":
             if not set(rule.scopes) & set(KEY_SCOPES):
@@ -360,44 +413,56 @@ def _refused_by_rule(route: Route, kind: str) -> bool:
 
 
 def _snapshot(world: World) -> Any:
-    http, a, o = world.http, world.a_admin, world.objects
-    return (
-        _ok(http.get(f"/api/v1/tasks/{o['task_id']}", headers=a)),
-        _ok(http.get(f"/admin/tasks/{o['task_id']}/attempts", headers=a)),
-        _ok(http.get(f"/admin/tasks/{o['task_id']}/logs", headers=a)),
-        _ok(http.get(f"/admin/schedules/{o['schedule_id']}", headers=a)),
-        _ok(http.get("/api/v1/credentials", headers=a)),
-        _ok(http.get("/api/v1/profiles", headers=a)),
-        _ok(http.get("/admin/webhooks", headers=a)),
-        _ok(http.get("/admin/workers", headers=a)),
-        _ok(http.get("/admin/api-keys", headers=a)),
-        _ok(http.get("/admin/users", headers=a)),
-        [x for x in _ok(http.get("/organizations", headers=world.operator)) if x["id"] == world.org_a],
-    )
+    o = world.objects
+    of_a = [
+        f"/api/v1/tasks/{o['task_id']}",
+        f"/admin/tasks/{o['task_id']}/attempts",
+        f"/admin/tasks/{o['task_id']}/logs",
+        f"/admin/schedules/{o['schedule_id']}",
+        "/api/v1/credentials",
+        "/api/v1/profiles",
+        "/admin/webhooks",
+        f"/admin/webhooks/{o['endpoint_id']}/secret",
+        f"/admin/webhooks/deliveries/{o['delivery_id']}",
+        f"/admin/webhooks/replays/{o['job_id']}",
+        "/admin/workers",
+        "/admin/workers/invites",
+        "/admin/api-keys",
+        "/admin/users",
+    ]
+    seen = [_ok(world.http.get(path, headers=world.a_admin)) for path in of_a]
+    orgs = _ok(world.http.get("/organizations", headers=world.operator))
+    return seen, [x for x in orgs if x["id"] == world.org_a]
 
 
 def test_org_b_gets_404_on_every_id_route_and_nothing_of_org_a_changes(world: World) -> None:
     before = _snapshot(world)
     checked = 0
-    reached: dict[str, int] = dict.fromkeys(world.b, 0)  # answers that came from a service's lookup
+    principals = {**world.b, "worker": ("worker", world.b_worker)}
+    reached: dict[str, int] = dict.fromkeys(principals, 0)  # answers that came from a service's lookup
     for route in id_routes():
         body = BODIES.get((route.method, route.path))
-        for label, (kind, headers) in world.b.items():
+        for label, (kind, headers) in principals.items():
             theirs = world.http.request(route.method, _url(world, route), headers=headers, json=body)
             nowhere = world.http.request(
                 route.method, _url(world, route, nowhere=True), headers=headers, json=body
             )
-            expected = 403 if _refused_by_rule(route, kind) else 404
+            expected = _expected(route, kind)
             where = f"{route.method} {route.path} as org B's {label}: {theirs.text}"
             assert theirs.status_code == expected, where
             # indistinguishable from an object that exists nowhere
             assert nowhere.status_code == expected, f"{route.method} {route.path} (no such id) as {label}"
             assert theirs.json()["error"]["code"] == nowhere.json()["error"]["code"], where
             checked += 1
-            reached[label] += expected == 404
-    assert checked >= len(id_routes()) * len(world.b)
+            # a public route answers everyone alike: only a service's lookup behind a credential counts here
+            reached[label] += expected == 404 and not all(rule.public for rule in route.rules)
+    assert checked >= len(id_routes()) * len(principals)
     # every principal got past the gateway's rules somewhere: the 404s were answered by the services
-    assert reached["admin"] == len(id_routes()) and all(reached.values()), reached
+    worker_routes = [r for r in id_routes() if any(rule.worker for rule in r.rules)]
+    assert worker_routes, "the worker's own routes are in the matrix"
+    public_routes = [r for r in id_routes() if r.rules and all(rule.public for rule in r.rules)]
+    assert reached["admin"] == len(id_routes()) - len(worker_routes) - len(public_routes), reached
+    assert reached["worker"] == len(worker_routes) and all(reached.values()), reached
     assert _snapshot(world) == before, "org B changed something of org A"
 
 
@@ -410,7 +475,7 @@ def test_org_b_lists_never_show_org_a(world: World) -> None:
             # a filter naming org A's object (ignored by routes without it) must not open a door either
             resp = world.http.get(route.path, headers=headers, params={"endpoint_id": endpoint, "limit": 100})
             assert resp.status_code in (200, 403, 404, 422), f"{route.path} as {label}: {resp.text}"
-            leaked = {s for s in world.secrets if s in resp.text}
+            leaked = {s for s in world.secrets if s in _shown(world, route.path, resp)}
             assert not leaked, f"GET {route.path} shows org B's {label} org A's {leaked}"
     # ...while org A itself sees them (the check above is not vacuous)
     a = world.a_admin
@@ -424,6 +489,7 @@ def test_org_b_lists_never_show_org_a(world: World) -> None:
             "/admin/webhooks",
             "/admin/webhooks/deliveries",
             "/admin/workers",
+            "/admin/workers/invites",
             "/admin/api-keys",
             "/admin/users",
         )
@@ -431,6 +497,26 @@ def test_org_b_lists_never_show_org_a(world: World) -> None:
     assert all(s in seen for s in world.secrets - {world.org_a}), world.secrets - {
         s for s in world.secrets if s in seen
     }
+
+
+def _shown(world: World, path: str, resp: httpx.Response) -> str:
+    """What a list shows org B, less what org B itself sent: its audit log records its own calls, the refused
+    ones against org A's ids (the matrix above) included, with the id it asked for as their target. An entry of
+    org A's, or a successful call of B's naming A's object, still counts."""
+    if not path.startswith("/admin/audit-log") or resp.status_code != 200:
+        return resp.text
+    # the log is a page of entries; its export, one entry a line
+    entries = (
+        resp.json()["items"]
+        if path == "/admin/audit-log"
+        else [json.loads(x) for x in resp.text.splitlines()]
+    )
+    assert entries, f"{path}: org B's own calls are not in its audit log"
+    for entry in entries:
+        assert entry["org_id"] != world.org_a, entry
+        if entry["outcome"] != "success":
+            entry["target"], entry["detail"] = None, {}
+    return json.dumps(entries)
 
 
 def test_the_principals_of_org_b_work(world: World) -> None:

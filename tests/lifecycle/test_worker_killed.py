@@ -1,5 +1,5 @@
 """Fault test: a worker process killed with SIGKILL mid-task. The whole platform runs as `make dev` runs it
-(browserfleet_core.devstack.Platform, two workers, real NATS, real PostgreSQL, real Chromium); the task must
+(browserfleet_devkit.devstack.Platform, two workers, real NATS, real PostgreSQL, real Chromium); the task must
 complete exactly once, on the other worker, as attempt 2."""
 
 from __future__ import annotations
@@ -9,97 +9,66 @@ import contextlib
 import json
 import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
 import pytest
-from browserfleet_contracts import subjects
+from browserfleet_contracts import endpoints, subjects
 from browserfleet_contracts.common import Actor
 from browserfleet_contracts.task_admin import GetTaskAttemptsRequest, TaskAttemptPublic
 from browserfleet_contracts.tasks import CreateTaskRequest, GetTaskRequest, TaskCreate, TaskPublic
-from browserfleet_core.devstack import Platform
-from browserfleet_core.messaging import RpcClient, connect, ensure_pool_consumers, ensure_streams
+from browserfleet_core.messaging import RpcClient
+from browserfleet_core.streams import ensure_pool_consumers
+from browserfleet_devkit.devstack import Platform
+from browserfleet_devkit.sites import QuietHandler
+from browserfleet_devkit.testing import LoopbackHTTPServer
+from nats.aio.client import Client as NatsClient
+
+from .conftest import eventually
 
 WAIT_CAP = 120.0  # hang protection only; nothing here asserts on speed
 LEASE_SECONDS = 3.0  # the TASKS consumers' ack_wait for this run: a dead worker's lease ends quickly
 
 
-class SlowSite(ThreadingHTTPServer):
+class SlowSite(LoopbackHTTPServer):
     """Stands in for a customer's website on 127.0.0.1: `/slow` answers only once `release` is set, so
     the task is certainly mid-run when the worker is killed."""
-
-    daemon_threads = True
 
     def __init__(self) -> None:
         self.release = threading.Event()
         self.hits = 0
         site = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:
-                pass
-
+        class Handler(QuietHandler):
             def do_GET(self) -> None:
                 site.hits += 1
                 site.release.wait(WAIT_CAP)
                 body = b"<!doctype html><title>slow page</title><h1 id='h'>finally</h1>"
-                self.send_response(200)
-                self.send_header("Content-Type", "text/html")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
                 with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # the killed worker's
-                    self.wfile.write(body)
+                    self.answer(200, body, "text/html")
 
-        super().__init__(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.serve_forever, daemon=True).start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
+        super().__init__(Handler)
 
 
 @pytest.fixture
 def site() -> Iterator[SlowSite]:
-    server = SlowSite()
-    yield server
-    server.release.set()
-    server.shutdown()
-    server.server_close()
+    with SlowSite() as server:
+        yield server
+        server.release.set()
 
 
-async def _short_leases(nats_url: str) -> None:
-    nc = await connect(nats_url, name="lifecycle-test")
-    try:
-        js = nc.jetstream()
-        await ensure_streams(js)
-        # created before the platform: ensure_pool_consumers keeps an existing consumer's config
-        await ensure_pool_consumers(js, ack_wait=LEASE_SECONDS)
-    finally:
-        await nc.close()
-
-
-async def _eventually(probe: Any, what: str) -> Any:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + WAIT_CAP
-    while True:
-        value = await probe()
-        if value:
-            return value
-        if loop.time() > deadline:
-            raise AssertionError(f"gave up waiting for {what}")
-        await asyncio.sleep(0.1)
+async def _short_leases(nc: NatsClient) -> None:
+    # created before the services: ensure_pool_consumers keeps an existing consumer's config
+    await ensure_pool_consumers(nc.jetstream(), ack_wait=LEASE_SECONDS)
 
 
 async def test_worker_killed_mid_task_completes_once_on_the_other(
-    nats_url: str, database_url: str, tmp_path: Path, site: SlowSite
+    database_url: str, tmp_path: Path, site: SlowSite
 ) -> None:
-    await _short_leases(nats_url)
     lines: list[str] = []
-    platform = Platform(
+    platform = Platform(  # its own authenticated NATS, as `make dev` runs it
         tmp_path / "home",
-        nats_url=nats_url,
         database_url=database_url,
+        prepare=_short_leases,
         workers=2,
         env={
             "LEASE_EXTEND_SECONDS": "1",
@@ -111,7 +80,7 @@ async def test_worker_killed_mid_task_completes_once_on_the_other(
         output=lines.append,
     )
     await asyncio.to_thread(platform.start)
-    nc = await connect(nats_url, name="lifecycle-client")
+    nc = await platform.connect_admin("lifecycle-client")
     try:
         rpc = RpcClient(nc, timeout=15)
         # a real organization: workers read its policy from auth before they run its task
@@ -128,13 +97,11 @@ async def test_worker_killed_mid_task_completes_once_on_the_other(
             }
         )
         task: TaskPublic = await rpc.call(
-            subjects.Scheduler.CREATE_TASK, CreateTaskRequest(actor=who, task=body), TaskPublic
+            endpoints.Scheduler.CREATE_TASK, CreateTaskRequest(actor=who, task=body)
         )
 
         async def get() -> TaskPublic:
-            return await rpc.call(
-                subjects.Scheduler.GET_TASK, GetTaskRequest(actor=who, task_id=task.id), TaskPublic
-            )
+            return await rpc.call(endpoints.Scheduler.GET_TASK, GetTaskRequest(actor=who, task_id=task.id))
 
         async def running_on() -> str | None:
             if site.hits < 1:
@@ -144,7 +111,7 @@ async def test_worker_killed_mid_task_completes_once_on_the_other(
                     return line.split("|", 1)[0].strip()
             return None
 
-        label = await _eventually(running_on, "attempt 1 to be mid-navigation on a worker")
+        label = await eventually(running_on, "attempt 1 to be mid-navigation on a worker", WAIT_CAP)
         victim = next(sp for sp in platform.processes if sp.name == label)
         victim.proc.kill()  # SIGKILL: no shutdown path, no nak, the lease just stops being extended
         await asyncio.to_thread(victim.proc.wait)
@@ -154,13 +121,11 @@ async def test_worker_killed_mid_task_completes_once_on_the_other(
             current = await get()
             return current if current.status in ("completed", "failed", "timed_out", "cancelled") else None
 
-        done = await _eventually(finished, "the task to finish on the surviving worker")
+        done = await eventually(finished, "the task to finish on the surviving worker", WAIT_CAP)
         assert done.status == "completed", (done.status, done.error_message, done.status_detail)
         assert done.attempt == 2 and "finally" in json.dumps(done.result), done.result
         attempts: list[TaskAttemptPublic] = await rpc.call(
-            subjects.Scheduler.TASK_ATTEMPTS,
-            GetTaskAttemptsRequest(actor=who, task_id=task.id),
-            list[TaskAttemptPublic],
+            endpoints.Scheduler.TASK_ATTEMPTS, GetTaskAttemptsRequest(actor=who, task_id=task.id)
         )
         assert [(a.attempt, a.status) for a in attempts] == [(1, "lost"), (2, "completed")]
         assert attempts[0].worker_id != attempts[1].worker_id
@@ -173,7 +138,7 @@ async def test_worker_killed_mid_task_completes_once_on_the_other(
             info = await js.stream_info(subjects.EVENTS_STREAM, subjects_filter=subject)
             return int((info.state.subjects or {}).get(subject, 0))
 
-        await _eventually(lambda: events(completed), "task.completed event")
+        await eventually(lambda: events(completed), "task.completed event", WAIT_CAP)
         assert await events(completed) == 1, "completed exactly once"
         assert await events(subjects.event(who.org_id, "task.started")) == 2  # one per attempt
         assert await events(subjects.event(who.org_id, "task.failed")) == 0

@@ -5,8 +5,7 @@ TOTP code (RFC 6238, computed here independently of the worker's code, ±1 perio
 cookie then opens `/app`, which also keeps a counter in localStorage so a saved profile's storage shows.
 Every successful sign-in is counted.
 
-`WebhookReceiver` stands in for a customer's system receiving webhooks: it answers 204 and records every
-request (headers and raw body, so a test can verify the signature over the exact bytes).
+The webhook receiver is the walking skeleton's (tests/e2e/sites.py).
 """
 
 from __future__ import annotations
@@ -14,19 +13,15 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import json
 import secrets
 import struct
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
 from http.cookies import SimpleCookie
-from http.server import BaseHTTPRequestHandler
-from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from browserfleet_core.testing import LoopbackHTTPServer
+from browserfleet_devkit.sites import QuietHandler
+from browserfleet_devkit.testing import LoopbackHTTPServer
 
 
 def totp_code(seed: str, at: float) -> str:
@@ -64,18 +59,9 @@ class TotpSite(LoopbackHTTPServer):
         self.lock = threading.Lock()
         site = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:
-                pass
-
+        class Handler(QuietHandler):
             def _send(self, status: int, body: bytes = b"", headers: dict[str, str] | None = None) -> None:
-                self.send_response(status)
-                for k, v in (headers or {}).items():
-                    self.send_header(k, v)
-                self.send_header("Content-Type", "text/html; charset=utf-8")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+                self.answer(status, body, headers=headers)
 
             def _cookie(self, name: str) -> str | None:
                 c = SimpleCookie(self.headers.get("Cookie", ""))
@@ -109,7 +95,7 @@ class TotpSite(LoopbackHTTPServer):
                     self._send(404, _page("Not found", "not found"))
 
             def do_POST(self) -> None:
-                form = parse_qs(self.rfile.read(int(self.headers.get("Content-Length") or 0)).decode())
+                form = parse_qs(self.read_body().decode())
                 path = urlsplit(self.path).path
                 if path == "/login":
                     if form.get("username") == [site.username] and form.get("password") == [site.password]:
@@ -138,46 +124,3 @@ class TotpSite(LoopbackHTTPServer):
                     self._send(404)
 
         super().__init__(Handler)
-
-
-@dataclass
-class ReceivedWebhook:
-    headers: dict[str, str]  # names lower-cased
-    body: bytes
-
-    def json(self) -> Any:
-        return json.loads(self.body)
-
-
-class WebhookReceiver(LoopbackHTTPServer):
-    def __init__(self) -> None:
-        self.received: list[ReceivedWebhook] = []
-        self.changed = threading.Condition()
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                with receiver.changed:
-                    receiver.received.append(
-                        ReceivedWebhook({k.lower(): v for k, v in self.headers.items()}, body)
-                    )
-                    receiver.changed.notify_all()
-                self.send_response(204)
-                self.end_headers()
-
-        super().__init__(Handler)
-
-    def wait_for(self, match: Callable[[ReceivedWebhook], bool], timeout: float) -> ReceivedWebhook | None:
-        """The first request `match` accepts, waiting up to `timeout` seconds for it to arrive."""
-        deadline = time.monotonic() + timeout
-        with self.changed:
-            while True:
-                found = next((r for r in self.received if match(r)), None)
-                remaining = deadline - time.monotonic()
-                if found is not None or remaining <= 0:
-                    return found
-                self.changed.wait(remaining)

@@ -8,31 +8,37 @@ NATS and PostgreSQL, driven over HTTP like a client, with real Chromium against 
 * steps invalid at the gateway: 422 naming the field, and no task is created (never reaches a worker);
 * the organization's policy set over the API reaches the worker: a host outside its allowed domains is
   blocked, the customer's webhook receives the signed `security.request_blocked` event (no query string in
-  it), and `evaluate` runs only once the policy allows it.
+  it), and `evaluate` runs only once the policy allows it;
+* a task that types a vault password into a careless site, screenshots, prints and then fails stores no form
+  of the password in any file of any artifact (every entry of trace.zip too), and the site's CSV export that
+  echoes it is withheld with a log line saying so.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import hashlib
-import hmac
+import io
+import json
 import secrets
 import time
+import zipfile
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
-from browserfleet_contracts import subjects
+from browserfleet_contracts import endpoints
 from browserfleet_contracts.common import Actor
 from browserfleet_contracts.task_admin import CancelTaskRequest
 from browserfleet_contracts.tasks import TaskPublic
-from browserfleet_core.devstack import Platform
 from browserfleet_core.messaging import RpcClient
-from browserfleet_core.testing import provision
+from browserfleet_devkit.devstack import Platform
+from browserfleet_devkit.sites import SecretFormSite, careless_form_walk, secret_forms_in
+from browserfleet_devkit.testing import provision
 
-from .sites import ReceivedWebhook, TotpSite, WebhookReceiver
+from ..admin import admin_login
+from ..e2e.sites import ReceivedWebhook, WebhookReceiver, verify_standard_webhook
+from .sites import TotpSite
 
 ORG_POLICY_CACHE_SECONDS = 0.5  # short, so policy changes in these tests take effect fast
 
@@ -50,11 +56,7 @@ class Running:
         self.lines = lines
         self.nats_url = nats_url
         self.http = httpx.Client(base_url=platform.gateway_url, timeout=30)
-        boot = platform.bootstrap
-        assert boot is not None and boot.password
-        r = self.http.post("/auth/login", json={"email": boot.admin_email, "password": boot.password})
-        assert r.status_code == 200, r.text
-        self.auth = {"Authorization": f"Bearer {r.json()['access_token']}"}
+        self.auth = {"Authorization": f"Bearer {admin_login(platform)['access_token']}"}
 
     def create(self, body: dict[str, Any]) -> str:
         r = self.http.post("/api/v1/tasks", headers=self.auth, json=body)
@@ -80,10 +82,10 @@ class Running:
 @pytest.fixture(scope="module")
 def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
     lines: list[str] = []
-    with provision("bf_wk_e2e") as infra:
-        platform = Platform(
+    with (
+        provision("bf_wk_e2e") as infra,
+        Platform(  # its own authenticated NATS, as `make dev` runs it
             home=tmp_path_factory.mktemp("home"),
-            nats_url=infra.nats_url,
             database_url=infra.database_url,
             output=lines.append,
             # ALLOW_EVALUATE pinned off: the org policy test needs `evaluate` refused unless the policy allows it
@@ -93,12 +95,9 @@ def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
                 "ALLOW_EVALUATE": "false",
                 "ORG_POLICY_CACHE_SECONDS": str(ORG_POLICY_CACHE_SECONDS),
             },
-        )
-        platform.start()
-        try:
-            yield Running(platform, lines, infra.nats_url)
-        finally:
-            platform.stop()
+        ) as platform,
+    ):
+        yield Running(platform, lines, platform.admin_url)
 
 
 @pytest.fixture(scope="module")
@@ -205,9 +204,8 @@ def cancel_by_rpc(running: Running, task_id: str) -> dict[str, Any]:
         nc = await nats.connect(running.nats_url)
         try:
             task: TaskPublic = await RpcClient(nc, timeout=10).call(
-                subjects.Scheduler.CANCEL_TASK,
+                endpoints.Scheduler.CANCEL_TASK,
                 CancelTaskRequest(actor=Actor(org_id=org_id, role="admin"), task_id=task_id),
-                TaskPublic,
             )
             return task.model_dump(mode="json")
         finally:
@@ -248,20 +246,6 @@ def put_policy(running: Running, policy: dict[str, Any]) -> None:
     # a worker reuses an org's policy for ORG_POLICY_CACHE_SECONDS after reading it: only tasks starting
     # after that are sure to run under the new one
     time.sleep(ORG_POLICY_CACHE_SECONDS + 0.5)
-
-
-def verify_standard_webhook(secret: str, headers: dict[str, str], body: bytes) -> bool:
-    """Standard Webhooks verification written from the spec, independent of the service's code (as in
-    tests/e2e/test_walking_skeleton.py)."""
-    key = base64.b64decode(secret.removeprefix("whsec_"))
-    signed = f"{headers['webhook-id']}.{headers['webhook-timestamp']}.".encode() + body
-    expected = base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
-    if abs(time.time() - int(headers["webhook-timestamp"])) > 300:
-        return False
-    return any(
-        sig.split(",", 1)[0] == "v1" and hmac.compare_digest(sig.split(",", 1)[1], expected)
-        for sig in headers["webhook-signature"].split()
-    )
 
 
 def test_org_policy_blocks_a_host_and_the_customer_webhook_hears_of_it(
@@ -327,3 +311,55 @@ def test_org_policy_blocks_a_host_and_the_customer_webhook_hears_of_it(
             put_policy(running, {})
             r = running.http.delete(f"/admin/webhooks/{endpoint['id']}", headers=running.auth)
             assert r.status_code == 204, r.text
+
+
+# every character changes under URL-encoding, JSON, HTML escaping or Latin-1
+ARTIFACT_SECRET = 'p@ss w/rd+"é'
+
+
+def test_no_form_of_a_vault_secret_in_any_artifact_of_a_failed_task(running: Running) -> None:
+    r = running.http.post(
+        "/api/v1/credentials",
+        headers=running.auth,
+        json={"name": "ARTIFACT_PW", "value": ARTIFACT_SECRET, "type": "password"},
+    )
+    assert r.status_code == 201, r.text
+    with SecretFormSite() as site:
+        captures = [
+            {"action": "screenshot", "name": "filled", "full_page": True},
+            {"action": "pdf", "name": "filled"},
+        ]
+        steps = careless_form_walk(site.url, "ARTIFACT_PW", captures)
+        task = running.wait(running.create({"steps": steps}))
+        assert site.signins == 1  # the form (and the script's requests) did go out
+    assert task["status"] == "failed" and task["error_step"] == 11, task
+    assert task["result"]["withheld_artifacts"] == ["export.csv"]
+
+    listed = running.http.get(f"/api/v1/tasks/{task['id']}/artifacts", headers=running.auth)
+    assert listed.status_code == 200, listed.text
+    names = sorted(a["name"] for a in listed.json())
+    assert names == ["failure.png", "filled.pdf", "filled.png", "trace.zip"]
+    searched: dict[str, bytes] = {}
+    for artifact in listed.json():
+        r = running.http.get(artifact["url"], headers=running.auth)
+        assert r.status_code == 200, r.text
+        searched[artifact["name"]] = r.content
+        if artifact["name"] == "trace.zip":
+            with zipfile.ZipFile(io.BytesIO(r.content)) as archive:
+                for entry in archive.namelist():
+                    searched[f"trace.zip/{entry}"] = archive.read(entry)
+    # the trace is kept, with the fill and the page's requests in it
+    assert '"method":"fill"' in searched["trace.zip/trace.trace"].decode()
+    assert "/api?pw=" in searched["trace.zip/trace.network"].decode()
+    assert any(name.startswith("trace.zip/resources/") for name in searched)
+    leaks = {
+        name: found for name, data in searched.items() if (found := secret_forms_in(ARTIFACT_SECRET, data))
+    }
+    assert leaks == {}
+
+    logs = running.http.get(f"/admin/tasks/{task['id']}/logs", headers=running.auth).json()["items"]
+    assert any(
+        line["message"] == "artifact export.csv not stored: it contains the value of secret ARTIFACT_PW"
+        for line in logs
+    ), logs
+    assert ARTIFACT_SECRET not in json.dumps(task) + json.dumps(logs)
