@@ -1,6 +1,6 @@
-"""Every plain call of the API, written once: what it sends and how its answer is read. The sync and the
-async client both execute these specs (`sync_call`, `async_call`), so the two cannot drift apart; the calls
-that loop, stream or keep tokens stay in each client."""
+"""Every plain call of the API, written once: what it sends and how its answer is read. Both clients get
+them as methods from `Endpoint`s (`_endpoints.ApiCalls`), which run them synchronously or awaitably, so the
+two cannot drift apart; the calls that loop, stream or keep tokens stay in each client."""
 
 from __future__ import annotations
 
@@ -8,12 +8,12 @@ import inspect
 import json
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
-from typing import Any, Concatenate, Generic, ParamSpec, TypeVar, get_args, get_type_hints
+from typing import Any, Concatenate, Generic, ParamSpec, TypeVar, get_args, get_type_hints, overload
 from urllib.parse import quote
 
 import httpx
 
-from ._core import ClientCore, task_body, without_none
+from ._core import ClientCore, HttpClientCore, task_body, without_none
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -77,6 +77,33 @@ def async_call(build: Callable[P, Call[R]]) -> Callable[Concatenate[Any, P], Cor
 
     _as_method(method, build)
     return method
+
+
+SyncClient = HttpClientCore[httpx.Client, Any]
+AsyncClient = HttpClientCore[httpx.AsyncClient, Any]
+
+
+class Endpoint(Generic[P, R]):
+    """A call as a method of both clients: the sync client's returns the answer, the async client's is a
+    coroutine function (each a plain function on the class, for help() and inspect)."""
+
+    def __init__(self, build: Callable[P, Call[R]]) -> None:
+        self.sync = sync_call(build)
+        self.async_ = async_call(build)
+
+    @overload
+    def __get__(self, client: None, owner: type[SyncClient]) -> Callable[Concatenate[Any, P], R]: ...
+    @overload
+    def __get__(
+        self, client: None, owner: type[AsyncClient]
+    ) -> Callable[Concatenate[Any, P], Coroutine[Any, Any, R]]: ...
+    @overload
+    def __get__(self, client: SyncClient, owner: type[Any]) -> Callable[P, R]: ...
+    @overload
+    def __get__(self, client: AsyncClient, owner: type[Any]) -> Callable[P, Coroutine[Any, Any, R]]: ...
+    def __get__(self, client: object, owner: type[Any]) -> Any:
+        method = self.async_ if issubclass(owner._http_class, httpx.AsyncClient) else self.sync
+        return method.__get__(client, owner)
 
 
 # --- auth -----------------------------------------------------------------------------------------------

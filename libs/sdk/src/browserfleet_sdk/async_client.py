@@ -10,50 +10,15 @@ from typing import Any
 import httpx
 
 from . import _calls as calls
-from ._calls import async_call
 from ._core import TERMINAL_STATUSES, HttpClientCore, SseParser
+from ._endpoints import ApiCalls
 from .errors import BrowserfleetError, TaskTimeout
 
 
-class AsyncBrowserfleetClient(HttpClientCore[httpx.AsyncClient, httpx.AsyncBaseTransport]):
+class AsyncBrowserfleetClient(ApiCalls, HttpClientCore[httpx.AsyncClient, httpx.AsyncBaseTransport]):
     """The same API as `BrowserfleetClient`, for asyncio code."""
 
     _http_class = httpx.AsyncClient
-
-    # the calls that are one request each (`_calls`)
-    me = async_call(calls.me)
-    create_task = async_call(calls.create_task)
-    get_task = async_call(calls.get_task)
-    list_tasks = async_call(calls.list_tasks)
-    cancel_task = async_call(calls.cancel_task)
-    task_logs = async_call(calls.task_logs)
-    list_artifacts = async_call(calls.list_artifacts)
-    download_artifact = async_call(calls.download_artifact)
-    put_credential = async_call(calls.put_credential)
-    list_credentials = async_call(calls.list_credentials)
-    delete_credential = async_call(calls.delete_credential)
-    update_credential = async_call(calls.update_credential)
-    delete_credential_by_id = async_call(calls.delete_credential_by_id)
-    create_webhook = async_call(calls.create_webhook)
-    list_webhooks = async_call(calls.list_webhooks)
-    delete_webhook = async_call(calls.delete_webhook)
-    list_deliveries = async_call(calls.list_deliveries)
-    get_webhook = async_call(calls.get_webhook)
-    update_webhook = async_call(calls.update_webhook)
-    get_delivery = async_call(calls.get_delivery)
-    replay_delivery = async_call(calls.replay_delivery)
-    replay_failed = async_call(calls.replay_failed)
-    get_replay_job = async_call(calls.get_replay_job)
-    send_test_event = async_call(calls.send_test_event)
-    rotate_webhook_secret = async_call(calls.rotate_webhook_secret)
-    create_worker_invite = async_call(calls.create_worker_invite)
-    list_workers = async_call(calls.list_workers)
-    drain_worker = async_call(calls.drain_worker)
-    revoke_worker = async_call(calls.revoke_worker)
-    create_api_key = async_call(calls.create_api_key)
-    list_api_keys = async_call(calls.list_api_keys)
-    revoke_api_key = async_call(calls.revoke_api_key)
-    health = async_call(calls.health)
 
     async def aclose(self) -> None:
         await self._http.aclose()

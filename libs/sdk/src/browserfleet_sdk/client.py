@@ -21,8 +21,8 @@ from typing import Any
 import httpx
 
 from . import _calls as calls
-from ._calls import sync_call
 from ._core import TERMINAL_STATUSES, HttpClientCore, sse_events
+from ._endpoints import ApiCalls
 from .async_client import AsyncBrowserfleetClient
 from .errors import BrowserfleetError, TaskTimeout
 
@@ -35,46 +35,11 @@ __all__ = [
 ]
 
 
-class BrowserfleetClient(HttpClientCore[httpx.Client, httpx.BaseTransport]):
+class BrowserfleetClient(ApiCalls, HttpClientCore[httpx.Client, httpx.BaseTransport]):
     """Synchronous client. `token` is an access token or an API key (`sk_api_…`); `login()` sets one (and
     refreshes it when it expires, using the refresh token it got)."""
 
     _http_class = httpx.Client
-
-    # the calls that are one request each (`_calls`)
-    me = sync_call(calls.me)
-    create_task = sync_call(calls.create_task)
-    get_task = sync_call(calls.get_task)
-    list_tasks = sync_call(calls.list_tasks)
-    cancel_task = sync_call(calls.cancel_task)
-    task_logs = sync_call(calls.task_logs)
-    list_artifacts = sync_call(calls.list_artifacts)
-    download_artifact = sync_call(calls.download_artifact)
-    put_credential = sync_call(calls.put_credential)
-    list_credentials = sync_call(calls.list_credentials)
-    delete_credential = sync_call(calls.delete_credential)
-    update_credential = sync_call(calls.update_credential)
-    delete_credential_by_id = sync_call(calls.delete_credential_by_id)
-    create_webhook = sync_call(calls.create_webhook)
-    list_webhooks = sync_call(calls.list_webhooks)
-    delete_webhook = sync_call(calls.delete_webhook)
-    list_deliveries = sync_call(calls.list_deliveries)
-    get_webhook = sync_call(calls.get_webhook)
-    update_webhook = sync_call(calls.update_webhook)
-    get_delivery = sync_call(calls.get_delivery)
-    replay_delivery = sync_call(calls.replay_delivery)
-    replay_failed = sync_call(calls.replay_failed)
-    get_replay_job = sync_call(calls.get_replay_job)
-    send_test_event = sync_call(calls.send_test_event)
-    rotate_webhook_secret = sync_call(calls.rotate_webhook_secret)
-    create_worker_invite = sync_call(calls.create_worker_invite)
-    list_workers = sync_call(calls.list_workers)
-    drain_worker = sync_call(calls.drain_worker)
-    revoke_worker = sync_call(calls.revoke_worker)
-    create_api_key = sync_call(calls.create_api_key)
-    list_api_keys = sync_call(calls.list_api_keys)
-    revoke_api_key = sync_call(calls.revoke_api_key)
-    health = sync_call(calls.health)
 
     # --- plumbing -------------------------------------------------------------------------------
     def close(self) -> None:
