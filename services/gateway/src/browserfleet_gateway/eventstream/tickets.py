@@ -16,6 +16,7 @@ from typing import Literal
 
 from browserfleet_contracts import subjects
 from browserfleet_contracts.common import Actor
+from browserfleet_core.projection import project
 from browserfleet_core.security import hash_token
 from nats.aio.client import Client as NatsClient
 from nats.js.api import KeyValueConfig, StorageType
@@ -67,11 +68,9 @@ class TicketStore:
         self, principal: Principal, credential_expires_at: datetime | None, issued: float | None
     ) -> tuple[str, TicketHolder]:
         """A fresh ticket standing for `principal` (as its access rule admitted it)."""
-        holder = TicketHolder(
-            actor=principal.actor,
-            kind=principal.kind,
-            scopes=principal.scopes,
-            plan=principal.plan,
+        holder = project(
+            TicketHolder,
+            principal,
             credential_expires_at=credential_expires_at,
             issued=issued,
             ticket_expires_at=datetime.now(UTC) + timedelta(seconds=self._ttl),
