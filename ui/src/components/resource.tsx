@@ -2,6 +2,7 @@
  * states only its own columns, fields and words: the page with its "create" button and form, the list as a
  * table with its loading, empty and error states, and a create form in a panel. */
 import { useState, type FormEvent, type ReactNode } from "react";
+import { useAction } from "../lib/hooks";
 import { Empty, ErrorNote, FormError, Loading, OnceSecret, Page, Panel } from "./ui";
 
 
@@ -95,10 +96,35 @@ interface Action {
   busy: boolean;
   error: unknown;
   run: (...args: never[]) => unknown;
+  /** set by `useCreate` once the answer carried a secret */
+  secret?: Secret | null;
 }
 
-/** A form in a panel: its fields, the errors no field shows, submit and Cancel. Submitting runs `action`
- * (or `onSubmit`, for a form that checks something first). */
+/** A secret a created thing's answer carries (API key, invite code, one-time password), with its words. */
+export interface Secret {
+  title: string;
+  label: string;
+  value: string;
+  testid: string;
+  panel?: string;
+  note?: ReactNode;
+}
+
+/** The save of a create form: `send` posts the form and returns the secret its answer carried, which
+ * `FormPanel` then shows once in the form's place; with no secret (null) the form just closes. */
+export function useCreate(send: () => Promise<Secret | null>, onDone: () => void) {
+  const [secret, setSecret] = useState<Secret | null>(null);
+  const action = useAction(async () => {
+    const shown = await send();
+    if (shown) setSecret(shown);
+    else onDone();
+  });
+  return { ...action, secret };
+}
+
+/** A form in a panel: its fields, the errors no field shows, submit and Cancel; after a `useCreate` save
+ * that got a secret, that secret instead (Done closes it like Cancel). Submitting runs `action` (or
+ * `onSubmit`, for a form that checks something first). */
 export function FormPanel({
   title,
   testid,
@@ -125,6 +151,14 @@ export function FormPanel({
     if (onSubmit) onSubmit();
     else void action.run();
   };
+  if (action.secret) {
+    const { note, ...secret } = action.secret;
+    return (
+      <SecretPanel {...secret} onDone={onCancel}>
+        {note}
+      </SecretPanel>
+    );
+  }
   return (
     <Panel title={title} testid={testid}>
       <form onSubmit={send} autoComplete={autoComplete}>

@@ -1,10 +1,10 @@
 import { useState } from "react";
 import { api, call } from "../api/client";
 import type { ApiKeyScope } from "../api/types";
-import { Checks, FormPanel, ListTable, ResourcePage, SecretPanel } from "../components/resource";
+import { Checks, FormPanel, ListTable, ResourcePage, useCreate } from "../components/resource";
 import { ConfirmButton, Field } from "../components/ui";
 import { fmtAgo, fmtTime, localInputToIso } from "../lib/format";
-import { useAction, useChange, useResource } from "../lib/hooks";
+import { useChange, useResource } from "../lib/hooks";
 
 const SCOPES: [ApiKeyScope, string][] = [
   ["tasks:read", "read tasks, logs and artifacts"],
@@ -53,12 +53,10 @@ function KeyForm({ onDone }: { onDone: () => void }) {
   const [name, setName] = useState("");
   const [scopes, setScopes] = useState<ApiKeyScope[]>(["tasks:read", "tasks:write"]);
   const [expires, setExpires] = useState("");
-  const [key, setKey] = useState<string | null>(null);
-  const save = useAction(async () => {
+  const save = useCreate(async () => {
     const created = await call(api.POST("/admin/api-keys", { body: { name, scopes, expires_at: localInputToIso(expires) ?? null } }));
-    setKey(created.key);
-  });
-  if (key) return <SecretPanel title="API key created" label={`Key "${name}"`} value={key} testid="api-key-value" onDone={onDone} />;
+    return { title: "API key created", label: `Key "${name}"`, value: created.key, testid: "api-key-value" };
+  }, onDone);
   return (
     <FormPanel title="Create an API key" testid="api-key-form" action={save} fields={["name", "scopes", "expires_at"]} submit={{ label: "Create key", testid: "api-key-save" }} onCancel={onDone}>
       <div className="grid3">

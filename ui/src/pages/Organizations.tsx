@@ -2,7 +2,7 @@ import { useState } from "react";
 import { api, call } from "../api/client";
 import type { Organization, Plan } from "../api/types";
 import { useSignedIn } from "../auth";
-import { Choice, FormPanel, ListTable, ResourcePage, SecretPanel } from "../components/resource";
+import { Choice, FormPanel, ListTable, ResourcePage, useCreate } from "../components/resource";
 import { ConfirmButton, Field } from "../components/ui";
 import { fmtTime } from "../lib/format";
 import { useAction, useChange, useResource } from "../lib/hooks";
@@ -53,14 +53,11 @@ function OrgForm({ onDone }: { onDone: () => void }) {
   const [slug, setSlug] = useState("");
   const [plan, setPlan] = useState<Plan>("free");
   const [adminEmail, setAdminEmail] = useState("");
-  const [created, setCreated] = useState<{ email: string; password: string } | null>(null);
-  const save = useAction(async () => {
+  const save = useCreate(async () => {
     const org = await call(api.POST("/organizations", { body: { name, slug: slug || null, plan, admin_email: adminEmail || null } }));
-    if (org.admin_password && org.admin_email) setCreated({ email: org.admin_email, password: org.admin_password });
-    else onDone();
-  });
-  if (created)
-    return <SecretPanel title="Organization created" label={`Password of its first admin, ${created.email}`} value={created.password} testid="org-admin-password" onDone={onDone} />;
+    if (!org.admin_password || !org.admin_email) return null;
+    return { title: "Organization created", label: `Password of its first admin, ${org.admin_email}`, value: org.admin_password, testid: "org-admin-password" };
+  }, onDone);
   return (
     <FormPanel title="Create an organization" testid="org-form" action={save} fields={["name", "slug", "plan", "admin_email", "settings"]} submit={{ label: "Create", testid: "org-save" }} onCancel={onDone}>
       <div className="grid2">

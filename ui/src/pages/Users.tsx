@@ -2,7 +2,7 @@ import { useState } from "react";
 import { api, call } from "../api/client";
 import type { Role, User } from "../api/types";
 import { useSignedIn } from "../auth";
-import { Choice, FormPanel, ListTable, ResourcePage, SecretPanel } from "../components/resource";
+import { Choice, FormPanel, ListTable, ResourcePage, useCreate } from "../components/resource";
 import { ConfirmButton, Field } from "../components/ui";
 import { fmtAgo, fmtTime } from "../lib/format";
 import { useAction, useResource } from "../lib/hooks";
@@ -66,14 +66,11 @@ function UserForm({ onDone }: { onDone: () => void }) {
   const [name, setName] = useState("");
   const [role, setRole] = useState<Role>("user");
   const [password, setPassword] = useState("");
-  const [oneTime, setOneTime] = useState<{ email: string; password: string } | null>(null);
-  const save = useAction(async () => {
+  const save = useCreate(async () => {
     const created = await call(api.POST("/admin/users", { body: { email, name, role, password: password || null } }));
-    if (created.password) setOneTime({ email: created.email, password: created.password });
-    else onDone();
-  });
-  if (oneTime)
-    return <SecretPanel title="User invited" label={`One-time password for ${oneTime.email}`} value={oneTime.password} testid="user-invite-password" onDone={onDone} />;
+    if (!created.password) return null;
+    return { title: "User invited", label: `One-time password for ${created.email}`, value: created.password, testid: "user-invite-password" };
+  }, onDone);
   return (
     <FormPanel title="Add a user" testid="user-form" action={save} fields={["email", "name", "role", "password"]} submit={{ label: "Add user", testid: "user-save" }} onCancel={onDone} autoComplete="off">
       <div className="grid3">

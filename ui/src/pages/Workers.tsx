@@ -1,12 +1,12 @@
 import { useState } from "react";
 import { api, call, rawJson } from "../api/client";
 import { fillPath } from "../api/capabilities";
-import type { Invite, Worker } from "../api/types";
+import type { Worker } from "../api/types";
 import { useSignedIn } from "../auth";
-import { Choice, FormPanel, ListTable, ResourcePage, SecretPanel } from "../components/resource";
+import { Choice, FormPanel, ListTable, ResourcePage, useCreate } from "../components/resource";
 import { ConfirmButton, Field } from "../components/ui";
 import { fmtAgo, fmtTime, splitList } from "../lib/format";
-import { useAction, useChange, useOrgEvents, usePollInterval, useResource } from "../lib/hooks";
+import { useChange, useOrgEvents, usePollInterval, useResource } from "../lib/hooks";
 
 const TTLS: [number, string][] = [
   [3600, "1 hour"],
@@ -81,26 +81,22 @@ export function WorkersPage() {
 function InviteForm({ onDone }: { onDone: () => void }) {
   const [ttl, setTtl] = useState(3600);
   const [tags, setTags] = useState("");
-  const [invite, setInvite] = useState<Invite | null>(null);
-  const create = useAction(async () => {
-    setInvite(await call(api.POST("/admin/workers/invite", { body: { ttl_seconds: ttl, tags: splitList(tags), multi_use: false, pool: "default" } })));
-  });
-  if (invite)
-    return (
-      <SecretPanel
-        title="Invite code"
-        panel="invite-result"
-        label={`Valid until ${fmtTime(invite.expires_at)}${invite.tags.length ? ` · tags: ${invite.tags.join(", ")}` : ""}`}
-        value={invite.code}
-        testid="invite-code"
-        onDone={onDone}
-      >
+  const create = useCreate(async () => {
+    const invite = await call(api.POST("/admin/workers/invite", { body: { ttl_seconds: ttl, tags: splitList(tags), multi_use: false, pool: "default" } }));
+    return {
+      title: "Invite code",
+      panel: "invite-result",
+      label: `Valid until ${fmtTime(invite.expires_at)}${invite.tags.length ? ` · tags: ${invite.tags.join(", ")}` : ""}`,
+      value: invite.code,
+      testid: "invite-code",
+      note: (
         <p className="hint">
           The worker registers with it once (<code>POST /workers/register</code>) and gets its own key; it then shows up in this
           list.
         </p>
-      </SecretPanel>
-    );
+      ),
+    };
+  }, onDone);
   return (
     <FormPanel title="Invite a worker" testid="invite-form" action={create} fields={["ttl_seconds", "tags"]} submit={{ label: "Create invite code", testid: "invite-create" }} onCancel={onDone}>
       <div className="grid3">
