@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -80,6 +81,42 @@ class BusSettings(BaseSettings):
     )
     nats_tls_cert: Path | None = Field(default=None, description="client certificate, when NATS asks for one")
     nats_tls_key: Path | None = Field(default=None, description="the client certificate's key")
+
+
+class OutboxSettings(BaseSettings):
+    """For a service that relays its transactional outbox (`OutboxRelay`): one knob, so every relay's idle
+    pass is tuned the same way."""
+
+    model_config = SettingsConfigDict(extra="ignore", env_prefix="")
+
+    outbox_poll_seconds: float = Field(
+        default=1.0, gt=0, description="outbox relay pass interval when no commit wakes it"
+    )
+
+
+class WorkerAuthSettings(BaseSettings):
+    """For a service that takes a worker's key as its word (`workerkeys.WorkerKeys`): they share
+    WORKER_AUTH_CACHE_SECONDS, so a revoked key is refused everywhere within the same time."""
+
+    model_config = SettingsConfigDict(extra="ignore", env_prefix="")
+
+    worker_auth_cache_seconds: float = Field(
+        default=30.0,
+        ge=0,
+        description="how long a worker key, once authenticated by worker-gateway, is trusted without asking again "
+        "(a revoked key is refused again within this time; 0 asks every time)",
+    )
+
+
+def env_list(value: Any) -> Any:
+    """A `NoDecode` list field's environment value, `a,b` or a JSON list, as a list; a Python list (or anything
+    else) as given, for pydantic to validate."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            return json.loads(text)
+        return [item.strip() for item in text.split(",") if item.strip()]
+    return value
 
 
 class ServiceSettings(BusSettings, ArtifactSettings, StreamSettings):

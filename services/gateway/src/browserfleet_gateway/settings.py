@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from browserfleet_core.settings import ServiceSettings
+from browserfleet_core.settings import ServiceSettings, env_list
 from pydantic import Field, field_validator
 from pydantic_settings import NoDecode
 
@@ -160,7 +159,7 @@ class GatewaySettings(ServiceSettings):
     @field_validator("trusted_proxies", mode="before")
     @classmethod
     def _networks(cls, v: Any) -> Any:
-        v = _env_list(v)
+        v = env_list(v)
         if isinstance(v, list | tuple):
             return parse_networks(str(item) for item in v)
         return v
@@ -168,14 +167,4 @@ class GatewaySettings(ServiceSettings):
     @field_validator("cors_origins", mode="before")
     @classmethod
     def _split(cls, v: Any) -> Any:
-        return _env_list(v)
-
-
-def _env_list(v: Any) -> Any:
-    """A NoDecode list from the environment, `a,b` or a JSON list; a Python list (or anything else) as given."""
-    if isinstance(v, str):
-        v = v.strip()
-        if v.startswith("["):
-            return json.loads(v)
-        return [item.strip() for item in v.split(",") if item.strip()]
-    return v
+        return env_list(v)

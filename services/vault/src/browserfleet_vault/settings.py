@@ -5,11 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from browserfleet_core.master_keys import check_previous_keys, decode_master_key, parse_previous_keys
-from browserfleet_core.settings import ServiceSettings
+from browserfleet_core.settings import ServiceSettings, WorkerAuthSettings
 from pydantic import Field, SecretStr, field_validator
 
 
-class VaultSettings(ServiceSettings):
+class VaultSettings(WorkerAuthSettings, ServiceSettings):
     service_name: str = "vault"
     vault_master_key: SecretStr = Field(
         description="Current AES-256 master key, base64 of 32 bytes. Required.",
@@ -18,12 +18,6 @@ class VaultSettings(ServiceSettings):
     vault_previous_master_keys: dict[int, SecretStr] = Field(
         default_factory=dict,
         description='Older master keys still needed to unwrap data keys: JSON {"<version>": "<base64>"}.',
-    )
-    worker_auth_cache_seconds: float = Field(
-        default=30.0,
-        ge=0,
-        description="how long a worker key, once authenticated by worker-gateway, is trusted without asking again "
-        "(a revoked key is refused again within this time; 0 asks every time)",
     )
 
     @field_validator("vault_master_key")

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from typing import Annotated, Any
 
 from browserfleet_core.master_keys import MasterKey, PreviousMasterKeys
-from browserfleet_core.settings import ServiceSettings
+from browserfleet_core.settings import OutboxSettings, ServiceSettings, env_list
 from pydantic import Field, field_validator
 from pydantic_settings import NoDecode
 
@@ -14,7 +13,7 @@ from pydantic_settings import NoDecode
 SVIX_SCHEDULE = (0.0, 5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0)
 
 
-class WebhooksSettings(ServiceSettings):
+class WebhooksSettings(OutboxSettings, ServiceSettings):
     service_name: str = "webhooks"
     webhook_master_key: MasterKey | None = Field(
         default=None,
@@ -71,7 +70,6 @@ class WebhooksSettings(ServiceSettings):
     webhook_poll_seconds: float = Field(
         default=1.0, gt=0, description="how often the dispatcher looks for due retries when nothing wakes it"
     )
-    outbox_poll_seconds: float = Field(default=1.0, gt=0)
 
     @property
     def max_attempts(self) -> int:
@@ -80,12 +78,7 @@ class WebhooksSettings(ServiceSettings):
     @field_validator("webhook_retry_schedule", mode="before")
     @classmethod
     def _parse_schedule(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            text = value.strip()
-            if text.startswith("["):
-                return json.loads(text)
-            return [part.strip() for part in text.split(",") if part.strip()]
-        return value
+        return env_list(value)
 
     @field_validator("webhook_retry_schedule")
     @classmethod

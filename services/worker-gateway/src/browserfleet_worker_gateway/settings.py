@@ -3,20 +3,17 @@
 from __future__ import annotations
 
 from browserfleet_contracts.workers import POOL_NAME_PATTERN
-from browserfleet_core.settings import ServiceSettings
+from browserfleet_core.settings import OutboxSettings, ServiceSettings
 from pydantic import Field, SecretStr
 
 
-class WorkerGatewaySettings(ServiceSettings):
+class WorkerGatewaySettings(OutboxSettings, ServiceSettings):
     service_name: str = "worker-gateway"
     offline_after_seconds: float = Field(
         default=15.0, gt=0, description="A worker whose last heartbeat is older than this is offline."
     )
     offline_check_seconds: float = Field(
         default=5.0, gt=0, description="how often silent workers are looked for (each gets a worker.offline)"
-    )
-    outbox_poll_seconds: float = Field(
-        default=1.0, gt=0, description="outbox relay pass interval when no commit wakes it"
     )
     platform_pool_invite: SecretStr | None = Field(
         default=None,
