@@ -33,7 +33,7 @@ from ..auth import (
     UserStateRequest,
     WorkerOrgPolicyRequest,
 )
-from ..bus import VAULT, WORKER
+from ..bus import AUTH, VAULT, WORKER
 from ..common import Ack, ById, Empty, OrgScoped, Page
 from ..mfa import (
     LoginReply,
@@ -55,11 +55,10 @@ from ..sso import (
     SsoStartReply,
     SsoStartRequest,
 )
-from .base import Service, _ep, _health
+from .base import Service, _ep
 
 
-class Auth(Service, queue="auth"):
-    HEALTH = _health()
+class Auth(Service, queue=AUTH):
     LOGIN = _ep(
         LoginCommand,
         LoginReply,

@@ -11,7 +11,7 @@ from typing import Any, ClassVar, Generic, TypeVar
 from pydantic import BaseModel
 
 from ..bus import DEFAULT_CALLERS, SERVICES
-from ..common import Empty
+from ..common import DbHealth, Empty
 from ..health import HealthReport
 
 Req = TypeVar("Req", bound=BaseModel)
@@ -41,16 +41,19 @@ class Endpoint(Generic[Req, Rep]):
 
 
 class Service:
-    """One service's declarations. A subclass names the queue group that serves it and the subject token, when
-    that is not the queue (`class Workers(Service, queue="worker-gateway", token="workers")`); each endpoint
-    it declares is served by that queue under `svc.<token>.<attribute name, lower case>`, so the subject of
-    `Scheduler.GET_TASK` is `svc.scheduler.get_task` and no subject is spelled out by hand."""
+    """One service's declarations. A subclass names the queue group that serves it (its bus identity) and the
+    subject token, when that is not the queue (`class Workers(Service, queue=WORKER_GATEWAY, token="workers")`);
+    each endpoint it declares is served by that queue under `svc.<token>.<attribute name, lower case>`, so the
+    subject of `Scheduler.GET_TASK` is `svc.scheduler.get_task` and no subject is spelled out by hand. Every
+    service answers `HEALTH` (`_health`), so that one is declared here for all of them."""
 
     QUEUE: ClassVar[str]
+    HEALTH: ClassVar[Endpoint[Empty, HealthReport]]
 
     def __init_subclass__(cls, *, queue: str, token: str | None = None, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         cls.QUEUE = queue
+        cls.HEALTH = _health()
         for name, value in list(vars(cls).items()):
             if isinstance(value, Endpoint):
                 subject = f"svc.{token or queue}.{name.lower()}"
@@ -79,3 +82,8 @@ def _health() -> Endpoint[Empty, HealthReport]:
         "The service's health: healthy, degraded or unhealthy, one check per dependency (its own only).",
         callers=SERVICES,
     )
+
+
+def _db_health(owner: str) -> Endpoint[Empty, DbHealth]:
+    """`svc.<token>.db_health` of a service with a database of its own (`GET /health/db` asks it)."""
+    return _ep(Empty, DbHealth, f"`SELECT 1` through the {owner}'s database pool (`GET /health/db`).")

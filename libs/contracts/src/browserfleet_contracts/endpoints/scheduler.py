@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from ..bus import GATEWAY, VAULT, WORKER, WORKER_GATEWAY
-from ..common import Ack, ById, DbHealth, Empty, Page
+from ..bus import GATEWAY, SCHEDULER, VAULT, WORKER, WORKER_GATEWAY
+from ..common import Ack, ById, Page
 from ..schedules import CreateScheduleRequest, ListSchedulesRequest, SchedulePublic, UpdateScheduleRequest
 from ..task_admin import (
     AdminListTasksRequest,
@@ -25,11 +25,10 @@ from ..tasks import (
     WorkerResultReply,
     WorkerResultRequest,
 )
-from .base import Service, _ep, _health
+from .base import Service, _db_health, _ep
 
 
-class Scheduler(Service, queue="scheduler"):
-    HEALTH = _health()
+class Scheduler(Service, queue=SCHEDULER):
     CREATE_TASK = _ep(
         CreateTaskRequest,
         TaskPublic,
@@ -65,11 +64,7 @@ class Scheduler(Service, queue="scheduler"):
         "the gateway with the worker's key): recorded as a TASK_UPDATES result would be, only for the attempt "
         "this worker claimed; a repeat changes nothing, a finished or lost attempt is a 409.",
     )
-    DB_HEALTH = _ep(
-        Empty,
-        DbHealth,
-        "`SELECT 1` through the scheduler's database pool (`GET /health/db`).",
-    )
+    DB_HEALTH = _db_health("scheduler")
     CANCEL_TASK = _ep(
         CancelTaskRequest,
         TaskPublic,

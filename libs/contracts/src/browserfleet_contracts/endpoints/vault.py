@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from ..bus import AUTH, WORKER
-from ..common import Ack, ById, DbHealth, Empty, OrgScoped
+from ..bus import AUTH, VAULT, WORKER
+from ..common import Ack, ById, OrgScoped
 from ..profiles import (
     ListProfilesRequest,
     ProfileAcquireRequest,
@@ -25,11 +25,10 @@ from ..vault import (
     SsoClientSecretRequest,
     UpdateCredentialRequest,
 )
-from .base import Service, _ep, _health
+from .base import Service, _db_health, _ep
 
 
-class Vault(Service, queue="vault"):
-    HEALTH = _health()
+class Vault(Service, queue=VAULT):
     PUT_CREDENTIAL = _ep(
         PutCredentialRequest,
         CredentialPublic,
@@ -47,11 +46,7 @@ class Vault(Service, queue="vault"):
         "Change a credential found by id: its value, type or description (404 for another org's).",
     )
     DELETE_CREDENTIAL_BY_ID = _ep(ById, Ack, "Remove a credential by id.")
-    DB_HEALTH = _ep(
-        Empty,
-        DbHealth,
-        "`SELECT 1` through the vault's database pool (`GET /health/db`).",
-    )
+    DB_HEALTH = _db_health("vault")
     CHECK_NAMES = _ep(
         CheckNamesRequest,
         CheckNamesReply,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ..bus import WEBHOOKS
 from ..common import Ack, ById, OrgScoped
 from ..webhooks import (
     CreateEndpointRequest,
@@ -14,11 +15,10 @@ from ..webhooks import (
     WebhookEndpointPublic,
     WebhookSecretPublic,
 )
-from .base import Service, _ep, _health
+from .base import Service, _ep
 
 
-class Webhooks(Service, queue="webhooks"):
-    HEALTH = _health()
+class Webhooks(Service, queue=WEBHOOKS):
     CREATE_ENDPOINT = _ep(
         CreateEndpointRequest,
         WebhookEndpointPublic,

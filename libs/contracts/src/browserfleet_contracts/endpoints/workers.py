@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..artifacts import ArtifactChunk, ArtifactCommitRequest, ArtifactReadRequest
-from ..bus import AUTH, GATEWAY, REGISTRANT, SCHEDULER, VAULT, WORKER
+from ..bus import AUTH, GATEWAY, REGISTRANT, SCHEDULER, VAULT, WORKER, WORKER_GATEWAY
 from ..common import Ack, ById
 from ..tasks import ArtifactRef
 from ..workers import (
@@ -25,11 +25,10 @@ from ..workers import (
     WorkerPublic,
     WorkerStatusRequest,
 )
-from .base import Service, _ep, _health
+from .base import Service, _ep
 
 
-class Workers(Service, queue="worker-gateway", token="workers"):
-    HEALTH = _health()
+class Workers(Service, queue=WORKER_GATEWAY, token="workers"):
     CREATE_INVITE = _ep(
         CreateInviteRequest,
         InvitePublic,
