@@ -96,7 +96,9 @@ def events_of(identity: str) -> tuple[str, ...]:
 _ARTIFACTS: Final = f"$O.{subjects.ARTIFACTS_BUCKET}.>"
 _TICKETS: Final = f"$KV.{subjects.WS_TICKETS_BUCKET}.>"
 _RATE_LIMITS: Final = f"$KV.{subjects.RATE_LIMITS_BUCKET}.>"
-_LIVE_TO_WORKER: Final = tuple(subjects.live_pattern(op) for op in ("start", "stop", "input"))
+# what a gateway asks of the worker running a task; the worker answers on `frames`
+_LIVE_OPS_TO_WORKER: Final = ("start", "stop", "input")
+_LIVE_TO_WORKER: Final = tuple(subjects.live_pattern(op) for op in _LIVE_OPS_TO_WORKER)
 
 GRANTS: Final[dict[str, Grant]] = {
     GATEWAY: Grant(
@@ -151,6 +153,6 @@ def worker_grant(worker_id: str, pool: str) -> Grant:
             subjects.task_run(pool, "*"),
             subjects.task_cancel("*"),
             subjects.worker_drain(worker_id),
-            *(subjects.live_pattern(op, worker_id=worker_id) for op in ("start", "stop", "input")),
+            *(subjects.live_pattern(op, worker_id=worker_id) for op in _LIVE_OPS_TO_WORKER),
         ),
     )

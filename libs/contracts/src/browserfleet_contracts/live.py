@@ -24,12 +24,16 @@ WatcherId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z
 
 
 # --- gateway <-> worker (core NATS) -------------------------------------------------------------------
-class LiveStartRequest(Contract):
-    """Start the screencast of `task_id`'s browser for `watcher` (one gateway process), or keep it going."""
+class _WatcherRequest(Contract):
+    """What a gateway's request to the worker running a task names: which attempt, and for which watcher."""
 
     task_id: str = Field(min_length=1, max_length=64)
     attempt: int = Field(ge=1)
     watcher: WatcherId
+
+
+class LiveStartRequest(_WatcherRequest):
+    """Start the screencast of `task_id`'s browser for `watcher` (one gateway process), or keep it going."""
 
 
 class LiveStartReply(BaseModel):
@@ -122,12 +126,9 @@ class ContinueInput(Contract):
 Input = Annotated[MouseInput | KeyInput | ContinueInput, Field(discriminator="kind")]
 
 
-class LiveInput(Contract):
+class LiveInput(_WatcherRequest):
     """Gateway -> worker (`subjects.live_input`): one input event from a person who may change the task."""
 
-    task_id: str = Field(min_length=1, max_length=64)
-    attempt: int = Field(ge=1)
-    watcher: WatcherId
     event: Input
 
 
