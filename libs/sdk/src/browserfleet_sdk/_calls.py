@@ -84,8 +84,8 @@ AsyncClient = HttpClientCore[httpx.AsyncClient, Any]
 
 
 class Endpoint(Generic[P, R]):
-    """A call as a method of both clients: the sync client's returns the answer, the async client's is a
-    coroutine function (each a plain function on the class, for help() and inspect)."""
+    """A call as a method of both clients: on a client whose `request` is awaitable it is a coroutine
+    function, else it returns the answer (a plain function either way, for help() and inspect)."""
 
     def __init__(self, build: Callable[P, Call[R]]) -> None:
         self.sync = sync_call(build)
@@ -102,7 +102,7 @@ class Endpoint(Generic[P, R]):
     @overload
     def __get__(self, client: AsyncClient, owner: type[Any]) -> Callable[P, Coroutine[Any, Any, R]]: ...
     def __get__(self, client: object, owner: type[Any]) -> Any:
-        method = self.async_ if issubclass(owner._http_class, httpx.AsyncClient) else self.sync
+        method = self.async_ if inspect.iscoroutinefunction(owner.request) else self.sync
         return method.__get__(client, owner)
 
 
