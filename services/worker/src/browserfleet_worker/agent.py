@@ -29,7 +29,7 @@ from .artifact_guard import withhold
 from .llm import LLMClient, LLMError, Usage
 from .netguard import Policy
 from .secret_forms import SecretScanner
-from .secret_values import Masker, SecretUnavailable, render, variants
+from .secret_values import Masker, SecretUnavailable, Substitution, render, variants
 from .steps import Artifact, StepsOutcome, schema_errors
 from .steps.outcome import where
 
@@ -82,18 +82,11 @@ def placeholder(name: str) -> str:
     return "{{ secrets." + name + " }}"
 
 
-class Placeholders:
+class Placeholders(Substitution):
     """Turns secret values back into `{{ secrets.NAME }}` (also URL-encoded forms), longest first."""
 
     def __init__(self, values: Mapping[str, str]) -> None:
-        pairs = [(v, placeholder(name)) for name, value in values.items() for v in variants(value)]
-        self._pairs = sorted(pairs, key=lambda p: len(p[0]), reverse=True)
-
-    def text(self, text: str) -> str:
-        for value, placeholder in self._pairs:
-            if value in text:
-                text = text.replace(value, placeholder)
-        return text
+        super().__init__((v, placeholder(name)) for name, value in values.items() for v in variants(value))
 
     def deep(self, obj: Any) -> Any:
         if isinstance(obj, str):

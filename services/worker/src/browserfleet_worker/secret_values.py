@@ -55,21 +55,28 @@ def variants(value: str) -> set[str]:
     return {v for v in (value, quote(value, safe=""), quote_plus(value)) if v}
 
 
-class Masker:
+class Substitution:
+    """Replaces secret values (each as `variants` gives it) in text by what stands for them."""
+
+    def __init__(self, pairs: Iterable[tuple[str, str]]) -> None:
+        # longest first, so a secret that contains another is replaced whole
+        self._pairs = sorted(pairs, key=lambda p: len(p[0]), reverse=True)
+
+    def text(self, text: str) -> str:
+        for value, replacement in self._pairs:
+            if value in text:
+                text = text.replace(value, replacement)
+        return text
+
+
+class Masker(Substitution):
     """Masks a known set of values out of text and JSON-like structures."""
 
     def __init__(self, values: Iterable[str] = ()) -> None:
         found: set[str] = set()
         for v in values:
             found |= variants(v)
-        # longest first, so a secret that contains another is masked whole
-        self._values = sorted(found, key=len, reverse=True)
-
-    def text(self, text: str) -> str:
-        for value in self._values:
-            if value in text:
-                text = text.replace(value, MASK)
-        return text
+        super().__init__((v, MASK) for v in found)
 
     def deep(self, obj: Any) -> Any:
         if isinstance(obj, str):
