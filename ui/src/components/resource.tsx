@@ -47,23 +47,18 @@ interface ListState<T> {
   loading: boolean;
 }
 
-/** A list from the API as a table: "Loading…" until the first answer, `empty` when there is nothing, the
- * errors of the list and of its row actions in plain words. A `false` heading is a column left out. */
-export function ListTable<T>({
-  list,
-  errors = [],
-  empty,
-  testid,
-  head,
-  children,
-}: {
+interface ListTableProps<T> {
   list: ListState<T>;
   errors?: unknown[];
   empty: ReactNode;
   testid: string;
   head: (string | false)[];
   children: (item: T) => ReactNode;
-}) {
+}
+
+/** A list from the API as a table: "Loading…" until the first answer, `empty` when there is nothing, the
+ * errors of the list and of its row actions in plain words. A `false` heading is a column left out. */
+export function ListTable<T>({ list, errors = [], empty, testid, head, children }: ListTableProps<T>) {
   return (
     <>
       {errors.map((e, i) => (
@@ -89,6 +84,15 @@ export function ListTable<T>({
         </table>
       )}
     </>
+  );
+}
+
+/** A page that is its list: `ResourcePage` (with its "create" button and form) around a `ListTable`. */
+export function ListPage<T>({ title, create, ...table }: { title: string; create?: Create | false } & ListTableProps<T>) {
+  return (
+    <ResourcePage title={title} create={create}>
+      <ListTable {...table} />
+    </ResourcePage>
   );
 }
 

@@ -1,7 +1,7 @@
 import { useState } from "react";
 import { api, call } from "../api/client";
 import type { ApiKeyScope } from "../api/types";
-import { Checks, FormPanel, ListTable, ResourcePage, useCreate } from "../components/resource";
+import { Checks, FormPanel, ListPage, useCreate } from "../components/resource";
 import { ConfirmButton, Field } from "../components/ui";
 import { fmtAgo, fmtTime, localInputToIso } from "../lib/format";
 import { useChange, useResource } from "../lib/hooks";
@@ -18,34 +18,34 @@ export function ApiKeysPage() {
   const keys = useResource(() => call(api.GET("/admin/api-keys")));
   const revoke = useChange(keys, (id: string) => call(api.DELETE("/admin/api-keys/{key_id}", { params: { path: { key_id: id } } })));
   return (
-    <ResourcePage title="API keys" create={{ label: "Create a key", testid: "api-key-new", form: (done) => <KeyForm onDone={done} />, then: keys.reload }}>
-      <ListTable
-        list={keys}
-        errors={[revoke.error]}
-        empty="No API keys. Programs use a key instead of a password."
-        testid="api-key-table"
-        head={["Name", "Key", "Scopes", "Created", "Last used", "Expires", "State", ""]}
-      >
-        {(k) => (
-          <tr key={k.id} data-testid="api-key-row" data-name={k.name} className={k.revoked_at ? "inactive" : ""}>
-            <td>{k.name}</td>
-            <td className="mono">{k.prefix}…</td>
-            <td className="small">{k.scopes.join(", ")}</td>
-            <td>{fmtTime(k.created_at)}</td>
-            <td>{fmtAgo(k.last_used_at)}</td>
-            <td>{k.expires_at ? fmtTime(k.expires_at) : "never"}</td>
-            <td>{k.revoked_at ? `revoked ${fmtAgo(k.revoked_at)}` : "active"}</td>
-            <td>
-              {!k.revoked_at && (
-                <ConfirmButton testid="api-key-revoke" confirmLabel="Revoke now" busy={revoke.busy} onConfirm={() => void revoke.run(k.id)}>
-                  Revoke
-                </ConfirmButton>
-              )}
-            </td>
-          </tr>
-        )}
-      </ListTable>
-    </ResourcePage>
+    <ListPage
+      title="API keys"
+      create={{ label: "Create a key", testid: "api-key-new", form: (done) => <KeyForm onDone={done} />, then: keys.reload }}
+      list={keys}
+      errors={[revoke.error]}
+      empty="No API keys. Programs use a key instead of a password."
+      testid="api-key-table"
+      head={["Name", "Key", "Scopes", "Created", "Last used", "Expires", "State", ""]}
+    >
+      {(k) => (
+        <tr key={k.id} data-testid="api-key-row" data-name={k.name} className={k.revoked_at ? "inactive" : ""}>
+          <td>{k.name}</td>
+          <td className="mono">{k.prefix}…</td>
+          <td className="small">{k.scopes.join(", ")}</td>
+          <td>{fmtTime(k.created_at)}</td>
+          <td>{fmtAgo(k.last_used_at)}</td>
+          <td>{k.expires_at ? fmtTime(k.expires_at) : "never"}</td>
+          <td>{k.revoked_at ? `revoked ${fmtAgo(k.revoked_at)}` : "active"}</td>
+          <td>
+            {!k.revoked_at && (
+              <ConfirmButton testid="api-key-revoke" confirmLabel="Revoke now" busy={revoke.busy} onConfirm={() => void revoke.run(k.id)}>
+                Revoke
+              </ConfirmButton>
+            )}
+          </td>
+        </tr>
+      )}
+    </ListPage>
   );
 }
 

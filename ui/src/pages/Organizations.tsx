@@ -2,7 +2,7 @@ import { useState } from "react";
 import { api, call } from "../api/client";
 import type { Organization, Plan } from "../api/types";
 import { useSignedIn } from "../auth";
-import { Choice, FormPanel, ListTable, ResourcePage, useCreate } from "../components/resource";
+import { Choice, FormPanel, ListPage, useCreate } from "../components/resource";
 import { ConfirmButton, Field } from "../components/ui";
 import { fmtTime } from "../lib/format";
 import { useAction, useChange, useResource } from "../lib/hooks";
@@ -19,32 +19,38 @@ export function OrganizationsPage() {
   });
   const busy = remove.busy || replan.busy;
   return (
-    <ResourcePage title="Organizations" create={{ label: "Create an organization", testid: "org-new", form: (done) => <OrgForm onDone={done} />, then: orgs.reload }}>
-      <ListTable list={orgs} errors={[remove.error, replan.error]} empty="No organizations." testid="org-table" head={["Name", "Slug", "Plan", "Created", ""]}>
-        {(o) => {
-          const own = o.id === me.organization.id;
-          return (
-            <tr key={o.id} data-testid="org-row" data-slug={o.slug}>
-              <td>
-                {o.name} {own && <span className="muted small">(yours)</span>}
-              </td>
-              <td className="mono">{o.slug}</td>
-              <td>
-                <Choice value={o.plan} options={PLANS} disabled={busy} onChange={(p) => void replan.run(o, p as Plan)} aria-label={`Plan of ${o.name}`} />
-              </td>
-              <td>{fmtTime(o.created_at)}</td>
-              <td>
-                {!own && (
-                  <ConfirmButton testid="org-delete" confirmLabel="Delete with its users, keys and data" busy={busy} onConfirm={() => void remove.run(o)}>
-                    Delete
-                  </ConfirmButton>
-                )}
-              </td>
-            </tr>
-          );
-        }}
-      </ListTable>
-    </ResourcePage>
+    <ListPage
+      title="Organizations"
+      create={{ label: "Create an organization", testid: "org-new", form: (done) => <OrgForm onDone={done} />, then: orgs.reload }}
+      list={orgs}
+      errors={[remove.error, replan.error]}
+      empty="No organizations."
+      testid="org-table"
+      head={["Name", "Slug", "Plan", "Created", ""]}
+    >
+      {(o) => {
+        const own = o.id === me.organization.id;
+        return (
+          <tr key={o.id} data-testid="org-row" data-slug={o.slug}>
+            <td>
+              {o.name} {own && <span className="muted small">(yours)</span>}
+            </td>
+            <td className="mono">{o.slug}</td>
+            <td>
+              <Choice value={o.plan} options={PLANS} disabled={busy} onChange={(p) => void replan.run(o, p as Plan)} aria-label={`Plan of ${o.name}`} />
+            </td>
+            <td>{fmtTime(o.created_at)}</td>
+            <td>
+              {!own && (
+                <ConfirmButton testid="org-delete" confirmLabel="Delete with its users, keys and data" busy={busy} onConfirm={() => void remove.run(o)}>
+                  Delete
+                </ConfirmButton>
+              )}
+            </td>
+          </tr>
+        );
+      }}
+    </ListPage>
   );
 }
 

@@ -2,7 +2,7 @@ import { useState } from "react";
 import { api, call } from "../api/client";
 import type { Role, User } from "../api/types";
 import { useSignedIn } from "../auth";
-import { Choice, FormPanel, ListTable, ResourcePage, useCreate } from "../components/resource";
+import { Choice, FormPanel, ListPage, useCreate } from "../components/resource";
 import { ConfirmButton, Field } from "../components/ui";
 import { fmtAgo, fmtTime } from "../lib/format";
 import { useAction, useResource } from "../lib/hooks";
@@ -21,43 +21,49 @@ export function UsersPage() {
     users.replace(await call(api.PATCH("/admin/users/{user_id}", { params: { path: { user_id: u.id } }, body: change })));
   });
   return (
-    <ResourcePage title="Users" create={{ label: "Add a user", testid: "user-new", form: (done) => <UserForm onDone={done} />, then: users.reload }}>
-      <ListTable list={users} errors={[update.error]} empty="No users." testid="user-table" head={["Email", "Name", "Role", "Active", "Last sign-in", "Created", ""]}>
-        {(u) => {
-          const self = u.id === me.user.id;
-          return (
-            <tr key={u.id} data-testid="user-row" data-email={u.email} className={u.is_active ? "" : "inactive"}>
-              <td>
-                {u.email} {self && <span className="muted small">(you)</span>}
-              </td>
-              <td>{u.name}</td>
-              <td>
-                {self ? (
-                  u.role
+    <ListPage
+      title="Users"
+      create={{ label: "Add a user", testid: "user-new", form: (done) => <UserForm onDone={done} />, then: users.reload }}
+      list={users}
+      errors={[update.error]}
+      empty="No users."
+      testid="user-table"
+      head={["Email", "Name", "Role", "Active", "Last sign-in", "Created", ""]}
+    >
+      {(u) => {
+        const self = u.id === me.user.id;
+        return (
+          <tr key={u.id} data-testid="user-row" data-email={u.email} className={u.is_active ? "" : "inactive"}>
+            <td>
+              {u.email} {self && <span className="muted small">(you)</span>}
+            </td>
+            <td>{u.name}</td>
+            <td>
+              {self ? (
+                u.role
+              ) : (
+                <Choice value={u.role} options={ROLES} disabled={update.busy} onChange={(role) => void update.run(u, { role })} aria-label={`Role of ${u.email}`} data-testid="user-role-select" />
+              )}
+            </td>
+            <td>{u.is_active ? "yes" : "no"}</td>
+            <td title={fmtTime(u.last_login)}>{fmtAgo(u.last_login)}</td>
+            <td>{fmtTime(u.created_at)}</td>
+            <td>
+              {!self &&
+                (u.is_active ? (
+                  <ConfirmButton testid="user-deactivate" confirmLabel="Deactivate (ends their sessions)" busy={update.busy} onConfirm={() => void update.run(u, { is_active: false })}>
+                    Deactivate
+                  </ConfirmButton>
                 ) : (
-                  <Choice value={u.role} options={ROLES} disabled={update.busy} onChange={(role) => void update.run(u, { role })} aria-label={`Role of ${u.email}`} data-testid="user-role-select" />
-                )}
-              </td>
-              <td>{u.is_active ? "yes" : "no"}</td>
-              <td title={fmtTime(u.last_login)}>{fmtAgo(u.last_login)}</td>
-              <td>{fmtTime(u.created_at)}</td>
-              <td>
-                {!self &&
-                  (u.is_active ? (
-                    <ConfirmButton testid="user-deactivate" confirmLabel="Deactivate (ends their sessions)" busy={update.busy} onConfirm={() => void update.run(u, { is_active: false })}>
-                      Deactivate
-                    </ConfirmButton>
-                  ) : (
-                    <button type="button" className="secondary" disabled={update.busy} onClick={() => void update.run(u, { is_active: true })} data-testid="user-reactivate">
-                      Reactivate
-                    </button>
-                  ))}
-              </td>
-            </tr>
-          );
-        }}
-      </ListTable>
-    </ResourcePage>
+                  <button type="button" className="secondary" disabled={update.busy} onClick={() => void update.run(u, { is_active: true })} data-testid="user-reactivate">
+                    Reactivate
+                  </button>
+                ))}
+            </td>
+          </tr>
+        );
+      }}
+    </ListPage>
   );
 }
 

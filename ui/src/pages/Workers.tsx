@@ -3,7 +3,7 @@ import { api, call, rawJson } from "../api/client";
 import { fillPath } from "../api/capabilities";
 import type { Worker } from "../api/types";
 import { useSignedIn } from "../auth";
-import { Choice, FormPanel, ListTable, ResourcePage, useCreate } from "../components/resource";
+import { Choice, FormPanel, ListPage, useCreate } from "../components/resource";
 import { ConfirmButton, Field } from "../components/ui";
 import { fmtAgo, fmtTime, splitList } from "../lib/format";
 import { useChange, useOrgEvents, usePollInterval, useResource } from "../lib/hooks";
@@ -35,46 +35,46 @@ export function WorkersPage() {
 
   const controls = caps.workerDrain || caps.workerRevoke;
   return (
-    <ResourcePage title="Workers" create={{ label: "Invite a worker", testid: "worker-invite", form: (done) => <InviteForm onDone={done} /> }}>
-      <ListTable
-        list={workers}
-        errors={[act.error]}
-        empty="No workers yet. Invite one: it joins with the one-time code."
-        testid="worker-table"
-        head={["Name", "State", "Tags", "Running", "Last seen", "Joined", !!controls && ""]}
-      >
-        {(w) => (
-          <tr key={w.id} data-testid="worker-row" data-worker-id={w.id} data-state={w.state}>
-            <td>
-              {w.name} <div className="mono small muted">{w.id}</div>
+    <ListPage
+      title="Workers"
+      create={{ label: "Invite a worker", testid: "worker-invite", form: (done) => <InviteForm onDone={done} /> }}
+      list={workers}
+      errors={[act.error]}
+      empty="No workers yet. Invite one: it joins with the one-time code."
+      testid="worker-table"
+      head={["Name", "State", "Tags", "Running", "Last seen", "Joined", !!controls && ""]}
+    >
+      {(w) => (
+        <tr key={w.id} data-testid="worker-row" data-worker-id={w.id} data-state={w.state}>
+          <td>
+            {w.name} <div className="mono small muted">{w.id}</div>
+          </td>
+          <td>
+            <span className={`badge worker-${w.state}`} data-testid="worker-state">
+              {w.state}
+            </span>
+          </td>
+          <td>{w.tags.join(", ") || <span className="muted">—</span>}</td>
+          <td>{w.running_tasks}</td>
+          <td title={fmtTime(w.last_seen)}>{fmtAgo(w.last_seen)}</td>
+          <td>{fmtTime(w.created_at)}</td>
+          {controls && (
+            <td className="row">
+              {caps.workerDrain && (
+                <ConfirmButton testid="worker-drain" confirmLabel="Drain" danger={false} busy={act.busy} onConfirm={() => void act.run("drain", w)}>
+                  Drain
+                </ConfirmButton>
+              )}
+              {caps.workerRevoke && (
+                <ConfirmButton testid="worker-revoke" confirmLabel="Revoke its key" busy={act.busy} onConfirm={() => void act.run("revoke", w)}>
+                  Revoke
+                </ConfirmButton>
+              )}
             </td>
-            <td>
-              <span className={`badge worker-${w.state}`} data-testid="worker-state">
-                {w.state}
-              </span>
-            </td>
-            <td>{w.tags.join(", ") || <span className="muted">—</span>}</td>
-            <td>{w.running_tasks}</td>
-            <td title={fmtTime(w.last_seen)}>{fmtAgo(w.last_seen)}</td>
-            <td>{fmtTime(w.created_at)}</td>
-            {controls && (
-              <td className="row">
-                {caps.workerDrain && (
-                  <ConfirmButton testid="worker-drain" confirmLabel="Drain" danger={false} busy={act.busy} onConfirm={() => void act.run("drain", w)}>
-                    Drain
-                  </ConfirmButton>
-                )}
-                {caps.workerRevoke && (
-                  <ConfirmButton testid="worker-revoke" confirmLabel="Revoke its key" busy={act.busy} onConfirm={() => void act.run("revoke", w)}>
-                    Revoke
-                  </ConfirmButton>
-                )}
-              </td>
-            )}
-          </tr>
-        )}
-      </ListTable>
-    </ResourcePage>
+          )}
+        </tr>
+      )}
+    </ListPage>
   );
 }
 
