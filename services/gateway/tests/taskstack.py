@@ -32,6 +32,7 @@ from browserfleet_core import migrations
 from browserfleet_core.messaging import RpcClient, connect
 from browserfleet_core.streams import ensure_streams
 from browserfleet_devkit.polling import eventually
+from browserfleet_devkit.testing import QUICK_SCHEDULER
 from browserfleet_gateway.app import create_app
 from browserfleet_scheduler.app import PACKAGE as SCHEDULER
 from browserfleet_scheduler.app import SchedulerApp
@@ -102,14 +103,10 @@ async def open_stack(nats_url: str, database_url: str) -> AsyncIterator[Stack]:
         SchedulerSettings(
             nats_url=nats_url,
             database_url=db,
-            migrate_on_start=False,
-            outbox_poll_seconds=0.2,
-            update_redelivery_seconds=0.0,
-            admission_poll_seconds=0.2,
-            retry_backoff_seconds=0.0,  # a retried task's next attempt is dispatched at once
             # nothing here finishes the tasks it admits: the org's limit must not hold later tests back
             plan_concurrency={"free": 1000, "pro": 1000, "enterprise": 1000},
             default_org_concurrency=1000,
+            **QUICK_SCHEDULER,
         ),
         authenticator=workers,
     )

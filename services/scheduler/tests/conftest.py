@@ -19,10 +19,10 @@ from browserfleet_contracts.tasks import (
     TaskUpdateMessage,
 )
 from browserfleet_contracts.workers import WorkerIdentity
-from browserfleet_core.messaging import RpcClient, connect
-from browserfleet_core.migrations import upgrade
+from browserfleet_core.messaging import RpcClient
 from browserfleet_devkit import polling
-from browserfleet_scheduler.app import PACKAGE, SchedulerApp
+from browserfleet_devkit.testing import QUICK_SCHEDULER, ServiceSchema
+from browserfleet_scheduler.app import PACKAGE, SCHEMA, SchedulerApp
 from browserfleet_scheduler.handlers import UPDATES_DURABLE
 from browserfleet_scheduler.settings import SchedulerSettings
 from nats.aio.client import Client as NatsClient
@@ -58,21 +58,13 @@ async def eventually(probe: Callable[[], Awaitable[T | None]], what: str) -> T:
 
 def settings_for(nats_url: str, database_url: str) -> SchedulerSettings:
     return SchedulerSettings(
-        nats_url=nats_url,
-        database_url=database_url,
-        migrate_on_start=False,
-        outbox_poll_seconds=0.2,
-        update_redelivery_seconds=0.0,
-        admission_poll_seconds=0.2,
-        retry_backoff_seconds=0.0,
-        pools={"default": [], "gpu": ["gpu"]},
+        nats_url=nats_url, database_url=database_url, pools={"default": [], "gpu": ["gpu"]}, **QUICK_SCHEDULER
     )
 
 
 @pytest.fixture(scope="session")
-def migrated(database_url: str) -> str:
-    upgrade(PACKAGE, database_url)
-    return database_url
+def service_schema() -> ServiceSchema:
+    return ServiceSchema(PACKAGE, SCHEMA)
 
 
 @pytest.fixture(scope="session")
@@ -88,18 +80,6 @@ async def scheduler(
     await app.start()
     yield app
     await app.stop()
-
-
-@pytest.fixture(scope="session")
-async def nc(nats_url: str) -> AsyncIterator[NatsClient]:
-    client = await connect(nats_url, name="scheduler-tests")
-    yield client
-    await client.drain()
-
-
-@pytest.fixture(scope="session")
-def js(nc: NatsClient) -> JetStreamContext:
-    return nc.jetstream()
 
 
 @pytest.fixture(scope="session")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import sys
 
 import pytest
 from browserfleet_contracts import endpoints
@@ -13,6 +12,7 @@ from browserfleet_contracts.common import ErrorBody
 from browserfleet_contracts.workers import WorkerAuthRequest, WorkerIdentity
 from browserfleet_core.errors import ServiceError
 from browserfleet_core.messaging import ERROR_HEADER, RpcClient
+from browserfleet_devkit.testing import service_process
 from browserfleet_scheduler.workerauth import RpcWorkerAuthenticator
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
@@ -64,18 +64,9 @@ async def test_rpc_authenticator_caches_successes_and_maps_401_to_none(nc: NatsC
 
 async def test_service_process_starts_and_stops_cleanly(nats_url: str, migrated: str) -> None:
     env = {**os.environ, "NATS_URL": nats_url, "DATABASE_URL": migrated, "LOG_LEVEL": "INFO"}
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "browserfleet_scheduler",
-        "run",
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    assert proc.stdout is not None
-    seen: list[bytes] = []
-    try:
+    async with service_process("browserfleet_scheduler", env) as proc:
+        assert proc.stdout is not None
+        seen: list[bytes] = []
 
         async def ready() -> None:
             assert proc.stdout is not None
@@ -88,7 +79,3 @@ async def test_service_process_starts_and_stops_cleanly(nats_url: str, migrated:
         await asyncio.wait_for(ready(), WAIT_CAP)
         proc.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(proc.wait(), WAIT_CAP) == 0
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()

@@ -33,11 +33,9 @@ from browserfleet_contracts.vault import (
 )
 from browserfleet_contracts.workers import WorkerAuthRequest, WorkerIdentity
 from browserfleet_core import sealing
-from browserfleet_core.db import Database
 from browserfleet_core.errors import NotFound, ServiceError, Unauthorized
 from browserfleet_core.messaging import ERROR_HEADER, RpcClient
-from browserfleet_core.migrations import upgrade
-from browserfleet_devkit.testing import rolled_back_session, unique_name
+from browserfleet_devkit.testing import ServiceSchema, unique_name
 from browserfleet_vault.app import create_context
 from browserfleet_vault.crypto import Keyring
 from browserfleet_vault.models import SCHEMA
@@ -46,7 +44,6 @@ from browserfleet_vault.settings import VaultSettings
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
-from sqlmodel.ext.asyncio.session import AsyncSession
 
 MASTER_KEY = os.urandom(32)
 
@@ -67,22 +64,8 @@ def keyring(vault_settings: VaultSettings) -> Keyring:
 
 
 @pytest.fixture(scope="session")
-def vault_migrated(database_url: str) -> str:
-    upgrade("browserfleet_vault", database_url)
-    return database_url
-
-
-@pytest.fixture(scope="session")
-async def vault_db(vault_migrated: str) -> AsyncIterator[Database]:
-    db = Database(vault_migrated, SCHEMA, pool_size=2)
-    yield db
-    await db.dispose()
-
-
-@pytest.fixture
-async def session(vault_db: Database) -> AsyncIterator[AsyncSession]:
-    async with rolled_back_session(vault_db.engine) as s:
-        yield s
+def service_schema() -> ServiceSchema:
+    return ServiceSchema("browserfleet_vault", SCHEMA)
 
 
 @pytest.fixture
@@ -293,7 +276,7 @@ async def serving(settings: VaultSettings) -> AsyncIterator[VaultRuntime]:
 
 
 @pytest.fixture(scope="module")
-async def vault(vault_settings: VaultSettings, vault_migrated: str) -> AsyncIterator[VaultRuntime]:
+async def vault(vault_settings: VaultSettings, migrated: str) -> AsyncIterator[VaultRuntime]:
     async with serving(vault_settings) as rt:
         yield rt
 

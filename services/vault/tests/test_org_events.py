@@ -32,7 +32,7 @@ def test_every_table_is_org_scoped_or_named() -> None:
 
 
 @pytest.fixture(scope="module")
-async def vault(vault_settings: VaultSettings, vault_migrated: str) -> AsyncIterator[VaultRuntime]:
+async def vault(vault_settings: VaultSettings, migrated: str) -> AsyncIterator[VaultRuntime]:
     """Wired like `app.run`: the rpc router plus the organization-deletion consumer on EVENTS."""
     ctx = create_service(vault_settings)
     await ctx.broker.connect()

@@ -155,14 +155,14 @@ async def test_an_oversized_state_is_refused_naming_the_field(
     assert exc.value.field == "sealed_state"
 
 
-async def test_concurrent_acquires_grant_exactly_one(vault_db: Database, keyring: Keyring) -> None:
+async def test_concurrent_acquires_grant_exactly_one(service_db: Database, keyring: Keyring) -> None:
     """Two real transactions race for one profile; the row lock lets exactly one win."""
     org = unique_name("org")
     gate = asyncio.Event()
 
     async def acquire(task: str) -> ProfileLease:
         await gate.wait()
-        async with vault_db.transaction() as s:
+        async with service_db.transaction() as s:
             return await service.acquire_profile(s, keyring, grant(org, task), NOW)
 
     racers = [asyncio.create_task(acquire(t)) for t in ("t1", "t2")]

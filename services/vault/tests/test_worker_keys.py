@@ -45,7 +45,7 @@ class Clock:
 
 
 @pytest.fixture(scope="module")
-async def vault(vault_settings: VaultSettings, vault_migrated: str) -> AsyncIterator[VaultRuntime]:
+async def vault(vault_settings: VaultSettings, migrated: str) -> AsyncIterator[VaultRuntime]:
     async with serving(vault_settings.model_copy(update={"worker_auth_cache_seconds": TTL})) as rt:
         yield rt
 

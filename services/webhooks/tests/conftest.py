@@ -12,7 +12,6 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import nats
 import pytest
 from browserfleet_contracts import subjects
 from browserfleet_core.messaging import RpcClient
@@ -182,17 +181,6 @@ async def running(settings: WebhooksSettings) -> AsyncIterator[Running]:
 def service(running: Running) -> WebhooksService:
     assert running.svc is not None
     return running.svc
-
-
-@pytest.fixture(scope="session")
-async def nc(nats_url: str) -> AsyncIterator[NatsClient]:
-    async with await nats.connect(nats_url) as client:
-        yield client
-
-
-@pytest.fixture(scope="session")
-def js(nc: NatsClient) -> JetStreamContext:
-    return nc.jetstream()
 
 
 @pytest.fixture(scope="session")

@@ -34,9 +34,7 @@ def test_every_table_is_org_scoped_or_named() -> None:
 
 
 @pytest.fixture(scope="module")
-async def gateway(
-    wg_settings: WorkerGatewaySettings, wg_migrated: str
-) -> AsyncIterator[WorkerGatewayRuntime]:
+async def gateway(wg_settings: WorkerGatewaySettings, migrated: str) -> AsyncIterator[WorkerGatewayRuntime]:
     """Served as `app.run` serves it: the rpc router plus the organization-deletion consumer on EVENTS."""
     async with serving(wg_settings) as ctx:
         yield ctx

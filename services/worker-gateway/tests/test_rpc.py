@@ -38,10 +38,10 @@ CONFIGURED = "inv_" + "c" * 43
 
 
 @pytest.fixture(scope="module")
-async def gateway(nats_url: str, wg_migrated: str) -> AsyncIterator[WorkerGatewayRuntime]:
+async def gateway(nats_url: str, migrated: str) -> AsyncIterator[WorkerGatewayRuntime]:
     settings = WorkerGatewaySettings(
         nats_url=nats_url,
-        database_url=wg_migrated,
+        database_url=migrated,
         # short, so the test sees a silent worker announced without waiting long
         offline_after_seconds=1.0,
         offline_check_seconds=0.2,

@@ -41,9 +41,9 @@ def admin(org: str) -> Actor:
 
 
 @pytest.fixture
-def relay(wg_db: Any) -> OutboxRelay:
+def relay(service_db: Any) -> OutboxRelay:
     """Not started: what is enqueued stays in the (rolled back) outbox table for the test to read."""
-    return OutboxRelay(wg_db, outbox)
+    return OutboxRelay(service_db, outbox)
 
 
 async def _register(

@@ -8,23 +8,30 @@ Real infrastructure only (DESIGN.md §7):
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import secrets
 import shutil
 import subprocess
+import sys
 import tempfile
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 import psycopg
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel.ext.asyncio.session import AsyncSession
+
+if TYPE_CHECKING:
+    from browserfleet_core.db import Database
+    from nats.aio.client import Client as NatsClient
+    from nats.js import JetStreamContext
 
 # Before any service module is imported, and inherited by every service process a test starts: test runs
 # hash passwords with OWASP's minimum argon2 profile (browserfleet_core.security), not production's.
@@ -113,6 +120,22 @@ def database_url(infra: Infra) -> str:
     return infra.database_url
 
 
+@pytest.fixture(scope="session")
+async def nc(nats_url: str) -> AsyncIterator[NatsClient]:
+    """The tests' own connection to the run's NATS server, for the whole run. A package whose tests need it
+    only once its services answer defines a narrower `nc` that waits for them."""
+    from browserfleet_core.messaging import connect
+
+    client = await connect(nats_url, name="tests")
+    yield client
+    await client.drain()
+
+
+@pytest.fixture(scope="session")
+def js(nc: NatsClient) -> JetStreamContext:
+    return nc.jetstream()
+
+
 @contextlib.asynccontextmanager
 async def rolled_back_session(engine: AsyncEngine) -> AsyncIterator[AsyncSession]:
     """A session whose every change, commits included, is rolled back at the end (one test's worth)."""
@@ -124,6 +147,51 @@ async def rolled_back_session(engine: AsyncEngine) -> AsyncIterator[AsyncSession
         finally:
             await session.close()
             await outer.rollback()
+
+
+@dataclass(frozen=True)
+class ServiceSchema:
+    """The service a package's tests exercise on the run's database: its migrations package and its schema.
+    A package declares it as the `service_schema` fixture; `migrated`, `service_db` and `session` follow."""
+
+    package: str
+    schema: str
+
+
+@pytest.fixture(scope="session")
+def migrated(database_url: str, service_schema: ServiceSchema) -> str:
+    """The run's database, the package's service migrated to head on it."""
+    from browserfleet_core.migrations import upgrade
+
+    upgrade(service_schema.package, database_url)
+    return database_url
+
+
+@pytest.fixture(scope="session")
+async def service_db(migrated: str, service_schema: ServiceSchema) -> AsyncIterator[Database]:
+    from browserfleet_core.db import Database
+
+    db = Database(migrated, service_schema.schema, pool_size=2)
+    yield db
+    await db.dispose()
+
+
+@pytest.fixture
+async def session(service_db: Database) -> AsyncIterator[AsyncSession]:
+    async with rolled_back_session(service_db.engine) as s:
+        yield s
+
+
+# SchedulerSettings of an in-process scheduler under test, which the test migrates for (`migrated`): it
+# admits and relays within a fraction of a second, and redelivers a lost update or dispatches a retried
+# attempt at once, where production waits so as not to spin on a failing one.
+QUICK_SCHEDULER: dict[str, Any] = {
+    "migrate_on_start": False,
+    "outbox_poll_seconds": 0.2,
+    "update_redelivery_seconds": 0.0,
+    "admission_poll_seconds": 0.2,
+    "retry_backoff_seconds": 0.0,
+}
 
 
 def unique_name(prefix: str = "t") -> str:
@@ -167,6 +235,27 @@ async def wait_consumed(js: Any, stream: str, durable: str, seq: int, cap: float
         if loop.time() > deadline:
             raise AssertionError(f"{durable} did not acknowledge up to {stream} #{seq}: {info}")
         await asyncio.sleep(0.05)
+
+
+@contextlib.asynccontextmanager
+async def service_process(module: str, env: Mapping[str, str]) -> AsyncIterator[asyncio.subprocess.Process]:
+    """`python -m <module> run` as a process of its own, as the launcher runs a service, its log (stderr
+    included) on `stdout`; killed at the end if the test has not stopped it."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        module,
+        "run",
+        env=dict(env),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    try:
+        yield proc
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
 
 
 def pytest_configure(config: Any) -> None:
