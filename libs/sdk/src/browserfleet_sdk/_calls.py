@@ -13,7 +13,7 @@ from urllib.parse import quote
 
 import httpx
 
-from ._core import ClientCore, HttpClientCore, task_body, without_none
+from ._core import ClientCore, HttpClientCore, Send, task_body, without_none
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -42,7 +42,7 @@ class Call(Generic[R]):
     headers: Mapping[str, str] | None = None
     read: Callable[[httpx.Response], R] = ClientCore._json
 
-    def send(self) -> dict[str, Any]:
+    def send(self) -> Send:
         """The keywords of the client's `request`."""
         return {"json": self.json, "params": self.params, "headers": self.headers}
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypedDict, TypeVar
 
 import httpx
 
@@ -25,6 +25,14 @@ def without_none(**values: Any) -> dict[str, Any]:
     return {k: v for k, v in values.items() if v is not None}
 
 
+class Send(TypedDict, total=False):
+    """What a client's `request` sends besides the method and path (each left out: none)."""
+
+    json: Any
+    params: Mapping[str, Any] | None
+    headers: Mapping[str, str] | None
+
+
 class ClientCore:
     """What both clients share: tokens, headers and turning error answers into exceptions."""
 
@@ -37,6 +45,10 @@ class ClientCore:
         if self.token:
             headers["Authorization"] = f"Bearer {self.token}"
         return headers
+
+    def _signed(self, send: Send) -> dict[str, Any]:
+        """The keywords of the httpx request: `send` with the token (the current one, also after a refresh)."""
+        return {**send, "headers": self._headers(send.get("headers"))}
 
     def _remember(self, pair: dict[str, Any]) -> dict[str, Any]:
         self.token = pair.get("access_token")

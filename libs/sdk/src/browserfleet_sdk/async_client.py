@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Mapping
-from typing import Any
+from collections.abc import AsyncIterator
+from typing import Any, Unpack
 
 import httpx
 
 from . import _calls as calls
-from ._core import TERMINAL_STATUSES, HttpClientCore, SseParser
+from ._core import TERMINAL_STATUSES, HttpClientCore, Send, SseParser
 from ._endpoints import ApiCalls
 from .errors import BrowserfleetError, TaskTimeout
 
@@ -29,27 +29,15 @@ class AsyncBrowserfleetClient(ApiCalls, HttpClientCore[httpx.AsyncClient, httpx.
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
 
-    async def request(
-        self,
-        method: str,
-        path: str,
-        *,
-        json: Any = None,
-        params: Mapping[str, Any] | None = None,
-        headers: Mapping[str, str] | None = None,
-    ) -> httpx.Response:
-        response = await self._http.request(
-            method, path, json=json, params=params, headers=self._headers(headers)
-        )
+    async def request(self, method: str, path: str, **send: Unpack[Send]) -> httpx.Response:
+        response = await self._http.request(method, path, **self._signed(send))
         if self._should_refresh(response, path):
             await self.refresh()
-            response = await self._http.request(
-                method, path, json=json, params=params, headers=self._headers(headers)
-            )
+            response = await self._http.request(method, path, **self._signed(send))
         return self._check(response)
 
-    async def _call(self, method: str, path: str, **kwargs: Any) -> Any:
-        return self._json(await self.request(method, path, **kwargs))
+    async def _call(self, method: str, path: str, **send: Unpack[Send]) -> Any:
+        return self._json(await self.request(method, path, **send))
 
     async def login(self, email: str, password: str) -> dict[str, Any]:
         pair = await self._call("POST", "/auth/login", json={"email": email, "password": password})

@@ -15,13 +15,13 @@ Every error answer of the API (`{"error": {status, code, message, field, detail}
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Mapping
-from typing import Any
+from collections.abc import Iterator
+from typing import Any, Unpack
 
 import httpx
 
 from . import _calls as calls
-from ._core import TERMINAL_STATUSES, HttpClientCore, sse_events
+from ._core import TERMINAL_STATUSES, HttpClientCore, Send, sse_events
 from ._endpoints import ApiCalls
 from .async_client import AsyncBrowserfleetClient
 from .errors import BrowserfleetError, TaskTimeout
@@ -51,26 +51,17 @@ class BrowserfleetClient(ApiCalls, HttpClientCore[httpx.Client, httpx.BaseTransp
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def request(
-        self,
-        method: str,
-        path: str,
-        *,
-        json: Any = None,
-        params: Mapping[str, Any] | None = None,
-        headers: Mapping[str, str] | None = None,
-    ) -> httpx.Response:
-        """One call to the API; raises `BrowserfleetError` for any error answer."""
-        response = self._http.request(method, path, json=json, params=params, headers=self._headers(headers))
+    def request(self, method: str, path: str, **send: Unpack[Send]) -> httpx.Response:
+        """One call to the API (`json`, `params`, `headers` as keywords); raises `BrowserfleetError` for any
+        error answer."""
+        response = self._http.request(method, path, **self._signed(send))
         if self._should_refresh(response, path):
             self.refresh()
-            response = self._http.request(
-                method, path, json=json, params=params, headers=self._headers(headers)
-            )
+            response = self._http.request(method, path, **self._signed(send))
         return self._check(response)
 
-    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
-        return self._json(self.request(method, path, **kwargs))
+    def _call(self, method: str, path: str, **send: Unpack[Send]) -> Any:
+        return self._json(self.request(method, path, **send))
 
     # --- auth -----------------------------------------------------------------------------------
     def login(self, email: str, password: str) -> dict[str, Any]:
