@@ -46,6 +46,7 @@ if TYPE_CHECKING:
     from .breaker import Breakers
     from .db import Database
     from .messaging import RpcClient, RpcRouter
+    from .settings import ServiceSettings
 
 log = logging.getLogger(__name__)
 
@@ -347,6 +348,28 @@ def service_health(
     if breakers is not None:
         health.add("breakers", breakers_probe(breakers), critical=False)
     return health
+
+
+def broker_health(
+    identity: str,
+    broker: NatsBroker,
+    settings: ServiceSettings,
+    *,
+    database: Database | None = None,
+    consumers: Iterable[tuple[str, str]] = (),
+    rpc: Callable[[], RpcClient | None] | None = None,
+) -> Health:
+    """`service_health` of a service on a FastStream broker, each probe's budget and the consumers' allowed lag
+    as its settings say (HEALTH_TIMEOUT_SECONDS, HEALTH_MAX_CONSUMER_LAG)."""
+    return service_health(
+        identity,
+        nats=broker_connection(broker),
+        database=database,
+        consumers=consumers,
+        rpc=rpc,
+        timeout=settings.health_timeout_seconds,
+        max_consumer_lag=settings.health_max_consumer_lag,
+    )
 
 
 def health_router(queue: str, health: Callable[[], Health | None]) -> RpcRouter:

@@ -245,6 +245,25 @@ class RpcClient:
         return reply_adapter(reply_type).validate_json(msg.data)  # type: ignore[no-any-return]
 
 
+class BrokerRpc:
+    """The `RpcClient` on a broker's own connection, made when first asked for: a service builds what calls
+    other services before its broker has connected. Called before then it raises (no connection yet);
+    `connected()` answers None instead, for a health check that may run that early."""
+
+    def __init__(self, broker: NatsBroker, *, timeout: float) -> None:
+        self._broker = broker
+        self._timeout = timeout
+        self._client: RpcClient | None = None
+
+    def __call__(self) -> RpcClient:
+        if self._client is None:
+            self._client = RpcClient(self._broker.connection, timeout=self._timeout)
+        return self._client
+
+    def connected(self) -> RpcClient | None:
+        return self() if self._broker._connection is not None else None
+
+
 _REPLY_ADAPTERS: dict[Any, TypeAdapter[Any]] = {}
 
 

@@ -7,9 +7,9 @@ from dataclasses import dataclass
 from browserfleet_contracts import endpoints, subjects
 from browserfleet_core.batching import BatchConsumer
 from browserfleet_core.db import Database
-from browserfleet_core.health import Health, broker_connection, health_router, service_health
+from browserfleet_core.health import Health, broker_health, health_router
 from browserfleet_core.lean import LeanRpc
-from browserfleet_core.messaging import RpcClient, make_broker
+from browserfleet_core.messaging import BrokerRpc, make_broker
 from browserfleet_core.outbox import OutboxRelay
 from browserfleet_core.streams import ensure_streams
 from browserfleet_core.workerkeys import WorkerKeys, rpc_lookup
@@ -95,13 +95,7 @@ def build(settings: AuthSettings, *, config: AuthConfig | None = None) -> AuthAp
     )
     relay = OutboxRelay(db, outbox) if db is not None else None
     broker = make_broker(settings.nats_url, name=settings.service_name)
-    rpc: list[RpcClient] = []
-
-    def rpc_client() -> RpcClient:  # the broker's own connection, once it has started
-        if not rpc:
-            rpc.append(RpcClient(broker.connection, timeout=settings.rpc_timeout_seconds))
-        return rpc[0]
-
+    rpc_client = BrokerRpc(broker, timeout=settings.rpc_timeout_seconds)
     runtime = AuthRuntime(
         config or config_from(settings),
         database=db,
@@ -115,14 +109,13 @@ def build(settings: AuthSettings, *, config: AuthConfig | None = None) -> AuthAp
     lean = build_lean(runtime, app_name=settings.service_name)
     app = AuthApp(settings=settings, broker=broker, db=db, runtime=runtime, lean=lean, relay=relay)
     if db is not None:
-        app.health = service_health(
+        app.health = broker_health(
             endpoints.Auth.QUEUE,
-            nats=broker_connection(broker),
+            broker,
+            settings,
             database=db,
             consumers=[(subjects.EVENTS_STREAM, event_audit.DURABLE)],
-            rpc=lambda: rpc_client() if broker._connection is not None else None,
-            timeout=settings.health_timeout_seconds,
-            max_consumer_lag=settings.health_max_consumer_lag,
+            rpc=rpc_client.connected,
         )
     broker.include_router(health_router(endpoints.Auth.QUEUE, lambda: app.health))
     return app

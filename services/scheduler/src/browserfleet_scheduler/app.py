@@ -12,7 +12,7 @@ from browserfleet_contracts import endpoints, subjects
 from browserfleet_contracts.workers import PoolInfo, PoolsRequest
 from browserfleet_core.batching import BatchConsumer
 from browserfleet_core.db import Database, utcnow
-from browserfleet_core.health import Health, broker_connection, health_router, install, service_health
+from browserfleet_core.health import Health, broker_health, health_router, install
 from browserfleet_core.messaging import RpcClient, make_broker
 from browserfleet_core.migrations import upgrade
 from browserfleet_core.org_events import durable_name
@@ -103,9 +103,10 @@ class SchedulerApp:
         self._loop: asyncio.Task[None] | None = None
         self._updates: BatchConsumer | None = None
         self._rpc: RpcClient | None = None
-        self.runtime.health = service_health(
+        self.runtime.health = broker_health(
             endpoints.Scheduler.QUEUE,
-            nats=broker_connection(self.broker),
+            self.broker,
+            settings,
             database=self.db,
             consumers=[
                 (subjects.TASK_UPDATES_STREAM, UPDATES_DURABLE),
@@ -113,8 +114,6 @@ class SchedulerApp:
                 (subjects.EVENTS_STREAM, durable_name(endpoints.Scheduler.QUEUE)),
             ],
             rpc=lambda: self._rpc,
-            timeout=settings.health_timeout_seconds,
-            max_consumer_lag=settings.health_max_consumer_lag,
         )
 
     async def _signal_cancel(self, task_id: str) -> None:

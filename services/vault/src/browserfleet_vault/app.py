@@ -6,8 +6,8 @@ import logging
 
 from browserfleet_contracts import endpoints, subjects
 from browserfleet_core import observability
-from browserfleet_core.health import broker_connection, health_router, install, service_health
-from browserfleet_core.messaging import RpcClient, make_broker
+from browserfleet_core.health import broker_health, health_router, install
+from browserfleet_core.messaging import make_broker
 from browserfleet_core.org_events import durable_name
 from browserfleet_core.runner import wait_for_shutdown
 from browserfleet_core.streams import ensure_streams
@@ -45,19 +45,14 @@ def create_broker(settings: VaultSettings) -> NatsBroker:
 async def run(settings: VaultSettings) -> None:
     observability.setup(settings)
     rt = create_service(settings)
-
-    def rpc() -> RpcClient | None:
-        return rt.rpc if rt.broker._connection is not None else None
-
     rt.health = install(
-        service_health(
+        broker_health(
             endpoints.Vault.QUEUE,
-            nats=broker_connection(rt.broker),
+            rt.broker,
+            settings,
             database=rt.db,
             consumers=[(subjects.EVENTS_STREAM, durable_name(endpoints.Vault.QUEUE))],
-            rpc=rpc,
-            timeout=settings.health_timeout_seconds,
-            max_consumer_lag=settings.health_max_consumer_lag,
+            rpc=rt.broker_rpc.connected,
         )
     )
     await rt.db.ping()

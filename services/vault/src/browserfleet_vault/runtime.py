@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from browserfleet_core.db import Database
 from browserfleet_core.health import Health
-from browserfleet_core.messaging import RpcClient
+from browserfleet_core.messaging import BrokerRpc, RpcClient
 from browserfleet_core.runtime_parts import required
 from browserfleet_core.workerkeys import WorkerKeys, rpc_lookup
 from faststream.nats import NatsBroker
@@ -27,13 +27,14 @@ class VaultRuntime:
     # who a worker key belongs to, asked of worker-gateway and trusted for `worker_auth_cache_seconds`: every
     # secret release and profile use would otherwise cost it a key lookup
     workers: WorkerKeys = field(init=False)
-    _rpc: RpcClient | None = field(default=None, init=False)
+    broker_rpc: BrokerRpc = field(init=False)
     # its checks, once `run` has built them (svc.vault.health answers "starting" before)
     health: Health | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
+        self.broker_rpc = BrokerRpc(self.broker, timeout=self.settings.rpc_timeout_seconds)
         self.workers = WorkerKeys(
-            rpc_lookup(lambda: self.rpc), ttl_seconds=self.settings.worker_auth_cache_seconds
+            rpc_lookup(self.broker_rpc), ttl_seconds=self.settings.worker_auth_cache_seconds
         )
 
     @classmethod
@@ -50,7 +51,4 @@ class VaultRuntime:
 
     @property
     def rpc(self) -> RpcClient:
-        # the broker's own connection, available once it has started
-        if self._rpc is None:
-            self._rpc = RpcClient(self.broker.connection, timeout=self.settings.rpc_timeout_seconds)
-        return self._rpc
+        return self.broker_rpc()

@@ -9,7 +9,7 @@ from browserfleet_contracts import endpoints, subjects
 from browserfleet_core import observability
 from browserfleet_core.batching import BatchConsumer
 from browserfleet_core.db import utcnow
-from browserfleet_core.health import Health, broker_connection, health_router, install, service_health
+from browserfleet_core.health import Health, broker_health, health_router, install
 from browserfleet_core.messaging import make_broker
 from browserfleet_core.org_events import durable_name
 from browserfleet_core.runner import wait_for_shutdown
@@ -51,16 +51,15 @@ class WebhooksService:
         self.db = self.runtime.db
         self.broker = create_broker(settings, self.runtime, lambda: self.health)
         # it calls no other service: the database, NATS and its EVENTS consumers are what it needs
-        self.health = service_health(
+        self.health = broker_health(
             endpoints.Webhooks.QUEUE,
-            nats=broker_connection(self.broker),
+            self.broker,
+            settings,
             database=self.db,
             consumers=[
                 (subjects.EVENTS_STREAM, handlers.EVENTS_DURABLE),
                 (subjects.EVENTS_STREAM, durable_name(endpoints.Webhooks.QUEUE)),
             ],
-            timeout=settings.health_timeout_seconds,
-            max_consumer_lag=settings.health_max_consumer_lag,
         )
         self.events: BatchConsumer | None = None
 

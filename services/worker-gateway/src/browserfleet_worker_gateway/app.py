@@ -9,8 +9,8 @@ from collections.abc import AsyncIterator
 
 from browserfleet_contracts import endpoints, subjects
 from browserfleet_core import observability
-from browserfleet_core.health import broker_connection, health_router, install, service_health
-from browserfleet_core.messaging import RpcClient, make_broker
+from browserfleet_core.health import broker_health, health_router, install
+from browserfleet_core.messaging import BrokerRpc, make_broker
 from browserfleet_core.org_events import durable_name
 from browserfleet_core.runner import wait_for_shutdown
 from browserfleet_core.streams import ensure_streams
@@ -105,22 +105,13 @@ async def serving(settings: WorkerGatewaySettings) -> AsyncIterator[WorkerGatewa
 
 
 def build_health(rt: WorkerGatewayRuntime) -> None:
-    settings = rt.settings
-    rpc: list[RpcClient] = []
-
-    def client() -> RpcClient | None:
-        if not rpc and rt.broker._connection is not None:
-            rpc.append(RpcClient(rt.broker._connection, timeout=settings.rpc_timeout_seconds))
-        return rpc[0] if rpc else None
-
-    rt.health = service_health(
+    rt.health = broker_health(
         endpoints.Workers.QUEUE,
-        nats=broker_connection(rt.broker),
+        rt.broker,
+        rt.settings,
         database=rt.db,
         consumers=[(subjects.EVENTS_STREAM, durable_name(endpoints.Workers.QUEUE))],
-        rpc=client,
-        timeout=settings.health_timeout_seconds,
-        max_consumer_lag=settings.health_max_consumer_lag,
+        rpc=BrokerRpc(rt.broker, timeout=rt.settings.rpc_timeout_seconds).connected,
     )
 
 
