@@ -16,8 +16,6 @@ import itertools
 import logging
 import uuid
 from collections import deque
-from collections.abc import Coroutine
-from typing import Any
 
 import nats.errors
 from browserfleet_contracts import subjects
@@ -41,6 +39,7 @@ from browserfleet_contracts.live import (
     LiveStop,
 )
 from browserfleet_contracts.tasks import TaskPublic
+from browserfleet_core.background import run_in_background
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
@@ -230,7 +229,7 @@ class Feed:
         for viewer in self.viewers:
             viewer.end(reason)
         self.hub.forget(self)
-        _background(self.close(stop=False))
+        run_in_background(self.close(stop=False))
 
     async def close(self, *, stop: bool = True) -> None:
         if self._renewer is not None and self._renewer is not asyncio.current_task():
@@ -279,7 +278,7 @@ class LiveHub:
         try:
             await asyncio.shield(feed.opened)  # one viewer going away must not cancel the others' start
         except asyncio.CancelledError:  # this viewer left while the worker was asked: nobody may be left
-            _background(self._abandoned(feed))
+            run_in_background(self._abandoned(feed))
             raise
         except LiveUnavailable as exc:
             if self._feeds.get(key) is feed:
@@ -338,12 +337,3 @@ class LiveHub:
         for feed in list(self._feeds.values()):
             feed.end("the gateway is stopping")
             await feed.close()
-
-
-_BACKGROUND: set[asyncio.Task[None]] = set()
-
-
-def _background(aw: Coroutine[Any, Any, None]) -> None:
-    task = asyncio.ensure_future(aw)
-    _BACKGROUND.add(task)
-    task.add_done_callback(_BACKGROUND.discard)

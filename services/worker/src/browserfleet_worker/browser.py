@@ -12,6 +12,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+from browserfleet_core.background import run_in_background
 from playwright.async_api import Browser, BrowserContext, Dialog, Page, Playwright, async_playwright
 from playwright.async_api import Error as PlaywrightError
 
@@ -310,21 +311,12 @@ def _tame_page(page: Page) -> None:
     """Dialogs are dismissed at once; a popup (a page opened by another page) is closed."""
 
     def on_dialog(dialog: Dialog) -> None:
-        _background(dialog.dismiss())
+        run_in_background(_quietly(dialog.dismiss()))
 
     page.on("dialog", on_dialog)
     if len(page.context.pages) > 1:
         log.info("closing a popup")
-        _background(page.close())
-
-
-_BACKGROUND: set[asyncio.Task[None]] = set()
-
-
-def _background(aw: Awaitable[Any]) -> None:
-    task = asyncio.ensure_future(_quietly(aw))
-    _BACKGROUND.add(task)
-    task.add_done_callback(_BACKGROUND.discard)
+        run_in_background(_quietly(page.close()))
 
 
 async def _quietly(aw: Awaitable[Any]) -> None:

@@ -34,6 +34,7 @@ from browserfleet_contracts.live import (
     MouseInput,
 )
 from browserfleet_contracts.tasks import TaskSpec
+from browserfleet_core.background import run_in_background
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
@@ -56,7 +57,6 @@ OFF = "live view is turned off on this worker"
 # (the org proxy's password never reaches a page and does not count).
 WITHHELD = "this task types vault secrets, so it is not shown live"
 CALL_SECONDS = 5.0  # a CDP call on a healthy page answers in milliseconds; a hung one must not hold the task
-_BACKGROUND: set[asyncio.Task[Any]] = set()
 
 
 def refusal(settings: WorkerSettings, spec: TaskSpec) -> str | None:
@@ -150,8 +150,8 @@ class LiveView:
     def attach(self, ctx: BrowserContext) -> None:
         """The context the task's pages live in; the screencast follows its first open page."""
         self._ctx = ctx
-        ctx.on("page", lambda _page: _background(self._sync()))
-        _background(self._sync())
+        ctx.on("page", lambda _page: run_in_background(self._sync()))
+        run_in_background(self._sync())
 
     async def close(self) -> None:
         self._closed = True
@@ -286,7 +286,7 @@ class LiveView:
                 CASTING.inc()
                 if id(page) not in self._followed:
                     self._followed.add(id(page))
-                    page.on("close", lambda _p: _background(self._sync()))
+                    page.on("close", lambda _p: run_in_background(self._sync()))
 
     async def _stop_cast(self) -> None:
         cast, self._cast = self._cast, None
@@ -333,7 +333,7 @@ class _Screencast:
             self.queue.put_nowait(params)
         except asyncio.QueueFull:
             DROPPED.inc()
-            _background(self._ack(params))
+            run_in_background(self._ack(params))
 
     async def _pump(self) -> None:
         interval = 1.0 / self.view.settings.live_view_max_fps
@@ -345,7 +345,7 @@ class _Screencast:
                 await asyncio.sleep(wait)
             while not self.queue.empty():  # the page changed again meanwhile: show the newest only
                 DROPPED.inc()
-                _background(self._ack(params))
+                run_in_background(self._ack(params))
                 params = self.queue.get_nowait()
             due = time.monotonic() + interval
             try:
@@ -409,9 +409,3 @@ class _Screencast:
                 await asyncio.wait_for(cdp.send("Page.stopScreencast"), CALL_SECONDS)
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(cdp.detach(), CALL_SECONDS)
-
-
-def _background(aw: Any) -> None:
-    task = asyncio.ensure_future(aw)
-    _BACKGROUND.add(task)
-    task.add_done_callback(_BACKGROUND.discard)
