@@ -4,7 +4,8 @@ Every route declares who may call it (`access(...)` or `public(...)`; a test wal
 
 Route modules never import each other: what two of them share lives outside this package (`intake` for task
 submission and schedules, `artifacts` for which artifact a download serves, `deps` for who is calling,
-`replies` for a change answered 204).
+`replies` for a change answered 204 and `rpc_route`, the declaration of a route that is one call and nothing
+else).
 """
 
 from __future__ import annotations

@@ -8,24 +8,20 @@ from typing import Annotated
 
 from browserfleet_contracts import endpoints
 from browserfleet_contracts.auth import TokenPair
-from browserfleet_contracts.common import OrgScoped
 from browserfleet_contracts.mfa import (
     MfaCode,
     MfaEnrolRequest,
-    MfaPolicy,
-    MfaStatus,
     MfaVerifyCommand,
     MfaVerifyRequest,
-    ResetUserMfaRequest,
     TotpEnrolment,
-    UpdateMfaPolicyRequest,
     UserMfaRequest,
 )
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Depends, Request
+from starlette import status as http
 
-from ..deps import CurrentPrincipal, IdPath, Principal, RpcDep, SensitiveAdmin, access, client_ip, public
+from ..deps import CurrentPrincipal, Principal, RpcDep, SensitiveAdmin, access, client_ip, public
 from ..errors import API_ERRORS
-from ..replies import no_content, no_content_route
+from ..replies import rpc_route
 
 router = APIRouter(tags=["mfa"], responses=API_ERRORS)
 
@@ -54,18 +50,24 @@ async def enrol_with_challenge(body: MfaEnrolRequest, rpc: RpcDep) -> TotpEnrolm
     return await rpc.call(endpoints.Auth.MFA_ENROL_CHALLENGE, body)
 
 
-@router.get("/auth/mfa", response_model=MfaStatus, summary="The caller's second factor")
-async def status(principal: CurrentPrincipal, rpc: RpcDep) -> MfaStatus:
-    return await rpc.call(endpoints.Auth.MFA_STATUS, OrgScoped(actor=principal.actor))
-
-
-@router.post(
+rpc_route(
+    router,
+    "GET",
+    "/auth/mfa",
+    endpoints.Auth.MFA_STATUS,
+    CurrentPrincipal,
+    name="status",
+    summary="The caller's second factor",
+)
+rpc_route(
+    router,
+    "POST",
     "/auth/mfa/totp",
-    response_model=TotpEnrolment,
+    endpoints.Auth.MFA_ENROL,
+    Self,
+    name="enrol",
     summary="Start TOTP enrolment: secret, otpauth URI, QR (SVG) and recovery codes, shown once",
 )
-async def enrol(principal: Self, rpc: RpcDep) -> TotpEnrolment:
-    return await rpc.call(endpoints.Auth.MFA_ENROL, UserMfaRequest(actor=principal.actor))
 
 
 @router.post(
@@ -86,27 +88,32 @@ async def step_up(body: MfaCode, principal: Self, rpc: RpcDep) -> TokenPair:
     return await rpc.call(endpoints.Auth.MFA_STEP_UP, UserMfaRequest(actor=principal.actor, code=body.code))
 
 
-@router.get("/admin/mfa-policy", response_model=MfaPolicy, summary="Whether the organization requires MFA")
-async def get_policy(principal: CurrentPrincipal, rpc: RpcDep) -> MfaPolicy:
-    return await rpc.call(endpoints.Auth.GET_MFA_POLICY, OrgScoped(actor=principal.actor))
-
-
-@router.put(
+rpc_route(
+    router,
+    "GET",
     "/admin/mfa-policy",
-    response_model=MfaPolicy,
+    endpoints.Auth.GET_MFA_POLICY,
+    CurrentPrincipal,
+    name="get_policy",
+    summary="Whether the organization requires MFA",
+)
+rpc_route(
+    router,
+    "PUT",
+    "/admin/mfa-policy",
+    endpoints.Auth.UPDATE_MFA_POLICY,
+    SensitiveAdmin,
+    body="policy",
+    name="put_policy",
     summary="Require MFA for every member (members without it enrol at their next sign-in)",
 )
-async def put_policy(body: MfaPolicy, principal: SensitiveAdmin, rpc: RpcDep) -> MfaPolicy:
-    request = UpdateMfaPolicyRequest(actor=principal.actor, policy=body)
-    return await rpc.call(endpoints.Auth.UPDATE_MFA_POLICY, request)
-
-
-@no_content_route(
+rpc_route(
     router,
+    "DELETE",
     "/admin/users/{user_id}/mfa",
+    endpoints.Auth.RESET_USER_MFA,
+    SensitiveAdmin,
+    status_code=http.HTTP_204_NO_CONTENT,
+    name="reset_user",
     summary="Remove a user's second factor (lost device); their sessions end and they enrol again",
 )
-async def reset_user(user_id: IdPath, principal: SensitiveAdmin, rpc: RpcDep) -> Response:
-    return await no_content(
-        rpc, endpoints.Auth.RESET_USER_MFA, ResetUserMfaRequest(actor=principal.actor, id=user_id)
-    )

@@ -4,22 +4,26 @@ from __future__ import annotations
 
 from browserfleet_contracts import endpoints
 from browserfleet_contracts.auth import OrgPolicy, UpdateOrgPolicyRequest
-from browserfleet_contracts.common import OrgScoped
 from browserfleet_core.errors import Invalid
 from fastapi import APIRouter
 
 from .. import intake
 from ..deps import CurrentPrincipal, RpcDep, SensitiveAdmin
 from ..errors import API_ERRORS
+from ..replies import rpc_route
 
 router = APIRouter(prefix="/api/v1/org/policy", tags=["organization"], responses=API_ERRORS)
 
 
-@router.get(
-    "", response_model=OrgPolicy, summary="The organization's policy: allowed domains, evaluate, proxy"
+rpc_route(
+    router,
+    "GET",
+    "",
+    endpoints.Auth.GET_ORG_POLICY,
+    CurrentPrincipal,
+    name="get_org_policy",
+    summary="The organization's policy: allowed domains, evaluate, proxy",
 )
-async def get_org_policy(principal: CurrentPrincipal, rpc: RpcDep) -> OrgPolicy:
-    return await rpc.call(endpoints.Auth.GET_ORG_POLICY, OrgScoped(actor=principal.actor))
 
 
 @router.put(

@@ -10,12 +10,12 @@ from __future__ import annotations
 from typing import Annotated
 
 from browserfleet_contracts import endpoints
-from browserfleet_contracts.profiles import ListProfilesRequest, ProfileNameRequest, ProfilePublic
-from fastapi import APIRouter, Depends, Path, Response
+from fastapi import APIRouter, Depends, Path
+from starlette import status as http
 
-from ..deps import Principal, RpcDep, access
+from ..deps import Principal, access
 from ..errors import error_responses
-from ..replies import no_content, no_content_route
+from ..replies import rpc_route
 
 _ERRORS = error_responses(401, 403, 404, 409, 422, 429, 503)
 # Profiles hold signed-in sessions: API keys need the credentials scope, like credentials themselves.
@@ -26,21 +26,25 @@ _NAME = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.
 router = APIRouter(prefix="/api/v1/profiles", tags=["profiles"], responses=_ERRORS)
 
 
-@router.get(
+rpc_route(
+    router,
+    "GET",
     "",
-    response_model=list[ProfilePublic],
+    endpoints.Vault.LIST_PROFILES,
+    ProfilesRead,
+    name="list_profiles",
     summary="The organization's browser profiles: name, version, size, whether a task uses one now",
 )
-async def list_profiles(principal: ProfilesRead, rpc: RpcDep) -> list[ProfilePublic]:
-    return await rpc.call(endpoints.Vault.LIST_PROFILES, ListProfilesRequest(actor=principal.actor))
 
 
-@no_content_route(
+rpc_route(
     router,
+    "DELETE",
     "/{name}",
+    endpoints.Vault.DELETE_PROFILE,
+    ProfilesAdmin,
+    path_param=_NAME,
+    status_code=http.HTTP_204_NO_CONTENT,
+    name="delete_profile",
     summary="Delete a profile (409 while a running task holds it); the next task naming it starts empty",
 )
-async def delete_profile(name: _NAME, principal: ProfilesAdmin, rpc: RpcDep) -> Response:
-    return await no_content(
-        rpc, endpoints.Vault.DELETE_PROFILE, ProfileNameRequest(actor=principal.actor, name=name)
-    )

@@ -12,7 +12,6 @@ from browserfleet_contracts.common import Actor, ById
 from browserfleet_contracts.endpoints import Endpoint, Req
 from browserfleet_contracts.schedules import (
     CreateScheduleRequest,
-    ListSchedulesRequest,
     ScheduleCreate,
     SchedulePublic,
     ScheduleUpdate,
@@ -26,7 +25,7 @@ from starlette import status as http
 from .. import intake
 from ..deps import IdPath, Principal, RpcDep, TasksRead, access
 from ..errors import API_ERRORS
-from ..replies import no_content, no_content_route
+from ..replies import rpc_route
 
 # Schedules are read like tasks and changed by admins (the scheduler checks that too); an API key acts with
 # the rule's role for the one call.
@@ -70,9 +69,15 @@ async def create_schedule(
     return created
 
 
-@router.get("", response_model=list[SchedulePublic], summary="The organization's schedules")
-async def list_schedules(principal: TasksRead, rpc: RpcDep) -> list[SchedulePublic]:
-    return await rpc.call(endpoints.Scheduler.LIST_SCHEDULES, ListSchedulesRequest(actor=principal.actor))
+rpc_route(
+    router,
+    "GET",
+    "",
+    endpoints.Scheduler.LIST_SCHEDULES,
+    TasksRead,
+    name="list_schedules",
+    summary="The organization's schedules",
+)
 
 
 @router.get("/{schedule_id}", response_model=SchedulePublic, summary="One schedule")
@@ -109,8 +114,13 @@ async def resume_schedule(schedule_id: IdPath, principal: SchedulesWrite, rpc: R
     return await _update(rpc, principal.actor, schedule_id, ScheduleUpdate(paused=False))
 
 
-@no_content_route(router, "/{schedule_id}", summary="Delete a schedule (tasks it already created stay)")
-async def delete_schedule(schedule_id: IdPath, principal: SchedulesWrite, rpc: RpcDep) -> Response:
-    return await no_content(
-        rpc, endpoints.Scheduler.DELETE_SCHEDULE, ById(actor=principal.actor, id=schedule_id)
-    )
+rpc_route(
+    router,
+    "DELETE",
+    "/{schedule_id}",
+    endpoints.Scheduler.DELETE_SCHEDULE,
+    SchedulesWrite,
+    status_code=http.HTTP_204_NO_CONTENT,
+    name="delete_schedule",
+    summary="Delete a schedule (tasks it already created stay)",
+)

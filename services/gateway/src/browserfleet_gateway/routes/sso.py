@@ -8,24 +8,20 @@ from __future__ import annotations
 from typing import Annotated
 
 from browserfleet_contracts import endpoints
-from browserfleet_contracts.common import OrgScoped
 from browserfleet_contracts.mfa import LoginReply
 from browserfleet_contracts.sso import (
-    PutSsoSettingsRequest,
     SsoCallbackRequest,
     SsoExchangeCommand,
     SsoExchangeRequest,
-    SsoSettings,
-    SsoSettingsPublic,
     SsoStartRequest,
 )
-from fastapi import APIRouter, Depends, Path, Query, Request, Response
+from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import RedirectResponse
 from starlette import status as http
 
 from ..deps import OrgAdmin, RpcDep, SensitiveAdmin, StateDep, client_ip, public
 from ..errors import API_ERRORS
-from ..replies import no_content, no_content_route
+from ..replies import rpc_route
 
 router = APIRouter(tags=["sso"], responses=API_ERRORS)
 CALLBACK_PATH = "/auth/sso/callback"
@@ -96,25 +92,32 @@ async def sso_exchange(body: SsoExchangeRequest, request: Request, rpc: RpcDep) 
     return await rpc.call(endpoints.Auth.SSO_EXCHANGE, command)
 
 
-@router.get("/admin/sso", response_model=SsoSettingsPublic, summary="The organization's identity provider")
-async def get_sso(principal: OrgAdmin, rpc: RpcDep) -> SsoSettingsPublic:
-    return await rpc.call(endpoints.Auth.GET_SSO_SETTINGS, OrgScoped(actor=principal.actor))
-
-
-@router.put(
+rpc_route(
+    router,
+    "GET",
     "/admin/sso",
-    response_model=SsoSettingsPublic,
+    endpoints.Auth.GET_SSO_SETTINGS,
+    OrgAdmin,
+    name="get_sso",
+    summary="The organization's identity provider",
+)
+rpc_route(
+    router,
+    "PUT",
+    "/admin/sso",
+    endpoints.Auth.PUT_SSO_SETTINGS,
+    SensitiveAdmin,
+    body="settings",
+    name="put_sso",
     summary="Set the organization's identity provider (issuer, client, owned domains, roles, SSO-only)",
 )
-async def put_sso(body: SsoSettings, principal: SensitiveAdmin, rpc: RpcDep) -> SsoSettingsPublic:
-    request = PutSsoSettingsRequest(actor=principal.actor, settings=body)
-    return await rpc.call(endpoints.Auth.PUT_SSO_SETTINGS, request)
-
-
-@no_content_route(
+rpc_route(
     router,
+    "DELETE",
     "/admin/sso",
+    endpoints.Auth.DELETE_SSO_SETTINGS,
+    SensitiveAdmin,
+    status_code=http.HTTP_204_NO_CONTENT,
+    name="delete_sso",
     summary="Remove the organization's identity provider (password sign-in applies again)",
 )
-async def delete_sso(principal: SensitiveAdmin, rpc: RpcDep) -> Response:
-    return await no_content(rpc, endpoints.Auth.DELETE_SSO_SETTINGS, OrgScoped(actor=principal.actor))

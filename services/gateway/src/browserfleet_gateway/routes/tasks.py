@@ -11,15 +11,9 @@ from typing import Annotated
 
 from browserfleet_contracts import endpoints
 from browserfleet_contracts.common import Actor, Page
-from browserfleet_contracts.task_admin import (
-    AdminListTasksRequest,
-    CancelTaskRequest,
-    GetTaskAttemptsRequest,
-    TaskAttemptPublic,
-)
+from browserfleet_contracts.task_admin import AdminListTasksRequest, CancelTaskRequest
 from browserfleet_contracts.tasks import (
     WORKER_TAG_PATTERN,
-    GetTaskRequest,
     ListTasksRequest,
     Priority,
     TaskCreate,
@@ -28,24 +22,25 @@ from browserfleet_contracts.tasks import (
 )
 from browserfleet_core.messaging import RpcClient
 from fastapi import APIRouter, Header, Query, Response
+from pydantic import BaseModel
 from starlette import status as http
 
 from .. import intake
 from ..deps import IdPath, RpcDep, StateDep, TasksRead, TasksWrite
 from ..errors import API_ERRORS
+from ..replies import rpc_route
 
 api_router = APIRouter(prefix="/api/v1/tasks", tags=["tasks"], responses=API_ERRORS)
 admin_router = APIRouter(prefix="/admin/tasks", tags=["admin", "tasks"], responses=API_ERRORS)
 
+# a page of tasks, in either list
+_Limit = Annotated[int, Query(ge=1, le=500)]
+_Cursor = Annotated[str | None, Query(max_length=200)]
 _Reason = Annotated[str | None, Query(max_length=500, description="recorded on the task")]
 _CANCEL_DOC = (
     "A queued task is cancelled at once; a running one is marked cancelled at once and its worker is told to "
     "close the browser context. A finished task is a 409."
 )
-
-
-async def _get(rpc: RpcClient, actor: Actor, task_id: str) -> TaskPublic:
-    return await rpc.call(endpoints.Scheduler.GET_TASK, GetTaskRequest(actor=actor, task_id=task_id))
 
 
 async def _cancel(rpc: RpcClient, actor: Actor, task_id: str, reason: str | None) -> TaskPublic:
@@ -106,16 +101,22 @@ async def list_tasks(
     principal: TasksRead,
     rpc: RpcDep,
     status: TaskStatus | None = None,
-    limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    cursor: Annotated[str | None, Query(max_length=200)] = None,
+    limit: _Limit = 50,
+    cursor: _Cursor = None,
 ) -> Page[TaskPublic]:
     request = ListTasksRequest(actor=principal.actor, status=status, limit=limit, cursor=cursor)
     return await rpc.call(endpoints.Scheduler.LIST_TASKS, request)
 
 
-@api_router.get("/{task_id}", response_model=TaskPublic, summary="One task, with its result")
-async def get_task(task_id: IdPath, principal: TasksRead, rpc: RpcDep) -> TaskPublic:
-    return await _get(rpc, principal.actor, task_id)
+rpc_route(
+    api_router,
+    "GET",
+    "/{task_id}",
+    endpoints.Scheduler.GET_TASK,
+    TasksRead,
+    name="get_task",
+    summary="One task, with its result",
+)
 
 
 @api_router.post(
@@ -147,47 +148,46 @@ async def admin_cancel_task(
     return await _cancel(rpc, principal.actor, task_id, reason)
 
 
+class _AdminQuery(BaseModel):
+    """The admin list's filters and page, named as the scheduler's request names them."""
+
+    status: TaskStatus | None = None
+    priority: Priority | None = None
+    worker_id: Annotated[str | None, Query(alias="worker", max_length=64, description="worker id")] = None
+    tag: Annotated[str | None, Query(pattern=WORKER_TAG_PATTERN, description="a worker tag")] = None
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+    limit: _Limit = 50
+    cursor: _Cursor = None
+
+
 @admin_router.get(
     "",
     response_model=Page[TaskPublic],
     summary="The organization's tasks, newest first, with filters and a cursor",
 )
 async def admin_list_tasks(
-    principal: TasksRead,
-    rpc: RpcDep,
-    status: TaskStatus | None = None,
-    priority: Priority | None = None,
-    worker: Annotated[str | None, Query(max_length=64, description="worker id")] = None,
-    tag: Annotated[str | None, Query(pattern=WORKER_TAG_PATTERN, description="a worker tag")] = None,
-    created_after: datetime | None = None,
-    created_before: datetime | None = None,
-    limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    cursor: Annotated[str | None, Query(max_length=200)] = None,
+    principal: TasksRead, rpc: RpcDep, query: Annotated[_AdminQuery, Query()]
 ) -> Page[TaskPublic]:
-    request = AdminListTasksRequest(
-        actor=principal.actor,
-        status=status,
-        priority=priority,
-        worker_id=worker,
-        tag=tag,
-        created_after=created_after,
-        created_before=created_before,
-        limit=limit,
-        cursor=cursor,
-    )
+    request = AdminListTasksRequest(actor=principal.actor, **query.model_dump())
     return await rpc.call(endpoints.Scheduler.ADMIN_LIST_TASKS, request)
 
 
-@admin_router.get("/{task_id}", response_model=TaskPublic, summary="One task, with its result")
-async def admin_get_task(task_id: IdPath, principal: TasksRead, rpc: RpcDep) -> TaskPublic:
-    return await _get(rpc, principal.actor, task_id)
-
-
-@admin_router.get(
+rpc_route(
+    admin_router,
+    "GET",
+    "/{task_id}",
+    endpoints.Scheduler.GET_TASK,
+    TasksRead,
+    name="admin_get_task",
+    summary="One task, with its result",
+)
+rpc_route(
+    admin_router,
+    "GET",
     "/{task_id}/attempts",
-    response_model=list[TaskAttemptPublic],
+    endpoints.Scheduler.TASK_ATTEMPTS,
+    TasksRead,
+    name="task_attempts",
     summary="A task's attempts: worker, start, end, outcome",
 )
-async def task_attempts(task_id: IdPath, principal: TasksRead, rpc: RpcDep) -> list[TaskAttemptPublic]:
-    request = GetTaskAttemptsRequest(actor=principal.actor, task_id=task_id)
-    return await rpc.call(endpoints.Scheduler.TASK_ATTEMPTS, request)

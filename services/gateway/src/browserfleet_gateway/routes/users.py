@@ -4,49 +4,47 @@
 from __future__ import annotations
 
 from browserfleet_contracts import endpoints
-from browserfleet_contracts.auth import (
-    CreateUserRequest,
-    UpdateUserRequest,
-    UserCreate,
-    UserCreated,
-    UserDetail,
-    UserUpdate,
-)
-from browserfleet_contracts.common import OrgScoped
+from browserfleet_contracts.auth import UpdateUserRequest, UserDetail, UserUpdate
 from fastapi import APIRouter
 from starlette import status as http
 
 from ..deps import IdPath, OrgAdmin, RpcDep, SensitiveAdmin
 from ..errors import API_ERRORS
+from ..replies import rpc_route
 
 router = APIRouter(prefix="/admin/users", tags=["admin"], responses=API_ERRORS)
 
 
-@router.get("", response_model=list[UserDetail], summary="The organization's users")
-async def list_users(principal: OrgAdmin, rpc: RpcDep) -> list[UserDetail]:
-    return await rpc.call(endpoints.Auth.LIST_USERS, OrgScoped(actor=principal.actor))
-
-
-@router.post(
+rpc_route(
+    router,
+    "GET",
     "",
-    response_model=UserCreated,
+    endpoints.Auth.LIST_USERS,
+    OrgAdmin,
+    name="list_users",
+    summary="The organization's users",
+)
+rpc_route(
+    router,
+    "POST",
+    "",
+    endpoints.Auth.CREATE_USER,
+    OrgAdmin,
+    body="user",
     status_code=http.HTTP_201_CREATED,
+    name="create_user",
     summary="Create a user, or invite one (no password: a one-time password is in this answer only)",
 )
-async def create_user(body: UserCreate, principal: OrgAdmin, rpc: RpcDep) -> UserCreated:
-    return await rpc.call(endpoints.Auth.CREATE_USER, CreateUserRequest(actor=principal.actor, user=body))
-
-
-@router.patch(
+rpc_route(
+    router,
+    "PATCH",
     "/{user_id}",
-    response_model=UserDetail,
+    endpoints.Auth.UPDATE_USER,
+    SensitiveAdmin,
+    body="user",
+    name="update_user",
     summary="Change a user's name or role, or (de)activate them",
 )
-async def update_user(
-    user_id: IdPath, body: UserUpdate, principal: SensitiveAdmin, rpc: RpcDep
-) -> UserDetail:
-    request = UpdateUserRequest(actor=principal.actor, id=user_id, user=body)
-    return await rpc.call(endpoints.Auth.UPDATE_USER, request)
 
 
 @router.delete(

@@ -7,28 +7,13 @@ from typing import Annotated
 
 from browserfleet_contracts import endpoints
 from browserfleet_contracts.catalog import EventTypeInfo, event_types
-from browserfleet_contracts.common import ById, OrgScoped
-from browserfleet_contracts.webhooks import (
-    CreateEndpointRequest,
-    DeliveryStatus,
-    ListDeliveriesRequest,
-    ReplayFailedCreate,
-    ReplayFailedRequest,
-    ReplayJobPublic,
-    UpdateEndpointRequest,
-    WebhookDeliveryDetail,
-    WebhookDeliveryPublic,
-    WebhookEndpointCreate,
-    WebhookEndpointPublic,
-    WebhookEndpointUpdate,
-    WebhookSecretPublic,
-)
-from fastapi import APIRouter, Depends, Query, Response
+from browserfleet_contracts.webhooks import DeliveryStatus, ListDeliveriesRequest, WebhookDeliveryPublic
+from fastapi import APIRouter, Depends, Query
 from starlette import status as http
 
-from ..deps import IdPath, Principal, RpcDep, access, public
+from ..deps import Principal, RpcDep, access, public
 from ..errors import API_ERRORS
-from ..replies import no_content, no_content_route
+from ..replies import rpc_route
 
 WebhooksAdmin = Annotated[Principal, Depends(access("admin", scope="webhooks:admin"))]
 # reading or replacing a signing secret: a recent second factor too, when one applies to the admin
@@ -50,22 +35,26 @@ async def list_event_types() -> list[EventTypeInfo]:
     return event_types()
 
 
-@admin_router.post(
+rpc_route(
+    admin_router,
+    "POST",
     "",
-    response_model=WebhookEndpointPublic,
+    endpoints.Webhooks.CREATE_ENDPOINT,
+    WebhooksAdmin,
+    body="endpoint",
     status_code=http.HTTP_201_CREATED,
+    name="create_webhook",
     summary="Add a webhook endpoint; the signing secret is shown in this answer",
 )
-async def create_webhook(
-    body: WebhookEndpointCreate, principal: WebhooksAdmin, rpc: RpcDep
-) -> WebhookEndpointPublic:
-    request = CreateEndpointRequest(actor=principal.actor, endpoint=body)
-    return await rpc.call(endpoints.Webhooks.CREATE_ENDPOINT, request)
-
-
-@admin_router.get("", response_model=list[WebhookEndpointPublic], summary="List webhook endpoints")
-async def list_webhooks(principal: WebhooksAdmin, rpc: RpcDep) -> list[WebhookEndpointPublic]:
-    return await rpc.call(endpoints.Webhooks.LIST_ENDPOINTS, OrgScoped(actor=principal.actor))
+rpc_route(
+    admin_router,
+    "GET",
+    "",
+    endpoints.Webhooks.LIST_ENDPOINTS,
+    WebhooksAdmin,
+    name="list_webhooks",
+    summary="List webhook endpoints",
+)
 
 
 # the literal paths come before /{endpoint_id}, which would otherwise take "deliveries" and "replays" as ids
@@ -85,120 +74,120 @@ async def list_deliveries(
     return await rpc.call(endpoints.Webhooks.LIST_DELIVERIES, request)
 
 
-@admin_router.get(
+rpc_route(
+    admin_router,
+    "GET",
     "/deliveries/{delivery_id}",
-    response_model=WebhookDeliveryDetail,
+    endpoints.Webhooks.GET_DELIVERY,
+    WebhooksAdmin,
+    name="get_delivery",
     summary="One delivery: its payload and every attempt (time, status, latency, response excerpt)",
 )
-async def get_delivery(delivery_id: IdPath, principal: WebhooksAdmin, rpc: RpcDep) -> WebhookDeliveryDetail:
-    return await rpc.call(endpoints.Webhooks.GET_DELIVERY, ById(actor=principal.actor, id=delivery_id))
-
-
-@admin_router.post(
+rpc_route(
+    admin_router,
+    "POST",
     "/deliveries/{delivery_id}/replay",
-    response_model=WebhookDeliveryPublic,
+    endpoints.Webhooks.REPLAY_DELIVERY,
+    WebhooksAdmin,
     status_code=http.HTTP_202_ACCEPTED,
+    name="replay_delivery",
     summary="Send a delivery again now with a fresh retry schedule (409 if its endpoint is disabled)",
 )
-async def replay_delivery(
-    delivery_id: IdPath, principal: WebhooksAdmin, rpc: RpcDep
-) -> WebhookDeliveryPublic:
-    return await rpc.call(endpoints.Webhooks.REPLAY_DELIVERY, ById(actor=principal.actor, id=delivery_id))
-
-
-@admin_router.get("/replays/{job_id}", response_model=ReplayJobPublic, summary="A replay job's progress")
-async def get_replay_job(job_id: IdPath, principal: WebhooksAdmin, rpc: RpcDep) -> ReplayJobPublic:
-    return await rpc.call(endpoints.Webhooks.GET_REPLAY_JOB, ById(actor=principal.actor, id=job_id))
-
-
-@admin_router.get(
+rpc_route(
+    admin_router,
+    "GET",
+    "/replays/{job_id}",
+    endpoints.Webhooks.GET_REPLAY_JOB,
+    WebhooksAdmin,
+    name="get_replay_job",
+    summary="A replay job's progress",
+)
+rpc_route(
+    admin_router,
+    "GET",
     "/{endpoint_id}",
-    response_model=WebhookEndpointPublic,
+    endpoints.Webhooks.GET_ENDPOINT,
+    WebhooksAdmin,
+    name="get_webhook",
     summary="One endpoint with its health (circuit, failing since, why it was disabled)",
 )
-async def get_webhook(endpoint_id: IdPath, principal: WebhooksAdmin, rpc: RpcDep) -> WebhookEndpointPublic:
-    return await rpc.call(endpoints.Webhooks.GET_ENDPOINT, ById(actor=principal.actor, id=endpoint_id))
-
-
-@admin_router.patch(
+rpc_route(
+    admin_router,
+    "PATCH",
     "/{endpoint_id}",
-    response_model=WebhookEndpointPublic,
+    endpoints.Webhooks.UPDATE_ENDPOINT,
+    WebhooksAdmin,
+    body="endpoint",
+    name="update_webhook",
     summary="Change an endpoint's url, events, description or enabled flag",
 )
-async def update_webhook(
-    endpoint_id: IdPath, body: WebhookEndpointUpdate, principal: WebhooksAdmin, rpc: RpcDep
-) -> WebhookEndpointPublic:
-    request = UpdateEndpointRequest(actor=principal.actor, id=endpoint_id, endpoint=body)
-    return await rpc.call(endpoints.Webhooks.UPDATE_ENDPOINT, request)
-
-
-@no_content_route(admin_router, "/{endpoint_id}", summary="Remove a webhook endpoint")
-async def delete_webhook(endpoint_id: IdPath, principal: WebhooksAdmin, rpc: RpcDep) -> Response:
-    return await no_content(
-        rpc, endpoints.Webhooks.DELETE_ENDPOINT, ById(actor=principal.actor, id=endpoint_id)
-    )
-
-
-@admin_router.get("/{endpoint_id}/secret", response_model=WebhookSecretPublic, summary="An endpoint's secret")
-async def get_webhook_secret(
-    endpoint_id: IdPath, principal: WebhookSecretsAdmin, rpc: RpcDep
-) -> WebhookSecretPublic:
-    return await rpc.call(endpoints.Webhooks.GET_SECRET, ById(actor=principal.actor, id=endpoint_id))
-
-
-@admin_router.post(
+rpc_route(
+    admin_router,
+    "DELETE",
+    "/{endpoint_id}",
+    endpoints.Webhooks.DELETE_ENDPOINT,
+    WebhooksAdmin,
+    status_code=http.HTTP_204_NO_CONTENT,
+    name="delete_webhook",
+    summary="Remove a webhook endpoint",
+)
+rpc_route(
+    admin_router,
+    "GET",
+    "/{endpoint_id}/secret",
+    endpoints.Webhooks.GET_SECRET,
+    WebhookSecretsAdmin,
+    name="get_webhook_secret",
+    summary="An endpoint's secret",
+)
+rpc_route(
+    admin_router,
+    "POST",
     "/{endpoint_id}/secret/rotate",
-    response_model=WebhookSecretPublic,
+    endpoints.Webhooks.ROTATE_SECRET,
+    WebhookSecretsAdmin,
+    name="rotate_webhook_secret",
     summary="A new signing secret; the previous one keeps signing until the overlap ends (409 inside one)",
 )
-async def rotate_webhook_secret(
-    endpoint_id: IdPath, principal: WebhookSecretsAdmin, rpc: RpcDep
-) -> WebhookSecretPublic:
-    return await rpc.call(endpoints.Webhooks.ROTATE_SECRET, ById(actor=principal.actor, id=endpoint_id))
-
-
-@admin_router.post(
+rpc_route(
+    admin_router,
+    "POST",
     "/{endpoint_id}/test",
-    response_model=WebhookDeliveryPublic,
+    endpoints.Webhooks.SEND_TEST,
+    WebhooksAdmin,
     status_code=http.HTTP_202_ACCEPTED,
+    name="send_test_event",
     summary="Send a webhook.test event to this endpoint (409 if it is disabled)",
 )
-async def send_test_event(
-    endpoint_id: IdPath, principal: WebhooksAdmin, rpc: RpcDep
-) -> WebhookDeliveryPublic:
-    return await rpc.call(endpoints.Webhooks.SEND_TEST, ById(actor=principal.actor, id=endpoint_id))
-
-
-@admin_router.post(
+rpc_route(
+    admin_router,
+    "POST",
     "/{endpoint_id}/replay",
-    response_model=ReplayJobPublic,
+    endpoints.Webhooks.REPLAY_FAILED,
+    WebhooksAdmin,
+    body="replay",
     status_code=http.HTTP_202_ACCEPTED,
+    name="replay_failed",
     summary="Replay every failed delivery of this endpoint since a time, as a background job",
 )
-async def replay_failed(
-    endpoint_id: IdPath, body: ReplayFailedCreate, principal: WebhooksAdmin, rpc: RpcDep
-) -> ReplayJobPublic:
-    request = ReplayFailedRequest(actor=principal.actor, endpoint_id=endpoint_id, replay=body)
-    return await rpc.call(endpoints.Webhooks.REPLAY_FAILED, request)
-
-
-@org_router.get(
+rpc_route(
+    org_router,
+    "GET",
     "",
-    response_model=WebhookSecretPublic,
+    endpoints.Webhooks.GET_ORG_SECRET,
+    WebhookSecretsAdmin,
+    name="get_org_webhook_secret",
     summary="The organization's secret signing deliveries to tasks' webhook_url (admins)",
 )
-async def get_org_webhook_secret(principal: WebhookSecretsAdmin, rpc: RpcDep) -> WebhookSecretPublic:
-    return await rpc.call(endpoints.Webhooks.GET_ORG_SECRET, OrgScoped(actor=principal.actor))
-
-
-@org_router.post(
+rpc_route(
+    org_router,
+    "POST",
     "/rotate",
-    response_model=WebhookSecretPublic,
+    endpoints.Webhooks.ROTATE_ORG_SECRET,
+    WebhookSecretsAdmin,
+    name="rotate_org_webhook_secret",
     summary="A new organization secret for tasks' webhook_url, with an overlap (409 inside one)",
 )
-async def rotate_org_webhook_secret(principal: WebhookSecretsAdmin, rpc: RpcDep) -> WebhookSecretPublic:
-    return await rpc.call(endpoints.Webhooks.ROTATE_ORG_SECRET, OrgScoped(actor=principal.actor))
-
 
 # one router for routes/__init__.py: the three above keep their own prefixes and tags
 router = APIRouter()

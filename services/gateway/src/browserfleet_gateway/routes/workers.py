@@ -7,15 +7,11 @@ from __future__ import annotations
 from typing import Annotated
 
 from browserfleet_contracts import endpoints
-from browserfleet_contracts.common import ById
 from browserfleet_contracts.workers import (
     CreateInviteRequest,
     DeregisterRequest,
     InviteCreate,
-    InviteInfo,
     InvitePublic,
-    ListInvitesRequest,
-    ListWorkersRequest,
     PublicKeyBody,
     RegisterReply,
     RegisterRequest,
@@ -30,7 +26,7 @@ from starlette import status as http
 
 from ..deps import IdPath, Principal, RpcDep, access, public, worker_key
 from ..errors import API_ERRORS
-from ..replies import no_content, no_content_route
+from ..replies import no_content, no_content_route, rpc_route
 
 WorkersAdmin = Annotated[Principal, Depends(access("admin", scope="workers:admin"))]
 WorkerKey = Annotated[str, Depends(worker_key("the worker's own key, for its own id only"))]
@@ -53,48 +49,54 @@ async def create_invite(
     return await rpc.call(endpoints.Workers.CREATE_INVITE, request)
 
 
-@admin_router.get(
-    "/invites", response_model=list[InviteInfo], summary="The organization's invites (no codes)"
-)
-async def list_invites(principal: WorkersAdmin, rpc: RpcDep) -> list[InviteInfo]:
-    return await rpc.call(endpoints.Workers.LIST_INVITES, ListInvitesRequest(actor=principal.actor))
-
-
-@no_content_route(
+rpc_route(
     admin_router,
+    "GET",
+    "/invites",
+    endpoints.Workers.LIST_INVITES,
+    WorkersAdmin,
+    name="list_invites",
+    summary="The organization's invites (no codes)",
+)
+rpc_route(
+    admin_router,
+    "DELETE",
     "/invites/{invite_id}",
+    endpoints.Workers.REVOKE_INVITE,
+    WorkersAdmin,
+    status_code=http.HTTP_204_NO_CONTENT,
+    name="revoke_invite",
     summary="Revoke an invite: nobody registers with it any more (its workers stay)",
 )
-async def revoke_invite(invite_id: IdPath, principal: WorkersAdmin, rpc: RpcDep) -> Response:
-    return await no_content(rpc, endpoints.Workers.REVOKE_INVITE, ById(actor=principal.actor, id=invite_id))
-
-
-@admin_router.get(
+rpc_route(
+    admin_router,
+    "GET",
     "",
-    response_model=list[WorkerPublic],
+    endpoints.Workers.LIST,
+    WorkersAdmin,
+    name="list_workers",
     summary="The organization's workers (and the platform's serving it): status online/offline/busy/draining/"
     "error, last_seen, pool, tags, version, device info",
 )
-async def list_workers(principal: WorkersAdmin, rpc: RpcDep) -> list[WorkerPublic]:
-    return await rpc.call(endpoints.Workers.LIST, ListWorkersRequest(actor=principal.actor))
-
-
-@no_content_route(
+rpc_route(
     admin_router,
+    "DELETE",
     "/{worker_id}",
+    endpoints.Workers.REVOKE,
+    WorkersAdmin,
+    status_code=http.HTTP_204_NO_CONTENT,
+    name="remove_worker",
     summary="Remove a worker: its key stops working at once and a task it is running is given back",
 )
-async def remove_worker(worker_id: IdPath, principal: WorkersAdmin, rpc: RpcDep) -> Response:
-    return await no_content(rpc, endpoints.Workers.REVOKE, ById(actor=principal.actor, id=worker_id))
-
-
-@admin_router.post(
+rpc_route(
+    admin_router,
+    "POST",
     "/{worker_id}/drain",
-    response_model=WorkerPublic,
+    endpoints.Workers.DRAIN,
+    WorkersAdmin,
+    name="drain_worker",
     summary="Drain a worker: it takes no new task and finishes (or hands back) the ones it runs",
 )
-async def drain_worker(worker_id: IdPath, principal: WorkersAdmin, rpc: RpcDep) -> WorkerPublic:
-    return await rpc.call(endpoints.Workers.DRAIN, ById(actor=principal.actor, id=worker_id))
 
 
 @router.post(
