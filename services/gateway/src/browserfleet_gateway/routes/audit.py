@@ -14,6 +14,7 @@ from browserfleet_contracts.common import Page
 from browserfleet_core.messaging import RpcClient
 from fastapi import APIRouter, Query
 from fastapi.responses import StreamingResponse
+from pydantic import BaseModel
 
 from ..deps import OrgAdmin, RpcDep
 from ..errors import API_ERRORS
@@ -34,32 +35,33 @@ _Target = Annotated[str | None, Query(max_length=320, pattern=_NO_NUL, descripti
 _RequestId = Annotated[str | None, Query(max_length=64, pattern=_NO_NUL, description="a call's X-Request-ID")]
 
 
+class _Filters(BaseModel):
+    """What the page and the export both filter on; each adds its own after these."""
+
+    action: _Action = None
+    outcome: _Outcome = None
+    actor_id: _ActorId = None
+    target: _Target = None
+
+
+class _PageQuery(_Filters):
+    request_id: _RequestId = None
+    since: datetime | None = None
+    until: datetime | None = None
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100
+    cursor: Annotated[str | None, Query(max_length=40)] = None
+
+
+class _ExportQuery(_Filters):
+    since: datetime | None = None
+    until: datetime | None = None
+
+
 @router.get("", response_model=Page[AuditEntry], summary="The audit log, newest first")
 async def audit_log(
-    principal: OrgAdmin,
-    rpc: RpcDep,
-    action: _Action = None,
-    outcome: _Outcome = None,
-    actor_id: _ActorId = None,
-    target: _Target = None,
-    request_id: _RequestId = None,
-    since: datetime | None = None,
-    until: datetime | None = None,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    cursor: Annotated[str | None, Query(max_length=40)] = None,
+    principal: OrgAdmin, rpc: RpcDep, query: Annotated[_PageQuery, Query()]
 ) -> Page[AuditEntry]:
-    request = ListAuditRequest(
-        actor=principal.actor,
-        action=action,
-        outcome=outcome,
-        actor_id=actor_id,
-        target=target,
-        request_id=request_id,
-        since=since,
-        until=until,
-        limit=limit,
-        cursor=cursor,
-    )
+    request = ListAuditRequest(actor=principal.actor, **query.model_dump())
     return await rpc.call(endpoints.Auth.LIST_AUDIT, request)
 
 
@@ -70,25 +72,9 @@ async def audit_log(
     summary="Export the audit log as JSON lines (same filters), page by page",
 )
 async def export_audit_log(
-    principal: OrgAdmin,
-    rpc: RpcDep,
-    action: _Action = None,
-    outcome: _Outcome = None,
-    actor_id: _ActorId = None,
-    target: _Target = None,
-    since: datetime | None = None,
-    until: datetime | None = None,
+    principal: OrgAdmin, rpc: RpcDep, query: Annotated[_ExportQuery, Query()]
 ) -> StreamingResponse:
-    first = ListAuditRequest(
-        actor=principal.actor,
-        action=action,
-        outcome=outcome,
-        actor_id=actor_id,
-        target=target,
-        since=since,
-        until=until,
-        limit=1000,
-    )
+    first = ListAuditRequest(actor=principal.actor, limit=1000, **query.model_dump())
     page: Page[AuditEntry] = await rpc.call(endpoints.Auth.LIST_AUDIT, first)
     return StreamingResponse(
         _lines(rpc, first, page),
