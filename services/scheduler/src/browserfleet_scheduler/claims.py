@@ -9,7 +9,7 @@ from browserfleet_contracts.events import EventType, TaskEventData
 from browserfleet_contracts.tasks import ClaimInfo, ClaimInfoRequest, ClaimReply, ClaimRequest
 from browserfleet_contracts.workers import WorkerIdentity
 from browserfleet_core.db import AsyncSession, Database, utcnow
-from browserfleet_core.errors import NotFound, Unauthorized
+from browserfleet_core.errors import NotFound
 from browserfleet_core.outbox import OutboxRelay
 from browserfleet_core.projection import project
 
@@ -18,6 +18,7 @@ from .models import TaskAttempt
 from .policy import Policy
 from .queries import find_task, is_uuid
 from .views import to_dispatch
+from .workerauth import known_worker
 
 
 def _refuse(reason: str, identity: WorkerIdentity | None = None) -> ClaimReply:
@@ -76,12 +77,9 @@ async def claim(
     spent), and this claimant is refused: the new attempt is dispatched fresh through admission."""
     policy = policy or Policy()
     now = now or utcnow()
-    if identity is None:
-        # an error, not a refusal: a refused worker drops (terms) its message, and the task, still claimable
-        # by every other worker of the pool, would wait out the queue timeout. On an error it hands it back.
-        raise Unauthorized(
-            "worker key not recognised (unknown, or its worker was removed)", code="invalid_worker_key"
-        )
+    # an error, not a refusal: a refused worker drops (terms) its message, and the task, still claimable
+    # by every other worker of the pool, would wait out the queue timeout. On an error it hands it back.
+    identity = known_worker(identity)
     if not is_uuid(req.task_id):
         return _refuse("unknown task", identity)
     # the common case (a fresh dispatch claimed once) in one statement, without loading the task

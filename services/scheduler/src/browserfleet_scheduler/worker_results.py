@@ -15,7 +15,7 @@ from datetime import datetime
 from browserfleet_contracts.tasks import TaskUpdateMessage, WorkerResultReply, WorkerResultRequest
 from browserfleet_contracts.workers import WorkerIdentity
 from browserfleet_core.db import AsyncSession, utcnow
-from browserfleet_core.errors import Conflict, NotFound, Unauthorized
+from browserfleet_core.errors import Conflict, NotFound
 from browserfleet_core.outbox import OutboxRelay
 from browserfleet_core.projection import attributes
 
@@ -23,6 +23,7 @@ from . import outcomes, repository, state
 from .models import Task
 from .policy import Policy
 from .queries import find_task
+from .workerauth import known_worker
 
 
 async def report_result(
@@ -33,10 +34,7 @@ async def report_result(
     policy: Policy | None = None,
     now: datetime | None = None,
 ) -> WorkerResultReply:
-    if identity is None:
-        raise Unauthorized(
-            "worker key not recognised (unknown, or its worker was removed)", code="invalid_worker_key"
-        )
+    identity = known_worker(identity)
     task = await find_task(session, req.task_id, lock=True)
     if task is None or (identity.org_id is not None and identity.org_id != task.org_id):
         raise NotFound("task not found", field="task_id")

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from browserfleet_contracts.workers import WorkerIdentity
+from browserfleet_core.errors import Unauthorized
 from browserfleet_core.messaging import RpcClient
 from browserfleet_core.workerkeys import WorkerKeys, rpc_lookup
 from nats.aio.client import Client as NatsClient
@@ -16,6 +17,16 @@ class WorkerAuthenticator(Protocol):
     async def authenticate(self, worker_key: str) -> WorkerIdentity | None:
         """The worker a key belongs to, or None when the key is unknown, revoked or expired."""
         ...
+
+
+def known_worker(identity: WorkerIdentity | None) -> WorkerIdentity:
+    """The worker whose key came with a request; no worker (the key is unknown, or its worker was removed) is
+    an error, answered 401."""
+    if identity is None:
+        raise Unauthorized(
+            "worker key not recognised (unknown, or its worker was removed)", code="invalid_worker_key"
+        )
+    return identity
 
 
 class RpcWorkerAuthenticator:
