@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import jwt
@@ -38,7 +38,7 @@ from browserfleet_contracts.common import Page
 from browserfleet_contracts.tasks import CreateTaskRequest, GetTaskRequest, ListTasksRequest, TaskPublic
 from browserfleet_contracts.vault import CheckNamesReply, CheckNamesRequest
 from browserfleet_core.errors import NotFound, ServiceError, Unauthorized
-from browserfleet_core.messaging import ERROR_HEADER, connect
+from browserfleet_core.messaging import ERROR_HEADER, RpcClient, connect
 from browserfleet_core.security import access_claims, generate_signing_key, public_jwk
 from browserfleet_gateway.app import create_app
 from browserfleet_gateway.settings import GatewaySettings
@@ -46,6 +46,9 @@ from fastapi import FastAPI
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from pydantic import BaseModel
+
+if TYPE_CHECKING:
+    from .taskstack import Stack
 
 Handler = Callable[[dict[str, Any]], Awaitable[Any]]
 
@@ -299,8 +302,27 @@ async def gateway_nc(nats_url: str) -> AsyncIterator[NatsClient]:
 
 
 @pytest.fixture
+def gateway_rpc() -> RpcClient | None:
+    """The `client` gateway's service calls: None, its own, unless a module overrides this."""
+    return None
+
+
+@pytest.fixture
 async def client(
-    settings: GatewaySettings, gateway_nc: NatsClient, services: FakeServices
+    settings: GatewaySettings,
+    gateway_nc: NatsClient,
+    services: FakeServices,
+    gateway_rpc: RpcClient | None,
 ) -> AsyncIterator[httpx.AsyncClient]:
-    async with serving(create_app(settings, nc=gateway_nc)) as c:
+    async with serving(create_app(settings, nc=gateway_nc, rpc=gateway_rpc)) as c:
         yield c
+
+
+@pytest.fixture(scope="module")
+async def stack(nats_url: str, database_url: str) -> AsyncIterator[Stack]:
+    """The real auth and scheduler behind a gateway, on a database of the module's own (`taskstack`), for the
+    task modules; the identity modules override it with `identitystack`'s."""
+    from .taskstack import open_stack  # taskstack builds on this module's helpers
+
+    async with open_stack(nats_url, database_url) as s:
+        yield s

@@ -15,13 +15,11 @@ import httpx
 import pytest
 from browserfleet_contracts import endpoints
 from browserfleet_core.breaker import Breakers
-from browserfleet_gateway.app import create_app
-from browserfleet_gateway.settings import GatewaySettings
 from browserfleet_gateway.upstream import GuardedRpc
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 
-from .conftest import Clock, FakeServices, Signer, serving
+from .conftest import Clock, FakeServices, Signer
 
 COOLDOWN = 10.0
 
@@ -51,15 +49,16 @@ async def silent(gateway_nc: NatsClient, services: FakeServices) -> AsyncIterato
 
 
 @pytest.fixture
-async def gw(
-    settings: GatewaySettings, gateway_nc: NatsClient, services: FakeServices
-) -> AsyncIterator[tuple[httpx.AsyncClient, Clock]]:
-    clock = Clock()
-    rpc = GuardedRpc(
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def gateway_rpc(gateway_nc: NatsClient, clock: Clock) -> GuardedRpc:
+    """`client`'s breakers: on the test's clock, opening after fewer calls than production's."""
+    return GuardedRpc(
         gateway_nc, timeout=0.3, board=Breakers(), failures=3, cooldown_seconds=COOLDOWN, clock=clock
     )
-    async with serving(create_app(settings, nc=gateway_nc, rpc=rpc)) as c:
-        yield c, clock
 
 
 def rpc_of(client: httpx.AsyncClient) -> GuardedRpc:
@@ -79,9 +78,8 @@ def error(resp: httpx.Response) -> dict[str, Any]:
 
 
 async def test_a_service_that_is_not_running_is_a_503_naming_it(
-    gw: tuple[httpx.AsyncClient, Clock], signer: Signer
+    client: httpx.AsyncClient, signer: Signer
 ) -> None:
-    client, _ = gw
     resp = await client.get("/admin/webhooks", headers=admin(signer))  # no webhooks service in this test
     assert resp.status_code == 503 and resp.headers["Retry-After"] == "1"
     assert error(resp)["code"] == "service_unavailable"
@@ -95,9 +93,8 @@ async def test_a_service_that_is_not_running_is_a_503_naming_it(
 
 
 async def test_a_hung_service_opens_its_circuit_and_a_probe_closes_it(
-    gw: tuple[httpx.AsyncClient, Clock], signer: Signer, silent: Silent
+    client: httpx.AsyncClient, clock: Clock, signer: Signer, silent: Silent
 ) -> None:
-    client, clock = gw
     url, headers = "/admin/tasks/t-1/attempts", admin(signer)
     timeouts = [await client.get(url, headers=headers) for _ in range(3)]
     assert [(r.status_code, error(r)["code"]) for r in timeouts] == [(503, "service_timeout")] * 3
@@ -142,9 +139,8 @@ async def test_a_hung_service_opens_its_circuit_and_a_probe_closes_it(
 
 
 async def test_error_answers_keep_the_circuit_closed(
-    gw: tuple[httpx.AsyncClient, Clock], signer: Signer, services: FakeServices
+    client: httpx.AsyncClient, signer: Signer, services: FakeServices
 ) -> None:
-    client, _ = gw
     for _ in range(5):  # the scheduler answers 404: it is up
         resp = await client.get("/api/v1/tasks/no-such-task", headers=admin(signer))
         assert resp.status_code == 404

@@ -5,10 +5,8 @@ the caller's org."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
-import pytest
 from browserfleet_contracts import endpoints
 from browserfleet_contracts.tasks import ArtifactRef, ClaimRequest
 
@@ -18,17 +16,10 @@ from .taskstack import (
     artifact_store,
     error_of,
     login,
-    open_stack,
     report_result,
     running_task,
     status_of,
 )
-
-
-@pytest.fixture(scope="module")
-async def stack(nats_url: str, database_url: str) -> AsyncIterator[Stack]:
-    async with open_stack(nats_url, database_url) as s:
-        yield s
 
 
 # --- artifacts --------------------------------------------------------------------------------------

@@ -28,16 +28,9 @@ from .taskstack import (
     Stack,
     create_task,
     error_of,
-    open_stack,
     publish_update,
     running_task,
 )
-
-
-@pytest.fixture(scope="module")
-async def stack(nats_url: str, database_url: str) -> AsyncIterator[Stack]:
-    async with open_stack(nats_url, database_url) as s:
-        yield s
 
 
 # --- idempotency ----------------------------------------------------------------------------------
