@@ -53,33 +53,30 @@ class OrgPolicyStand:
         await msg.respond(self.policies.get(req.org_id, OrgPolicy()).model_dump_json().encode())
 
 
+@pytest.fixture(scope="session")
+async def stands_nc(nats_url: str) -> AsyncIterator[nats.NATS]:
+    """The stand-ins' connection: closing it at the end of the run ends their subscriptions."""
+    async with await nats.connect(nats_url) as nc:
+        yield nc
+
+
 @pytest.fixture(scope="session", autouse=True)
-async def org_policies(nats_url: str) -> AsyncIterator[OrgPolicyStand]:
+async def org_policies(stands_nc: nats.NATS) -> OrgPolicyStand:
     stand = OrgPolicyStand()
-    nc = await nats.connect(nats_url)
 
     async def on_request(msg: Msg) -> None:
-        await stand.answer(msg, nc)
+        await stand.answer(msg, stands_nc)
 
-    sub = await nc.subscribe(endpoints.Auth.ORG_POLICY.subject, cb=on_request)
-    try:
-        yield stand
-    finally:
-        with contextlib.suppress(Exception):
-            await sub.unsubscribe()
-        await nc.close()
+    await stands_nc.subscribe(endpoints.Auth.ORG_POLICY.subject, cb=on_request)
+    return stand
 
 
 @pytest.fixture(scope="session", autouse=True)
-async def artifact_stand(nats_url: str) -> AsyncIterator[ArtifactStand]:
+async def artifact_stand(stands_nc: nats.NATS) -> ArtifactStand:
     """worker-gateway's artifact commit and read (artifact_stand.py), for every test of this package."""
-    nc = await nats.connect(nats_url)
-    stand = ArtifactStand(nc)
+    stand = ArtifactStand(stands_nc)
     await stand.start()
-    try:
-        yield stand
-    finally:
-        await nc.close()
+    return stand
 
 
 def kill_browser(host: BrowserHost) -> None:

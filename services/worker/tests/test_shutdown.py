@@ -13,7 +13,6 @@ import contextlib
 import json
 import os
 import signal
-import sys
 from collections import defaultdict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -26,7 +25,7 @@ from browserfleet_contracts import endpoints, subjects
 from browserfleet_contracts.tasks import ClaimRequest, TaskDispatch, TaskUpdateMessage
 from browserfleet_contracts.workers import DrainReply
 from browserfleet_core.streams import ensure_pool_consumers, ensure_streams
-from browserfleet_devkit.testing import unique_name
+from browserfleet_devkit.testing import service_process, unique_name
 from browserfleet_worker.app import run
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
@@ -178,23 +177,10 @@ async def test_sigterm_finishes_within_grace_and_hands_back_the_rest(
         "BROWSER_ALLOW_NETWORKS": "127.0.0.1/32",
         "HEARTBEAT_SECONDS": "0.5",
     }
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "browserfleet_worker",
-        "run",
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    try:
+    async with service_process("browserfleet_worker", env) as proc:
         quick, slow = await start_two(stand, site)
         proc.send_signal(signal.SIGTERM)
         output, _ = await asyncio.wait_for(proc.communicate(), 60)
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
     text = output.decode(errors="replace")
     assert proc.returncode == 0, text
     assert [u.status for u in stand.updates[quick] if u.kind == "result"] == ["completed"], text
