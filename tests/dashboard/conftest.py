@@ -18,11 +18,11 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 from browserfleet_devkit.devstack import Platform
-from browserfleet_devkit.testing import provision
 from browserfleet_gateway.static import CHECKOUT_DIST
 from browserfleet_worker.browser import SYSTEM_CHROMIUM, launch_flags
 from playwright.sync_api import BrowserContext, ConsoleMessage, Page, Route, expect
 
+from ..platforms import own_platform
 from .sites import HeldSite
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -57,16 +57,16 @@ def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
     if not (CHECKOUT_DIST / "index.html").is_file():
         pytest.fail(f"the dashboard is not built ({CHECKOUT_DIST} has no index.html): run `make ui`")
     lines: list[str] = []
-    with provision("bf_dash") as infra:
-        platform = Platform(
-            home=tmp_path_factory.mktemp("home"),
-            nats_url=infra.nats_url,
-            database_url=infra.database_url,
-            output=lines.append,
-            # every test signs in from 127.0.0.1: room for all of them in the per-address login limit (whose
-            # own tests are the gateway's); the stand-in identity provider speaks http on 127.0.0.1
-            env={"LOGIN_BURST": "100", "SSO_ALLOW_HTTP_ISSUERS": "true"},
-        )
+    with own_platform(
+        "bf_dash",
+        tmp_path_factory.mktemp("home"),
+        start=False,
+        open_nats=True,
+        output=lines.append,
+        # every test signs in from 127.0.0.1: room for all of them in the per-address login limit (whose
+        # own tests are the gateway's); the stand-in identity provider speaks http on 127.0.0.1
+        env={"LOGIN_BURST": "100", "SSO_ALLOW_HTTP_ISSUERS": "true"},
+    ) as platform:
         try:
             _start_outside_playwrights_loop(platform)
         except BaseException:

@@ -35,11 +35,13 @@ import psycopg
 import pytest
 from browserfleet_devkit.devstack import Platform
 from browserfleet_devkit.sites import QuietHandler
-from browserfleet_devkit.testing import LoopbackHTTPServer, provision
+from browserfleet_devkit.testing import LoopbackHTTPServer
 from browserfleet_gateway.app import create_app
 from browserfleet_gateway.deps import AccessRule, access_rules
 from browserfleet_gateway.settings import GatewaySettings
 from fastapi.routing import APIRoute, iter_route_contexts
+
+from ..platforms import NO_RATE_LIMITS, own_platform
 
 WAIT_CAP = 60.0  # hang protection only; nothing asserts on speed
 _ROLES = ("viewer", "user", "admin")
@@ -205,23 +207,17 @@ def _eventually(probe: Any, what: str) -> Any:
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     with (
         Receiver() as receiver,
-        provision("bf_iso") as infra,
-        Platform(  # its own authenticated NATS, as `make dev` runs it
-            home=tmp_path_factory.mktemp("home"),
-            database_url=infra.database_url,
+        own_platform(
+            "bf_iso",
+            tmp_path_factory.mktemp("home"),
             workers=0,
-            env={
-                "WEBHOOK_ALLOW_PRIVATE_TARGETS": "true",
-                # many calls from one address and one key: the limits have their own tests
-                "RATE_LIMIT_PER_SECOND": "0",
-                "API_KEY_RATE_PER_SECOND": "10000",
-                "LOGIN_RATE_PER_SECOND": "0",
-            },
+            env={"WEBHOOK_ALLOW_PRIVATE_TARGETS": "true", **NO_RATE_LIMITS},
             output=lambda _line: None,
         ) as platform,
         httpx.Client(base_url=platform.gateway_url, timeout=30) as http,
     ):
-        yield _populate(http, platform, receiver, infra.database_url)
+        assert platform.database_url  # the one `own_platform` made
+        yield _populate(http, platform, receiver, platform.database_url)
 
 
 A_PROFILE = "a-profile"

@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 from browserfleet_devkit.devstack import Platform
 from browserfleet_devkit.sites import OnePageSite
-from browserfleet_devkit.testing import provision
 
 from ..admin import admin_login
 from ..e2e.sites import WebhookReceiver
+from ..platforms import NO_RATE_LIMITS, own_platform
 
 PAGE = b"""<!doctype html><html><head><title>Seed shop</title></head><body>
 <h1 id="price">42.00</h1><a id="next" href="/slow">next</a></body></html>"""
@@ -40,21 +40,14 @@ class Running:
 def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
     lines: list[str] = []
     with (
-        provision("bf_seed") as infra,
         OnePageSite(PAGE) as site,
         WebhookReceiver() as receiver,
-        Platform(
-            home=tmp_path_factory.mktemp("seed-home"),
-            database_url=infra.database_url,
+        own_platform(
+            "bf_seed",
+            tmp_path_factory.mktemp("seed-home"),
             output=lines.append,
-            env={
-                # many calls from one address: the limits have their own tests
-                "RATE_LIMIT_PER_SECOND": "0",
-                "API_KEY_RATE_PER_SECOND": "10000",
-                "LOGIN_RATE_PER_SECOND": "0",
-                # a registered pool is routed to within a second (the walk's HTTP worker has its own pool)
-                "POOL_REGISTRY_SECONDS": "1",
-            },
+            # a registered pool is routed to within a second (the walk's HTTP worker has its own pool)
+            env={**NO_RATE_LIMITS, "POOL_REGISTRY_SECONDS": "1"},
         ) as platform,
     ):
         yield Running(platform, site, receiver, lines)

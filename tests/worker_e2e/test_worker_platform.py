@@ -34,10 +34,10 @@ from browserfleet_contracts.tasks import TaskPublic
 from browserfleet_core.messaging import RpcClient
 from browserfleet_devkit.devstack import Platform
 from browserfleet_devkit.sites import SecretFormSite, careless_form_walk, secret_forms_in
-from browserfleet_devkit.testing import provision
 
 from ..admin import admin_login
 from ..e2e.sites import ReceivedWebhook, WebhookReceiver, verify_standard_webhook
+from ..platforms import own_platform
 from .sites import TotpSite
 
 ORG_POLICY_CACHE_SECONDS = 0.5  # short, so policy changes in these tests take effect fast
@@ -82,21 +82,18 @@ class Running:
 @pytest.fixture(scope="module")
 def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
     lines: list[str] = []
-    with (
-        provision("bf_wk_e2e") as infra,
-        Platform(  # its own authenticated NATS, as `make dev` runs it
-            home=tmp_path_factory.mktemp("home"),
-            database_url=infra.database_url,
-            output=lines.append,
-            # ALLOW_EVALUATE pinned off: the org policy test needs `evaluate` refused unless the policy allows it
-            env={
-                "WORKER_SLOTS": "2",
-                "PROFILE_WAIT_SECONDS": "90",
-                "ALLOW_EVALUATE": "false",
-                "ORG_POLICY_CACHE_SECONDS": str(ORG_POLICY_CACHE_SECONDS),
-            },
-        ) as platform,
-    ):
+    with own_platform(
+        "bf_wk_e2e",
+        tmp_path_factory.mktemp("home"),
+        output=lines.append,
+        # ALLOW_EVALUATE pinned off: the org policy test needs `evaluate` refused unless the policy allows it
+        env={
+            "WORKER_SLOTS": "2",
+            "PROFILE_WAIT_SECONDS": "90",
+            "ALLOW_EVALUATE": "false",
+            "ORG_POLICY_CACHE_SECONDS": str(ORG_POLICY_CACHE_SECONDS),
+        },
+    ) as platform:
         yield Running(platform, lines, platform.admin_url)
 
 

@@ -28,8 +28,9 @@ import websockets
 from browserfleet_contracts.eventstream import CloseCode
 from browserfleet_devkit.devstack import Platform
 from browserfleet_devkit.sites import OnePageSite
-from browserfleet_devkit.testing import provision
 from websockets.asyncio.client import ClientConnection
+
+from ..platforms import own_platform
 
 pytestmark = pytest.mark.e2e
 
@@ -133,19 +134,20 @@ async def events_until(ws: ClientConnection, done: Any) -> list[dict[str, Any]]:
 @pytest.fixture(scope="module")
 async def running(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Running]:
     lines: list[str] = []
-    with provision("bf_ws") as infra:
-        platform = Platform(
-            home=tmp_path_factory.mktemp("home"),
-            # its own embedded NATS, authenticated as `make dev` runs it: the gateway reads EVENTS, replays and
-            # keeps tickets under its own bus identity's permissions
-            database_url=infra.database_url,
-            output=lines.append,
-            env={
-                "ACCESS_TOKEN_TTL_SECONDS": str(TOKEN_TTL),
-                "RATE_LIMIT_PER_SECOND": "0",  # hundreds of submissions from one user, at once
-                "LOGIN_RATE_PER_SECOND": "0",  # every socket signs in afresh
-            },
-        )
+    # its own embedded NATS, authenticated as `make dev` runs it: the gateway reads EVENTS, replays and keeps
+    # tickets under its own bus identity's permissions. Started from a thread: `Platform.start` runs an event
+    # loop, and this fixture's is running here.
+    with own_platform(
+        "bf_ws",
+        tmp_path_factory.mktemp("home"),
+        start=False,
+        output=lines.append,
+        env={
+            "ACCESS_TOKEN_TTL_SECONDS": str(TOKEN_TTL),
+            "RATE_LIMIT_PER_SECOND": "0",  # hundreds of submissions from one user, at once
+            "LOGIN_RATE_PER_SECOND": "0",  # every socket signs in afresh
+        },
+    ) as platform:
         await asyncio.to_thread(platform.start)
         try:
             async with httpx.AsyncClient(base_url=platform.gateway_url, timeout=30) as http:
