@@ -224,8 +224,6 @@ async def publish_org_deleted_twice(js: Any, org_id: str) -> int:
 async def wait_consumed(js: Any, stream: str, durable: str, seq: int, cap: float = 30.0) -> None:
     """Wait until the durable consumer has acknowledged everything up to stream sequence `seq` (hang
     protection only: `cap` is not a speed check)."""
-    import asyncio
-
     loop = asyncio.get_running_loop()
     deadline = loop.time() + cap
     while True:
