@@ -8,7 +8,6 @@ import base64
 import os
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Literal
 
 import nats
@@ -19,8 +18,9 @@ from browserfleet_contracts.tasks import TaskUpdateMessage
 from browserfleet_contracts.workers import CreateInviteRequest, InviteCreate, RegisterReply, RegisterRequest
 from browserfleet_core.messaging import BusCredentials, RpcClient, connect
 from browserfleet_devkit.devstack import Platform
-from browserfleet_devkit.testing import provision
 from nats.aio.client import Client as NatsClient
+
+from ..platforms import own_platform
 
 EDGE_TAG = "bus-edge"
 
@@ -98,15 +98,9 @@ def bus_platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bus]:
     env = {"LOG_LEVEL": "INFO", "BUS_KICK_SWEEP_SECONDS": "3600"}
     if not os.environ.get("WEBHOOK_MASTER_KEY"):
         env["WEBHOOK_MASTER_KEY"] = base64.b64encode(os.urandom(32)).decode()
-    with (
-        provision("bf_bus") as infra,  # the database only: the platform runs its own authenticated NATS
-        Platform(
-            home=Path(tmp_path_factory.mktemp("bus-home")),
-            database_url=infra.database_url,
-            output=lines.append,
-            env=env,
-        ) as platform,
-    ):
+    with own_platform(
+        "bf_bus", tmp_path_factory.mktemp("bus-home"), output=lines.append, env=env
+    ) as platform:
         yield Bus(platform, lines)
 
 

@@ -11,7 +11,8 @@ from typing import Any
 import httpx
 import pytest
 from browserfleet_devkit.devstack import Platform
-from browserfleet_devkit.testing import provision
+
+from ..platforms import own_platform
 
 # the hostile-HTTP tests wait these out: short, but far above what a request on 127.0.0.1 takes
 HEADER_TIMEOUT = 2.0
@@ -21,34 +22,29 @@ CONNECTIONS_PER_CLIENT = 48
 
 @pytest.fixture(scope="session")
 def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
-    with provision("bf_identity") as infra:
-        running = Platform(
-            home=tmp_path_factory.mktemp("home"),
-            nats_url=infra.nats_url,
-            database_url=infra.database_url,
-            workers=0,
-            output=lambda _line: None,
-            env={
-                # the test's provider speaks http on 127.0.0.1; production providers need https
-                "SSO_ALLOW_HTTP_ISSUERS": "true",
-                # one client makes more sign-in calls than the per-address burst lets a person make, and the
-                # fuzz more calls than a person's rate (the limits have their own tests)
-                "LOGIN_BURST": "50",
-                "RATE_LIMIT_PER_SECOND": "0",
-                "HTTP_LIMITS": json.dumps(
-                    {
-                        "header_timeout_seconds": HEADER_TIMEOUT,
-                        "body_timeout_seconds": BODY_TIMEOUT,
-                        "max_connections_per_client": CONNECTIONS_PER_CLIENT,
-                    }
-                ),
-            },
-        )
-        running.start()
-        try:
-            yield running
-        finally:
-            running.stop()
+    with own_platform(
+        "bf_identity",
+        tmp_path_factory.mktemp("home"),
+        open_nats=True,
+        workers=0,
+        output=lambda _line: None,
+        env={
+            # the test's provider speaks http on 127.0.0.1; production providers need https
+            "SSO_ALLOW_HTTP_ISSUERS": "true",
+            # one client makes more sign-in calls than the per-address burst lets a person make, and the
+            # fuzz more calls than a person's rate (the limits have their own tests)
+            "LOGIN_BURST": "50",
+            "RATE_LIMIT_PER_SECOND": "0",
+            "HTTP_LIMITS": json.dumps(
+                {
+                    "header_timeout_seconds": HEADER_TIMEOUT,
+                    "body_timeout_seconds": BODY_TIMEOUT,
+                    "max_connections_per_client": CONNECTIONS_PER_CLIENT,
+                }
+            ),
+        },
+    ) as running:
+        yield running
 
 
 def bearer(body: dict[str, Any]) -> dict[str, str]:

@@ -22,9 +22,10 @@ import websockets
 from browserfleet_contracts.eventstream import CloseCode
 from browserfleet_devkit.devstack import Platform
 from browserfleet_devkit.sites import OnePageSite
-from browserfleet_devkit.testing import provision
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
+
+from ..platforms import own_platform
 
 pytestmark = pytest.mark.e2e
 
@@ -85,11 +86,8 @@ class Running:
 
 @pytest.fixture(scope="module")
 def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
-    with (
-        provision("bf_live") as infra,
-        # its own authenticated NATS, as `make dev` runs it: the live view's subjects under real permissions
-        Platform(home=tmp_path_factory.mktemp("home"), database_url=infra.database_url) as platform,
-    ):
+    # its own authenticated NATS, as `make dev` runs it: the live view's subjects under real permissions
+    with own_platform("bf_live", tmp_path_factory.mktemp("home")) as platform:
         yield Running(platform)
 
 
