@@ -2,30 +2,34 @@
 route's response model); a change whose reply the client does not need (a delete, a revocation) answers 204
 with no body, declared with `no_content_route` and answered with `no_content`.
 
-Most routes are nothing but "the caller's actor, maybe an id from the path and the body, one call": those are
-declared with `rpc_route`, one declaration each, so that what differs between them (path, endpoint, who may
-call, summary, status) is all a reader sees."""
+Most routes are nothing but one call: "the caller's actor, maybe an id from the path and the body" (`rpc_route`),
+or for a public route "the body, maybe with the caller's address" (`relay_route`). Those are declared, one
+declaration a route, so that what differs between them (path, endpoint, who may call, summary, status) is all a
+reader sees."""
 
 from __future__ import annotations
 
 import inspect
 import re
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, Literal, TypeVar
 
 from browserfleet_contracts.common import OrgScoped
 from browserfleet_contracts.endpoints import Endpoint, Req
 from browserfleet_core.messaging import RpcClient
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Depends, Request, Response
 from fastapi.datastructures import Default
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from starlette import status as http
 
-from .deps import IdPath, Principal, RpcDep
+from .deps import IdPath, Principal, RpcDep, client_ip
 
 _Route = TypeVar("_Route", bound=Callable[..., Any])
 _Scoped = TypeVar("_Scoped", bound=OrgScoped)
 _PATH_PARAM = re.compile(r"{(\w+)}")
+_Method = Literal["GET", "POST", "PUT", "PATCH", "DELETE"]
+_KEYWORD = inspect.Parameter.KEYWORD_ONLY
 
 
 def no_content_route(router: APIRouter, path: str, *, summary: str) -> Callable[[_Route], _Route]:
@@ -41,14 +45,14 @@ async def no_content(rpc: RpcClient, endpoint: Endpoint[Req, Any], request: Req)
 
 def rpc_route(
     router: APIRouter,
-    method: Literal["GET", "POST", "PUT", "PATCH", "DELETE"],
+    method: _Method,
     path: str,
     endpoint: Endpoint[_Scoped, Any],
     principal: object,
     *,
     name: str,
     summary: str,
-    body: str | None = None,
+    body: str | type[BaseModel] | None = None,
     status_code: int | None = None,
     path_param: object = IdPath,
 ) -> None:
@@ -60,35 +64,102 @@ def rpc_route(
       access rule is the one given here);
     - the path's parameter, an `IdPath` unless `path_param` says otherwise, as the request's field of the
       same name, else as its `id`;
-    - when `body` names one of the request's fields, the JSON body as that field (its type is the field's).
+    - the JSON body, when there is one: if `body` names one of the request's fields, as that field (its type
+      is the field's); if it is a model, its fields as the request's own (`MfaCode` for a request's `code`).
 
     `name` is what FastAPI would have taken from a handler's name: the operation id's stem, and the audit
     action's."""
     fields = endpoint.request.model_fields
     ids = {param: param if param in fields else "id" for param in _PATH_PARAM.findall(path)}
-    if not set(ids.values()) <= fields.keys() or (body is not None and body not in fields):
-        raise TypeError(f"{name}: {endpoint.request.__name__} has no field for {path!r} or body {body!r}")
-    no_body = status_code == http.HTTP_204_NO_CONTENT
+    filled = set(ids.values())
+    filled |= {body} if isinstance(body, str) else set(body.model_fields) if body else set()
+    if not filled <= fields.keys():
+        raise TypeError(f"{name}: {endpoint.request.__name__} has no {sorted(filled - fields.keys())}")
+    body_type = fields[body].annotation if isinstance(body, str) else body
 
     async def handler(**values: Any) -> Any:
         caller: Principal = values["principal"]
-        request = endpoint.request(
-            actor=caller.actor,
-            **{field: values[param] for param, field in ids.items()},
-            **({body: values["body"]} if body is not None else {}),
-        )
-        reply = await values["rpc"].call(endpoint, request)
-        return Response(status_code=http.HTTP_204_NO_CONTENT) if no_body else reply
+        given = {field: values[param] for param, field in ids.items()}
+        if isinstance(body, str):
+            given[body] = values["body"]
+        elif body is not None:
+            given.update(values["body"].model_dump())
+        request = endpoint.request(actor=caller.actor, **given)
+        return await _answer(values["rpc"], endpoint, request, status_code)
 
-    # FastAPI reads the parameters (and so the route's dependencies) from the signature; the order is a
-    # handwritten handler's: path, body, principal, rpc
-    keyword = inspect.Parameter.KEYWORD_ONLY
-    params = [inspect.Parameter(param, keyword, annotation=path_param) for param in ids]
+    # the parameters in a handwritten handler's order: path, body, principal, rpc
+    params = [inspect.Parameter(param, _KEYWORD, annotation=path_param) for param in ids]
+    if body_type is not None:
+        params.append(inspect.Parameter("body", _KEYWORD, annotation=body_type))
+    params.append(inspect.Parameter("principal", _KEYWORD, annotation=principal))
+    _declare(
+        router, method, path, endpoint, handler, params, name=name, summary=summary, status_code=status_code
+    )
+
+
+def relay_route(
+    router: APIRouter,
+    method: _Method,
+    path: str,
+    endpoint: Endpoint[Any, Any],
+    access: Callable[..., Awaitable[None]],
+    *,
+    name: str,
+    summary: str,
+    body: type[BaseModel] | None = None,
+    status_code: int | None = None,
+) -> None:
+    """Declares on `router` a public route (`access`: a `public(...)` declaration) that relays its JSON body to
+    `endpoint` and answers the reply as `endpoint.reply`. The body is the request itself; or, given `body`, the
+    request is that body's fields with the caller's address (`client_ip`), which a sign-in command records."""
+
+    async def handler(**values: Any) -> Any:
+        command = values["body"]
+        if body is not None:
+            command = endpoint.request(**command.model_dump(), client_ip=client_ip(values["request"]))
+        return await _answer(values["rpc"], endpoint, command, status_code)
+
+    params = [inspect.Parameter("body", _KEYWORD, annotation=body or endpoint.request)]
     if body is not None:
-        params.append(inspect.Parameter("body", keyword, annotation=fields[body].annotation))
-    params.append(inspect.Parameter("principal", keyword, annotation=principal))
-    params.append(inspect.Parameter("rpc", keyword, annotation=RpcDep))
+        params.append(inspect.Parameter("request", _KEYWORD, annotation=Request))
+    _declare(
+        router,
+        method,
+        path,
+        endpoint,
+        handler,
+        params,
+        name=name,
+        summary=summary,
+        status_code=status_code,
+        dependencies=[Depends(access)],
+    )
+
+
+async def _answer(rpc: RpcClient, endpoint: Endpoint[Req, Any], request: Req, status_code: int | None) -> Any:
+    if status_code == http.HTTP_204_NO_CONTENT:
+        return await no_content(rpc, endpoint, request)
+    return await rpc.call(endpoint, request)
+
+
+def _declare(
+    router: APIRouter,
+    method: _Method,
+    path: str,
+    endpoint: Endpoint[Any, Any],
+    handler: Callable[..., Awaitable[Any]],
+    params: list[inspect.Parameter],
+    *,
+    name: str,
+    summary: str,
+    status_code: int | None,
+    dependencies: list[Any] | None = None,
+) -> None:
+    """Adds `handler` with `params` and the RPC client as its signature: FastAPI reads the route's parameters
+    and dependencies (the principal's access rule among them) from it."""
+    params = [*params, inspect.Parameter("rpc", _KEYWORD, annotation=RpcDep)]
     handler.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+    no_body = status_code == http.HTTP_204_NO_CONTENT
     router.add_api_route(
         path,
         handler,
@@ -98,4 +169,5 @@ def rpc_route(
         status_code=status_code,
         response_model=None if no_body else endpoint.reply,
         response_class=Response if no_body else Default(JSONResponse),
+        dependencies=dependencies,
     )

@@ -3,21 +3,14 @@
 from __future__ import annotations
 
 from browserfleet_contracts import endpoints
-from browserfleet_contracts.auth import (
-    Jwks,
-    LoginCommand,
-    LoginRequest,
-    MePublic,
-    MeRequest,
-    RefreshRequest,
-    TokenPair,
-)
-from browserfleet_contracts.common import Ack, Empty
+from browserfleet_contracts.auth import Jwks, LoginCommand, LoginRequest, MePublic, MeRequest, TokenPair
+from browserfleet_contracts.common import Empty
 from browserfleet_contracts.mfa import LoginAnswer, LoginReply, SignedIn, SignedInUser
 from fastapi import APIRouter, Depends, Request, Response
 
 from ..deps import CurrentPrincipal, RpcDep, StateDep, client_ip, public
 from ..errors import API_ERRORS
+from ..replies import relay_route
 from ..runtime import GatewayState
 
 router = APIRouter(tags=["auth"], responses=API_ERRORS)
@@ -58,26 +51,25 @@ async def _signed_in_user(state: GatewayState, tokens: TokenPair) -> SignedInUse
     )
 
 
-@router.post(
+# the refresh token is the credential: the access token is short-lived and may already have expired
+relay_route(
+    router,
+    "POST",
     "/auth/refresh",
-    response_model=TokenPair,
+    endpoints.Auth.REFRESH,
+    public("the refresh token is the credential"),
+    name="refresh",
     summary="Rotate a refresh token",
-    dependencies=[Depends(public("the refresh token is the credential"))],
 )
-async def refresh(body: RefreshRequest, rpc: RpcDep) -> TokenPair:
-    return await rpc.call(endpoints.Auth.REFRESH, body)
-
-
-@router.post(
+relay_route(
+    router,
+    "POST",
     "/auth/logout",
-    response_model=Ack,
+    endpoints.Auth.LOGOUT,
+    public("the refresh token is the credential"),
+    name="logout",
     summary="Revoke a refresh token and its family",
-    dependencies=[Depends(public("the refresh token is the credential"))],
 )
-async def logout(body: RefreshRequest, rpc: RpcDep) -> Ack:
-    # The access token is short-lived and may already be expired; the refresh token is the credential here.
-    await rpc.call(endpoints.Auth.LOGOUT, body)
-    return Ack()
 
 
 @router.get("/auth/me", response_model=MePublic, summary="The caller, their role and organization")

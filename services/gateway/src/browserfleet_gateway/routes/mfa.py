@@ -7,49 +7,40 @@ from __future__ import annotations
 from typing import Annotated
 
 from browserfleet_contracts import endpoints
-from browserfleet_contracts.auth import TokenPair
-from browserfleet_contracts.mfa import (
-    MfaCode,
-    MfaEnrolRequest,
-    MfaVerifyCommand,
-    MfaVerifyRequest,
-    TotpEnrolment,
-    UserMfaRequest,
-)
-from fastapi import APIRouter, Depends, Request
+from browserfleet_contracts.mfa import MfaCode, MfaVerifyRequest
+from fastapi import APIRouter, Depends
 from starlette import status as http
 
-from ..deps import CurrentPrincipal, Principal, RpcDep, SensitiveAdmin, access, client_ip, public
+from ..deps import CurrentPrincipal, Principal, SensitiveAdmin, access, public
 from ..errors import API_ERRORS
-from ..replies import rpc_route
+from ..replies import relay_route, rpc_route
 
 router = APIRouter(tags=["mfa"], responses=API_ERRORS)
 
 # the caller's own second factor: every role, viewers too (it changes nothing of the organization's)
 Self = Annotated[Principal, Depends(access("viewer", self_service=True, note="the caller's own factor"))]
+_CHALLENGE = public("the challenge from the first factor is the credential", login=True)
 
 
-@router.post(
+relay_route(
+    router,
+    "POST",
     "/auth/mfa/verify",
-    response_model=TokenPair,
+    endpoints.Auth.MFA_VERIFY,
+    _CHALLENGE,
+    body=MfaVerifyRequest,
+    name="verify",
     summary="Complete a sign-in's MFA challenge with a TOTP or recovery code",
-    dependencies=[Depends(public("the challenge from the first factor is the credential", login=True))],
 )
-async def verify(body: MfaVerifyRequest, request: Request, rpc: RpcDep) -> TokenPair:
-    command = MfaVerifyCommand(**body.model_dump(), client_ip=client_ip(request))
-    return await rpc.call(endpoints.Auth.MFA_VERIFY, command)
-
-
-@router.post(
+relay_route(
+    router,
+    "POST",
     "/auth/mfa/enrol",
-    response_model=TotpEnrolment,
+    endpoints.Auth.MFA_ENROL_CHALLENGE,
+    _CHALLENGE,
+    name="enrol_with_challenge",
     summary="Enrol during sign-in (the organization requires MFA): secret, QR and recovery codes, shown once",
-    dependencies=[Depends(public("the challenge from the first factor is the credential", login=True))],
 )
-async def enrol_with_challenge(body: MfaEnrolRequest, rpc: RpcDep) -> TotpEnrolment:
-    return await rpc.call(endpoints.Auth.MFA_ENROL_CHALLENGE, body)
-
-
 rpc_route(
     router,
     "GET",
@@ -68,26 +59,26 @@ rpc_route(
     name="enrol",
     summary="Start TOTP enrolment: secret, otpauth URI, QR (SVG) and recovery codes, shown once",
 )
-
-
-@router.post(
+rpc_route(
+    router,
+    "POST",
     "/auth/mfa/totp/confirm",
-    response_model=TokenPair,
+    endpoints.Auth.MFA_CONFIRM,
+    Self,
+    body=MfaCode,
+    name="confirm",
     summary="Confirm enrolment with a first code; answers tokens that carry the second factor",
 )
-async def confirm(body: MfaCode, principal: Self, rpc: RpcDep) -> TokenPair:
-    return await rpc.call(endpoints.Auth.MFA_CONFIRM, UserMfaRequest(actor=principal.actor, code=body.code))
-
-
-@router.post(
+rpc_route(
+    router,
+    "POST",
     "/auth/mfa/step-up",
-    response_model=TokenPair,
+    endpoints.Auth.MFA_STEP_UP,
+    Self,
+    body=MfaCode,
+    name="step_up",
     summary="A fresh second factor for sensitive actions: new tokens",
 )
-async def step_up(body: MfaCode, principal: Self, rpc: RpcDep) -> TokenPair:
-    return await rpc.call(endpoints.Auth.MFA_STEP_UP, UserMfaRequest(actor=principal.actor, code=body.code))
-
-
 rpc_route(
     router,
     "GET",

@@ -8,20 +8,14 @@ from __future__ import annotations
 from typing import Annotated
 
 from browserfleet_contracts import endpoints
-from browserfleet_contracts.mfa import LoginReply
-from browserfleet_contracts.sso import (
-    SsoCallbackRequest,
-    SsoExchangeCommand,
-    SsoExchangeRequest,
-    SsoStartRequest,
-)
+from browserfleet_contracts.sso import SsoCallbackRequest, SsoExchangeRequest, SsoStartRequest
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import RedirectResponse
 from starlette import status as http
 
 from ..deps import OrgAdmin, RpcDep, SensitiveAdmin, StateDep, client_ip, public
 from ..errors import API_ERRORS
-from ..replies import rpc_route
+from ..replies import relay_route, rpc_route
 
 router = APIRouter(tags=["sso"], responses=API_ERRORS)
 CALLBACK_PATH = "/auth/sso/callback"
@@ -81,17 +75,16 @@ async def sso_callback(
     return RedirectResponse(target, status_code=http.HTTP_303_SEE_OTHER)
 
 
-@router.post(
+relay_route(
+    router,
+    "POST",
     "/auth/sso/exchange",
-    response_model=LoginReply,
+    endpoints.Auth.SSO_EXCHANGE,
+    public("the one-time code is the credential", login=True),
+    body=SsoExchangeRequest,
+    name="sso_exchange",
     summary="Exchange the one-time code from a finished SSO sign-in for tokens (or an MFA challenge)",
-    dependencies=[Depends(public("the one-time code is the credential", login=True))],
 )
-async def sso_exchange(body: SsoExchangeRequest, request: Request, rpc: RpcDep) -> LoginReply:
-    command = SsoExchangeCommand(code=body.code, client_ip=client_ip(request))
-    return await rpc.call(endpoints.Auth.SSO_EXCHANGE, command)
-
-
 rpc_route(
     router,
     "GET",

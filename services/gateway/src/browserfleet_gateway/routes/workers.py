@@ -13,8 +13,6 @@ from browserfleet_contracts.workers import (
     InviteCreate,
     InvitePublic,
     PublicKeyBody,
-    RegisterReply,
-    RegisterRequest,
     RotateKeyRequest,
     WorkerIdentity,
     WorkerPublic,
@@ -26,7 +24,7 @@ from starlette import status as http
 
 from ..deps import IdPath, Principal, RpcDep, access, public, worker_key
 from ..errors import API_ERRORS
-from ..replies import no_content, no_content_route, rpc_route
+from ..replies import no_content, no_content_route, relay_route, rpc_route
 
 WorkersAdmin = Annotated[Principal, Depends(access("admin", scope="workers:admin"))]
 WorkerKey = Annotated[str, Depends(worker_key("the worker's own key, for its own id only"))]
@@ -99,17 +97,18 @@ rpc_route(
 )
 
 
-@router.post(
+# no user's token: the invite code is the credential, checked by worker-gateway
+relay_route(
+    router,
+    "POST",
     "/register",
-    response_model=RegisterReply,
+    endpoints.Workers.REGISTER,
+    public("the invite code is the credential"),
     status_code=http.HTTP_201_CREATED,
+    name="register_worker",
     summary="Register a worker with an invite code (and its device info and X25519 public key); the key "
     "(`api_key`, also `worker_key`) is shown only in this answer",
-    dependencies=[Depends(public("the invite code is the credential"))],
 )
-async def register_worker(body: RegisterRequest, rpc: RpcDep) -> RegisterReply:
-    # No JWT: the invite code is the credential, checked by worker-gateway.
-    return await rpc.call(endpoints.Workers.REGISTER, body)
 
 
 @router.put("/{worker_id}/status", response_model=WorkerPublic, summary="A worker reports its own status")
