@@ -1,6 +1,6 @@
 """How a route answers with a service's reply. Most return the reply as it is (FastAPI serialises it as the
 route's response model); a change whose reply the client does not need (a delete, a revocation) answers 204
-with no body, declared with `no_content_route` and answered with `no_content`.
+with no body (`status_code=204` on a declared route; `no_content_route` and `no_content` for a handwritten one).
 
 Most routes are nothing but one call: "the caller's actor, maybe an id from the path and the body" (`rpc_route`),
 or for a public route "the body, maybe with the caller's address" (`relay_route`). Those are declared, one
