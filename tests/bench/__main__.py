@@ -185,7 +185,11 @@ def _rows(results: list[Result]) -> list[tuple[str, str, str, str]]:
                     )  # fmt: skip
             light = g(a, "light", "offered_rate_per_s")
             if light:
-                for what, key in (("start", "submit_to_start"), ("completed", "submit_to_completed")):
+                for what, key in (
+                    ("accepted (201)", "submit_to_accepted"),
+                    ("start", "submit_to_start"),
+                    ("completed", "submit_to_completed"),
+                ):
                     for p in ("p50", "p99"):
                         rows.append(
                             ("control plane", f"{fmt(light)}/s (light): submit→{what} {p}",

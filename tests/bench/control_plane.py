@@ -35,6 +35,7 @@ class Submitter:
         self.client = KeepAliveClient(base_url, token=token, connections=connections)
         self.body = json.dumps(TASK_BODY).encode()
         self.submitted: dict[str, float] = {}
+        self.accepted: dict[str, float] = {}  # when its 201 arrived
         self.errors: dict[int, int] = {}
 
     async def submit(self) -> str | None:
@@ -45,6 +46,7 @@ class Submitter:
             return None
         task_id: str = json.loads(payload)["id"]
         self.submitted[task_id] = t0
+        self.accepted[task_id] = time.time()
         return task_id
 
     async def close(self) -> None:
@@ -156,6 +158,7 @@ async def run_platform(p: Platform, sizes: Sizes, profile: Path | None = None) -
             starts = await worker.starts(nc)
             to_start = [starts[i] - sub.submitted[i] for i in ids if i in starts]
             to_done = [outcomes.done[i] - sub.submitted[i] for i in ids if i in outcomes.done]
+            phase["submit_to_accepted"] = percentiles([sub.accepted[i] - sub.submitted[i] for i in ids])
             phase["submit_to_start"] = percentiles(to_start)
             phase["submit_to_completed"] = percentiles(to_done)
             figures[name] = phase
