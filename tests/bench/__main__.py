@@ -17,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+from . import stages
 from .common import ROOT, Result, Sizes, fmt, machine, table
 
 T = TypeVar("T")
@@ -195,6 +196,12 @@ def _rows(results: list[Result]) -> list[tuple[str, str, str, str]]:
                             ("control plane", f"{fmt(light)}/s (light): submit→{what} {p}",
                              fmt(g(a, "light", key, f"{p}_ms"), " ms"), "")
                         )  # fmt: skip
+            for key, label in stages.ROWS:
+                figs = g(a, "stages", key) or {}
+                if figs:
+                    rows.append(
+                        ("control plane", f"one at a time: {label} p50", fmt(figs.get("p50_ms"), " ms"), "")
+                    )
             for proc, cpu in (g(a, "burst", "cpu_ms_per_task") or {}).items():
                 rows.append(("control plane", f"burst: {proc} CPU per task", fmt(cpu, " ms"), ""))
             total = g(a, "burst", "cpu_ms_per_task_platform")

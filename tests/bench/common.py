@@ -56,6 +56,8 @@ class Sizes:
     ws_events: int = 30
     # the platform left idle before the burst, to measure what it burns doing nothing
     idle_seconds: float = 5.0
+    # sequential calls per stage of a submission (stages.py)
+    stage_calls: int = 150
 
     @classmethod
     def full(cls) -> Sizes:
@@ -78,6 +80,7 @@ class Sizes:
             read_seconds=2.0,
             ws_clients=50,
             ws_events=5,
+            stage_calls=20,
             idle_seconds=1.0,
         )
 

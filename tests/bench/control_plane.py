@@ -16,6 +16,7 @@ from typing import Any
 
 from browserfleet_devkit.devstack import Platform
 
+from . import stages
 from .common import Result, Sizes, burst_figures, percentiles
 from .keepalive import KeepAliveClient
 from .profiling import Profiler
@@ -162,6 +163,7 @@ async def run_platform(p: Platform, sizes: Sizes, profile: Path | None = None) -
             phase["submit_to_start"] = percentiles(to_start)
             phase["submit_to_completed"] = percentiles(to_done)
             figures[name] = phase
+        figures["stages"] = await stages.run(p, token, TASK_BODY, sizes.stage_calls)
         failed = sum(1 for s in outcomes.status.values() if s != "completed")
         return {**figures, "http_errors": sub.errors, "failed_tasks": failed}
     finally:

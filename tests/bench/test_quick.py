@@ -52,6 +52,15 @@ def test_quick_mode_writes_every_result(tmp_path: Path) -> None:
         figs = ours["steady"][key]
         assert all(_positive(figs[p]) for p in ("p50_ms", "p95_ms", "p99_ms"))
         assert figs["p50_ms"] <= figs["p95_ms"] <= figs["p99_ms"]
+    stages = ours["stages"]
+    assert stages["calls_per_stage"] > 0
+    for key in (
+        "http_create_task",
+        "rpc_audit_begin_and_end",
+        "rpc_scheduler_create_task",
+        "jetstream_publish",
+    ):
+        assert _positive(stages[key]["p50_ms"]) and stages[key]["p50_ms"] <= stages[key]["p90_ms"], key
     peer = cp["celery_redis"]
     if peer is not None:  # skipped (with a note) only where no redis-server can be had
         assert _positive(peer["burst"]["tasks_per_s"]) and peer["burst"]["all_completed"]

@@ -1,0 +1,130 @@
+"""Where one task's submission spends its time: each stage of `POST /api/v1/tasks` timed alone, one call at a
+time on the otherwise quiet platform, so every figure is latency and none is queueing.
+
+Each call waits for the platform to settle after the one before. A submission is the gateway's HTTP work (its floor: `GET /health/live`), the audit entry opened and closed
+in auth (two requests), the scheduler's create, and what the gateway does between them. The bus's own round
+trips (a core request/reply, a JetStream publish with its ack) are timed beside them, to tell the services'
+time from the transport's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from browserfleet_contracts import endpoints
+from browserfleet_contracts.auth import MePublic, RequestAudit
+from browserfleet_contracts.common import Actor
+from browserfleet_contracts.tasks import CreateTaskRequest, TaskCreate
+from browserfleet_core.messaging import RpcClient
+from browserfleet_devkit.devstack import Platform
+from nats.aio.msg import Msg
+from nats.js.api import StreamConfig
+
+from .common import percentiles
+from .keepalive import KeepAliveClient
+
+PROBE_STREAM = "BENCH_PROBE"
+GAP_SECONDS = 0.04
+
+
+async def _timed(n: int, call: Callable[[], Awaitable[object]]) -> dict[str, float | None]:
+    for _ in range(max(3, n // 10)):  # connections, prepared statements, caches
+        await call()
+    took: list[float] = []
+    for _ in range(n):
+        # a created task runs its whole life (admission, claim, result, events) right after its 201: the pause
+        # lets it end, so the next call meets an idle platform and times its own stage only
+        await asyncio.sleep(GAP_SECONDS)
+        t0 = time.perf_counter()
+        await call()
+        took.append(time.perf_counter() - t0)
+    return percentiles(took, (50, 90))
+
+
+async def run(p: Platform, token: str, body: dict[str, Any], n: int) -> dict[str, Any]:
+    http = KeepAliveClient(p.gateway_url, token=token, connections=1)
+    nc = await p.connect_admin("bench-stages")
+    rpc = RpcClient(nc)
+    try:
+        status, payload = await http.request("GET", "/auth/me")
+        assert status == 200, payload
+        me = MePublic.model_validate_json(payload)
+        actor = Actor(org_id=me.organization.id, user_id=me.user.id, role=me.role)
+        raw = json.dumps(body).encode()
+        task = TaskCreate.model_validate(body)
+
+        async def post() -> None:
+            status, payload = await http.request("POST", "/api/v1/tasks", raw)
+            assert status == 201, payload
+
+        status, payload = await http.request("POST", "/api/v1/tasks", raw)
+        assert status == 201, payload
+        task_path = f"/api/v1/tasks/{json.loads(payload)['id']}"
+
+        async def get() -> None:
+            status, payload = await http.request("GET", task_path)
+            assert status == 200, payload
+
+        async def health() -> None:
+            await http.request("GET", "/health/live")
+
+        async def audit() -> None:
+            named = actor.model_copy(update={"request_id": uuid.uuid4().hex})
+            for phase, code in (("begin", None), ("end", 201)):
+                entry = RequestAudit(
+                    actor=named, phase=phase, action="api.bench_stage", route="POST /bench", status=code
+                )
+                await rpc.call(endpoints.Auth.RECORD_REQUEST, entry)
+
+        async def create() -> None:
+            await rpc.call(endpoints.Scheduler.CREATE_TASK, CreateTaskRequest(actor=actor, task=task))
+
+        async def echo(msg: Msg) -> None:
+            await msg.respond(b"")
+
+        inbox = nc.new_inbox()
+        await nc.subscribe(inbox, cb=echo)
+
+        async def request() -> None:
+            await nc.request(inbox, b"x" * 300, timeout=5)
+
+        js = nc.jetstream()
+        await js.add_stream(StreamConfig(name=PROBE_STREAM, subjects=[f"{PROBE_STREAM.lower()}.>"]))
+
+        async def publish() -> None:
+            await js.publish(
+                f"{PROBE_STREAM.lower()}.x", b"x" * 300, headers={"Nats-Msg-Id": uuid.uuid4().hex}
+            )
+
+        try:
+            return {
+                "calls_per_stage": n,
+                "http_create_task": await _timed(n, post),
+                "http_get_task": await _timed(n, get),
+                "http_health_live": await _timed(n, health),
+                "rpc_audit_begin_and_end": await _timed(n, audit),
+                "rpc_scheduler_create_task": await _timed(n, create),
+                "nats_request_reply": await _timed(n, request),
+                "jetstream_publish": await _timed(n, publish),
+            }
+        finally:
+            await js.delete_stream(PROBE_STREAM)
+    finally:
+        await http.close()
+        await nc.close()
+
+
+ROWS = (
+    ("http_create_task", "POST /api/v1/tasks"),
+    ("rpc_audit_begin_and_end", "of which auth: audit begin + end"),
+    ("rpc_scheduler_create_task", "of which scheduler: create"),
+    ("http_health_live", "of which HTTP floor (GET /health/live)"),
+    ("http_get_task", "GET /api/v1/tasks/{id}"),
+    ("nats_request_reply", "bus: NATS request/reply"),
+    ("jetstream_publish", "bus: JetStream publish + ack"),
+)
