@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from pathlib import Path
 from typing import Any
 
@@ -59,9 +60,17 @@ def entries(url: str, who: dict[str, Any], **filters: Any) -> list[dict[str, Any
 
 
 def the_entry(url: str, who: dict[str, Any], resp: httpx.Response) -> dict[str, Any]:
-    found = entries(url, who, request_id=resp.headers["x-request-id"])
-    assert len(found) == 1, (resp.request.method, resp.request.url.path, found)
-    return found[0]
+    """The call's one entry, once closed: the gateway closes it as the answer leaves, without holding the
+    answer, so right after the answer it may still be `pending` (or, for a call refused at the door, not yet
+    written)."""
+    deadline = time.monotonic() + 30  # hang protection, not a speed check
+    while True:
+        found = entries(url, who, request_id=resp.headers["x-request-id"])
+        assert len(found) <= 1, (resp.request.method, resp.request.url.path, found)
+        if found and found[0]["status"] is not None:
+            return found[0]
+        assert time.monotonic() < deadline, (resp.request.method, resp.request.url.path, found)
+        time.sleep(0.05)
 
 
 @pytest.fixture(scope="module")
