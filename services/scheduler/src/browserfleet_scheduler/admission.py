@@ -51,8 +51,7 @@ async def admit(
     if not candidates:
         return []
     orgs = sorted({t.org_id for t in candidates})
-    active = await repository.active_counts(session, orgs)
-    last_served = await repository.last_dispatched(session, orgs)
+    active, last_served = await repository.org_admission_state(session, orgs)
     admitted: list[str] = []
     changed: list[Task] = []
     # the TASKS messages of this pass go into the outbox in one INSERT; the msg id of an attempt's

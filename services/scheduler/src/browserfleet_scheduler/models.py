@@ -17,6 +17,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field, SQLModel
@@ -41,6 +42,12 @@ class Task(SchedulerBase, table=True):
         UniqueConstraint("org_id", "idempotency_key", name="uq_tasks_org_id_idempotency_key"),
         # keyset pagination of one org's tasks, newest first
         Index("ix_tasks_org_id_created_at_id", "org_id", "created_at", "id"),
+        # admission's "which org was served longest ago": one index probe per org, whatever its history
+        Index("ix_tasks_org_id_dispatched_at", "org_id", "dispatched_at"),
+        # the admission scan (queued tasks, oldest first) and each org's slots held: partial, so both stay
+        # the size of the queue and of what runs, not of the history
+        Index("ix_tasks_queued", "created_at", "id", postgresql_where=text("status = 'queued'")),
+        Index("ix_tasks_active_org", "org_id", postgresql_where=text("status IN ('assigned', 'running')")),
         # exactly one task per schedule tick, whichever replica fires it
         UniqueConstraint("schedule_id", "schedule_tick", name="uq_tasks_schedule_id_schedule_tick"),
     )

@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Any
 
 from browserfleet_core.db import AsyncSession
-from sqlalchemy import case, func, or_
+from sqlalchemy import ARRAY, String, case, func, literal, or_
 from sqlmodel import col, select
 
 from .. import state
@@ -43,15 +43,33 @@ async def admission_candidates(session: AsyncSession, now: datetime, limit: int)
     return list((await session.exec(stmt, execution_options={"populate_existing": True})).all())
 
 
-async def active_counts(session: AsyncSession, org_ids: list[str]) -> dict[str, int]:
+async def org_admission_state(
+    session: AsyncSession, org_ids: list[str]
+) -> tuple[dict[str, int], dict[str, datetime]]:
+    """Per org: its tasks holding a slot (assigned or running), and when it was last dispatched to, in one
+    round trip. The last dispatch is one probe at the end of (org_id, dispatched_at) per org, not an
+    aggregate over everything the org ever ran: a pass costs the same after a million tasks as after ten."""
     if not org_ids:
-        return {}
-    stmt = (
-        select(col(Task.org_id), func.count())
-        .where(col(Task.org_id).in_(org_ids), col(Task.status).in_(sorted(state.ACTIVE)))
-        .group_by(col(Task.org_id))
+        return {}, {}
+    orgs = func.unnest(literal(org_ids, ARRAY(String()))).table_valued("org_id").render_derived(name="o")
+    org = orgs.c.org_id
+    active = (
+        select(func.count())
+        .where(col(Task.org_id) == org, col(Task.status).in_(sorted(state.ACTIVE)))
+        .scalar_subquery()
     )
-    return {org: int(n) for org, n in (await session.exec(stmt)).all()}
+    last = (
+        select(col(Task.dispatched_at))
+        .where(col(Task.org_id) == org, col(Task.dispatched_at).is_not(None))
+        .order_by(col(Task.dispatched_at).desc())
+        .limit(1)
+        .scalar_subquery()
+    )
+    rows = (await session.exec(select(org, active, last))).all()
+    return (
+        {o: int(n) for o, n, _ in rows if n},
+        {o: at for o, _, at in rows if at is not None},
+    )
 
 
 async def lock_active_task_ids(session: AsyncSession, org_id: str) -> list[str]:
@@ -68,17 +86,6 @@ async def running_tasks_of(session: AsyncSession, worker_id: str) -> list[Task]:
         .order_by(col(Task.id))
     )
     return list((await session.exec(stmt.with_for_update())).all())
-
-
-async def last_dispatched(session: AsyncSession, org_ids: list[str]) -> dict[str, datetime]:
-    if not org_ids:
-        return {}
-    stmt = (
-        select(col(Task.org_id), func.max(col(Task.dispatched_at)))
-        .where(col(Task.org_id).in_(org_ids), col(Task.dispatched_at).is_not(None))
-        .group_by(col(Task.org_id))
-    )
-    return {org: at for org, at in (await session.exec(stmt)).all() if at is not None}
 
 
 async def overdue_running(
