@@ -21,7 +21,8 @@ from sqlalchemy.engine import Connection
 from .db import to_driver_url
 
 
-def _config(package: str, database_url: str) -> Config:
+def revision_config(package: str, database_url: str) -> Config:
+    """The Alembic config of one service's history against `database_url` (upgrade, revision, check)."""
     module = importlib.import_module(package)
     assert module.__file__ is not None
     cfg = Config()
@@ -32,7 +33,7 @@ def _config(package: str, database_url: str) -> Config:
 
 
 def upgrade(package: str, database_url: str, revision: str = "head") -> None:
-    command.upgrade(_config(package, database_url), revision)
+    command.upgrade(revision_config(package, database_url), revision)
 
 
 def run_env(metadata: MetaData) -> None:
@@ -88,7 +89,7 @@ def main() -> None:
     if not args.database_url:
         parser.error("--database-url or DATABASE_URL is required")
     if args.cmd == "revision":
-        cfg = _config(args.package, args.database_url)
+        cfg = revision_config(args.package, args.database_url)
         command.upgrade(cfg, "head")
         command.revision(cfg, message=args.message, autogenerate=True)
     else:

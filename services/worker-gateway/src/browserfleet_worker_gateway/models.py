@@ -8,7 +8,7 @@ from typing import Any
 from browserfleet_contracts import subjects
 from browserfleet_core.db import new_id, schema_metadata, utcnow
 from browserfleet_core.outbox import outbox_table
-from sqlalchemy import JSON, Boolean, Column, DateTime, Integer
+from sqlalchemy import JSON, Boolean, Column, DateTime, Index, Integer, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field, SQLModel
 
@@ -54,6 +54,14 @@ class WorkerInvite(WorkersBase, table=True):
 
 class Worker(WorkersBase, table=True):
     __tablename__ = "workers"
+    # the offline sweep: live workers whose presence says online
+    __table_args__ = (
+        Index(
+            "ix_workers_online",
+            "last_seen",
+            postgresql_where=text("presence = 'online' AND revoked_at IS NULL"),
+        ),
+    )
 
     id: str = Field(default_factory=new_id, primary_key=True, max_length=36)
     org_id: str | None = Field(default=None, max_length=64, index=True)
