@@ -12,13 +12,16 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
-from typing import Any, Concatenate, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
 
 from sqlalchemy import MetaData, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, async_sessionmaker, create_async_engine
 
 # re-exported: service modules take the session type from here and never import SQLAlchemy themselves
 from sqlmodel.ext.asyncio.session import AsyncSession as AsyncSession
+
+if TYPE_CHECKING:
+    from .settings import ServiceSettings
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -65,6 +68,20 @@ class Database:
     than that many seconds: a busy service reuses its connections within milliseconds and skips the
     round trip, while a connection left idle across a Postgres restart is still caught (and replaced)
     before a transaction uses it."""
+
+    @classmethod
+    def of_service(cls, settings: ServiceSettings, schema: str) -> Database:
+        """A service's pool as its settings say: DATABASE_URL, DB_POOL_SIZE and
+        DB_PING_AFTER_IDLE_SECONDS. Every service takes it from here, so none pings at every checkout
+        by forgetting the last one (auth, vault and worker-gateway did: a round trip per statement)."""
+        if not settings.database_url:
+            raise RuntimeError("DATABASE_URL is required")
+        return cls(
+            settings.database_url,
+            schema,
+            pool_size=settings.db_pool_size,
+            ping_after_idle=settings.db_ping_after_idle_seconds,
+        )
 
     def __init__(
         self, url: str, schema: str, *, pool_size: int = 10, ping_after_idle: float | None = None

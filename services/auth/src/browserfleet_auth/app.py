@@ -88,11 +88,7 @@ def config_from(settings: AuthSettings) -> AuthConfig:
 def build(settings: AuthSettings, *, config: AuthConfig | None = None) -> AuthApp:
     """Everything the service needs, connected to nothing yet: the broker connects on `start()`,
     the database on first query. `config`: tests bring their own (a clock they move)."""
-    db = (
-        Database(settings.database_url, SCHEMA, pool_size=settings.db_pool_size)
-        if settings.database_url
-        else None
-    )
+    db = Database.of_service(settings, SCHEMA) if settings.database_url else None
     relay = OutboxRelay(db, outbox) if db is not None else None
     broker = make_broker(settings.nats_url, name=settings.service_name)
     rpc_client = BrokerRpc(broker, timeout=settings.rpc_timeout_seconds)

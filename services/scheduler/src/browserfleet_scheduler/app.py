@@ -76,12 +76,7 @@ class SchedulerApp:
         if not settings.database_url:
             raise RuntimeError("DATABASE_URL is required by the scheduler")
         self.settings = settings
-        self.db = Database(
-            settings.database_url,
-            SCHEMA,
-            pool_size=settings.db_pool_size,
-            ping_after_idle=settings.db_ping_after_idle_seconds,
-        )
+        self.db = Database.of_service(settings, SCHEMA)
         # messages go out right after their commit (no relay round trip on the dispatch path)
         self.relay = OutboxRelay(
             self.db, outbox, poll_seconds=settings.outbox_poll_seconds, publish_on_commit=True

@@ -42,7 +42,7 @@ class VaultRuntime:
         """Connects to nothing: the database pool opens on first use, the rpc client once the broker runs."""
         db = None
         if settings.database_url:
-            db = Database(settings.database_url, SCHEMA, pool_size=settings.db_pool_size)
+            db = Database.of_service(settings, SCHEMA)
         return cls(settings=settings, keyring=Keyring.from_settings(settings), broker=broker, _db=db)
 
     @property

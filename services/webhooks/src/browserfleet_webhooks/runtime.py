@@ -40,12 +40,7 @@ class WebhooksRuntime:
         if not settings.database_url:
             raise RuntimeError("DATABASE_URL is required for the webhooks service")
         box = SecretBox.from_settings(settings)
-        db = Database(
-            settings.database_url,
-            SCHEMA,
-            pool_size=settings.db_pool_size,
-            ping_after_idle=settings.db_ping_after_idle_seconds,
-        )
+        db = Database.of_service(settings, SCHEMA)
         relay = OutboxRelay(db, outbox, poll_seconds=settings.outbox_poll_seconds, publish_on_commit=True)
         return cls(settings, db, Dispatcher(db, settings, box, relay), box, relay)
 

@@ -39,7 +39,7 @@ class WorkerGatewayRuntime:
         """Connects to nothing: the database pool opens on first use, the relay publishes once started."""
         db = relay = None
         if settings.database_url:
-            db = Database(settings.database_url, SCHEMA, pool_size=settings.db_pool_size)
+            db = Database.of_service(settings, SCHEMA)
             relay = OutboxRelay(db, outbox, poll_seconds=settings.outbox_poll_seconds, publish_on_commit=True)
         return cls(settings=settings, broker=broker, _db=db, _relay=relay)
 
