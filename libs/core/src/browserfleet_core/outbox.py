@@ -71,6 +71,7 @@ class OutboxRelay:
         self._js: JetStreamContext | None = None
         self._inflight: set[int] = set()  # committed rows the fast path is publishing now
         self._published: set[int] = set()  # published by the fast path, not yet marked in the table
+        self._publishing: set[asyncio.Task[None]] = set()  # `committed` publishes awaiting their acks
         # built once and run with the row as parameters: on the hot path, composing the INSERT per
         # message cost more CPU than the round trip
         from sqlalchemy.dialects.postgresql import insert
@@ -95,11 +96,18 @@ class OutboxRelay:
     async def committed(self, rows: list[tuple[int, str, bytes, str]]) -> None:
         """Rows (id, subject, payload, msg_id) already committed outside `Database.transaction()` (a write
         that is one statement on `Database.statement()`, its outbox INSERT in the same statement): published
-        now as the fast path publishes a transaction's rows, else left to the relay's next pass."""
+        now as the fast path publishes a transaction's rows, else left to the relay's next pass.
+
+        Returns once the messages are on the connection, without waiting for JetStream's acks: the caller's
+        answer (a created task's 201, a worker's granted claim) does not wait a round trip for its event,
+        and still leaves after it on the same connection. A publish that fails is the relay's, as ever."""
         if not rows:
             return
         if self._fast():
-            await self._publish_committed(rows)
+            publishing = asyncio.create_task(self._publish_committed(rows))
+            self._publishing.add(publishing)
+            publishing.add_done_callback(self._publishing.discard)
+            await asyncio.sleep(0)  # the task puts its messages on the connection before the caller goes on
         else:
             self._wake.set()
 
@@ -124,12 +132,16 @@ class OutboxRelay:
         ids = {r[0] for r in rows}
         self._inflight |= ids
         try:
-            await asyncio.gather(
-                *(
-                    js.publish(subject, data, headers={"Nats-Msg-Id": msg_id})
-                    for _, subject, data, msg_id in rows
+            if len(rows) == 1:  # published at once, not from a task of its own (see `committed`)
+                _, subject, data, msg_id = rows[0]
+                await js.publish(subject, data, headers={"Nats-Msg-Id": msg_id})
+            else:
+                await asyncio.gather(
+                    *(
+                        js.publish(subject, data, headers={"Nats-Msg-Id": msg_id})
+                        for _, subject, data, msg_id in rows
+                    )
                 )
-            )
         except Exception:
             log.warning("publishing %d committed outbox message(s) failed; the relay retries", len(rows))
             self._wake.set()
@@ -189,6 +201,8 @@ class OutboxRelay:
         self._task = asyncio.create_task(self._run(), name="outbox-relay")
 
     async def stop(self) -> None:
+        if self._publishing:  # their acks are on the way; without them the next start publishes them again
+            await asyncio.wait(set(self._publishing), timeout=5)
         if self._task:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
