@@ -254,6 +254,16 @@ def _rows(results: list[Result]) -> list[tuple[str, str, str, str]]:
                 )
             )
             rows.append(("browser", "overhead ratio (ours/plain)", fmt(f.get("overhead_ratio"), "x"), ""))
+            mem = a.get("worker_memory_mib") or {}
+            if mem:
+                rows.append(
+                    ("browser", "worker + Chromium, 2 slots: PSS idle / peak",
+                     f"{mem['idle_pss']} / {mem['peak_pss']} MiB", "")
+                )  # fmt: skip
+                rows.append(
+                    ("browser", "the same, RSS summed over processes: idle / peak",
+                     f"{mem['idle_rss_sum']} / {mem['peak_rss_sum']} MiB", "")
+                )  # fmt: skip
     return rows
 
 

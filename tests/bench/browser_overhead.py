@@ -17,6 +17,7 @@ import httpx
 from browserfleet_devkit.devstack import Platform
 
 from .common import Result, Sizes
+from .memory import MIB, PeakMemory, tree_memory
 from .site import Site
 from .stack import Outcomes, login
 
@@ -41,7 +42,7 @@ def steps(url: str) -> list[dict[str, Any]]:
     ]
 
 
-async def platform_run(p: Platform, site_url: str, n: int) -> dict[str, Any]:
+async def platform_run(p: Platform, site_url: str, n: int, worker_pid: int) -> dict[str, Any]:
     assert p.nats_url and p.bootstrap
     token = login(p)
     nc = await p.connect_admin("bench-browser")
@@ -67,9 +68,11 @@ async def platform_run(p: Platform, site_url: str, n: int) -> dict[str, Any]:
             warm = await submit(SLOTS)
             if not await outcomes.wait_for(warm, 180):
                 raise RuntimeError("browser warm-up tasks did not finish (is the worker up?)")
+            idle_pss, idle_rss = tree_memory(worker_pid)  # Chromium up, nothing running
             first = time.time()
-            ids = await submit(n)
-            complete = await outcomes.wait_for(ids, max(300.0, n * 3.0))
+            with PeakMemory(worker_pid) as peak:
+                ids = await submit(n)
+                complete = await outcomes.wait_for(ids, max(300.0, n * 3.0))
             last = max(outcomes.done[i] for i in ids if i in outcomes.done)
             failed = sum(1 for i in ids if outcomes.status.get(i) != "completed")
             sample = (await client.get(f"/api/v1/tasks/{next(iter(ids))}")).json()
@@ -84,6 +87,12 @@ async def platform_run(p: Platform, site_url: str, n: int) -> dict[str, Any]:
         "all_finished": complete,
         "wall_seconds": round(last - first, 3),
         "rows_extracted_per_task": len(rows),
+        "worker_memory_mib": {
+            "idle_pss": idle_pss // MIB,
+            "idle_rss_sum": idle_rss // MIB,
+            "peak_pss": peak.peak_pss // MIB,
+            "peak_rss_sum": peak.peak_rss // MIB,
+        },
     }
 
 
@@ -130,7 +139,8 @@ def run(p: Platform, sizes: Sizes) -> Result:
         plain = asyncio.run(plain_run(site.url, n))
         # one real worker, default 2 slots, started only now (the control plane ran without it)
         p._spawn("worker", suffix="bench")
-        ours = asyncio.run(platform_run(p, site.url, n))
+        worker = p.processes[-1].proc.pid
+        ours = asyncio.run(platform_run(p, site.url, n, worker))
     res = Result("browser_overhead")
     res.settings = {
         "tasks": n,

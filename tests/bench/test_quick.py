@@ -82,3 +82,7 @@ def test_quick_mode_writes_every_result(tmp_path: Path) -> None:
     assert browser["browserfleet"]["failed"] == 0 and browser["plain_playwright"]["failed"] == 0
     assert browser["browserfleet"]["rows_extracted_per_task"] == 3
     assert _positive(browser["overhead_ratio"])
+    mem = browser["browserfleet"]["worker_memory_mib"]
+    assert _positive(mem["idle_pss"]) and _positive(mem["peak_pss"])
+    # a process's PSS never exceeds its RSS (shared pages are split, not added)
+    assert mem["idle_pss"] <= mem["idle_rss_sum"] and mem["peak_pss"] <= mem["peak_rss_sum"]
