@@ -188,6 +188,8 @@ class AuditMiddleware:
                         await asyncio.sleep(0)  # the closing request leaves before the answer's last byte
             await send(message)
 
-        await self.app(scope, receive, send_wrapper)
-        if closing is not None:
-            await closing
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            if closing is not None:  # also when the client left before the last byte: the entry still closes
+                await closing
