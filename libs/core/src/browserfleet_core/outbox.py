@@ -98,9 +98,10 @@ class OutboxRelay:
         that is one statement on `Database.statement()`, its outbox INSERT in the same statement): published
         now as the fast path publishes a transaction's rows, else left to the relay's next pass.
 
-        Returns once the messages are on the connection, without waiting for JetStream's acks: the caller's
-        answer (a created task's 201, a worker's granted claim) does not wait a round trip for its event,
-        and still leaves after it on the same connection. A publish that fails is the relay's, as ever."""
+        Returns without waiting for JetStream's acks: the caller's answer (a created task's 201, a worker's
+        granted claim) does not wait a round trip for its event. One row (what those writes commit) is on the
+        connection when this returns, so the answer still leaves after it; several rows are only on their
+        way. A publish that fails is the relay's, as ever."""
         if not rows:
             return
         if self._fast():
