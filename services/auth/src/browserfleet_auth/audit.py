@@ -20,6 +20,7 @@ from browserfleet_core.projection import project
 
 from . import repository as repo
 from .access import require_admin
+from .audit_batch import RequestAuditBatch, outcome_of
 from .models import AuditLog, User
 
 
@@ -92,14 +93,6 @@ async def record_own(
 CALL_PREFIX = "api."
 
 
-def outcome_of(status: int) -> str:
-    if status < 400:
-        return "success"
-    if status in (401, 403, 429):
-        return "refused"
-    return "failed"
-
-
 def _opened(at: datetime, req: RequestAudit) -> dict[str, Any]:
     """The columns of a call's entry as the gateway opens it."""
     actor = req.actor
@@ -119,23 +112,13 @@ def _opened(at: datetime, req: RequestAudit) -> dict[str, Any]:
 
 
 async def record_request_at_once(db: Database, at: datetime, req: RequestAudit) -> Ack:
-    """`record_request` for every state-changing call, twice a call: its two common cases (a new call's entry
-    opened; an open entry closed with no error code to add) are one statement each, without the transaction's
-    BEGIN, SELECT ... FOR UPDATE and COMMIT round trips; anything else (a repeated phase, a call refused
-    before it was opened, an error code, an entry auth wrote first) takes `record_request`."""
-    actor = req.actor
-    if actor.request_id and (req.phase == "begin" or (req.status is not None and not req.code)):
-        async with db.statement() as conn:
-            if req.phase == "begin":
-                done = await repo.open_request_entry(conn, _opened(at, req))
-            else:
-                assert req.status is not None
-                target = req.target[:320] if req.target else None
-                done = await repo.close_request_entry(
-                    conn, actor.org_id, actor.request_id, req.status, outcome_of(req.status), target
-                )
-        if done:
-            return Ack()
+    """`record_request` for every state-changing call, twice a call: its common cases (a new call's entry
+    opened; an open entry closed) are written by `RequestAuditBatch`, one statement for all the records in
+    hand at once, without the transaction's BEGIN, SELECT ... FOR UPDATE and COMMIT round trips; anything
+    else (a repeated phase, a call refused before it was opened, an entry auth wrote first) takes
+    `record_request`."""
+    if RequestAuditBatch.takes(req) and await RequestAuditBatch.of(db).write(at, req):
+        return Ack()
     return await db.run(record_request, at, req)
 
 

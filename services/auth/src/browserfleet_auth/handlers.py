@@ -34,6 +34,9 @@ from .runtime import AuthRuntime
 # Login spends most of its time in argon2 on a worker thread; a few in flight keep both cores busy
 # without letting a burst exhaust the database pool.
 MAX_IN_FLIGHT = 8
+# The call entries in hand at once are one statement (`RequestAuditBatch`), so more of them in hand costs no
+# more connections and makes each statement carry more of a burst.
+AUDIT_IN_FLIGHT = 64
 
 Auth = endpoints.Auth
 
@@ -41,7 +44,7 @@ Auth = endpoints.Auth
 def build_lean(rt: AuthRuntime, *, app_name: str = "auth") -> LeanRpc:
     """The subject every state-changing call reaches twice (its audit entry opened, then closed), served by a
     `LeanResponder` rather than a FastStream subscriber; the same replies and errors."""
-    lean = LeanRpc(max_concurrency=MAX_IN_FLIGHT, app_name=app_name)
+    lean = LeanRpc(max_concurrency=AUDIT_IN_FLIGHT, app_name=app_name)
     lean.route(Auth.RECORD_REQUEST)(lambda body: audit.record_request_at_once(rt.db, rt.config.now(), body))
     return lean
 

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
 
 from browserfleet_contracts.auth import ListAuditRequest
-from sqlalchemy import ColumnElement, Table, case, delete, func, insert, literal, or_, update
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy import ColumnElement, Table, case, delete, func, or_, update
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -252,35 +250,6 @@ _AUDIT: Table = AuditLog.__table__  # type: ignore[attr-defined]
 def _of_request(org_id: str | None, request_id: str) -> ColumnElement[bool]:
     """The entries of one gateway call (an org's request id)."""
     return (_AUDIT.c.org_id == org_id) & (_AUDIT.c.request_id == request_id)
-
-
-async def open_request_entry(conn: AsyncConnection, entry: dict[str, Any]) -> bool:
-    """The call's entry as one statement, unless its request id has one already (then nothing: False)."""
-    table = _AUDIT
-    row = select(*(literal(value, table.c[name].type).label(name) for name, value in entry.items()))
-    taken = select(table.c.id).where(_of_request(entry["org_id"], entry["request_id"])).exists()
-    done = await conn.execute(insert(table).from_select(list(entry), row.where(~taken)).returning(table.c.id))
-    return done.first() is not None
-
-
-async def close_request_entry(
-    conn: AsyncConnection, org_id: str | None, request_id: str, status: int, outcome: str, target: str | None
-) -> bool:
-    """The call's open entry (its first, opened by the gateway, not yet closed) closed with the answer, as one
-    statement; False when there is no such entry."""
-    table = _AUDIT
-    first = select(func.min(table.c.id)).where(_of_request(org_id, request_id)).scalar_subquery()
-    stmt = (
-        update(table)
-        .where(table.c.id == first, table.c.status.is_(None), table.c.route.is_not(None))
-        .values(
-            status=status,
-            outcome=case((table.c.outcome.in_(("pending", "success")), outcome), else_=table.c.outcome),
-            target=func.coalesce(table.c.target, target),
-        )
-    )
-    done = await conn.execute(stmt)
-    return done.rowcount == 1
 
 
 async def audit_of_request(session: AsyncSession, org_id: str, request_id: str) -> AuditLog | None:

@@ -1,0 +1,219 @@
+"""Group commit of the gateway's call entries: the `RECORD_REQUEST`s in hand at once are one statement.
+
+Every state-changing call reaches auth twice (its entry opened, then closed). Written one statement per
+record, auth spent most of its CPU building SQLAlchemy constructs and most of its wall time in round trips and
+commits. Here the records that arrive while a statement is in flight wait for the next one, which writes them
+all: one fixed SQL text (prepared once per connection by psycopg, no SQLAlchemy statement per call), one
+round trip and one commit (autocommit: the statement commits on its own) for the whole batch. A record is
+answered only once its statement has committed, so an opened entry is as durable when `begin` returns as
+before.
+
+If a batch fails, each of its records is retried alone, so one record PostgreSQL refuses (a value too long
+for its column) fails only its own call. A record the statement cannot take (a repeated phase, a call
+refused before it was opened, an entry auth wrote first) comes back `False` and takes the caller's
+transaction path, exactly as the one-statement path did."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import weakref
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Final
+
+from browserfleet_contracts.auth import RequestAudit
+from browserfleet_core.db import Database
+from sqlalchemy import Table
+
+from .models import AuditLog
+
+# a bound on one statement's size; a burst larger than this is several statements back to back
+MAX_BATCH: Final = 256
+
+_AUDIT: Table = AuditLog.__table__  # type: ignore[attr-defined]
+_TABLE = f"{_AUDIT.schema}.{_AUDIT.name}" if _AUDIT.schema else _AUDIT.name
+
+# `o`/`c`: the batch's opens and closes, one row each, numbered by their place in the batch. Of several
+# records of one call in a batch only the first is written (DISTINCT ON ... ORDER BY n): the others answer
+# False and take the transaction, where a repeated phase changes nothing, as it would have one at a time.
+# Opens and closes of one call are never in the same batch (the gateway closes a call only once its open
+# has been answered), so the UPDATE not seeing this statement's INSERT changes nothing. The outer SELECT
+# names the records written; PostgreSQL runs both data-modifying CTEs to completion either way.
+_SQL: Final = f"""
+WITH o AS (
+    SELECT DISTINCT ON (v.org_id, v.request_id) v.*
+    FROM unnest(
+        %(o_n)s::int[], %(o_at)s::timestamptz[], %(o_action)s::text[], %(o_org)s::text[], %(o_user)s::text[],
+        %(o_key)s::text[], %(o_ip)s::text[], %(o_target)s::text[], %(o_detail)s::text[], %(o_rid)s::text[],
+        %(o_route)s::text[]
+    ) AS v(n, at, action, org_id, actor_user_id, actor_api_key_id, client_ip, target, detail, request_id, route)
+    WHERE NOT EXISTS (SELECT 1 FROM {_TABLE} a WHERE a.org_id = v.org_id AND a.request_id = v.request_id)
+    ORDER BY v.org_id, v.request_id, v.n
+), opened AS (
+    INSERT INTO {_TABLE}
+        (at, action, outcome, org_id, actor_user_id, actor_api_key_id, client_ip, target, detail, request_id,
+         route)
+    SELECT at, action, 'pending', org_id, actor_user_id, actor_api_key_id, client_ip, target, detail::jsonb,
+           request_id, route
+    FROM o ORDER BY n
+    RETURNING 1
+), c AS (
+    SELECT DISTINCT ON (v.org_id, v.request_id) v.*
+    FROM unnest(
+        %(c_n)s::int[], %(c_org)s::text[], %(c_rid)s::text[], %(c_status)s::int[], %(c_outcome)s::text[],
+        %(c_target)s::text[], %(c_code)s::text[]
+    ) AS v(n, org_id, request_id, status, outcome, target, code)
+    ORDER BY v.org_id, v.request_id, v.n
+), closed AS (
+    UPDATE {_TABLE} a SET
+        status = c.status,
+        outcome = CASE WHEN a.outcome IN ('pending', 'success') THEN c.outcome ELSE a.outcome END,
+        target = coalesce(a.target, c.target),
+        detail = CASE WHEN c.code IS NOT NULL AND c.status >= 400
+                      THEN a.detail || jsonb_build_object('code', c.code) ELSE a.detail END
+    FROM c
+    WHERE a.id = (SELECT min(b.id) FROM {_TABLE} b WHERE b.org_id = c.org_id AND b.request_id = c.request_id)
+      AND a.status IS NULL AND a.route IS NOT NULL
+    RETURNING c.n
+)
+SELECT n FROM o UNION ALL SELECT n FROM closed
+"""  # noqa: S608 (what is interpolated is the table's own name, never input)
+
+
+def outcome_of(status: int) -> str:
+    if status < 400:
+        return "success"
+    if status in (401, 403, 429):
+        return "refused"
+    return "failed"
+
+
+@dataclass(slots=True)
+class _Record:
+    at: datetime
+    req: RequestAudit
+    done: asyncio.Future[bool]
+
+
+def _params(batch: list[_Record]) -> dict[str, list[Any]]:
+    p: dict[str, list[Any]] = {
+        k: []
+        for k in [
+            "o_n",
+            "o_at",
+            "o_action",
+            "o_org",
+            "o_user",
+            "o_key",
+            "o_ip",
+            "o_target",
+            "o_detail",
+            "o_rid",
+            "o_route",
+            "c_n",
+            "c_org",
+            "c_rid",
+            "c_status",
+            "c_outcome",
+            "c_target",
+            "c_code",
+        ]
+    }
+    for n, record in enumerate(batch):
+        req, actor = record.req, record.req.actor
+        target = req.target[:320] if req.target else None
+        if req.phase == "begin":
+            p["o_n"].append(n)
+            p["o_at"].append(record.at)
+            p["o_action"].append(req.action)
+            p["o_org"].append(actor.org_id)
+            p["o_user"].append(actor.user_id)
+            p["o_key"].append(actor.api_key_id)
+            p["o_ip"].append(actor.client_ip)
+            p["o_target"].append(target)
+            p["o_detail"].append(json.dumps({"path": req.path} if req.path else {}))
+            p["o_rid"].append(actor.request_id)
+            p["o_route"].append(req.route)
+        else:
+            assert req.status is not None
+            p["c_n"].append(n)
+            p["c_org"].append(actor.org_id)
+            p["c_rid"].append(actor.request_id)
+            p["c_status"].append(req.status)
+            p["c_outcome"].append(outcome_of(req.status))
+            p["c_target"].append(target)
+            p["c_code"].append(req.code)
+    return p
+
+
+class RequestAuditBatch:
+    """The group-committing writer of one database's call entries (one per `Database`: `of(db)`)."""
+
+    _of: weakref.WeakKeyDictionary[Database, RequestAuditBatch] = weakref.WeakKeyDictionary()
+
+    @classmethod
+    def of(cls, db: Database) -> RequestAuditBatch:
+        batch = cls._of.get(db)
+        if batch is None:
+            batch = cls._of[db] = cls(db)
+        return batch
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self._waiting: list[_Record] = []
+        self._writer: asyncio.Task[None] | None = None
+
+    @staticmethod
+    def takes(req: RequestAudit) -> bool:
+        """Whether the statement can write this record: a call's open, or the close of an answered call."""
+        return bool(req.actor.request_id) and (req.phase == "begin" or req.status is not None)
+
+    async def write(self, at: datetime, req: RequestAudit) -> bool:
+        """The record written and committed (True), or not the statement's to write (False: nothing
+        changed, the caller takes the transaction). Raises when PostgreSQL refuses it."""
+        record = _Record(at, req, asyncio.get_running_loop().create_future())
+        self._waiting.append(record)
+        if self._writer is None:
+            self._writer = asyncio.create_task(self._write_all())
+        return await record.done
+
+    async def _write_all(self) -> None:
+        batch: list[_Record] = []
+        try:
+            while self._waiting:
+                batch, self._waiting = self._waiting[:MAX_BATCH], self._waiting[MAX_BATCH:]
+                try:
+                    written = await self._execute(batch)
+                except Exception:
+                    await self._one_by_one(batch)
+                else:
+                    for n, record in enumerate(batch):
+                        if not record.done.done():
+                            record.done.set_result(n in written)
+        except BaseException:  # cancelled (shutdown): no record is left waiting forever
+            for record in (*batch, *self._waiting):
+                if not record.done.done():
+                    record.done.set_exception(RuntimeError("the audit writer stopped"))
+            self._waiting = []
+            raise
+        finally:
+            self._writer = None
+
+    async def _one_by_one(self, batch: list[_Record]) -> None:
+        for record in batch:
+            if record.done.done():
+                continue
+            try:
+                written = await self._execute([record])
+            except Exception as exc:
+                record.done.set_exception(exc)
+            else:
+                record.done.set_result(0 in written)
+
+    async def _execute(self, batch: list[_Record]) -> set[int]:
+        async with self.db.statement() as conn:
+            raw = await conn.get_raw_connection()
+            pg: Any = raw.driver_connection
+            cursor = await pg.execute(_SQL, _params(batch))
+            return {n for (n,) in await cursor.fetchall()}
