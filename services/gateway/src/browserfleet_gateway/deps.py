@@ -14,6 +14,7 @@ from browserfleet_core.errors import Forbidden, Unauthorized, Unavailable
 from browserfleet_core.messaging import RpcClient
 from fastapi import Depends, Path, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security.utils import get_authorization_scheme_param
 from starlette.requests import HTTPConnection
 
 from . import audittrail
@@ -148,9 +149,10 @@ async def principal_for(state: GatewayState, token: str, ip: str | None) -> Prin
     )
 
 
-async def _rate_limit(state: GatewayState, principal: Principal, response: Response) -> None:
+async def _rate_limit(state: GatewayState, principal: Principal) -> dict[str, str]:
+    """Counts the call against the principal's bucket (TooManyRequests past it): the RateLimit-* headers."""
     if state.limiter is None:
-        return
+        return {}
     if principal.kind == "api_key":
         plans = state.settings.rate_limit_plans
         rate = plans.get(principal.plan or "", state.settings.api_key_rate_per_second)
@@ -159,8 +161,7 @@ async def _rate_limit(state: GatewayState, principal: Principal, response: Respo
         )
     else:
         quota = await state.limiter.hit(f"user:{principal.org_id}:{principal.user_id}")
-    if quota is not None:
-        response.headers.update(quota.headers())
+    return quota.headers() if quota is not None else {}
 
 
 @dataclass(frozen=True)
@@ -246,15 +247,35 @@ def access(
         state: StateDep,
         response: Response,
     ) -> Principal:
-        audittrail.note(request, state.rpc, principal)  # a refusal below is an audit entry of theirs
-        admitted = admit(rule, principal)
-        await _rate_limit(state, admitted, response)
-        if rule.recent_mfa:
-            require_recent_mfa(state, admitted)
-        return await audittrail.begin(request, state.rpc, admitted)  # a change's entry before the change
+        admitted, quota = await enforce(request, state, rule, principal)
+        response.headers.update(quota)
+        return admitted
 
     guard.access_rule = rule  # type: ignore[attr-defined]
     return guard
+
+
+async def enforce(
+    conn: HTTPConnection, state: GatewayState, rule: AccessRule, principal: Principal
+) -> tuple[Principal, dict[str, str]]:
+    """Everything a route's `access()` rule checks once the caller is known, in its order: the principal
+    admitted (and, for a change, naming its audit entry) and the RateLimit-* headers to answer with. The
+    dependency runs it, and so does a hot route served without dependency solving (`hotreads`)."""
+    audittrail.note(conn, state.rpc, principal)  # a refusal below is an audit entry of theirs
+    admitted = admit(rule, principal)
+    quota = await _rate_limit(state, admitted)
+    if rule.recent_mfa:
+        require_recent_mfa(state, admitted)
+    return await audittrail.begin(conn, state.rpc, admitted), quota  # a change's entry before the change
+
+
+def bearer_token(authorization: str | None) -> str:
+    """The credential of an `Authorization: Bearer …` header as `authenticate` reads it (FastAPI's
+    HTTPBearer, then our checks), or Unauthorized: for a route served without dependency solving."""
+    scheme, credentials = get_authorization_scheme_param(authorization)
+    if not (authorization and scheme and credentials) or scheme.lower() != "bearer":
+        raise Unauthorized("missing bearer token", code="missing_token")
+    return credentials
 
 
 def public(note: str, *, login: bool = False) -> Callable[..., Awaitable[None]]:
@@ -302,7 +323,8 @@ SensitiveAdmin = Annotated[Principal, Depends(access("admin", recent_mfa=True))]
 TasksRead = Annotated[Principal, Depends(access("viewer", scope="tasks:read"))]
 TasksWrite = Annotated[Principal, Depends(access("user", scope="tasks:write"))]
 # the id in a path: ours are UUIDs, but any id up to 64 characters reaches the service (which says 404)
-IdPath = Annotated[str, Path(min_length=1, max_length=64)]
+ID_MAX_LENGTH = 64
+IdPath = Annotated[str, Path(min_length=1, max_length=ID_MAX_LENGTH)]
 
 
 def access_rules(call: Any) -> AccessRule | None:

@@ -81,6 +81,12 @@ def validation_body(errors: list[dict[str, Any]] | Any) -> ErrorBody:
 
 async def _on_service_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ServiceError)
+    return service_error_response(exc)
+
+
+def service_error_response(exc: ServiceError) -> JSONResponse:
+    """A service's (or the gateway's own) error as the client gets it: also for a route that answers
+    without FastAPI's exception handlers (`hotreads`)."""
     headers = {}
     if exc.status == 429:
         headers["Retry-After"] = str(getattr(exc, "retry_after", 1))

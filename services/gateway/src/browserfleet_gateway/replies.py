@@ -20,9 +20,11 @@ from browserfleet_core.messaging import RpcClient
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.datastructures import Default
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from pydantic import BaseModel
 from starlette import status as http
 
+from . import hotreads
 from .deps import IdPath, Principal, RpcDep, client_ip
 
 _Route = TypeVar("_Route", bound=Callable[..., Any])
@@ -95,6 +97,23 @@ def rpc_route(
     _declare(
         router, method, path, endpoint, handler, params, name=name, summary=summary, status_code=status_code
     )
+
+
+def hot_read_route(
+    router: APIRouter,
+    path: str,
+    endpoint: Endpoint[_Scoped, Any],
+    principal: object,
+    *,
+    name: str,
+    summary: str,
+) -> None:
+    """`rpc_route` of a GET whose only path parameter is last (`/{task_id}`), also served by `hotreads`
+    without FastAPI's per-request work: the same declaration, documentation and access rule."""
+    rpc_route(router, "GET", path, endpoint, principal, name=name, summary=summary)
+    route = router.routes[-1]
+    assert isinstance(route, APIRoute) and route.name == name
+    hotreads.declare(route, endpoint)
 
 
 def relay_route(

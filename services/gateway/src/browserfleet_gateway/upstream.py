@@ -16,13 +16,15 @@ import asyncio
 import math
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 from browserfleet_contracts.endpoints import Endpoint, Rep, Req
 from browserfleet_core.breaker import Breakers, CircuitBreaker, CircuitOpen
 from browserfleet_core.errors import ServiceError, Unavailable
 from browserfleet_core.messaging import RpcClient
 from nats.aio.client import Client as NatsClient
+
+_T = TypeVar("_T")
 
 # what RpcClient raises itself when nobody answered (a callee's own 503 travels as its ErrorBody instead)
 _NO_ANSWER = {"service_unavailable": "is not running", "service_timeout": "did not answer in time"}
@@ -84,6 +86,13 @@ class GuardedRpc(RpcClient):
             endpoint, lambda: super(GuardedRpc, self).call(endpoint, request, timeout=timeout)
         )
 
+    async def call_json(
+        self, endpoint: Endpoint[Req, Any], request: Req, *, timeout: float | None = None
+    ) -> bytes:
+        return await self._guarded(
+            endpoint, lambda: super(GuardedRpc, self).call_json(endpoint, request, timeout=timeout)
+        )
+
     async def call_raw(
         self, endpoint: Endpoint[Any, Rep], body: Mapping[str, Any], *, timeout: float | None = None
     ) -> Rep:
@@ -91,7 +100,7 @@ class GuardedRpc(RpcClient):
             endpoint, lambda: super(GuardedRpc, self).call_raw(endpoint, body, timeout=timeout)
         )
 
-    async def _guarded(self, endpoint: Endpoint[Any, Rep], send: Callable[[], Awaitable[Rep]]) -> Rep:
+    async def _guarded(self, endpoint: Endpoint[Any, Any], send: Callable[[], Awaitable[_T]]) -> _T:
         service = endpoint.queue
         breaker = self.breaker(service)
         try:

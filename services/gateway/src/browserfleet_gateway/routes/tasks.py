@@ -28,7 +28,7 @@ from starlette import status as http
 from .. import intake
 from ..deps import IdPath, RpcDep, StateDep, TasksRead, TasksWrite
 from ..errors import API_ERRORS
-from ..replies import rpc_route
+from ..replies import hot_read_route, rpc_route
 
 api_router = APIRouter(prefix="/api/v1/tasks", tags=["tasks"], responses=API_ERRORS)
 admin_router = APIRouter(prefix="/admin/tasks", tags=["admin", "tasks"], responses=API_ERRORS)
@@ -108,9 +108,8 @@ async def list_tasks(
     return await rpc.call(endpoints.Scheduler.LIST_TASKS, request)
 
 
-rpc_route(
+hot_read_route(
     api_router,
-    "GET",
     "/{task_id}",
     endpoints.Scheduler.GET_TASK,
     TasksRead,
@@ -173,9 +172,8 @@ async def admin_list_tasks(
     return await rpc.call(endpoints.Scheduler.ADMIN_LIST_TASKS, request)
 
 
-rpc_route(
+hot_read_route(
     admin_router,
-    "GET",
     "/{task_id}",
     endpoints.Scheduler.GET_TASK,
     TasksRead,
