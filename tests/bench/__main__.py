@@ -2,7 +2,8 @@
 
 Runs, in order: the platform (embedded NATS + PostgreSQL, every service, no worker) for the control
 plane with the benchmark worker, the gateway read path, the event stream (WebSocket) and the browser
-overhead (one real worker); then the Celery + Redis peer. Prints a table and writes one JSON file per benchmark into DIR.
+overhead (one real worker); then `make dev`'s start-up (fresh `browserfleet up` stacks, on their own); then
+the Celery + Redis peer. Prints a table and writes one JSON file per benchmark into DIR.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ from . import stages
 from .common import ROOT, Result, Sizes, fmt, machine, table
 
 T = TypeVar("T")
-BENCHMARKS = ("control_plane", "gateway_reads", "event_stream", "browser_overhead")
+BENCHMARKS = ("control_plane", "gateway_reads", "event_stream", "browser_overhead", "startup")
+ON_PLATFORM = BENCHMARKS[:4]
 _SIZE_FLAGS = {
     "burst_tasks": int,
     "steady_rate": float,
@@ -30,6 +32,7 @@ _SIZE_FLAGS = {
     "light_seconds": float,
     "read_seconds": float,
     "browser_tasks": int,
+    "startup_runs": int,
 }
 
 
@@ -61,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     failures: list[str] = []
     ours: dict[str, Any] | None = None
 
-    from . import browser_overhead, control_plane, event_stream, gateway_reads
+    from . import browser_overhead, control_plane, event_stream, gateway_reads, startup
     from .stack import cpu_meter, login, platform, python_pids
 
     print(
@@ -86,20 +89,26 @@ def main(argv: list[str] | None = None) -> int:
             p.gateway_url, login(p), task_id, sizes, cpu_meter(p), (args.profile, python_pids(p))
         )
 
-    with platform() as p:
-        print(f"platform up in {time.monotonic() - started:.1f}s at {p.gateway_url}", flush=True)
-        if "control_plane" in args.only:
-            ours = measured(
-                "control_plane", lambda: asyncio.run(control_plane.run_platform(p, sizes, args.profile)), p
-            )
-        runs: list[tuple[str, Callable[[], Result], Any]] = [
-            ("gateway_reads", lambda: gateway_reads_run(p), p),
-            ("event_stream", lambda: event_stream.run(p, sizes), None),
-            ("browser_overhead", lambda: browser_overhead.run(p, sizes), None),
-        ]
-        for name, run, errors_of in runs:
-            if name in args.only and (res := measured(name, run, errors_of)) is not None:
-                results.append(res)
+    if any(name in args.only for name in ON_PLATFORM):
+        with platform() as p:
+            print(f"platform up in {time.monotonic() - started:.1f}s at {p.gateway_url}", flush=True)
+            if "control_plane" in args.only:
+                ours = measured(
+                    "control_plane",
+                    lambda: asyncio.run(control_plane.run_platform(p, sizes, args.profile)),
+                    p,
+                )
+            runs: list[tuple[str, Callable[[], Result], Any]] = [
+                ("gateway_reads", lambda: gateway_reads_run(p), p),
+                ("event_stream", lambda: event_stream.run(p, sizes), None),
+                ("browser_overhead", lambda: browser_overhead.run(p, sizes), None),
+            ]
+            for name, run, errors_of in runs:
+                if name in args.only and (res := measured(name, run, errors_of)) is not None:
+                    results.append(res)
+    # on its own: the benchmark platform's processes would share the machine with the stacks it starts
+    if "startup" in args.only and (res := measured("startup", lambda: startup.run(sizes))) is not None:
+        results.append(res)
     if "control_plane" in args.only and "control_plane" not in failures:
         peer, note = (None, "Celery peer skipped (--no-peer)") if args.no_peer else _peer(sizes, failures)
         results.insert(0, control_plane.result(ours, peer, sizes, note))
@@ -215,6 +224,7 @@ def _rows(results: list[Result]) -> list[tuple[str, str, str, str]]:
                 rows.append(
                     ("control plane", "idle: platform CPU ms per s", fmt(round(sum(idle.values()), 1)), "")
                 )
+            rows += _memory_rows(g(a, "burst", "memory_mib") or {})
             xacts = g(a, "burst", "pg_transactions_per_task")
             if xacts is not None:
                 rows.append(("control plane", "burst: database transactions per task", fmt(xacts), ""))
@@ -243,6 +253,24 @@ def _rows(results: list[Result]) -> list[tuple[str, str, str, str]]:
                     rows.append(("gateway reads", f"{proc} CPU per request", fmt(cpu, " ms"), ""))
         elif res.name == "event_stream":
             rows += _event_stream_rows(f)
+        elif res.name == "startup":
+            runs = f["runs"]
+            each = ", ".join(fmt(r["to_ready_line_s"]) for r in runs)
+            rows += [
+                ("make dev", f"{len(runs)} fresh starts: launch → ready line p50 (each)",
+                 f"{fmt(f['to_ready_line_s_p50'], ' s')} ({each})", ""),
+                ("make dev", "the \"ready in N s\" it printed, p50",
+                 fmt(f["printed_ready_s_p50"], " s"), ""),
+                ("make dev", "ready → first task completed, p50",
+                 fmt(f["ready_to_first_task_completed_s_p50"], " s"), ""),
+            ]  # fmt: skip
+            steps = f.get("milestones_s_p50") or {}
+            if steps:
+                rows.append(
+                    ("make dev", "launch → NATS / PostgreSQL / migrated, p50; worker spawn → ready",
+                     " / ".join(fmt(steps.get(k), " s") for k in ("nats_up", "postgres_up", "migrated"))
+                     + f"; {fmt(steps.get('worker_start_to_ready'), ' s')}", "")
+                )  # fmt: skip
         elif res.name == "browser_overhead":
             a, b = f["browserfleet"], f["plain_playwright"]
             rows.append(
@@ -264,6 +292,19 @@ def _rows(results: list[Result]) -> list[tuple[str, str, str, str]]:
                     ("browser", "the same, RSS summed over processes: idle / peak",
                      f"{mem['idle_rss_sum']} / {mem['peak_rss_sum']} MiB", "")
                 )  # fmt: skip
+    return rows
+
+
+def _memory_rows(mem: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+    def cell(m: dict[str, Any]) -> str:
+        return f"{m['idle_rss']:,} / {m['peak_rss']:,} MiB (PSS {m['idle_pss']:,} / {m['peak_pss']:,})"
+
+    rows = [
+        ("control plane", f"memory: {proc} RSS idle / burst peak", cell(m), "")
+        for proc, m in (mem.get("per_process") or {}).items()
+    ]
+    if mem.get("total"):
+        rows.append(("control plane", "memory: platform total RSS idle / burst peak", cell(mem["total"]), ""))
     return rows
 
 

@@ -58,6 +58,8 @@ class Sizes:
     idle_seconds: float = 5.0
     # sequential calls per stage of a submission (stages.py)
     stage_calls: int = 150
+    # fresh `browserfleet up` starts timed to their ready line (startup.py)
+    startup_runs: int = 5
 
     @classmethod
     def full(cls) -> Sizes:
@@ -82,6 +84,7 @@ class Sizes:
             ws_events=5,
             stage_calls=20,
             idle_seconds=1.0,
+            startup_runs=1,
         )
 
 

@@ -4,6 +4,8 @@ Burst: N tasks submitted through `POST /api/v1/tasks` as fast as they are accept
 concurrent requests); tasks/s from the first submit to the last `task.completed` event read from EVENTS.
 Steady: a fixed offered rate for a fixed time; per task, submit → worker start (claim granted in the
 worker) and submit → completed (the event arriving at the client). Wall clocks of one machine.
+Memory: PSS and RSS of every process (PostgreSQL with its backends) idle just before the burst, and the
+peak of each during it.
 """
 
 from __future__ import annotations
@@ -19,8 +21,9 @@ from browserfleet_devkit.devstack import Platform
 from . import stages
 from .common import Result, Sizes, burst_figures, percentiles
 from .keepalive import KeepAliveClient
+from .memory import ProcessMemory
 from .profiling import Profiler
-from .stack import BenchWorkerProcess, Outcomes, cpu_meter, login, python_pids, worker_key
+from .stack import BenchWorkerProcess, Outcomes, cpu_meter, login, platform_pids, python_pids, worker_key
 
 TASK_BODY: dict[str, Any] = {
     "title": "bench",
@@ -126,12 +129,16 @@ async def run_platform(p: Platform, sizes: Sizes, profile: Path | None = None) -
         idle.start()
         await asyncio.sleep(sizes.idle_seconds)
         idle.stop()
+        everyone = platform_pids(p, {"bench-worker": worker.proc.pid})
+        memory = ProcessMemory(everyone, total_of=set(everyone) - {"bench-worker"})
+        idle_memory = memory.snapshot()
         meter = cpu_meter(p, {"bench-worker": worker.proc.pid})
         meter.start()
         xacts = _pg_transactions(p.database_url)
-        with Profiler(profile, "burst", python_pids(p, {"bench-worker": worker.proc.pid})):
+        with memory, Profiler(profile, "burst", python_pids(p, {"bench-worker": worker.proc.pid})):
             burst = await _burst(sub, outcomes, sizes.burst_tasks, sizes.submit_concurrency)
         meter.stop()
+        burst["memory_mib"] = memory.figures(idle_memory)
         await asyncio.sleep(1.2)  # PostgreSQL flushes its statistics about once a second
         if xacts is not None and (after := _pg_transactions(p.database_url)) is not None:
             # deterministic where CPU figures are not: database transactions (all services) per task

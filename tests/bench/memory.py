@@ -1,11 +1,14 @@
 """Memory of one process with everything it started (a worker and its Chromium), sampled while a benchmark
 runs: PSS (shared pages split between the processes that share them, so the tree's sum is what it really
-holds) and the plain sum of RSS (shared pages counted once per process, what `ps` would add up)."""
+holds) and the plain sum of RSS (shared pages counted once per process, what `ps` would add up). The same
+for every process of the platform at once: ProcessMemory."""
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterable
 from types import TracebackType
+from typing import Any
 
 import psutil
 
@@ -55,3 +58,78 @@ class PeakMemory:
     ) -> None:
         self._stop.set()
         self._thread.join(5)
+
+
+def _mib(value: int) -> int:
+    return round(value / MIB)
+
+
+class ProcessMemory:
+    """PSS and RSS of several named process trees (every service, NATS, PostgreSQL with its backends): one
+    snapshot, and between `__enter__` and `__exit__` each tree's peak plus the peak of their sum over
+    `total_of` (taken at one sampling moment: the sum of each tree's own peak may never have happened)."""
+
+    def __init__(
+        self, pids: dict[str, int], total_of: Iterable[str] | None = None, every: float = 0.5
+    ) -> None:
+        self.pids = dict(pids)
+        self.total_of = set(self.pids if total_of is None else total_of)
+        self.every = every
+        self.peak: dict[str, tuple[int, int]] = {}
+        self.peak_total = (0, 0)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="process-memory", daemon=True)
+
+    def snapshot(self) -> dict[str, tuple[int, int]]:
+        return {name: tree_memory(pid) for name, pid in self.pids.items()}
+
+    def _sample(self) -> None:
+        now = self.snapshot()
+        for name, (pss, rss) in now.items():
+            old_pss, old_rss = self.peak.get(name, (0, 0))
+            self.peak[name] = (max(old_pss, pss), max(old_rss, rss))
+        total = self.total(now)
+        self.peak_total = (max(self.peak_total[0], total[0]), max(self.peak_total[1], total[1]))
+
+    def total(self, figures: dict[str, tuple[int, int]]) -> tuple[int, int]:
+        chosen = [v for k, v in figures.items() if k in self.total_of]
+        return sum(v[0] for v in chosen), sum(v[1] for v in chosen)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._sample()
+            self._stop.wait(self.every)
+
+    def __enter__(self) -> ProcessMemory:
+        self._thread.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._stop.set()
+        self._thread.join(10)
+        self._sample()  # at least one sample even when the load was shorter than `every`
+
+    def figures(self, idle: dict[str, tuple[int, int]]) -> dict[str, Any]:
+        """MiB per process, idle (the snapshot `idle`) and peak, and the same for the total."""
+        per = {
+            name: {
+                "idle_pss": _mib(idle.get(name, (0, 0))[0]),
+                "idle_rss": _mib(idle.get(name, (0, 0))[1]),
+                "peak_pss": _mib(self.peak.get(name, (0, 0))[0]),
+                "peak_rss": _mib(self.peak.get(name, (0, 0))[1]),
+            }
+            for name in self.pids
+        }
+        idle_total = self.total(idle)
+        return {
+            "per_process": per,
+            "total": {
+                "of": sorted(self.total_of),
+                "idle_pss": _mib(idle_total[0]),
+                "idle_rss": _mib(idle_total[1]),
+                "peak_pss": _mib(self.peak_total[0]),
+                "peak_rss": _mib(self.peak_total[1]),
+            },
+        }

@@ -66,19 +66,25 @@ def platform(log_tail: int = 200) -> Iterator[Platform]:
 def cpu_meter(p: Platform, extra: dict[str, int] | None = None) -> CpuMeter:
     """A CPU meter over every service process of `p`, NATS, PostgreSQL (with its backends) and `extra`."""
     sources: dict[str, Any] = {}
-    for sp in p.processes:
-        sources[sp.name] = lambda pid=sp.proc.pid: cpu_seconds(pid)
-    nats = getattr(p, "_nats", None)
-    if nats is not None and getattr(nats, "proc", None) is not None:
-        sources["nats"] = lambda pid=nats.proc.pid: cpu_seconds(pid)
-    pg = getattr(p, "_pg", None)
-    pidfile = getattr(pg, "data_dir", None)
-    if pidfile is not None and (pidfile / "postmaster.pid").is_file():
-        postmaster = int((pidfile / "postmaster.pid").read_text().split()[0])
-        sources["postgres"] = lambda: tree_cpu_seconds(postmaster)
-    for name, pid in (extra or {}).items():
-        sources[name] = lambda pid=pid: cpu_seconds(pid)
+    for name, pid in platform_pids(p, extra).items():
+        if name == "postgres":
+            sources[name] = lambda pid=pid: tree_cpu_seconds(pid)
+        else:
+            sources[name] = lambda pid=pid: cpu_seconds(pid)
     return CpuMeter(sources)
+
+
+def platform_pids(p: Platform, extra: dict[str, int] | None = None) -> dict[str, int]:
+    """Every process of `p` by name: its services, NATS and PostgreSQL's postmaster (the parent of its
+    backends) when embedded, plus `extra`."""
+    pids = {sp.name: sp.proc.pid for sp in p.processes}
+    nats = p.embedded_nats
+    if nats is not None and nats.proc is not None:
+        pids["nats"] = nats.proc.pid
+    pg = p.embedded_postgres
+    if pg is not None and (pg.data_dir / "postmaster.pid").is_file():
+        pids["postgres"] = int((pg.data_dir / "postmaster.pid").read_text().split()[0])
+    return {**pids, **(extra or {})}
 
 
 def python_pids(p: Platform, extra: dict[str, int] | None = None) -> dict[str, int]:

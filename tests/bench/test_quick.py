@@ -61,6 +61,14 @@ def test_quick_mode_writes_every_result(tmp_path: Path) -> None:
         "jetstream_publish",
     ):
         assert _positive(stages[key]["p50_ms"]) and stages[key]["p50_ms"] <= stages[key]["p90_ms"], key
+    mem = ours["burst"]["memory_mib"]
+    procs = mem["per_process"]
+    assert {"gateway", "scheduler", "nats", "postgres", "bench-worker"} <= procs.keys()
+    for name, figs in [*procs.items(), ("total", mem["total"])]:
+        assert all(_positive(figs[k]) for k in ("idle_pss", "idle_rss", "peak_pss", "peak_rss")), name
+        # PSS splits shared pages where RSS counts them in full: never more
+        assert figs["idle_pss"] <= figs["idle_rss"] and figs["peak_pss"] <= figs["peak_rss"], name
+    assert "bench-worker" not in mem["total"]["of"] and "postgres" in mem["total"]["of"]
     peer = cp["celery_redis"]
     if peer is not None:  # skipped (with a note) only where no redis-server can be had
         assert _positive(peer["burst"]["tasks_per_s"]) and peer["burst"]["all_completed"]
@@ -86,3 +94,16 @@ def test_quick_mode_writes_every_result(tmp_path: Path) -> None:
     assert _positive(mem["idle_pss"]) and _positive(mem["peak_pss"])
     # a process's PSS never exceeds its RSS (shared pages are split, not added)
     assert mem["idle_pss"] <= mem["idle_rss_sum"] and mem["peak_pss"] <= mem["peak_rss_sum"]
+
+    up = _load(out, "startup")["figures"]
+    assert len(up["runs"]) == 1
+    for run_ in up["runs"]:
+        assert _positive(run_["to_ready_line_s"]) and _positive(run_["printed_ready_s"])
+        # the printed N counts from inside the command, so never (beyond its rounding) above the outside time
+        assert run_["printed_ready_s"] <= run_["to_ready_line_s"] + 0.05
+        steps = run_["milestones_s"]
+        assert 0 < steps["nats_up"] <= steps["migrated"] <= run_["to_ready_line_s"]
+        assert _positive(steps["worker_start_to_ready"])
+        assert run_["first_task_status"] == "completed" and _positive(run_["ready_to_first_task_completed_s"])
+        assert run_["exit_code"] == 0 and run_["left_behind"] == []
+    assert _positive(up["to_ready_line_s_p50"])
