@@ -4,24 +4,40 @@ limit, a worker pool with the task's tags), and their TASKS messages through the
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Protocol, TypeVar
 
 from browserfleet_contracts import subjects
-from browserfleet_core.db import AsyncSession
+from browserfleet_contracts.tasks import TaskDispatch, TaskSpec
+from browserfleet_core.db import AsyncSession, after_commit
 from browserfleet_core.outbox import OutboxRelay
-from pydantic import BaseModel
 
 from . import repository, state
-from .models import Task
 from .policy import Policy, Pool
-from .views import to_dispatch
 
 
-def fair_order(candidates: list[Task], last_served: dict[str, datetime]) -> list[Task]:
+class Queued(Protocol):
+    """What fair order reads of a queued task (a Task, or the pass's `repository.Candidate`)."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def org_id(self) -> str: ...
+    @property
+    def priority(self) -> str: ...
+    @property
+    def created_at(self) -> datetime: ...
+
+
+Q = TypeVar("Q", bound=Queued)
+
+
+def fair_order(candidates: list[Q], last_served: dict[str, datetime]) -> list[Q]:
     """Priority first; within one priority, orgs take turns (the k-th task of every org before the
     (k+1)-th of any), the org served longest ago first; FIFO within an org."""
     seen: dict[tuple[str, str], int] = {}
-    keyed: list[tuple[int, int, datetime, datetime, str, Task]] = []
+    keyed: list[tuple[int, int, datetime, datetime, str, Q]] = []
     never = datetime.min.replace(tzinfo=UTC)
     for t in candidates:  # already priority then FIFO ordered
         k = seen.get((t.priority, t.org_id), 0)
@@ -40,23 +56,45 @@ async def admit(
     registered: Sequence[Pool] = (),
 ) -> list[str]:
     """One admission pass: dispatch what may run now, routing by POOLS and the `registered` pools. Returns
-    the admitted task ids.
+    the admitted task ids (none when another admitter holds the lock: `admission_pass` says so)."""
+    return (await admission_pass(session, relay, policy, now, registered)).admitted
 
-    Replicas serialise on an advisory lock (a pass that finds it taken does nothing), so per-org
-    counts cannot be overrun by two replicas admitting at once; the rows are also locked SKIP LOCKED so
-    a claim or cancel in flight is simply left for the next pass."""
-    if not await repository.try_admission_lock(session):
-        return []
-    candidates = await repository.admission_candidates(session, now, policy.scan)
+
+@dataclass(frozen=True)
+class PassOutcome:
+    admitted: list[str]
+    busy: bool  # another admitter (a create, another replica's pass) held the lock: nothing was read
+
+
+async def admission_pass(
+    session: AsyncSession,
+    relay: OutboxRelay,
+    policy: Policy,
+    now: datetime,
+    registered: Sequence[Pool] = (),
+) -> PassOutcome:
+    """`admit`, saying whether the lock was free.
+
+    Admitters serialise on an advisory lock (creates admitting their own task take it too), so per-org
+    counts cannot be overrun by two of them at once; the rows are also locked SKIP LOCKED so a claim or
+    cancel in flight is simply left for the next pass. Two statements: the read (lock, candidates, their
+    orgs' slots) and the write (tasks, details and dispatches), whose outbox rows are published after the
+    commit."""
+    read = await repository.pass_read(session, now, policy.scan)
+    if not read.held:
+        return PassOutcome([], busy=True)
+    candidates = read.candidates
     if not candidates:
-        return []
-    orgs = sorted({t.org_id for t in candidates})
-    active, last_served = await repository.org_admission_state(session, orgs)
-    admitted: list[str] = []
-    changed: list[Task] = []
-    # the TASKS messages of this pass go into the outbox in one INSERT; the msg id of an attempt's
-    # dispatch is stable, so an outbox replay after a crash is a duplicate JetStream drops
-    dispatches: list[tuple[str, BaseModel | bytes, str]] = []
+        return PassOutcome([], busy=False)
+    active = {c.org_id: c.active for c in candidates}
+    last_served = {c.org_id: c.last_served for c in candidates if c.last_served is not None}
+    if not read.fresh:  # an admission committed after the read's snapshot: count the slots again
+        active, last_served = await repository.org_admission_state(session, sorted(active))
+    admitted: list[tuple[str, str, str]] = []
+    waiting: list[tuple[str, str]] = []
+    # the msg id of an attempt's dispatch is stable, so an outbox replay after a crash is a duplicate
+    # JetStream drops
+    dispatches: list[tuple[str, bytes, str]] = []
     for task in fair_order(candidates, last_served):
         pool = policy.route(list(task.worker_tags), task.org_id, registered)
         if pool is None:
@@ -66,26 +104,37 @@ async def admit(
         elif len(admitted) >= policy.batch:
             break
         else:
-            state.move(task, "assigned", now)
-            task.pool = pool
-            task.dispatched_at = now
-            task.status_detail = f"dispatched to pool {pool}"
+            state.check_transition(task.status, "assigned")
+            admitted.append((task.id, pool, f"dispatched to pool {pool}"))
             dispatches.append(
                 (
                     subjects.task_run(pool, task.priority),
-                    to_dispatch(task),
+                    _dispatch(task).model_dump_json().encode(),
                     subjects.dispatch_msg_id(task.id, task.attempt),
                 )
             )
             active[task.org_id] = active.get(task.org_id, 0) + 1
-            admitted.append(task.id)
-            changed.append(task)
             continue
         if task.status_detail != detail:
-            task.status_detail = detail
-            task.updated_at = now
-            changed.append(task)
-    await relay.enqueue_many(session, dispatches)
-    if changed:
-        await repository.save(session, *changed)
-    return admitted
+            waiting.append((task.id, detail))
+    if admitted or waiting:
+        sent = await repository.pass_write(session, now, admitted, waiting, dispatches)
+        if sent:
+
+            async def publish() -> None:
+                await relay.committed(sent)
+
+            after_commit(session, publish)
+    return PassOutcome([a[0] for a in admitted], busy=False)
+
+
+def _dispatch(task: repository.Candidate) -> TaskDispatch:
+    """The TASKS message of the task's current attempt."""
+    return TaskDispatch(
+        task_id=task.id,
+        org_id=task.org_id,
+        attempt=task.attempt,
+        priority=task.priority,
+        timeout_seconds=task.timeout_seconds,
+        spec=TaskSpec.model_validate(task.spec),
+    )

@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 
 PACKAGE = "browserfleet_scheduler"
 SCHEMA = "scheduler"
+BUSY_RETRY_SECONDS = 0.002
 
 
 def create_broker(settings: SchedulerSettings, runtime: Runtime | None = None) -> NatsBroker:
@@ -131,10 +132,24 @@ class SchedulerApp:
         await self.db.run(schedules.fire_due, self.relay, now or utcnow())
 
     async def admission_pass(self, now: datetime | None = None) -> list[str]:
+        return (await self._admission_pass(now)).admitted
+
+    async def _admission_pass(self, now: datetime | None = None) -> admission.PassOutcome:
         registered = await self.runtime.registered_pools()  # outside the transaction: a round trip
         return await self.db.run(
-            admission.admit, self.relay, self.runtime.policy, now or utcnow(), registered
+            admission.admission_pass, self.relay, self.runtime.policy, now or utcnow(), registered
         )
+
+    async def _admit_all(self) -> None:
+        """Passes until one admits less than a batch. A pass that finds the lock held (a create admitting its
+        own task holds it for a statement, another replica's pass for a transaction) is tried again shortly:
+        what was queued before that admitter's snapshot may be left to this pass."""
+        while True:
+            outcome = await self._admission_pass()
+            if outcome.busy:
+                await asyncio.sleep(BUSY_RETRY_SECONDS)
+            elif len(outcome.admitted) < self.runtime.policy.batch:
+                return
 
     async def _run_loop(self) -> None:
         """Admission runs when woken (a create, a finish, a cancel) and every `admission_poll_seconds`;
@@ -156,8 +171,7 @@ class SchedulerApp:
                     if clock() >= due[name]:
                         due[name] = clock() + every
                         await run_pass()
-                while len(await self.admission_pass()) >= self.runtime.policy.batch:
-                    pass
+                await self._admit_all()
             except asyncio.CancelledError:
                 raise
             except Exception:

@@ -1,22 +1,25 @@
-"""Creating a task: the row of a new `queued` task, and `create_task` with its idempotency key.
-
-A new task is not dispatched here: TASKS is a work queue, so it waits in Postgres until admission
-(`admission.admit`) sends it."""
+"""Creating a task: the row of a new `queued` task, `create_task` with its idempotency key, and
+`create_task_now`, the API's hot path, which also admits the new task in its one statement when it may start
+now. Otherwise the task waits in Postgres (TASKS is a work queue) until admission (`admission.admit`) sends it."""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
+from browserfleet_contracts import subjects
 from browserfleet_contracts.common import Actor
 from browserfleet_contracts.events import EventType, TaskEventData
-from browserfleet_contracts.tasks import CreateTaskRequest, TaskCreate, TaskPublic, TaskSpec
+from browserfleet_contracts.tasks import CreateTaskRequest, TaskCreate, TaskDispatch, TaskPublic, TaskSpec
 from browserfleet_core.db import AsyncSession, Database, new_id, utcnow
 from browserfleet_core.errors import Conflict, Forbidden
 from browserfleet_core.outbox import OutboxRelay
 
 from . import events, repository
 from .models import Task
+from .policy import Policy, Pool
 from .views import public_from_values, to_public
 
 
@@ -82,12 +85,20 @@ async def create_task(session: AsyncSession, relay: OutboxRelay, req: CreateTask
     return public_from_values(values, spec)
 
 
-async def create_task_now(db: Database, relay: OutboxRelay, req: CreateTaskRequest) -> TaskPublic:
+async def create_task_now(
+    db: Database,
+    relay: OutboxRelay,
+    req: CreateTaskRequest,
+    policy: Policy | None = None,
+    registered: Sequence[Pool] = (),
+) -> TaskPublic:
     """`create_task` as the API's hot path: a request without an Idempotency-Key (nothing to look up, no
     conflict possible) writes the task and its `task.created` outbox row in one statement on an
     autocommit connection (`Database.statement()`): one round trip instead of four (BEGIN, two INSERTs,
-    COMMIT), and no ORM session. The event is published right after, as after any commit. A request with
-    a key takes `create_task` in a transaction, unchanged."""
+    COMMIT), and no ORM session. Given the `policy` (and the `registered` pools), the same statement admits
+    the task when it may start now (`repository.create_and_admit`): it is answered `assigned`, its dispatch
+    already in the outbox, and no admission pass has to run for it. The events are published right after, as
+    after any commit. A request with a key takes `create_task` in a transaction, unchanged."""
     if req.idempotency_key is not None:
         return await db.run(create_task, relay, req)
     actor = req.actor
@@ -98,10 +109,93 @@ async def create_task_now(db: Database, relay: OutboxRelay, req: CreateTaskReque
     values = build_task_values(actor, req.task, None, now, spec)
     subject, envelope, msg_id = _created_event(actor.org_id, values)
     payload = envelope.model_dump_json().encode()
+    admittable = _admittable(values, spec, policy, registered) if policy is not None else None
+    if admittable is None:
+        async with db.statement() as conn:
+            row_id = await repository.insert_task_with_event(conn, values, (subject, payload, msg_id, now))
+        await relay.committed([(row_id, subject, payload, msg_id)])
+        return public_from_values(values, spec)
+    assigned_detail = f"dispatched to pool {admittable.pool}"
     async with db.statement() as conn:
-        row_id = await repository.insert_task_with_event(conn, values, (subject, payload, msg_id, now))
-    await relay.committed([(row_id, subject, payload, msg_id)])
+        created = await repository.create_and_admit(
+            conn,
+            _json_columns(values),
+            (subject, payload, msg_id),
+            admittable,
+            (assigned_detail, values["status_detail"]),
+            now,
+        )
+    messages = {msg_id: (subject, payload), admittable.dispatch[2]: admittable.dispatch[:2]}
+    # one row per call: each is then on the connection before the answer leaves (`OutboxRelay.committed`)
+    for row_id, sent_id in created.outbox:
+        await relay.committed([(row_id, *messages[sent_id], sent_id)])
+    if created.admitted:
+        values["status"] = "assigned"
+        values["status_detail"] = assigned_detail
     return public_from_values(values, spec)
+
+
+def _admittable(
+    values: dict[str, Any], spec: TaskSpec, policy: Policy, registered: Sequence[Pool]
+) -> repository.Admittable | None:
+    """What admitting the new task in its create needs, or None when it cannot be admitted now anyway (no
+    pool has its tags: the pass says so in its status detail)."""
+    pool = policy.route(values["worker_tags"], values["org_id"], registered)
+    if pool is None:
+        return None
+    dispatch = TaskDispatch(
+        task_id=values["id"],
+        org_id=values["org_id"],
+        attempt=values["attempt"],
+        priority=values["priority"],
+        timeout_seconds=values["timeout_seconds"],
+        spec=spec,
+    )
+    plan_limits, pools = _routing_json(policy, tuple(registered))
+    return repository.Admittable(
+        pool=pool,
+        org_limit=policy.limit_for(values["plan"]),
+        plan_limits=plan_limits,
+        default_limit=policy.default_concurrency,
+        pools=pools,
+        dispatch=(
+            subjects.task_run(pool, values["priority"]),
+            dispatch.model_dump_json().encode(),
+            subjects.dispatch_msg_id(values["id"], values["attempt"]),
+        ),
+    )
+
+
+_ROUTING: dict[tuple[int, tuple[Pool, ...]], tuple[Policy, str, str]] = {}
+
+
+def _routing_json(policy: Policy, registered: tuple[Pool, ...]) -> tuple[str, str]:
+    """The plan limits and every pool's tags as JSON (`Admittable`), made once per policy and set of
+    registered pools (the policy is kept with them, so its id cannot be another's)."""
+    key = (id(policy), registered)
+    found = _ROUTING.get(key)
+    if found is None:
+        # as `Policy.route` sees them: a registered pool wins over a POOLS entry of the same name
+        by_key: dict[str, dict[str, Any]] = {
+            k: {"org": None, "tags": sorted(t)} for k, t in policy.pools.items()
+        }
+        by_key |= {p.key: {"org": p.org_id, "tags": sorted(p.tags)} for p in registered}
+        pools = list(by_key.values())
+        if len(_ROUTING) > 64:  # registered pools changed many times: start again
+            _ROUTING.clear()
+        found = _ROUTING[key] = (policy, json.dumps(policy.plan_limits), json.dumps(pools))
+    return found[1], found[2]
+
+
+_JSON_COLUMNS = ("worker_tags", "spec", "secret_names", "task_metadata")
+
+
+def _json_columns(values: dict[str, Any]) -> dict[str, Any]:
+    """The row's column values for a text statement: JSONB ones as JSON text, `task_metadata` as `metadata`."""
+    row = {k: v for k, v in values.items() if k not in _JSON_COLUMNS}
+    for name in _JSON_COLUMNS:
+        row["metadata" if name == "task_metadata" else name] = json.dumps(values[name], separators=(",", ":"))
+    return row
 
 
 def _created_event(org_id: str, values: dict[str, Any]) -> events.OutboxMessage:

@@ -14,6 +14,7 @@ from sqlalchemy import (
     ForeignKey,
     Identity,
     Index,
+    Sequence,
     String,
     Text,
     UniqueConstraint,
@@ -153,3 +154,6 @@ class Schedule(SchedulerBase, table=True):
 
 
 outbox = outbox_table(SchedulerBase.metadata)
+
+# the transaction id of the last admission made under the admission lock (repository.admission says why)
+admission_xid = Sequence("admission_xid", start=0, minvalue=0, metadata=SchedulerBase.metadata)
