@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, cast
+from typing import Any
 
+import psycopg
 from browserfleet_core.db import AsyncSession
 from sqlalchemy import bindparam, func, or_, text, tuple_, update
 from sqlalchemy import select as sa_select
@@ -142,13 +143,31 @@ def _public_select() -> Any:
 
 
 _PUBLIC_IN_ORG = _public_select()
+_PUBLIC_NAMES = tuple(column.name for column in _PUBLIC_IN_ORG.selected_columns)
+_public_sql: dict[str, str] = {}
 
 
 async def public_row(conn: AsyncConnection, task_id: str, org_id: str) -> Mapping[str, Any] | None:
     """The public columns of the org's task (None: no such task in that org), on a connection of its own
-    (`Database.statement()`: one statement, no transaction around it, no ORM object built)."""
-    result = await conn.execute(_PUBLIC_IN_ORG, {"task_id": task_id, "org_id": org_id})
-    return cast("Mapping[str, Any] | None", result.mappings().first())
+    (`Database.statement()`: one statement, no transaction around it, no ORM object built).
+
+    Run on the driver's connection with the statement compiled once (SQLAlchemy's per-execution work was
+    more of the API's read than the query itself); its values are the driver's, as SQLAlchemy would have
+    passed them on (none of these columns has a type that processes them)."""
+    sql = _public_sql.get(conn.dialect.name)
+    if sql is None:
+        sql = _public_sql[conn.dialect.name] = str(_PUBLIC_IN_ORG.compile(dialect=conn.dialect))
+    driver = (await conn.get_raw_connection()).driver_connection
+    assert isinstance(driver, psycopg.AsyncConnection)
+    try:
+        async with driver.cursor() as cursor:
+            await cursor.execute(sql, {"task_id": task_id, "org_id": org_id}, prepare=True)
+            row = await cursor.fetchone()
+    except psycopg.Error:
+        if driver.broken or driver.closed:  # SQLAlchemy did not see it fail: the pool must not reuse it
+            await conn.invalidate()
+        raise
+    return None if row is None else dict(zip(_PUBLIC_NAMES, row, strict=True))
 
 
 async def get_task_by_idempotency_key(session: AsyncSession, org_id: str, key: str) -> Task | None:
