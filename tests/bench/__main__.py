@@ -261,6 +261,8 @@ def _rows(results: list[Result]) -> list[tuple[str, str, str, str]]:
                  f"{fmt(f['to_ready_line_s_p50'], ' s')} ({each})", ""),
                 ("make dev", "the \"ready in N s\" it printed, p50",
                  fmt(f["printed_ready_s_p50"], " s"), ""),
+                ("make dev", "CPU of all its processes until ready, p50",
+                 fmt(f.get("cpu_s_to_ready_p50"), " s"), ""),
                 ("make dev", "ready → first task completed, p50",
                  fmt(f["ready_to_first_task_completed_s_p50"], " s"), ""),
             ]  # fmt: skip

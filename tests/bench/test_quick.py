@@ -99,6 +99,7 @@ def test_quick_mode_writes_every_result(tmp_path: Path) -> None:
     assert len(up["runs"]) == 1
     for run_ in up["runs"]:
         assert _positive(run_["to_ready_line_s"]) and _positive(run_["printed_ready_s"])
+        assert _positive(run_["cpu_s_to_ready"]) and run_["processes"] >= 10
         # the printed N counts from inside the command, so never (beyond its rounding) above the outside time
         assert run_["printed_ready_s"] <= run_["to_ready_line_s"] + 0.05
         steps = run_["milestones_s"]
