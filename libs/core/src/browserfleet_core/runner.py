@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import logging
 import sys
 from collections.abc import Callable, Coroutine
@@ -41,7 +42,17 @@ def service_main(
             return
         migrate()
         return
+    freeze_heap()
     run_async(run)
+
+
+def freeze_heap() -> None:
+    """Move what exists now (the modules, models and tables a service imports: ~10^5 objects) out of the
+    cyclic collector's reach. None of it is ever garbage, and a full collection walking it held every request
+    in hand for tens to hundreds of milliseconds (a read benchmark's p99); afterwards one walks only what the
+    service made since. A service calls it again once it has built its app."""
+    gc.collect()
+    gc.freeze()
 
 
 async def wait_for_shutdown() -> None:

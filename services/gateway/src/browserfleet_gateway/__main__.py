@@ -9,7 +9,7 @@ import sys
 
 from browserfleet_contracts.worker_socket import MAX_SOCKET_FRAME_BYTES
 from browserfleet_core import observability
-from browserfleet_core.runner import service_main
+from browserfleet_core.runner import freeze_heap, service_main
 
 from .httpguard import guarded
 from .settings import GatewaySettings
@@ -37,8 +37,10 @@ async def _run() -> None:
     settings = GatewaySettings()
     observability.setup(settings)
     logging.getLogger("uvicorn.error").addFilter(_RedactTickets())
+    app = create_app(settings)
+    freeze_heap()  # the app's routes, models and OpenAPI schemas too
     config = uvicorn.Config(
-        create_app(settings),
+        app,
         host=settings.gateway_host,
         port=settings.gateway_port,
         http=guarded(
