@@ -20,7 +20,7 @@ from browserfleet_core.outbox import OutboxRelay
 from browserfleet_core.streams import ensure_pool_consumers, ensure_streams
 from faststream.nats import NatsBroker
 
-from . import admission, schedules, timeouts
+from . import admission, repository, schedules, timeouts
 from .handlers import UPDATES_DURABLE, build_lean, build_routers, build_updates_consumer, updates_doc_router
 from .models import outbox
 from .org_events import build_org_events_router
@@ -135,10 +135,12 @@ class SchedulerApp:
         return (await self._admission_pass(now)).admitted
 
     async def _admission_pass(self, now: datetime | None = None) -> admission.PassOutcome:
+        now = now or utcnow()
+        async with self.db.statement() as conn:
+            if not await repository.anything_queued(conn, now):
+                return admission.PassOutcome([], busy=False)
         registered = await self.runtime.registered_pools()  # outside the transaction: a round trip
-        return await self.db.run(
-            admission.admission_pass, self.relay, self.runtime.policy, now or utcnow(), registered
-        )
+        return await self.db.run(admission.admission_pass, self.relay, self.runtime.policy, now, registered)
 
     async def _admit_all(self) -> None:
         """Passes until one admits less than a batch. A pass that finds the lock held (a create admitting its

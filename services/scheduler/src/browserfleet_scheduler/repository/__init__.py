@@ -6,19 +6,18 @@ from __future__ import annotations
 from .admission import (
     ADMISSION_LOCK,
     PRIORITY_RANK,
-    admission_candidates,
     lock_active_task_ids,
     org_admission_state,
     overdue_running,
     overdue_waiting,
     running_tasks_of,
-    try_admission_lock,
 )
 from .dispatch import (
     Admittable,
     Candidate,
     Created,
     PassRead,
+    anything_queued,
     create_and_admit,
     pass_read,
     pass_write,
@@ -67,7 +66,7 @@ __all__ = [
     "Created",
     "PassRead",
     "add_attempt",
-    "admission_candidates",
+    "anything_queued",
     "attempt_close",
     "claim_assigned",
     "claim_assigned_with_event",
@@ -100,5 +99,4 @@ __all__ = [
     "public_row",
     "running_tasks_of",
     "save",
-    "try_admission_lock",
 ]

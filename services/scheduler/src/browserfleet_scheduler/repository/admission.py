@@ -3,44 +3,16 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
 
 from browserfleet_core.db import AsyncSession
-from sqlalchemy import ARRAY, String, case, func, literal, or_
+from sqlalchemy import ARRAY, String, func, literal
 from sqlmodel import col, select
 
 from .. import state
 from ..models import Task
 
-ADMISSION_LOCK = 0x62665F61646D  # pg advisory lock key: one admission pass at a time across replicas
+ADMISSION_LOCK = 0x62665F61646D  # pg advisory lock key: one admitter at a time (repository.dispatch)
 PRIORITY_RANK = {"urgent": 0, "high": 1, "normal": 2, "low": 3}
-
-
-async def try_admission_lock(session: AsyncSession) -> bool:
-    """Transaction-scoped: released by the commit. Another replica's pass is skipped, not queued."""
-    got = (await session.exec(select(func.pg_try_advisory_xact_lock(ADMISSION_LOCK)))).one()
-    return bool(got)
-
-
-def _rank() -> Any:
-    return case(
-        *((col(Task.priority) == p, r) for p, r in PRIORITY_RANK.items()),
-        else_=len(PRIORITY_RANK),
-    )
-
-
-async def admission_candidates(session: AsyncSession, now: datetime, limit: int) -> list[Task]:
-    """Queued tasks that may start now, priority first then oldest first, locked (SKIP LOCKED: a row a
-    claim or cancel holds is left for the next pass)."""
-    stmt = (
-        select(Task)
-        .where(Task.status == "queued")
-        .where(or_(col(Task.not_before).is_(None), col(Task.not_before) <= now))
-        .order_by(_rank(), col(Task.created_at), col(Task.id))
-        .limit(limit)
-        .with_for_update(skip_locked=True)
-    )
-    return list((await session.exec(stmt, execution_options={"populate_existing": True})).all())
 
 
 async def org_admission_state(
