@@ -189,7 +189,8 @@ def site() -> Iterator[str]:
 @pytest.fixture(scope="session")
 async def browser() -> AsyncIterator[BrowserHost]:
     # the stand-in sites live on 127.0.0.1, which the worker blocks unless the operator allows it
-    host = BrowserHost(allowed_networks=parse_networks(["127.0.0.1/32"]))
+    # with a context prepared ahead, as a worker runs: tasks without a profile take it (test_warm_contexts.py)
+    host = BrowserHost(allowed_networks=parse_networks(["127.0.0.1/32"]), warm_contexts=1)
     await host.start()
     try:
         yield host

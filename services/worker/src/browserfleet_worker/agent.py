@@ -26,6 +26,7 @@ from playwright.async_api import BrowserContext, Page
 from playwright.async_api import Error as PlaywrightError
 
 from .artifact_guard import withhold
+from .browser import task_page
 from .llm import LLMClient, LLMError, Usage
 from .netguard import Policy
 from .secret_forms import SecretScanner
@@ -147,7 +148,7 @@ class AgentRunner:
             )
         error: str | None = None
         timed_out = False
-        self._page = await context.new_page()
+        self._page = await task_page(context)
         try:
             async with asyncio.timeout(self.timeout_seconds):
                 error = await self._loop(self._page)

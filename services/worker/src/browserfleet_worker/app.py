@@ -39,6 +39,7 @@ async def run(settings: WorkerSettings, stop: asyncio.Event) -> None:
         headless=settings.headless,
         sandbox=settings.browser_sandbox,
         allowed_networks=parse_networks(settings.browser_allow_networks),
+        warm_contexts=settings.browser_warm_contexts,
     )
     health = worker_health(settings, browser)
     # launch first: a machine without Chromium should fail at start with the install hint, not per task

@@ -9,6 +9,7 @@ import os
 import time
 from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -67,7 +68,9 @@ def find_chromium(
 # Chromium features a fleet browser must not run. AutofillServerCommunication sends the signature of every
 # form a task fills to Google: a leak of what customers automate, and, through the guard proxy, a refused
 # request (a spurious security event wherever allowed domains are set) on every `fill`.
-DISABLED_FEATURES = ("AutofillServerCommunication",)
+# SpareRendererForSitePerProcess keeps a renderer started ahead for the next navigation: the contexts prepared
+# ahead (warm_contexts) already do that for a task, so the spare is memory spent twice.
+DISABLED_FEATURES = ("AutofillServerCommunication", "SpareRendererForSitePerProcess")
 
 
 def disabled_features_arg(pids: list[int]) -> str | None:
@@ -110,8 +113,14 @@ class BrowserHost:
         headless: bool = True,
         sandbox: bool | None = None,
         allowed_networks: list[IPNetwork] | None = None,
+        warm_contexts: int = 0,
     ) -> None:
         self._configured = executable
+        # contexts (each with its blank page) prepared ahead for the next tasks, never one reused: a task
+        # that takes one starts on its page without waiting for a renderer to start
+        self.warm_contexts = warm_contexts
+        self._warm: list[asyncio.Task[_Warm | None]] = []
+        self.warm_taken = 0
         self.allowed_networks = list(allowed_networks or [])
         self._guard: GuardProxy | None = None
         self.active = 0
@@ -134,6 +143,7 @@ class BrowserHost:
     async def start(self) -> None:
         async with self._lock:
             await self._ensure()
+            self._refill()
 
     def is_running(self) -> bool:
         """Chromium is up (one that crashed is launched again before the next task)."""
@@ -150,9 +160,16 @@ class BrowserHost:
             chromium_sandbox=self._sandbox,
         )
 
+    def _guard_proxy(self) -> GuardProxy:
+        if self._guard is None:
+            self._guard = GuardProxy()
+        return self._guard
+
     async def _ensure(self) -> Browser:
         if self._browser is not None and self._browser.is_connected():
             return self._browser
+        if self._guard is None or self._guard.port == 0:
+            await self._guard_proxy().start()
         if self._pw is None:
             self._pw = await async_playwright().start()
         if self.executable is None:
@@ -191,32 +208,27 @@ class BrowserHost:
         policy = policy if policy is not None else Policy(allowed_networks=list(self.allowed_networks))
         async with self._lock:
             browser = await self._ensure()
-            if self._guard is None:
-                self._guard = GuardProxy()
-                await self._guard.start()
-            guard = self._guard
+            guard = self._guard_proxy()
             self.active += 1
-        user, password = guard.register(policy)
+            # a prepared context has exactly the options of a task without a profile
+            warm = self._warm.pop(0) if self._warm and accept_downloads and storage_state is None else None
         started = time.monotonic()
+        user = ""
         try:
-            ctx = await browser.new_context(
-                accept_downloads=accept_downloads,
-                service_workers="block",  # a service worker would fetch outside the page's view
-                proxy={
-                    "server": guard.server,
-                    "username": user,
-                    "password": password,
-                    "bypass": "<-loopback>",
-                },
-                storage_state=storage_state,  # type: ignore[arg-type]
-            )
+            ready = await self._take(warm, browser, guard, policy) if warm is not None else None
+            if ready is not None:
+                ctx, user = ready
+            else:
+                user, password = guard.register(policy)
+                ctx = await self._new_context(browser, guard, user, password, accept_downloads, storage_state)
+                ctx.on("page", _tame_page)
         except BaseException:
             guard.unregister(user)
             async with self._lock:
                 self.active -= 1
             raise
         self.last_context_seconds = time.monotonic() - started
-        ctx.on("page", _tame_page)
+        self._refill()
         key = id(ctx)
         closing = False
 
@@ -231,6 +243,8 @@ class BrowserHost:
             broke(BROWSER_GONE)
 
         ctx.on("page", on_page)
+        for page in ctx.pages:  # a prepared context's page opened before this task
+            on_page(page)
         ctx.on("close", lambda _c: broke("the task's browser context closed unexpectedly"))
         browser.on("disconnected", on_disconnected)
         try:
@@ -247,6 +261,85 @@ class BrowserHost:
             async with self._lock:
                 self.active -= 1
                 self.tasks_since_launch += 1
+
+    async def _new_context(
+        self,
+        browser: Browser,
+        guard: GuardProxy,
+        user: str,
+        password: str,
+        accept_downloads: bool,
+        storage_state: dict[str, Any] | None,
+    ) -> BrowserContext:
+        return await browser.new_context(
+            accept_downloads=accept_downloads,
+            service_workers="block",  # a service worker would fetch outside the page's view
+            proxy={"server": guard.server, "username": user, "password": password, "bypass": "<-loopback>"},
+            storage_state=storage_state,  # type: ignore[arg-type]
+        )
+
+    def _refill(self) -> None:
+        """Starts preparing contexts until `warm_contexts` are ready or on their way (browser up only)."""
+        browser, guard = self._browser, self._guard
+        if browser is None or guard is None or not browser.is_connected():
+            return
+        while len(self._warm) < self.warm_contexts:
+            self._warm.append(asyncio.create_task(self._prepare(browser, guard)))
+
+    async def _prepare(self, browser: Browser, guard: GuardProxy) -> _Warm | None:
+        """A fresh context and blank page under reserved proxy credentials: no request leaves it before its
+        task's policy is bound."""
+        user, password = guard.reserve()
+        ctx: BrowserContext | None = None
+        try:
+            ctx = await self._new_context(browser, guard, user, password, True, None)
+            ctx.on("page", _tame_page)
+            await ctx.new_page()
+            return _Warm(browser, ctx, user)
+        except Exception:
+            log.debug("preparing a browser context failed", exc_info=True)
+        except asyncio.CancelledError:
+            guard.unregister(user)
+            if ctx is not None:
+                await _quietly(asyncio.wait_for(ctx.close(), 10))
+            raise
+        guard.unregister(user)
+        if ctx is not None:
+            await _quietly(asyncio.wait_for(ctx.close(), 10))
+        return None
+
+    async def _take(
+        self, prepared: asyncio.Task[_Warm | None], browser: Browser, guard: GuardProxy, policy: Policy
+    ) -> tuple[BrowserContext, str] | None:
+        """The prepared context bound to `policy`, or None when it is unusable (its browser crashed or was
+        replaced, its page is gone): the caller then opens one the usual way."""
+        try:
+            warm = await prepared
+        except Exception:
+            return None
+        if warm is None:
+            return None
+        pages = warm.ctx.pages
+        if (
+            warm.browser is not browser
+            or not browser.is_connected()
+            or len(pages) != 1
+            or pages[0].is_closed()
+        ):
+            await _discard(warm, guard)
+            return None
+        guard.bind(warm.token, policy)
+        self.warm_taken += 1
+        return warm.ctx, warm.token
+
+    async def _drop_warm(self) -> None:
+        """Closes every prepared context (before the browser closes or is replaced)."""
+        warm, self._warm = self._warm, []
+        for prepared in warm:
+            prepared.cancel()
+        for ready in await asyncio.gather(*warm, return_exceptions=True):
+            if isinstance(ready, _Warm) and self._guard is not None:
+                await _discard(ready, self._guard)
 
     async def fault(self, context: BrowserContext, *, probe_seconds: float = 5.0) -> str | None:
         """Why `context` broke under its task: the browser crashed or disconnected, the context closed, or a
@@ -280,11 +373,13 @@ class BrowserHost:
             if not due:
                 return False
             log.info("recycling the browser after %d task(s)", self.tasks_since_launch)
+            await self._drop_warm()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._browser.close(), 10)
             self._browser = None
             await self._ensure()
             self.recycles += 1
+            self._refill()
             return True
 
     def browser_pids(self) -> list[int]:
@@ -293,6 +388,7 @@ class BrowserHost:
 
     async def close(self) -> None:
         async with self._lock:
+            await self._drop_warm()
             if self._browser is not None:
                 try:
                     await self._browser.close()
@@ -305,6 +401,26 @@ class BrowserHost:
             if self._guard is not None:
                 await self._guard.close()
                 self._guard = None
+
+
+@dataclass
+class _Warm:
+    browser: Browser  # the one it was made in: after a crash or a recycle it is thrown away
+    ctx: BrowserContext
+    token: str  # its reserved guard-proxy credentials
+
+
+async def _discard(warm: _Warm, guard: GuardProxy) -> None:
+    guard.unregister(warm.token)
+    await _quietly(asyncio.wait_for(warm.ctx.close(), 10))
+
+
+async def task_page(context: BrowserContext) -> Page:
+    """The page a task starts on: the blank one its context was prepared with, else a new one."""
+    for page in context.pages:
+        if not page.is_closed() and page.url == "about:blank":
+            return page
+    return await context.new_page()
 
 
 def _tame_page(page: Page) -> None:

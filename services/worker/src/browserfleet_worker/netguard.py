@@ -186,7 +186,8 @@ class GuardProxy:
     """An HTTP proxy on 127.0.0.1 that enforces one Policy per registered token."""
 
     def __init__(self) -> None:
-        self._policies: dict[str, Policy] = {}
+        # token -> its policy; None while reserved for a prepared context whose task has not arrived yet
+        self._policies: dict[str, Policy | None] = {}
         self._server: asyncio.Server | None = None
         self.port = 0
 
@@ -206,6 +207,19 @@ class GuardProxy:
         token = secrets.token_urlsafe(16)
         self._policies[token] = policy
         return token, "x"
+
+    def reserve(self) -> tuple[str, str]:
+        """Credentials for a context prepared before its task: every request under them is refused until
+        `bind` gives them the task's policy."""
+        token = secrets.token_urlsafe(16)
+        self._policies[token] = None
+        return token, "x"
+
+    def bind(self, token: str, policy: Policy) -> None:
+        """The policy of a reserved token; a token bound once is never rebound (one context, one task)."""
+        if token not in self._policies or self._policies[token] is not None:
+            raise KeyError("not a reserved, unbound proxy token")
+        self._policies[token] = policy
 
     def unregister(self, token: str) -> None:
         self._policies.pop(token, None)
@@ -230,7 +244,14 @@ class GuardProxy:
         lines = head.decode("latin-1").split("\r\n")
         method, target, version = lines[0].split(" ", 2)
         headers = [line for line in lines[1:] if line]
-        policy = self._policy(headers)
+        known, policy = self._policy(headers)
+        if known and policy is None:  # a prepared context before its task: nothing may leave it
+            writer.write(
+                b"HTTP/1.1 403 Forbidden\r\nContent-Type: text/plain\r\nConnection: close\r\n"
+                b"Content-Length: 0\r\n\r\n"
+            )
+            await writer.drain()
+            return
         if policy is None:
             writer.write(
                 b"HTTP/1.1 407 Proxy Authentication Required\r\n"
@@ -288,17 +309,18 @@ class GuardProxy:
             with contextlib.suppress(Exception):
                 up_writer.close()
 
-    def _policy(self, headers: list[str]) -> Policy | None:
+    def _policy(self, headers: list[str]) -> tuple[bool, Policy | None]:
+        """(the credentials name a registered or reserved token, its policy)."""
         for h in headers:
             name, _, value = h.partition(":")
             if name.strip().lower() == "proxy-authorization":
                 scheme, _, cred = value.strip().partition(" ")
                 if scheme.lower() != "basic":
-                    return None
+                    return False, None
                 with contextlib.suppress(ValueError):
                     user = base64.b64decode(cred).decode().split(":", 1)[0]
-                    return self._policies.get(user)
-        return None
+                    return user in self._policies, self._policies.get(user)
+        return False, None
 
     async def _open(
         self, policy: Policy, host: str, port: int, ips: list[IPAddress], *, tunnel: bool

@@ -98,6 +98,14 @@ class WorkerSettings(ServiceSettings):
             "(the screencast costs ~60-110 ms per task on 2 cores)"
         ),
     )
+    browser_warm_contexts: int = Field(
+        default=1,
+        ge=0,
+        le=64,
+        description="fresh contexts (each with a blank page) kept ready for the next tasks, so a task does "
+        "not wait for its renderer to start; each is used by one task only, its network refused until the "
+        "task's policy is bound. Each costs its renderers' memory; 0: none",
+    )
     recycle_after_tasks: int = Field(
         default=200, ge=0, description="restart the browser after K tasks (0: never)"
     )

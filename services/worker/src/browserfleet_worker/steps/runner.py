@@ -22,6 +22,7 @@ from playwright.async_api import Error as PlaywrightError
 
 from .. import logship
 from ..artifact_guard import TRACE_NAME, scrub_trace, withhold
+from ..browser import task_page
 from ..netguard import Policy
 from ..secret_forms import MIN_CHARS, SecretScanner
 from ..secret_values import Masker, SecretUnavailable, render
@@ -123,7 +124,7 @@ class StepsRunner:
                 tracing = True
             except PlaywrightError:
                 log.debug("tracing unavailable", exc_info=True)
-        self._page = await context.new_page()
+        self._page = await task_page(context)
         try:
             async with asyncio.timeout(self.timeout_seconds):
                 for index, step in enumerate(self.spec.steps):
