@@ -99,6 +99,10 @@ class Policy:
     on_block: BlockHook | None = None
     bytes_in: int = 0
     blocked: list[tuple[str, str]] = field(default_factory=list)
+    # (host, port) -> the addresses checked for this task: its later connections there go to one of them
+    # without resolving again, so a rebinding answer cannot reach it mid-task either; refusals are not kept
+    # (each one is reported)
+    checked: dict[tuple[str, int], list[IPAddress]] = field(default_factory=dict)
 
     def block(self, host: str, reason: str, url: str | None = None) -> Blocked:
         self.blocked.append((host, reason))
@@ -143,6 +147,9 @@ async def check(policy: Policy, host: str, port: int, url: str | None = None) ->
         raise policy.block(host, f"{host} is not in the task's allowed domains", url)
     if policy.org_allowed_domains is not None and not host_matches(host, policy.org_allowed_domains):
         raise policy.block(host, f"{host} is not in the organization's allowed domains", url)
+    known = policy.checked.get((host, port))
+    if known is not None:
+        return known
     try:
         ips = await resolve(host, port)
     except Blocked as exc:
@@ -151,6 +158,7 @@ async def check(policy: Policy, host: str, port: int, url: str | None = None) ->
         reason = address_blocked(ip, policy.allowed_networks)
         if reason:
             raise policy.block(host, f"{host} resolves to a {reason}", url)
+    policy.checked[(host, port)] = ips
     return ips
 
 
@@ -158,6 +166,10 @@ async def check_upstream(policy: Policy, upstream: Upstream) -> list[IPAddress]:
     """The upstream proxy's addresses, held to the internal-address rule like any host: a task or an org
     admin chooses the proxy, so it must not be a way to reach the worker's own network."""
     host = upstream.host.lower().strip("[]").rstrip(".")
+    key = ("\0upstream " + host, upstream.port)  # no hostname contains NUL: apart from the targets'
+    known = policy.checked.get(key)
+    if known is not None:
+        return known
     try:
         ips = await resolve(host, upstream.port)
     except Blocked as exc:
@@ -166,6 +178,7 @@ async def check_upstream(policy: Policy, upstream: Upstream) -> list[IPAddress]:
         reason = address_blocked(ip, policy.allowed_networks)
         if reason:
             raise policy.block(host, f"the upstream proxy {host} resolves to a {reason}")
+    policy.checked[key] = ips
     return ips
 
 
