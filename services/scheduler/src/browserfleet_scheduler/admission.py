@@ -64,6 +64,7 @@ async def admit(
 class PassOutcome:
     admitted: list[str]
     busy: bool  # another admitter (a create, another replica's pass) held the lock: nothing was read
+    seen: int = 0  # queued tasks the pass read
 
 
 async def admission_pass(
@@ -125,7 +126,7 @@ async def admission_pass(
                 await relay.committed(sent)
 
             after_commit(session, publish)
-    return PassOutcome([a[0] for a in admitted], busy=False)
+    return PassOutcome([a[0] for a in admitted], busy=False, seen=len(candidates))
 
 
 def _dispatch(task: repository.Candidate) -> TaskDispatch:

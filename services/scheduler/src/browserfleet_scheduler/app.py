@@ -97,6 +97,7 @@ class SchedulerApp:
         self._start_relay = start_relay
         self._start_loop = start_loop
         self._loop: asyncio.Task[None] | None = None
+        self._queue_was_empty = True  # what the last admission pass found
         self._updates: BatchConsumer | None = None
         self._rpc: RpcClient | None = None
         self.runtime.health = broker_health(
@@ -136,11 +137,16 @@ class SchedulerApp:
 
     async def _admission_pass(self, now: datetime | None = None) -> admission.PassOutcome:
         now = now or utcnow()
-        async with self.db.statement() as conn:
-            if not await repository.anything_queued(conn, now):
-                return admission.PassOutcome([], busy=False)
+        if self._queue_was_empty:  # then most wakes (a finish) find nothing to admit: ask in one statement
+            async with self.db.statement() as conn:
+                if not await repository.anything_queued(conn, now):
+                    return admission.PassOutcome([], busy=False)
         registered = await self.runtime.registered_pools()  # outside the transaction: a round trip
-        return await self.db.run(admission.admission_pass, self.relay, self.runtime.policy, now, registered)
+        outcome = await self.db.run(
+            admission.admission_pass, self.relay, self.runtime.policy, now, registered
+        )
+        self._queue_was_empty = not outcome.busy and outcome.seen == 0
+        return outcome
 
     async def _admit_all(self) -> None:
         """Passes until one admits less than a batch. A pass that finds the lock held (a create admitting its
@@ -154,8 +160,9 @@ class SchedulerApp:
                 return
 
     async def _run_loop(self) -> None:
-        """Admission runs when woken (a create, a finish, a cancel) and every `admission_poll_seconds`;
-        the reaper and cron run on their own timers only, so a busy wake costs one transaction, not three."""
+        """Admission runs when woken (a create that left its task queued, a finish, a cancel) and every
+        `admission_poll_seconds`; the reaper and cron run on their own timers only, so a busy wake costs one
+        transaction, not three."""
         wake = self.runtime.wake
         clock = asyncio.get_running_loop().time
         timers: dict[str, tuple[float, Callable[[], Awaitable[None]]]] = {
