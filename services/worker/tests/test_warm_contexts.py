@@ -66,7 +66,6 @@ async def test_a_prepared_page_reaches_nothing_before_its_task(warm: BrowserHost
     assert page.url == "about:blank"
     with pytest.raises(PlaywrightError, match="ERR_"):  # the guard answers 403 to unbound credentials
         await page.goto(f"{site}/login")
-    assert "Sign in" not in await page.content()
 
 
 async def test_each_task_takes_a_new_prepared_context_and_leaves_nothing_behind(

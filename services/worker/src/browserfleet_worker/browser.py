@@ -120,6 +120,7 @@ class BrowserHost:
         # that takes one starts on its page without waiting for a renderer to start
         self.warm_contexts = warm_contexts
         self._warm: list[asyncio.Task[_Warm | None]] = []
+        self._closing: set[asyncio.Task[None]] = set()  # finished tasks' contexts being closed
         self.warm_taken = 0
         self.allowed_networks = list(allowed_networks or [])
         self._guard: GuardProxy | None = None
@@ -253,14 +254,18 @@ class BrowserHost:
             closing = True
             browser.remove_listener("disconnected", on_disconnected)
             self._faults.pop(key, None)
-            guard.unregister(user)
-            try:
-                await asyncio.wait_for(ctx.close(), 10)
-            except Exception:  # a crashed browser cannot close its contexts; nothing is left to leak
-                log.debug("closing a browser context failed", exc_info=True)
-            async with self._lock:
-                self.active -= 1
-                self.tasks_since_launch += 1
+            guard.unregister(user)  # from here on nothing of this context reaches the network
+            # the task is over: its context closes while its result goes out and the next task starts
+            closed = asyncio.create_task(_close_context(ctx))
+            self._closing.add(closed)
+            closed.add_done_callback(self._closing.discard)
+            self.active -= 1
+            self.tasks_since_launch += 1
+
+    async def closed(self) -> None:
+        """Returns once every finished task's context is closed."""
+        if self._closing:
+            await asyncio.gather(*self._closing, return_exceptions=True)
 
     async def _new_context(
         self,
@@ -373,6 +378,7 @@ class BrowserHost:
             if not due:
                 return False
             log.info("recycling the browser after %d task(s)", self.tasks_since_launch)
+            await self.closed()
             await self._drop_warm()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._browser.close(), 10)
@@ -388,6 +394,7 @@ class BrowserHost:
 
     async def close(self) -> None:
         async with self._lock:
+            await self.closed()
             await self._drop_warm()
             if self._browser is not None:
                 try:
@@ -408,6 +415,13 @@ class _Warm:
     browser: Browser  # the one it was made in: after a crash or a recycle it is thrown away
     ctx: BrowserContext
     token: str  # its reserved guard-proxy credentials
+
+
+async def _close_context(ctx: BrowserContext) -> None:
+    try:
+        await asyncio.wait_for(ctx.close(), 10)
+    except Exception:  # a crashed browser cannot close its contexts; nothing is left to leak
+        log.debug("closing a browser context failed", exc_info=True)
 
 
 async def _discard(warm: _Warm, guard: GuardProxy) -> None:
