@@ -11,9 +11,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from browserfleet_auth import audit, audit_batch
-from browserfleet_auth.audit_batch import RequestAuditBatch
+from browserfleet_auth import audit
 from browserfleet_auth.models import AuditLog
+from browserfleet_auth.repository import audit_batch
+from browserfleet_auth.repository.audit_batch import RequestAuditBatch
 from browserfleet_contracts.auth import RequestAudit
 from browserfleet_contracts.common import Actor
 from browserfleet_core.db import Database

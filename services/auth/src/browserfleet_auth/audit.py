@@ -20,8 +20,8 @@ from browserfleet_core.projection import project
 
 from . import repository as repo
 from .access import require_admin
-from .audit_batch import RequestAuditBatch, outcome_of
 from .models import AuditLog, User
+from .repository.audit_batch import RequestAuditBatch, outcome_of
 
 
 async def record(

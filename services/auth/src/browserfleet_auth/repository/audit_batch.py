@@ -26,7 +26,7 @@ from browserfleet_contracts.auth import RequestAudit
 from browserfleet_core.db import Database
 from sqlalchemy import Table
 
-from .models import AuditLog
+from ..models import AuditLog
 
 # a bound on one statement's size; a burst larger than this is several statements back to back
 MAX_BATCH: Final = 256

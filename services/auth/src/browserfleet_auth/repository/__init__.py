@@ -10,7 +10,7 @@ from sqlalchemy import ColumnElement, Table, case, delete, func, or_, update
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from .models import (
+from ..models import (
     ApiKey,
     AuditLog,
     LoginThrottle,
