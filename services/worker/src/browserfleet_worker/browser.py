@@ -68,8 +68,8 @@ def find_chromium(
 # Chromium features a fleet browser must not run. AutofillServerCommunication sends the signature of every
 # form a task fills to Google: a leak of what customers automate, and, through the guard proxy, a refused
 # request (a spurious security event wherever allowed domains are set) on every `fill`.
-# SpareRendererForSitePerProcess keeps a renderer started ahead for the next navigation: the contexts prepared
-# ahead (warm_contexts) already do that for a task, so the spare is memory spent twice.
+# SpareRendererForSitePerProcess keeps an idle renderer started ahead for the next navigation: a worker's
+# memory with no measurable gain for its tasks (each starts in a fresh context anyway).
 DISABLED_FEATURES = ("AutofillServerCommunication", "SpareRendererForSitePerProcess")
 
 
@@ -116,8 +116,8 @@ class BrowserHost:
         warm_contexts: int = 0,
     ) -> None:
         self._configured = executable
-        # contexts (each with its blank page) prepared ahead for the next tasks, never one reused: a task
-        # that takes one starts on its page without waiting for a renderer to start
+        # contexts (each with its blank page) prepared ahead for the next tasks, never one reused
+        # (BROWSER_WARM_CONTEXTS: off by default, see its description)
         self.warm_contexts = warm_contexts
         self._warm: list[asyncio.Task[_Warm | None]] = []
         self._closing: set[asyncio.Task[None]] = set()  # finished tasks' contexts being closed

@@ -99,12 +99,13 @@ class WorkerSettings(ServiceSettings):
         ),
     )
     browser_warm_contexts: int = Field(
-        default=1,
+        default=0,
         ge=0,
         le=64,
-        description="fresh contexts (each with a blank page) kept ready for the next tasks, so a task does "
-        "not wait for its renderer to start; each is used by one task only, its network refused until the "
-        "task's policy is bound. Each costs its renderers' memory; 0: none",
+        description="fresh contexts (each with a blank page) kept ready for the next tasks; each is used by "
+        "one task only, its network refused until the task's policy is bound. Off by default: with the "
+        "system Chromium a task's first navigation leaves the prepared renderer for a new one, so it cost "
+        "memory and CPU without shortening tasks",
     )
     recycle_after_tasks: int = Field(
         default=200, ge=0, description="restart the browser after K tasks (0: never)"
