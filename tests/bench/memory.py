@@ -8,7 +8,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterable
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
 import psutil
 
@@ -33,23 +33,24 @@ def tree_memory(pid: int) -> tuple[int, int]:
     return pss, rss
 
 
-class PeakMemory:
-    """The highest PSS and RSS of a process tree between `__enter__` and `__exit__`, every `every` seconds."""
+class _Sampler:
+    """Calls `_sample` every `every` seconds on a thread between `__enter__` and `__exit__`, and once more at
+    the end (at least one sample even when the load was shorter than `every`)."""
 
-    def __init__(self, pid: int, every: float = 0.5) -> None:
-        self.pid = pid
+    def __init__(self, every: float, name: str) -> None:
         self.every = every
-        self.peak_pss = self.peak_rss = 0
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="peak-memory", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    def _sample(self) -> None:
+        raise NotImplementedError
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            pss, rss = tree_memory(self.pid)
-            self.peak_pss, self.peak_rss = max(self.peak_pss, pss), max(self.peak_rss, rss)
+            self._sample()
             self._stop.wait(self.every)
 
-    def __enter__(self) -> PeakMemory:
+    def __enter__(self) -> Self:
         self._thread.start()
         return self
 
@@ -57,14 +58,28 @@ class PeakMemory:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self._stop.set()
-        self._thread.join(5)
+        self._thread.join(10)
+        self._sample()
+
+
+class PeakMemory(_Sampler):
+    """The highest PSS and RSS of a process tree between `__enter__` and `__exit__`, every `every` seconds."""
+
+    def __init__(self, pid: int, every: float = 0.5) -> None:
+        super().__init__(every, "peak-memory")
+        self.pid = pid
+        self.peak_pss = self.peak_rss = 0
+
+    def _sample(self) -> None:
+        pss, rss = tree_memory(self.pid)
+        self.peak_pss, self.peak_rss = max(self.peak_pss, pss), max(self.peak_rss, rss)
 
 
 def _mib(value: int) -> int:
     return round(value / MIB)
 
 
-class ProcessMemory:
+class ProcessMemory(_Sampler):
     """PSS and RSS of several named process trees (every service, NATS, PostgreSQL with its backends): one
     snapshot, and between `__enter__` and `__exit__` each tree's peak plus the peak of their sum over
     `total_of` (taken at one sampling moment: the sum of each tree's own peak may never have happened)."""
@@ -72,13 +87,11 @@ class ProcessMemory:
     def __init__(
         self, pids: dict[str, int], total_of: Iterable[str] | None = None, every: float = 1.0
     ) -> None:
+        super().__init__(every, "process-memory")
         self.pids = dict(pids)
         self.total_of = set(self.pids if total_of is None else total_of)
-        self.every = every
         self.peak: dict[str, tuple[int, int]] = {}
         self.peak_total = (0, 0)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="process-memory", daemon=True)
 
     def snapshot(self) -> dict[str, tuple[int, int]]:
         # one pass over /proc for all the trees: psutil's children() makes one per call, which at a sample
@@ -114,22 +127,6 @@ class ProcessMemory:
     def total(self, figures: dict[str, tuple[int, int]]) -> tuple[int, int]:
         chosen = [v for k, v in figures.items() if k in self.total_of]
         return sum(v[0] for v in chosen), sum(v[1] for v in chosen)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self._sample()
-            self._stop.wait(self.every)
-
-    def __enter__(self) -> ProcessMemory:
-        self._thread.start()
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self._stop.set()
-        self._thread.join(10)
-        self._sample()  # at least one sample even when the load was shorter than `every`
 
     def figures(self, idle: dict[str, tuple[int, int]]) -> dict[str, Any]:
         """MiB per process, idle (the snapshot `idle`) and peak, and the same for the total."""
