@@ -260,3 +260,23 @@ def test_a_unit_that_crashes_on_every_start_is_given_up_with_a_message() -> None
     ] * 2
     assert sum(1 for x in said if x.startswith("always-crashes started again")) == 2
     assert [r.how for r in sup.history] == ["exit code 3"] * 3
+
+
+def test_a_unit_that_dies_at_start_up_is_named_with_its_last_lines(tmp_path: Path) -> None:
+    from browserfleet_devkit.devstack import Platform, ServiceProcess
+
+    lines: list[str] = []
+    platform = Platform(home=tmp_path, output=lines.append)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "print('binding 127.0.0.1:9: address already in use'); raise SystemExit(1)"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    sp = ServiceProcess("worker-gateway", proc, None)
+    platform.processes = [sp]
+    platform._read_output(sp)
+    proc.wait(PATIENCE)
+    with pytest.raises(RuntimeError) as died:
+        platform._wait_ready(PATIENCE)
+    assert str(died.value).startswith("worker-gateway exited with code 1 during startup; its last lines:")
+    assert "address already in use" in str(died.value)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import collections
 import contextlib
 import logging
 import os
@@ -79,6 +80,8 @@ class ServiceProcess:
     reader: threading.Thread | None = None
     env: dict[str, str] = field(default_factory=dict)
     started_at: float = 0.0  # time.time() of the latest (re)start
+    # its last lines, for the error that says it died at start-up (the output callback may keep none)
+    tail: collections.deque[str] = field(default_factory=lambda: collections.deque(maxlen=15))
     relaunch: Callable[[ServiceProcess], None] | None = None
 
     # --- supervisor.Unit ---
@@ -373,7 +376,7 @@ class Platform:
     def _read_output(self, sp: ServiceProcess) -> None:
         sp.started_at = time.time()
         assert sp.proc.stdout is not None
-        sp.reader = threading.Thread(target=self._pump, args=(sp.name, sp.proc.stdout), daemon=True)
+        sp.reader = threading.Thread(target=self._pump, args=(sp.name, sp.proc.stdout, sp.tail), daemon=True)
         sp.reader.start()
 
     def _relaunch(self, sp: ServiceProcess) -> None:
@@ -415,7 +418,12 @@ class Platform:
         while time.monotonic() < deadline:
             for sp in self.processes:
                 if sp.proc.poll() is not None and not (sp.name == "gateway" and self._gateway_port_lost(sp)):
-                    raise RuntimeError(f"{sp.name} exited with code {sp.proc.returncode} during startup")
+                    if sp.reader is not None:
+                        sp.reader.join(timeout=2)  # its last lines, which say why
+                    said = "\n".join(sp.tail)
+                    raise RuntimeError(
+                        f"{sp.name} exited with code {sp.proc.returncode} during startup; its last lines:\n{said}"
+                    )
             gateway = next(sp for sp in self.processes if sp.name == "gateway")
             if gateway.proc.poll() is not None or listens(gateway.proc.pid, self.gateway_port or 0) is False:
                 time.sleep(0.25)
@@ -493,9 +501,12 @@ class Platform:
             await nc.close()
 
     # --- output ------------------------------------------------------------------------------
-    def _pump(self, label: str, stream: IO[bytes]) -> None:
+    def _pump(self, label: str, stream: IO[bytes], tail: collections.deque[str] | None = None) -> None:
         for raw in iter(stream.readline, b""):
-            self._emit(label, raw.decode(errors="replace").rstrip("\n"))
+            line = raw.decode(errors="replace").rstrip("\n")
+            if tail is not None:
+                tail.append(line)
+            self._emit(label, line)
 
     def _emit(self, label: str, line: str) -> None:
         width = 16
