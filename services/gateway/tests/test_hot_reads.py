@@ -115,3 +115,22 @@ async def test_hot_read_rate_limit_is_the_routes(
             assert got[2].headers["retry-after"] and got[2].headers["ratelimit-limit"]
     assert answers["hot"] == answers["plain"]
     assert len(relayed) == 2
+
+
+def test_no_other_get_route_sits_beside_a_hot_read() -> None:
+    """`HotReads` answers every `GET <prefix><one segment>`: a static route declared beside a hot read (say
+    `/api/v1/tasks/stats`) would be served as a task id. The app's own routes must leave that space to it."""
+    from browserfleet_gateway import hotreads
+    from fastapi.routing import APIRoute
+
+    app = create_app(gateway_settings("nats://127.0.0.1:1"))  # routes only: nothing connects
+    assert hotreads.READS, "no hot read declared"
+    for route in app.routes:
+        if not isinstance(route, APIRoute) or "GET" not in route.methods:
+            continue
+        head = route.path.rpartition("/")[0]
+        read = hotreads.READS.get(head + "/")
+        if read is not None:
+            assert route.path == read.route.path, (
+                f"{route.path} is shadowed by the hot read {read.route.path}"
+            )
