@@ -59,3 +59,17 @@ async def test_filling_a_form_sends_nothing_to_googles_autofill_server(
             await page.click("#go")
         await asyncio.sleep(1.0)  # the autofill query goes out shortly after a fill, not with it
     assert [host for host, _ in policy.blocked] == []
+
+
+async def test_a_context_opens_no_browser_ui_page(browser: BrowserHost) -> None:
+    """The full Chromium gives each context's window WebUI pages of its own (the address bar's popup) unless
+    their features are off: a renderer per task that no headless task ever shows."""
+    await browser.start()
+    async with browser.context(Policy(allowed_networks=parse_networks(["127.0.0.1/32"]))) as ctx:
+        await ctx.new_page()
+        await asyncio.sleep(0.5)  # the window's UI pages open just after the page
+        assert browser._browser is not None
+        cdp = await browser._browser.new_browser_cdp_session()
+        targets = (await cdp.send("Target.getTargets", {}))["targetInfos"]
+        await cdp.detach()
+    assert [t["url"] for t in targets if t["type"] != "page"] == []

@@ -70,7 +70,15 @@ def find_chromium(
 # request (a spurious security event wherever allowed domains are set) on every `fill`.
 # SpareRendererForSitePerProcess keeps an idle renderer started ahead for the next navigation: a worker's
 # memory with no measurable gain for its tasks (each starts in a fresh context anyway).
-DISABLED_FEATURES = ("AutofillServerCommunication", "SpareRendererForSitePerProcess")
+# WebUIOmniboxPopup and WebUIOmniboxAimPopup: the full (new headless) Chromium opens a window per context and
+# gives each its address bar's popup as a WebUI page in a renderer of its own (chrome://omnibox-popup.top-chrome),
+# started with every context and never shown headless: a renderer's start-up CPU and ~30 MiB per task.
+DISABLED_FEATURES = (
+    "AutofillServerCommunication",
+    "SpareRendererForSitePerProcess",
+    "WebUIOmniboxPopup",
+    "WebUIOmniboxAimPopup",
+)
 
 
 def disabled_features_arg(pids: list[int]) -> str | None:
