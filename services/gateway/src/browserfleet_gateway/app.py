@@ -25,6 +25,7 @@ from nats.aio.client import Client as NatsClient
 from .audittrail import AuditMiddleware
 from .errors import install_error_handlers
 from .eventstream.service import EventStream
+from .hotcreate import HotCreates
 from .hotreads import HotReads
 from .keycache import ApiKeyCache
 from .liveview import LiveHub
@@ -139,7 +140,8 @@ def create_app(
     install_static(app, settings)
     # add_middleware wraps: the last one added is the outermost.
     limits = settings.http_limits
-    app.add_middleware(HotReads)  # innermost: every layer below still wraps the reads it serves
+    app.add_middleware(HotCreates)  # innermost with HotReads: every layer below still wraps what they serve
+    app.add_middleware(HotReads)
     app.add_middleware(
         BodyLimitMiddleware,
         max_bytes=settings.max_body_bytes,
