@@ -9,12 +9,9 @@ import threading
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from opentelemetry import propagate, trace
-from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
-
 from .settings import ServiceSettings
+
+# OpenTelemetry (its SDK above all) is imported only where tracing is on: most processes run without it
 
 _tracing_enabled = False
 
@@ -158,6 +155,11 @@ def configure_tracing(settings: ServiceSettings) -> None:
     global _tracing_enabled
     if settings.otel_exporter == "none":
         return
+    from opentelemetry import trace
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
+
     provider = TracerProvider(resource=Resource.create({"service.name": settings.service_name}))
     if settings.otel_exporter == "console":
         provider.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter()))
@@ -177,12 +179,15 @@ def tracing_middleware() -> Any:
     if not _tracing_enabled:
         return None
     from faststream.nats.opentelemetry import NatsTelemetryMiddleware
+    from opentelemetry import trace
 
     return NatsTelemetryMiddleware(tracer_provider=trace.get_tracer_provider())
 
 
 def inject_trace_headers(headers: dict[str, str]) -> None:
     if _tracing_enabled:
+        from opentelemetry import propagate
+
         propagate.inject(headers)
 
 
