@@ -304,17 +304,17 @@ async def test_failed_update_handling_is_redelivered(
     who, task, key, identity = await new_assigned(rpc, authenticator)
     assert (await claim(rpc, task.id, key)).granted
 
-    real = outcomes.apply_update
+    real = repository.finish_running
     calls = 0
 
-    async def flaky(*args: object, **kwargs: object) -> bool:
+    async def flaky(*args: object, **kwargs: object) -> object:
         nonlocal calls
         calls += 1
-        if calls <= 2:  # the batch's transaction, then the update's own: it is nak'ed and redelivered
+        if calls <= 2:  # the result's statement fails twice: it is nak'ed and redelivered
             raise RuntimeError("database went away")
         return await real(*args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(outcomes, "apply_update", flaky)
+    monkeypatch.setattr(repository, "finish_running", flaky)
     await publish_update(
         js, result_update(task.id, identity.worker_id, status="failed", error_message="boom")
     )
@@ -473,20 +473,28 @@ async def test_updates_recorded_in_batches_and_a_poisoned_one_fails_alone(
         assert (await claim(rpc, task.id, key)).granted
     poisoned = tasks[0].id
     real = outcomes.apply_update
+    real_finish = repository.finish_running
     batches: list[int] = []
-    real_batch = outcomes.apply_updates
+    real_batch = outcomes.record_updates
 
-    async def counting(session: object, relay: object, msgs: list[TaskUpdateMessage], *a: object) -> bool:
+    async def counting(db: object, relay: object, msgs: list[TaskUpdateMessage], *a: object) -> bool:
         batches.append(len(msgs))
-        return await real_batch(session, relay, msgs, *a)  # type: ignore[arg-type]
+        return await real_batch(db, relay, msgs, *a)  # type: ignore[arg-type]
 
+    # poisoned on either path: the results' one statement and the transaction's
     async def poison(session: object, relay: object, msg: TaskUpdateMessage, *a: object, **k: object) -> bool:
         if msg.task_id == poisoned:
             raise RuntimeError("this row cannot be written")
         return await real(session, relay, msg, *a, **k)  # type: ignore[arg-type]
 
+    async def poison_finish(conn: object, finishes: list[repository.Finish], now: object) -> object:
+        if any(f.task_id == poisoned for f in finishes):
+            raise RuntimeError("this row cannot be written")
+        return await real_finish(conn, finishes, now)  # type: ignore[arg-type]
+
     monkeypatch.setattr(outcomes, "apply_update", poison)
-    monkeypatch.setattr(outcomes, "apply_updates", counting)
+    monkeypatch.setattr(repository, "finish_running", poison_finish)
+    monkeypatch.setattr(outcomes, "record_updates", counting)
     await js.publish(subjects.task_update("some-worker", str(uuid.uuid4())), b"{not json")
     updates = [result_update(task.id, identity.worker_id, status="completed") for task in tasks]
     # all at once, so they are waiting together when the consumer takes its next batch

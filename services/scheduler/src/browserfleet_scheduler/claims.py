@@ -43,16 +43,16 @@ async def claim_now(
     identity: WorkerIdentity | None,
     policy: Policy | None = None,
 ) -> ClaimReply:
-    """`claim` as a worker's hot path: the common case (a fresh dispatch claimed once) is one statement on an
-    autocommit connection, the task's move to `running`, its attempt row and its `task.started` outbox row
-    together (`repository.CLAIM_WITH_EVENT`): one round trip instead of four, no ORM session. Anything else
-    (a redelivery, a stale or foreign attempt, a lost lease) takes `claim` in a transaction, unchanged."""
+    """`claim` as a worker's hot path: the common case (a fresh dispatch claimed once) is the task's move to
+    `running`, its attempt row and its `task.started` outbox row in one statement on an autocommit
+    connection, shared by the claims that arrive together (`repository.claim_writer`: group commit, no ORM
+    session). Anything else (a redelivery, a stale or foreign attempt, a lost lease) takes `claim` in a
+    transaction, unchanged."""
     if identity is None or not is_uuid(req.task_id):
         return await db.run(claim, relay, req, identity, policy)  # its refusal or its error, as ever
     now = utcnow()
     event = events.started_template(req.task_id, identity.worker_id, req.attempt, now)
-    async with db.statement() as conn:
-        row = await repository.claim_assigned_with_event(conn, _claim_of(req, identity, now), event)
+    row = await repository.claim_writer(db).submit((_claim_of(req, identity, now), event))
     if row is None:
         return await db.run(claim, relay, req, identity, policy)
     if row.outbox_id is not None:

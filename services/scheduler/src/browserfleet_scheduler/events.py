@@ -67,7 +67,7 @@ _ORG = "\x00org\x00"
 
 
 def started_template(task_id: str, worker_id: str, attempt: int, now: datetime) -> tuple[str, str, str, str]:
-    """The `task.started` event of a claim before its row is read, for `repository.CLAIM_WITH_EVENT`: the
+    """The `task.started` event of a claim before its row is read, for `repository.claim_many`: the
     subject's halves around the org (from `subjects.event`, the one declaration of the subject), the msg id,
     and the envelope as JSON with the org and webhook_url still to be filled in by the statement."""
     data = TaskEventData(task_id=task_id, status="running", worker_id=worker_id, attempt=attempt)
@@ -80,6 +80,30 @@ def started_template(task_id: str, worker_id: str, attempt: int, now: datetime) 
         data=data.model_dump(mode="json"),
     )
     head, tail = subjects.event(_ORG, EventType.TASK_STARTED).split(_ORG)
+    return head, tail, msg_id, envelope.model_dump_json()
+
+
+def finished_template(
+    task_id: str,
+    worker_id: str,
+    attempt: int,
+    status: str,
+    error_message: str | None,
+    per_attempt: bool,
+    now: datetime,
+) -> tuple[str, str, str, str]:
+    """The event of a result that ends a running attempt (`task.completed`, `task.failed`,
+    `task.timed_out`), before its row is written, for `repository.results.FINISH`: as `started_template`,
+    with `data.result` and `data.execution_time` also left to the statement (the values it stores)."""
+    event = EventType.task(status)
+    data = TaskEventData(
+        task_id=task_id, status=status, worker_id=worker_id, error_message=error_message, attempt=attempt
+    )
+    msg_id = task_event_id(task_id, event, attempt if per_attempt else None)
+    envelope = EventEnvelope(
+        id=msg_id, type=event, org_id="", occurred_at=now, data=data.model_dump(mode="json")
+    )
+    head, tail = subjects.event(_ORG, event).split(_ORG)
     return head, tail, msg_id, envelope.model_dump_json()
 
 

@@ -146,7 +146,8 @@ def build_updates_consumer(rt: Runtime, nc: NatsClient, *, max_batch: int = 64) 
 
 
 async def record_updates(rt: Runtime, msgs: list[Msg]) -> None:
-    """One transaction for the batch; if it fails, one per update, so a poisoned update (or a row it
+    """The batch at once (`outcomes.record_updates`: one statement for its results, one transaction for the
+    rest); if that fails, one update at a time, so a poisoned update (or a row it
     cannot write) fails alone and is nak'ed (after `redelivery_seconds`, so a database outage is not a hot
     loop) while the rest are recorded. A payload that can never parse is terminated. Messages left
     unsettled are acked by the BatchConsumer when this returns."""
@@ -159,7 +160,7 @@ async def record_updates(rt: Runtime, msgs: list[Msg]) -> None:
     ]
 
     async def record(updates: list[TaskUpdateMessage]) -> bool:
-        return await rt.db.run(outcomes.apply_updates, rt.relay, updates, rt.policy)
+        return await outcomes.record_updates(rt.db, rt.relay, updates, rt.policy)
 
     changed = any(
         await record_each_or_all(parsed, record, nak_delay=rt.redelivery_seconds, what="task update")

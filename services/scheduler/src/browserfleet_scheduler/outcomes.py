@@ -5,7 +5,9 @@ went quiet, and is not retried (the task's own limit ran out, not the worker).""
 
 from __future__ import annotations
 
+import json
 import logging
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -13,7 +15,7 @@ from typing import Any
 
 from browserfleet_contracts.events import EventType
 from browserfleet_contracts.tasks import TaskUpdateMessage, artifact_attempt, artifact_object_name
-from browserfleet_core.db import AsyncSession, jsonable, utcnow
+from browserfleet_core.db import AsyncSession, Database, jsonable, utcnow
 from browserfleet_core.outbox import OutboxRelay
 from pydantic import BaseModel
 
@@ -23,6 +25,74 @@ from .policy import Policy
 from .queries import find_task, is_uuid
 
 log = logging.getLogger(__name__)
+
+
+# the verdicts a running task may take (the state machine's word), the ones `record_updates` writes in one statement
+_FINISHES = frozenset(s for s in ("completed", "failed", "timed_out") if "running" in state.allowed_from(s))
+
+
+async def record_updates(
+    db: Database, relay: OutboxRelay, msgs: list[TaskUpdateMessage], policy: Policy | None = None
+) -> bool:
+    """Record a batch of worker updates. The common case, a result that ends the attempt its worker runs, is
+    written for the whole batch in one statement on an autocommit connection
+    (`repository.results.finish_running`): each task's verdict, its attempt closed and its event in the
+    outbox, together, with no ORM session. Every other update, and a result that statement did not write
+    (the task no longer runs that attempt for that worker, or holds artifacts to merge), goes through
+    `apply_updates` in one transaction, which says why or handles it. A task with more than one update in
+    the batch (a log line before its result, a redelivery) takes that path in full, so its updates keep
+    their order. Returns whether any task changed; safe to run again on the same updates."""
+    now = utcnow()
+    counts = Counter(m.task_id for m in msgs if m.kind != "started")
+    fast = [m for m in msgs if counts[m.task_id] == 1 and _finishes_alone(m)]
+    finished: set[str] = set()
+    if fast:
+        batch = sorted((_finish_of(m, now) for m in fast), key=lambda f: f.task_id)
+        async with db.statement() as conn:
+            done = await repository.finish_running(conn, batch, now)
+        await relay.committed(done.outbox)
+        finished = done.task_ids
+    rest = [m for m in msgs if m.task_id not in finished]
+    if not rest:
+        return bool(finished)
+    return await db.run(apply_updates, relay, rest, policy, now) or bool(finished)
+
+
+def _finishes_alone(msg: TaskUpdateMessage) -> bool:
+    """A result the one statement can record: a verdict, no log lines to store, not a crash to retry."""
+    return (
+        msg.kind == "result"
+        and msg.status in _FINISHES
+        and not msg.logs
+        and not (msg.status == "failed" and msg.retryable)
+        and is_uuid(msg.task_id)
+    )
+
+
+def _finish_of(msg: TaskUpdateMessage, now: datetime) -> repository.Finish:
+    assert msg.status is not None
+    return repository.Finish(
+        task_id=msg.task_id,
+        attempt=msg.attempt,
+        worker_id=msg.worker_id,
+        status=msg.status,
+        result=None if msg.result is None else json.dumps(msg.result, default=str),  # as `jsonable` stores it
+        error_message=msg.error_message,
+        error_step=msg.error_step,
+        execution_time=msg.execution_time_seconds,
+        # the row is written only while it stores no artifacts: this attempt's reported ones are all of them
+        artifacts=json.dumps(reported_artifacts(msg)),
+        event=events.finished_template(
+            msg.task_id,
+            msg.worker_id,
+            msg.attempt,
+            msg.status,
+            msg.error_message,
+            # `task.timed_out` happens once per task (the reaper may be the one to say it)
+            msg.status != "timed_out",
+            now,
+        ),
+    )
 
 
 async def apply_updates(
@@ -205,7 +275,13 @@ def with_attempt_artifacts(task: Task, msg: TaskUpdateMessage) -> list[dict[str,
     redelivered update from listing an artifact twice. A ref naming an object outside this attempt's
     `<task_id>/<attempt>/` is dropped: the gateway serves whatever object a ref names, and files it under
     the attempt that name carries."""
-    prefix = artifact_object_name(task.id, msg.attempt, "")
+    kept = [dict(ref) for ref in task.artifacts if _artifact_attempt(ref) != msg.attempt]
+    return sorted([*kept, *reported_artifacts(msg)], key=_artifact_attempt)  # stable: stored order within one
+
+
+def reported_artifacts(msg: TaskUpdateMessage) -> list[dict[str, Any]]:
+    """The update's artifact refs that name objects under its own attempt, in the order reported."""
+    prefix = artifact_object_name(msg.task_id, msg.attempt, "")
     reported: list[dict[str, Any]] = []
     for ref in msg.artifacts:
         if ref.object_name.startswith(prefix):
@@ -213,7 +289,6 @@ def with_attempt_artifacts(task: Task, msg: TaskUpdateMessage) -> list[dict[str,
         else:
             log.warning(
                 "task %s attempt %d: artifact %r names object %r, not one under %s; not recorded",
-                task.id, msg.attempt, ref.name, ref.object_name, prefix,
+                msg.task_id, msg.attempt, ref.name, ref.object_name, prefix,
             )  # fmt: skip
-    kept = [dict(ref) for ref in task.artifacts if _artifact_attempt(ref) != msg.attempt]
-    return sorted([*kept, *reported], key=_artifact_attempt)  # stable: stored order within an attempt
+    return reported

@@ -12,6 +12,7 @@ from .admission import (
     overdue_waiting,
     running_tasks_of,
 )
+from .claim_batch import ClaimWithEvent, claim_many, claim_writer
 from .dispatch import (
     Admittable,
     Candidate,
@@ -22,6 +23,7 @@ from .dispatch import (
     pass_read,
     pass_write,
 )
+from .results import Finish, Finished, finish_running
 from .schedules import (
     delete_schedule,
     due_schedules,
@@ -31,12 +33,10 @@ from .schedules import (
 )
 from .tasks import (
     CLAIM,
-    CLAIM_WITH_EVENT,
     Claim,
     add_attempt,
     attempt_close,
     claim_assigned,
-    claim_assigned_with_event,
     finish_attempt,
     finish_attempts,
     get_attempt,
@@ -58,23 +58,27 @@ from .tasks import (
 __all__ = [
     "ADMISSION_LOCK",
     "CLAIM",
-    "CLAIM_WITH_EVENT",
     "PRIORITY_RANK",
     "Admittable",
     "Candidate",
     "Claim",
+    "ClaimWithEvent",
     "Created",
+    "Finish",
+    "Finished",
     "PassRead",
     "add_attempt",
     "anything_queued",
     "attempt_close",
     "claim_assigned",
-    "claim_assigned_with_event",
+    "claim_many",
+    "claim_writer",
     "create_and_admit",
     "delete_schedule",
     "due_schedules",
     "finish_attempt",
     "finish_attempts",
+    "finish_running",
     "get_attempt",
     "get_schedule",
     "get_task",

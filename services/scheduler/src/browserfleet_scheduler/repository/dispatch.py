@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from .. import state
 from .admission import ADMISSION_LOCK, PRIORITY_RANK
+from .driver import Fixed
 
 _SEQ = "'scheduler.admission_xid'"
 _ACTIVE = ", ".join(f"'{s}'" for s in sorted(state.ACTIVE))
@@ -114,6 +115,9 @@ CREATE_AND_ADMIT = text(
 )
 
 
+_CREATE_AND_ADMIT = Fixed(CREATE_AND_ADMIT)
+
+
 @dataclass(frozen=True)
 class Admittable:
     """What a create needs to admit its task at once: the pool routing chose, the limit of the task's plan,
@@ -165,7 +169,7 @@ async def create_and_admit(
         "dispatch_payload": admit.dispatch[1],
         "dispatch_msg_id": admit.dispatch[2],
     }
-    rows = (await conn.execute(CREATE_AND_ADMIT, params)).all()
+    rows = await _CREATE_AND_ADMIT.rows(conn, params)
     admitted = bool(rows[0].admit)
     outbox = sorted(((int(r.id), str(r.msg_id)) for r in rows), key=lambda r: r[1] != created[2])
     return Created(admitted, outbox)

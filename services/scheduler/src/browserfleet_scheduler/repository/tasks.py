@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import psycopg
 from browserfleet_core.db import AsyncSession
 from sqlalchemy import bindparam, func, or_, text, tuple_, update
 from sqlalchemy import select as sa_select
@@ -17,6 +16,7 @@ from sqlmodel import col, select
 
 from .. import state
 from ..models import Schedule, Task, TaskAttempt, TaskLog, outbox
+from .driver import Fixed
 
 _TASKS = Task.__table__  # type: ignore[attr-defined]
 # Built once and given the row as parameters: composing `insert(Task).values(...)` per call cost more
@@ -142,32 +142,15 @@ def _public_select() -> Any:
     )
 
 
-_PUBLIC_IN_ORG = _public_select()
-_PUBLIC_NAMES = tuple(column.name for column in _PUBLIC_IN_ORG.selected_columns)
-_public_sql: dict[str, str] = {}
+_PUBLIC_IN_ORG = Fixed(_public_select())
 
 
 async def public_row(conn: AsyncConnection, task_id: str, org_id: str) -> Mapping[str, Any] | None:
     """The public columns of the org's task (None: no such task in that org), on a connection of its own
-    (`Database.statement()`: one statement, no transaction around it, no ORM object built).
-
-    Run on the driver's connection with the statement compiled once (SQLAlchemy's per-execution work was
-    more of the API's read than the query itself); its values are the driver's, as SQLAlchemy would have
-    passed them on (none of these columns has a type that processes them)."""
-    sql = _public_sql.get(conn.dialect.name)
-    if sql is None:
-        sql = _public_sql[conn.dialect.name] = str(_PUBLIC_IN_ORG.compile(dialect=conn.dialect))
-    driver = (await conn.get_raw_connection()).driver_connection
-    assert isinstance(driver, psycopg.AsyncConnection)
-    try:
-        async with driver.cursor() as cursor:
-            await cursor.execute(sql, {"task_id": task_id, "org_id": org_id}, prepare=True)
-            row = await cursor.fetchone()
-    except psycopg.Error:
-        if driver.broken or driver.closed:  # SQLAlchemy did not see it fail: the pool must not reuse it
-            await conn.invalidate()
-        raise
-    return None if row is None else dict(zip(_PUBLIC_NAMES, row, strict=True))
+    (`Database.statement()`: one statement, no transaction around it, no ORM object built), on the driver's
+    connection (`Fixed`: SQLAlchemy's per-execution work was more of the API's read than the query itself)."""
+    row = await _PUBLIC_IN_ORG.first(conn, {"task_id": task_id, "org_id": org_id})
+    return None if row is None else row._asdict()
 
 
 async def get_task_by_idempotency_key(session: AsyncSession, org_id: str, key: str) -> Task | None:
@@ -182,8 +165,8 @@ def _sql_statuses(statuses: frozenset[str]) -> str:
 
 # The statuses a claim moves to `running` from come from the state machine, so the SQL path and
 # `state.move` cannot disagree. Built once: on this path, composing a SQLAlchemy statement per call cost
-# more CPU than running it. _CLAIMED is the claim itself (the move to `running` and the attempt row), shared
-# by CLAIM and CLAIM_WITH_EVENT so the transition is written once.
+# more CPU than running it. _CLAIMED is the claim itself (the move to `running` and the attempt row); a batch
+# of claims (`claim_batch.CLAIM_MANY`) builds its condition from the same table.
 _CLAIMED = f"""
     WITH claimed AS (
         UPDATE scheduler.tasks
@@ -226,51 +209,6 @@ async def claim_assigned(session: AsyncSession, claim: Claim) -> Any | None:
     the second finds it `running`.
     """
     return (await session.execute(CLAIM, vars(claim))).first()
-
-
-# CLAIM with its `task.started` outbox row in the same statement. The envelope is made in Python (all of it
-# is known from the request) except what only the claimed row knows, its org and webhook_url, set into it
-# here; so is the org in the subject, between the halves of `subjects.event(<org>, "task.started")`.
-CLAIM_WITH_EVENT = text(
-    _CLAIMED  # noqa: S608 (the claim above, and constant SQL)
-    + """, announced AS (
-        INSERT INTO scheduler.outbox (subject, msg_id, payload, created_at)
-        SELECT :subject_head || org_id || :subject_tail, :msg_id,
-               convert_to(
-                   jsonb_set(
-                       jsonb_set(CAST(:envelope AS jsonb), '{org_id}', to_jsonb(org_id)),
-                       '{webhook_url}', COALESCE(to_jsonb(webhook_url), 'null'::jsonb)
-                   )::text,
-                   'UTF8'
-               ),
-               :now
-          FROM claimed
-        ON CONFLICT (msg_id) DO NOTHING
-        RETURNING id, subject, payload
-    )
-    SELECT c.id, c.org_id, c.attempt, c.priority, c.timeout_seconds, c.spec, c.webhook_url,
-           a.id AS outbox_id, a.subject AS outbox_subject, a.payload AS outbox_payload
-      FROM claimed c LEFT JOIN announced a ON true
-    """
-).columns(spec=JSONB)
-
-
-async def claim_assigned_with_event(
-    conn: AsyncConnection, claim: Claim, event: tuple[str, str, str, str]
-) -> Any | None:
-    """`claim_assigned` and the claim's event in one statement on an autocommit connection (both commit or
-    neither). `event`: the subject's halves around the org, the msg id, and the envelope (JSON) whose
-    `org_id` and `webhook_url` the claimed row fills in. Returns the claimed row plus `outbox_id`,
-    `outbox_subject` and `outbox_payload` (None when the msg id was already in the outbox), or None."""
-    head, tail, msg_id, envelope = event
-    params = {
-        **vars(claim),
-        "subject_head": head,
-        "subject_tail": tail,
-        "msg_id": msg_id,
-        "envelope": envelope,
-    }
-    return (await conn.execute(CLAIM_WITH_EVENT, params)).first()
 
 
 async def add_attempt(session: AsyncSession, attempt: TaskAttempt) -> None:

@@ -1,0 +1,121 @@
+"""Fixed statements run on the driver's connection: compiled once, prepared by psycopg, no SQLAlchemy work per
+execution (on the hot paths that work cost more CPU than the statement itself)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, Generic, TypeVar
+
+import psycopg
+from browserfleet_core.db import Database
+from psycopg.rows import namedtuple_row
+from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.sql.elements import ClauseElement
+
+ItemT = TypeVar("ItemT")
+AnswerT = TypeVar("AnswerT")
+
+
+class Fixed:
+    """A constant statement (a `text()` with `:name` parameters, or any construct) compiled once per dialect.
+
+    Values go to the driver as they are: a statement run this way takes parameters no SQLAlchemy type would
+    process (JSON as text cast in the SQL, arrays, bytes, datetimes), and its JSONB results are the driver's
+    (as SQLAlchemy would have passed them on)."""
+
+    def __init__(self, statement: ClauseElement) -> None:
+        self.statement = statement
+        self._sql: dict[str, str] = {}
+
+    def sql(self, conn: AsyncConnection) -> str:
+        found = self._sql.get(conn.dialect.name)
+        if found is None:
+            found = self._sql[conn.dialect.name] = str(self.statement.compile(dialect=conn.dialect))
+        return found
+
+    async def rows(self, conn: AsyncConnection, params: Mapping[str, Any]) -> list[Any]:
+        """Every row, as named tuples (attribute access, as SQLAlchemy's rows). On an autocommit connection
+        (`Database.statement()`) the statement commits by itself. A connection that died under it is
+        invalidated: SQLAlchemy did not see it fail, and its pool must not hand it out again."""
+        sql = self.sql(conn)
+        driver = (await conn.get_raw_connection()).driver_connection
+        assert isinstance(driver, psycopg.AsyncConnection)
+        try:
+            async with driver.cursor(row_factory=namedtuple_row) as cursor:
+                await cursor.execute(sql, params, prepare=True)
+                return await cursor.fetchall()
+        except psycopg.Error:
+            if driver.broken or driver.closed:
+                await conn.invalidate()
+            raise
+
+    async def first(self, conn: AsyncConnection, params: Mapping[str, Any]) -> Any | None:
+        rows = await self.rows(conn, params)
+        return rows[0] if rows else None
+
+
+class GroupCommit(Generic[ItemT, AnswerT]):
+    """Group commit: the items handed in while a statement is in flight are written together by the next,
+    one round trip and one commit for all of them. `write(conn, items)` runs one statement on an autocommit
+    connection and answers each item, in order. An item is answered only once its statement has committed.
+    A batch that fails is written again one item at a time, so an item PostgreSQL refuses fails alone."""
+
+    def __init__(
+        self,
+        db: Database,
+        write: Callable[[AsyncConnection, list[ItemT]], Awaitable[list[AnswerT]]],
+        *,
+        max_batch: int = 256,
+    ) -> None:
+        self.db = db
+        self._write = write
+        self.max_batch = max_batch
+        self._waiting: list[tuple[ItemT, asyncio.Future[AnswerT]]] = []
+        self._writer: asyncio.Task[None] | None = None
+        self.statements = 0  # statements run so far (diagnostics and tests)
+
+    async def submit(self, item: ItemT) -> AnswerT:
+        done: asyncio.Future[AnswerT] = asyncio.get_running_loop().create_future()
+        self._waiting.append((item, done))
+        if self._writer is None:
+            self._writer = asyncio.create_task(self._write_all())
+        return await done
+
+    async def _write_all(self) -> None:
+        batch: list[tuple[ItemT, asyncio.Future[AnswerT]]] = []
+        try:
+            while self._waiting:
+                batch, self._waiting = self._waiting[: self.max_batch], self._waiting[self.max_batch :]
+                try:
+                    answers = await self._run([item for item, _ in batch])
+                except Exception:
+                    await self._one_by_one(batch)
+                else:
+                    for (_, done), answer in zip(batch, answers, strict=True):
+                        if not done.done():
+                            done.set_result(answer)
+        except BaseException:  # cancelled (shutdown): nobody is left waiting forever
+            for _, done in (*batch, *self._waiting):
+                if not done.done():
+                    done.set_exception(RuntimeError("the group writer stopped"))
+            self._waiting = []
+            raise
+        finally:
+            self._writer = None
+
+    async def _one_by_one(self, batch: list[tuple[ItemT, asyncio.Future[AnswerT]]]) -> None:
+        for item, done in batch:
+            if done.done():
+                continue
+            try:
+                (answer,) = await self._run([item])
+            except Exception as exc:
+                done.set_exception(exc)
+            else:
+                done.set_result(answer)
+
+    async def _run(self, items: list[ItemT]) -> list[AnswerT]:
+        self.statements += 1
+        async with self.db.statement() as conn:
+            return await self._write(conn, items)
