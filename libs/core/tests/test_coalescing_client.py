@@ -189,3 +189,73 @@ def test_what_it_relies_on_is_still_there() -> None:
         assert hasattr(nc, attribute), attribute
     for method in ("_send_command", "_flush_pending", "_error_cb", "_process_op_err"):
         assert callable(getattr(nc, method)), method
+
+
+async def test_it_carries_on_across_a_server_restart(tmp_path: Any) -> None:
+    """nats-py cancels the flusher when the connection drops and starts a new one (ours) on reconnect: what
+    was published while the server was away is written then, and requests and flush() work again."""
+    from browserfleet_devkit.embedded import free_port, launch_nats_server, wait_listening
+    from browserfleet_devkit.processes import stop_process
+
+    port = free_port()
+    config = tmp_path / "nats.conf"
+    config.write_text(f'listen: "127.0.0.1:{port}"\n')
+    url = f"nats://127.0.0.1:{port}"
+
+    def start() -> Any:
+        proc = launch_nats_server(config, tmp_path / "nats.log")
+        wait_listening(proc, port)
+        return proc
+
+    proc = await asyncio.to_thread(start)
+    back = {"client": asyncio.Event(), "responder": asyncio.Event()}
+
+    def on_reconnect(name: str) -> Any:
+        async def reconnected() -> None:
+            back[name].set()
+
+        return reconnected
+
+    client, responder = [
+        await connect(
+            url,
+            name=f"coalescing-{name}",
+            credentials=BusCredentials(),
+            reconnect_time_wait=0.1,
+            reconnected_cb=on_reconnect(name),
+        )
+        for name in back
+    ]
+    try:
+
+        async def respond(msg: Any) -> None:
+            await msg.respond(msg.data)
+
+        await responder.subscribe("restart.echo", cb=respond)
+        sink = await responder.subscribe("restart.sink")
+        await responder.flush()
+        assert (await client.request("restart.echo", b"one", timeout=10)).data == b"one"
+
+        await asyncio.to_thread(stop_process, proc, 10)
+        for _ in range(200):  # until the client has seen the server go
+            if not client.is_connected:
+                break
+            await asyncio.sleep(0.05)
+        await client.publish("restart.sink", b"while away")  # buffered for the next connection
+        proc = await asyncio.to_thread(start)
+        await asyncio.wait_for(asyncio.gather(*(event.wait() for event in back.values())), WAIT_CAP)
+        await responder.flush()
+        assert (await client.request("restart.echo", b"two", timeout=10)).data == b"two"
+        await client.flush(timeout=10)
+        # the buffered publish went out on reconnect; the sink's SUB was re-sent by the responder's reconnect,
+        # which may have come after it, so only what is sent now is certain to arrive
+        await client.publish("restart.sink", b"after")
+        await client.flush(timeout=10)
+        got = [(await sink.next_msg(timeout=WAIT_CAP)).data]
+        while got[-1] != b"after":
+            got.append((await sink.next_msg(timeout=WAIT_CAP)).data)
+        assert got[-1] == b"after"
+    finally:
+        await client.close()
+        await responder.close()
+        await asyncio.to_thread(stop_process, proc, 10)
