@@ -167,13 +167,19 @@ class AuditMiddleware:
         held_size = 0
 
         closing: asyncio.Task[None] | None = None
+        # an audited answer's head waits for its body, so that the two still leave together (one write,
+        # `httpguard`) although the closing request is sent between them
+        head: Message | None = None
 
         async def send_wrapper(message: Message) -> None:
-            nonlocal status, held_size, closing
+            nonlocal status, held_size, closing, head
             if message["type"] == "http.response.start":
                 status = int(message["status"])
                 headers = [*message.get("headers", []), (b"x-request-id", rid)]
                 message = {**message, "headers": headers}
+                if isinstance(scope.get(_CALL_KEY), _Call):
+                    head = message
+                    return
             elif message["type"] == "http.response.body":
                 call = scope.get(_CALL_KEY)
                 if isinstance(call, _Call):
@@ -186,10 +192,15 @@ class AuditMiddleware:
                         body = b"".join(held) if held_size < _ID_SCAN_BYTES else b""
                         closing = asyncio.create_task(_end(scope, call, status, body))
                         await asyncio.sleep(0)  # the closing request leaves before the answer's last byte
+                if head is not None:
+                    await send(head)
+                    head = None
             await send(message)
 
         try:
             await self.app(scope, receive, send_wrapper)
+            if head is not None:  # a head whose body never came goes out as it would have
+                await send(head)
         finally:
             if closing is not None:  # also when the client left before the last byte: the entry still closes
                 await closing

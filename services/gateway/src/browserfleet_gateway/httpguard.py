@@ -15,6 +15,11 @@ Each refusal is a short plain answer with `Connection: close`; the connection is
 leaves this protocol at its upgrade (its own limits: frame size, idle and auth timeouts, connection caps).
 The request-shape limits an application can judge (body size, query parameters, JSON depth) are
 `middleware.BodyLimitMiddleware`'s.
+
+uvicorn writes a response's head and its body with a write each, two system calls (on loopback the
+receiver's side of each is charged to this process too) for what is one small answer. `_Writes` keeps each
+write until the next one or the end of the event loop's turn, so a head and the body sent right after it
+leave in one `writelines`; nothing is reordered, and a close sends what is kept first.
 """
 
 from __future__ import annotations
@@ -64,6 +69,53 @@ def _answer(status: int, code: str, message: str) -> bytes:
     return head + body
 
 
+class _Writes:
+    """The connection's transport as the protocol and its request cycles write to it: a write is kept until
+    the next (both then leave in one call) or until the end of this turn of the loop, whichever is first."""
+
+    __slots__ = ("_flush_soon", "_kept", "_loop", "_transport")
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self._transport = transport
+        self._loop = loop
+        self._kept: bytes | None = None
+        self._flush_soon: asyncio.Handle | None = None
+
+    @property
+    def transport(self) -> asyncio.Transport:
+        return self._transport
+
+    def write(self, data: bytes) -> None:
+        kept = self._kept
+        if kept is None:
+            self._kept = data
+            self._flush_soon = self._loop.call_soon(self.flush)
+            return
+        self._kept = None
+        if self._flush_soon is not None:
+            self._flush_soon.cancel()
+            self._flush_soon = None
+        self._transport.writelines((kept, data))
+
+    def flush(self) -> None:
+        kept, self._kept = self._kept, None
+        if self._flush_soon is not None:
+            self._flush_soon.cancel()
+            self._flush_soon = None
+        if kept is not None and not self._transport.is_closing():
+            self._transport.write(kept)
+
+    def close(self) -> None:
+        self.flush()
+        self._transport.close()
+
+    def is_closing(self) -> bool:
+        return self._transport.is_closing()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+
 class GuardedHttpProtocol(HttpToolsProtocol):
     """`guarded(limits)` makes the class uvicorn instantiates per connection."""
 
@@ -85,6 +137,8 @@ class GuardedHttpProtocol(HttpToolsProtocol):
     # --- connection ------------------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        self._writes = _Writes(transport, self.loop)
+        self.transport = self._writes  # type: ignore[assignment]
         peer = self.client[0] if self.client else "?"
         cap = 0 if _within(peer, self.uncapped) else self.limits.max_connections_per_client
         if cap and self.open_per_client[peer] >= cap:
@@ -100,6 +154,8 @@ class GuardedHttpProtocol(HttpToolsProtocol):
 
     def handle_websocket_upgrade(self) -> None:
         self._release()  # the socket leaves this protocol; the WebSocket endpoints have their own caps
+        self._writes.flush()
+        self.transport = self._writes.transport  # the WebSocket's protocol writes its frames itself
         super().handle_websocket_upgrade()
 
     def _release(self) -> None:
