@@ -44,6 +44,22 @@ def upgrade(package: str, database_url: str, revision: str = "head") -> None:
     command.upgrade(revision_config(package, database_url), revision)
 
 
+def upgrade_all(packages: list[str]) -> None:
+    """Each package's history to head, in order, against DATABASE_URL. Gated (runner.START_GATE, the dev
+    stack): Alembic and the packages' models are imported first, while the database is still starting, and
+    DATABASE_URL comes with the environment the gate sends."""
+    from .runner import START_GATE, wait_at_gate
+
+    if os.environ.get(START_GATE) == "stdin":
+        preload = ["alembic.command", "alembic.config", "alembic.runtime.migration", "psycopg"]
+        wait_at_gate(preload + [f"{package}.models" for package in packages])
+    database_url = os.environ.get("DATABASE_URL")
+    if not database_url:
+        raise SystemExit("DATABASE_URL is required")
+    for package in packages:
+        upgrade(package, database_url)
+
+
 def run_env(metadata: MetaData) -> None:
     """Body of every service's env.py (online mode only: migrations always run against a database)."""
     from alembic import context
@@ -97,7 +113,12 @@ def main() -> None:
     # the environment's DATABASE_URL by default: a URL on the command line shows its password to `ps`
     up.add_argument("--database-url", default=os.environ.get("DATABASE_URL"))
     up.add_argument("--revision", default="head", help="stop at this revision (restore: the archive's)")
+    every = sub.add_parser("upgrade-all", help="every history given, in order, to head (DATABASE_URL)")
+    every.add_argument("packages", nargs="+")
     args = parser.parse_args()
+    if args.cmd == "upgrade-all":
+        upgrade_all(args.packages)
+        return
     if not args.database_url:
         parser.error("--database-url or DATABASE_URL is required")
     if args.cmd == "revision":

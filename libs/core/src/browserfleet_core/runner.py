@@ -6,12 +6,21 @@ import argparse
 import asyncio
 import contextlib
 import gc
+import importlib
+import json
 import logging
+import os
 import sys
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 log = logging.getLogger(__name__)
+
+# Set by a launcher (the dev stack) that starts a service before its database and bus are up: the process
+# imports what it will run, then waits for one JSON line on stdin, the environment it runs with.
+START_GATE = "BROWSERFLEET_START_GATE"
+# the line it prints once its imports are done (the launcher starts the next process then)
+GATE_REACHED = "browserfleet: at the start gate"
 
 
 def run_async(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
@@ -32,7 +41,9 @@ def service_main(
     run: Callable[[], Coroutine[Any, Any, None]],
     migrate: Callable[[], None] | None = None,
     argv: list[str] | None = None,
+    preload: Sequence[str] = (),
 ) -> None:
+    """`preload`: modules `run` imports only once it runs, imported ahead when the start is gated."""
     parser = argparse.ArgumentParser(prog=f"browserfleet-{name}")
     parser.add_argument("command", nargs="?", default="run", choices=["run", "migrate"])
     args = parser.parse_args(argv if argv is not None else sys.argv[1:])
@@ -42,8 +53,25 @@ def service_main(
             return
         migrate()
         return
+    if os.environ.get(START_GATE) == "stdin":
+        wait_at_gate(preload)
     freeze_heap()
     run_async(run)
+
+
+def wait_at_gate(preload: Sequence[str] = ()) -> None:
+    """The gated start: the imports first (while the launcher starts the database, the bus and migrations),
+    then the environment the launcher sends once they are ready. Its settings are read only after that, so
+    a configuration error is the same as an ungated start's. A launcher that went away ends the process."""
+    for module in preload:
+        importlib.import_module(module)
+    print(GATE_REACHED, flush=True)
+    line = sys.stdin.readline()
+    if not line.strip():
+        raise SystemExit(0)  # stdin closed before the gate opened: the launcher stopped or died
+    env = json.loads(line)
+    os.environ.pop(START_GATE, None)
+    os.environ.update({str(k): str(v) for k, v in env.items()})
 
 
 def freeze_heap() -> None:

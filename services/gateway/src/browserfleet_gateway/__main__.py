@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> None:
 
         print(json.dumps(openapi(), indent=2, sort_keys=True))
         return
-    service_main("gateway", run=_run, argv=args)
+    service_main("gateway", run=_run, argv=args, preload=("uvicorn", "browserfleet_gateway.app"))
 
 
 if __name__ == "__main__":

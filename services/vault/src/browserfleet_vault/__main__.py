@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> None:
             raise SystemExit("browserfleet-vault: DATABASE_URL is required")
         upgrade("browserfleet_vault", database_url)
 
-    service_main("vault", run=run, migrate=migrate, argv=argv)
+    service_main("vault", run=run, migrate=migrate, argv=argv, preload=("browserfleet_vault.app",))
 
 
 if __name__ == "__main__":

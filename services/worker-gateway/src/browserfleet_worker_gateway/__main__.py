@@ -78,7 +78,9 @@ def main(argv: list[str] | None = None) -> None:
         # migrating needs only the database, not NATS
         upgrade("browserfleet_worker_gateway", _database_url())
 
-    service_main("worker-gateway", run=run, migrate=migrate, argv=argv)
+    service_main(
+        "worker-gateway", run=run, migrate=migrate, argv=argv, preload=("browserfleet_worker_gateway.app",)
+    )
 
 
 if __name__ == "__main__":

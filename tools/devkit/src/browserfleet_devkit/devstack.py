@@ -13,11 +13,11 @@ import asyncio
 import base64
 import collections
 import contextlib
+import json
 import logging
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
@@ -32,6 +32,10 @@ from browserfleet_contracts.auth import BootstrapReply, BootstrapRequest
 from .busconfig import BusSecrets
 from .datadir import DataDirLock
 from .embedded import EmbeddedNats, EmbeddedPostgres, describe_returncode, free_port, listens, port_is_free
+from .gates import DB_SERVICES as DB_SERVICES
+from .gates import MIGRATIONS, OWN_ENV, Gated, Prelaunch, launch, prelaunch
+from .gates import SERVICES as SERVICES
+from .gates import module_of as module_of
 from .supervisor import CrashPolicy, Supervisor
 
 if TYPE_CHECKING:
@@ -39,17 +43,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-DB_SERVICES = ("auth", "scheduler", "vault", "webhooks", "worker-gateway")
-# what a service process must not inherit from the launcher: its own bus identity and servers are set here
-_OWN_ENV = (
-    "DATABASE_URL",
-    "NATS_URL",
-    "NATS_USER",
-    "NATS_PASSWORD",
-    "NATS_SYSTEM_PASSWORD",
-    "BUS_CALLOUT_SEED",
-)
-SERVICES = (*DB_SERVICES, "gateway")
 # One subject per NATS service, served by the part it starts last (the scheduler's lean responders come
 # up after its broker). A `{}` body is answered with a validation error by all but JWKS, a read, so a
 # probe writes nothing; any answer at all means the service is subscribed.
@@ -63,10 +56,6 @@ READY_PROBES = {
 DATABASE_NAME = "browserfleet"
 T = TypeVar("T")
 _COLORS = ("36", "33", "35", "32", "34", "31", "96", "93")
-
-
-def module_of(service: str) -> str:
-    return "browserfleet_" + service.replace("-", "_")
 
 
 @dataclass
@@ -124,6 +113,8 @@ class Platform:
     crash_policy: CrashPolicy | None = None
     # the gateway port to try first when none is fixed and none is remembered (make dev: 8080)
     preferred_gateway_port: int | None = None
+    # the processes `gates.prelaunch` started already, for these `workers` and `env` (else start() does)
+    prelaunched: Prelaunch | None = None
 
     gateway_url: str = field(init=False, default="")
     bootstrap: BootstrapReply | None = field(init=False, default=None)
@@ -137,6 +128,7 @@ class Platform:
     ready_seconds: float | None = field(init=False, default=None)  # start() until a worker takes tasks
     _datadir: DataDirLock | None = field(init=False, default=None)
     _gateway_port_fixed: bool = field(init=False, default=False)
+    _gates: Prelaunch | None = field(init=False, default=None)
     # worker-gateway's socket for remote workers, which the gateway proxies at /workers/ws
     worker_socket_port: int | None = field(init=False, default=None)
 
@@ -148,9 +140,12 @@ class Platform:
         try:
             self._datadir = DataDirLock(self.home)
             self._datadir.acquire()
+            self._prelaunch()
             self._start_infra()
             self._migrate()
             asyncio.run(self._prepare_nats())
+            if self._gates is not None:
+                self._gates.stop_launching()  # those not started yet start now, ungated
             for service in SERVICES:
                 self._spawn(service)
             self._wait_ready(ready_timeout)
@@ -188,6 +183,8 @@ class Platform:
     def stop(self) -> None:
         if self.supervisor is not None:  # first: from here on an exit is not a crash
             self.supervisor.stop()
+        if self._gates is not None:
+            self._gates.close()
         # workers first, and waited for: they hand back their tasks and report themselves offline through
         # the scheduler and worker-gateway, which must still be up for that; then the gateway and the rest
         workers = [sp for sp in self.processes if sp.env.get("SERVICE_NAME") == "worker"]
@@ -226,6 +223,15 @@ class Platform:
         self.stop()
 
     # --- steps -------------------------------------------------------------------------------
+    def _prelaunch(self) -> None:
+        """Every service and the first workers held at their gate (gates.py), importing beside initdb and the
+        migrations: started here unless the caller started them sooner (`prelaunched`, browserfleet up)."""
+        if self.prelaunched is not None:
+            self._gates, self.prelaunched = self.prelaunched, None
+            self._gates.attach(self._emit)
+        else:
+            self._gates = prelaunch(self.workers, self.env, self._emit)
+
     def _start_infra(self) -> None:
         self.secrets = BusSecrets.load_or_create(self.home / "keys")
         if not self.nats_url:
@@ -245,12 +251,23 @@ class Platform:
             )
 
     def _migrate(self) -> None:
-        from browserfleet_core import migrations
-
         assert self.database_url
-        for service in DB_SERVICES:
-            migrations.upgrade(module_of(service), self.database_url)
+        gated = self._gates.take(MIGRATIONS, self._migrations_env()) if self._gates is not None else None
+        if gated is not None:
+            _wait_migrated(gated)
+        else:
+            from browserfleet_core import migrations
+
+            for service in DB_SERVICES:
+                migrations.upgrade(module_of(service), self.database_url)
         self._emit("platform", f"migrations applied: {', '.join(DB_SERVICES)}")
+
+    def _migrations_env(self) -> dict[str, str]:
+        assert self.database_url
+        env = {k: v for k, v in os.environ.items() if not k.startswith(OWN_ENV)}
+        env.update(PYTHONUNBUFFERED="1", DATABASE_URL=self.database_url)
+        env.update(self.env)
+        return env
 
     # --- the bus as `admin` -------------------------------------------------------------------------
     @property
@@ -300,7 +317,7 @@ class Platform:
 
     def _service_env(self, service: str) -> dict[str, str]:
         assert self.nats_url and self.database_url
-        env = {k: v for k, v in os.environ.items() if not k.startswith(_OWN_ENV)}
+        env = {k: v for k, v in os.environ.items() if not k.startswith(OWN_ENV)}
         env.update(
             NATS_URL=self.nats_url,
             DATABASE_URL=self.database_url,
@@ -359,19 +376,21 @@ class Platform:
                 env["WORKER_INVITE_CODE"] = invite_code
             elif not (state / "worker.json").exists():
                 env["WORKER_INVITE_CODE"] = asyncio.run(self._platform_invite())
-        sp = ServiceProcess(label, self._popen(service, env), metrics_port, env=env, relaunch=self._relaunch)
-        self._read_output(sp)
+        gated = self._gates.take(label, env) if self._gates is not None else None
+        if gated is not None:
+            sp = ServiceProcess(
+                label, gated.proc, metrics_port, gated.reader, env, tail=gated.tail, relaunch=self._relaunch
+            )
+            sp.started_at = time.time()
+        else:
+            sp = ServiceProcess(
+                label, self._popen(service, env), metrics_port, env=env, relaunch=self._relaunch
+            )
+            self._read_output(sp)
         self.processes.append(sp)
 
     def _popen(self, service: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
-        return subprocess.Popen(
-            [sys.executable, "-m", module_of(service), "run"],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,  # Ctrl-C reaches the launcher only; it stops children in order
-        )
+        return launch(service, env)
 
     def _read_output(self, sp: ServiceProcess) -> None:
         sp.started_at = time.time()
@@ -560,6 +579,20 @@ async def _retry(call: Callable[[], Awaitable[T]], *, attempts: int = 60, delay:
     raise AssertionError("unreachable")
 
 
+def _wait_migrated(gated: Gated) -> None:
+    """The prelaunched migrations process, sent its DATABASE_URL, until it is done; its last lines if it fails."""
+    try:
+        code = gated.proc.wait()
+    except BaseException:  # Ctrl-C: it goes too
+        gated.proc.kill()
+        gated.proc.wait()
+        raise
+    if code != 0:
+        gated.reader.join(timeout=2)
+        said = "\n".join(gated.tail)
+        raise RuntimeError(f"migrations failed ({describe_returncode(code)}); the last lines:\n{said}")
+
+
 def _ensure_database(server_url: str, name: str) -> str:
     import psycopg
 
@@ -572,8 +605,6 @@ def _ensure_database(server_url: str, name: str) -> str:
 
 
 def _remembered_port(home: Path, name: str) -> int | None:
-    import json
-
     with contextlib.suppress(OSError, ValueError):
         value = json.loads((home / "ports.json").read_text()).get(name)
         return int(value) if value else None
@@ -581,8 +612,6 @@ def _remembered_port(home: Path, name: str) -> int | None:
 
 
 def _remember_port(home: Path, name: str, port: int) -> None:
-    import json
-
     path = home / "ports.json"
     data: dict[str, int] = {}
     with contextlib.suppress(OSError, ValueError):

@@ -14,9 +14,12 @@ import sys
 import threading
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from .datadir import AlreadyRunning
-from .devstack import Platform
+
+if TYPE_CHECKING:
+    from .devstack import Platform
 
 # make dev's gateway is on 8080 when it is free at the first start, so the README's URL just works
 PREFERRED_GATEWAY_PORT = 8080
@@ -31,6 +34,15 @@ def run(
     database_url: str | None = None,
     color: bool = False,
 ) -> int:
+    from .gates import prelaunch
+
+    # the services start importing now, while this process imports the dev stack (a second of CPU)
+    early = prelaunch(workers, {})
+    try:
+        from .devstack import Platform
+    except BaseException:
+        early.close()
+        raise
     platform = Platform(
         home=home,
         nats_url=nats_url,
@@ -40,6 +52,7 @@ def run(
         workers=workers,
         color=color,
         supervise=True,
+        prelaunched=early,
     )
     stop_requested = threading.Event()
     ready = False
