@@ -21,6 +21,7 @@ from nats.aio.msg import Msg
 from pydantic import ValidationError
 
 from .artifacts import store_artifacts
+from .browser import Prepared
 from .execution import execute
 from .liveview import LiveView, refusal
 from .logship import LogShipper
@@ -38,6 +39,18 @@ async def run_attempt(rt: WorkerRuntime, msg: Msg) -> None:
         log.error("terminating a malformed TaskDispatch on %s: %s", msg.subject, _first_error(exc))
         await msg.term()
         return
+    # the task's context opens while its claim makes its round trip; one the task does not take is closed
+    prepared = rt.browser.prepare() if dispatch.spec.profile is None else None
+    try:
+        await _run_claimed(rt, msg, dispatch, prepared)
+    finally:
+        if prepared is not None:
+            rt.browser.release(prepared)
+
+
+async def _run_claimed(
+    rt: WorkerRuntime, msg: Msg, dispatch: TaskDispatch, prepared: Prepared | None
+) -> None:
     task_ref = f"{dispatch.task_id}#{dispatch.attempt}"
     try:
         claim = await rt.rpc.call(
@@ -93,7 +106,7 @@ async def run_attempt(rt: WorkerRuntime, msg: Msg) -> None:
             await _publish(rt, update, subjects.update_msg_id(task.task_id, task.attempt, "log", first))
 
         async with LogShipper(ship, interval=rt.settings.log_ship_seconds) as shipper:
-            outcome = await execute(rt, task, cancelled, live)
+            outcome = await execute(rt, task, cancelled, live, prepared)
         outcome.logs = shipper.number(outcome.logs)
     finally:
         with contextlib.suppress(Exception):

@@ -5,110 +5,32 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import time
 from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from browserfleet_core.background import run_in_background
 from playwright.async_api import Browser, BrowserContext, Dialog, Page, Playwright, async_playwright
 from playwright.async_api import Error as PlaywrightError
 
+from .chromium import BASE_FLAGS as BASE_FLAGS
+from .chromium import DISABLED_FEATURES as DISABLED_FEATURES
+from .chromium import SYSTEM_CHROMIUM as SYSTEM_CHROMIUM
+from .chromium import BrowserNotFound as BrowserNotFound
+from .chromium import browser_memory_mb as browser_memory_mb
+from .chromium import chromium_pids as chromium_pids
+from .chromium import disabled_features_arg as disabled_features_arg
+from .chromium import find_chromium as find_chromium
+from .chromium import is_root
+from .chromium import launch_flags as launch_flags
+from .chromium import merged_features_arg as merged_features_arg
 from .netguard import GuardProxy, IPNetwork, Policy
 
 log = logging.getLogger(__name__)
 
-SYSTEM_CHROMIUM = "/usr/bin/chromium"
-# Chromium's own background traffic (updates, sync, field trials) is noise at best and a data leak at worst
-# on a machine that runs other people's tasks.
-BASE_FLAGS = (
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-quic",
-)
-
-INSTALL_HINT = (
-    "no Chromium found: install Playwright's build with `uv run playwright install chromium` "
-    "(or `apt-get install chromium`), or set BROWSER_EXECUTABLE to a Chromium binary"
-)
-
-
 BROWSER_GONE = "the browser crashed or disconnected"
-
-
-class BrowserNotFound(RuntimeError):
-    pass
-
-
-def find_chromium(
-    configured: str | None, playwright_path: str | None, system_path: str = SYSTEM_CHROMIUM
-) -> str:
-    """The Chromium to launch.
-
-    An explicitly configured BROWSER_EXECUTABLE wins (an operator who sets it means it, so a missing file is
-    an error rather than a silent fallback); then Playwright's own build, which matches the driver's
-    protocol exactly; then the system Chromium.
-    """
-    if configured:
-        if not Path(configured).is_file():
-            raise BrowserNotFound(f"BROWSER_EXECUTABLE={configured} does not exist; {INSTALL_HINT}")
-        return configured
-    if playwright_path and Path(playwright_path).is_file():
-        return playwright_path
-    if Path(system_path).is_file():
-        return system_path
-    raise BrowserNotFound(INSTALL_HINT)
-
-
-# Chromium features a fleet browser must not run. AutofillServerCommunication sends the signature of every
-# form a task fills to Google: a leak of what customers automate, and, through the guard proxy, a refused
-# request (a spurious security event wherever allowed domains are set) on every `fill`.
-# SpareRendererForSitePerProcess keeps an idle renderer started ahead for the next navigation: a worker's
-# memory with no measurable gain for its tasks (each starts in a fresh context anyway).
-# WebUIOmniboxPopup and WebUIOmniboxAimPopup: the full (new headless) Chromium opens a window per context and
-# gives each its address bar's popup as a WebUI page in a renderer of its own (chrome://omnibox-popup.top-chrome),
-# started with every context and never shown headless: a renderer's start-up CPU and ~30 MiB per task.
-DISABLED_FEATURES = (
-    "AutofillServerCommunication",
-    "SpareRendererForSitePerProcess",
-    "WebUIOmniboxPopup",
-    "WebUIOmniboxAimPopup",
-)
-
-
-def disabled_features_arg(pids: list[int]) -> str | None:
-    """The `--disable-features=` switch the Playwright-launched browser among `pids` was started with."""
-    for pid in pids:
-        try:
-            args = [
-                a.decode(errors="replace") for a in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-            ]
-        except OSError:
-            continue
-        if "--remote-debugging-pipe" in args:  # the browser process, not a renderer or the zygote
-            return next((a for a in args if a.startswith("--disable-features=")), None)
-    return None
-
-
-def merged_features_arg(default: str | None) -> str | None:
-    """Playwright's own switch with DISABLED_FEATURES added, or None if nothing is missing. Chromium keeps
-    only the last `--disable-features`, so ours must carry Playwright's list too, never replace it."""
-    have = default.split("=", 1)[1].split(",") if default else []
-    missing = [f for f in DISABLED_FEATURES if f not in have]
-    return "--disable-features=" + ",".join([f for f in have if f] + missing) if missing else None
-
-
-def launch_flags(*, sandbox: bool) -> list[str]:
-    return [*BASE_FLAGS, *([] if sandbox else ["--no-sandbox"])]
-
-
-def _is_root() -> bool:
-    return hasattr(os, "geteuid") and os.geteuid() == 0
 
 
 class BrowserHost:
@@ -140,7 +62,7 @@ class BrowserHost:
         self.last_context_seconds = 0.0
         self._headless = headless
         # Chromium's sandbox refuses to start as root; elsewhere keep it, it is the last line of defence.
-        self._sandbox = (not _is_root()) if sandbox is None else sandbox
+        self._sandbox = (not is_root()) if sandbox is None else sandbox
         self._pw: Playwright | None = None
         self._browser: Browser | None = None
         self._lock = asyncio.Lock()
@@ -207,12 +129,14 @@ class BrowserHost:
         *,
         storage_state: dict[str, Any] | None = None,
         accept_downloads: bool = False,
+        prepared: Prepared | None = None,
     ) -> AsyncIterator[BrowserContext]:
         """A fresh context (no cookies, storage or cache from any other task), always closed.
 
         Every connection goes through the guard proxy under `policy` (default: no domain limit, internal
         addresses blocked except the operator's allowance). Dialogs are dismissed and popups closed, so a
-        hostile page cannot stall a step.
+        hostile page cannot stall a step. `prepared` (from `prepare`) is taken when the options are a
+        prepared context's, else thrown away.
         """
         policy = policy if policy is not None else Policy(allowed_networks=list(self.allowed_networks))
         async with self._lock:
@@ -220,7 +144,12 @@ class BrowserHost:
             guard = self._guard_proxy()
             self.active += 1
             # a prepared context has exactly the options of a task without a profile
-            warm = self._warm.pop(0) if self._warm and accept_downloads and storage_state is None else None
+            plain = accept_downloads and storage_state is None
+            warm = prepared.take() if prepared is not None and plain else None
+            if warm is None and self._warm and plain:
+                warm = self._warm.pop(0)
+        if prepared is not None:
+            self.release(prepared)  # not taken (other options): thrown away
         started = time.monotonic()
         user = ""
         try:
@@ -298,6 +227,34 @@ class BrowserHost:
             return
         while len(self._warm) < self.warm_contexts:
             self._warm.append(asyncio.create_task(self._prepare(browser, guard)))
+
+    def prepare(self) -> Prepared | None:
+        """Starts a fresh context (and its blank page) for a task about to be claimed, so that the claim's
+        round trip and the context's creation overlap; None while the browser is down. Its proxy credentials
+        are reserved: nothing leaves it until `context(prepared=...)` binds its task's policy. One not taken
+        must be given to `release`."""
+        browser, guard = self._browser, self._guard
+        if browser is None or guard is None or not browser.is_connected():
+            return None
+        return Prepared(asyncio.create_task(self._prepare(browser, guard)))
+
+    def release(self, prepared: Prepared) -> None:
+        """Closes a prepared context that no task took (its claim was refused, its task ended before the
+        browser): in the background, with the finished tasks' contexts."""
+        pending = prepared.take()
+        if pending is None:
+            return
+        closed = asyncio.create_task(self._drop_prepared(pending))
+        self._closing.add(closed)
+        closed.add_done_callback(self._closing.discard)
+
+    async def _drop_prepared(self, pending: asyncio.Task[_Warm | None]) -> None:
+        try:
+            warm = await pending
+        except Exception:
+            return
+        if warm is not None and self._guard is not None:
+            await _discard(warm, self._guard)
 
     async def _prepare(self, browser: Browser, guard: GuardProxy) -> _Warm | None:
         """A fresh context and blank page under reserved proxy credentials: no request leaves it before its
@@ -425,6 +382,18 @@ class _Warm:
     token: str  # its reserved guard-proxy credentials
 
 
+class Prepared:
+    """A context being prepared for one task (BrowserHost.prepare): taken once, by that task's `context` or by
+    `release`."""
+
+    def __init__(self, pending: asyncio.Task[_Warm | None]) -> None:
+        self._pending: asyncio.Task[_Warm | None] | None = pending
+
+    def take(self) -> asyncio.Task[_Warm | None] | None:
+        pending, self._pending = self._pending, None
+        return pending
+
+
 async def _close_context(ctx: BrowserContext) -> None:
     try:
         await asyncio.wait_for(ctx.close(), 10)
@@ -460,44 +429,3 @@ def _tame_page(page: Page) -> None:
 async def _quietly(aw: Awaitable[Any]) -> None:
     with contextlib.suppress(Exception):
         await aw
-
-
-def chromium_pids(executable: str | None) -> list[int]:
-    """Pids of Chromium processes started by this process's Playwright driver (via /proc)."""
-    me = os.getpid()
-    parents: dict[int, int] = {}
-    cmd: dict[int, str] = {}
-    for entry in Path("/proc").iterdir() if Path("/proc").is_dir() else []:
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-            parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
-            cmd[int(entry.name)] = (entry / "cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")
-        except (OSError, ValueError, IndexError):
-            continue
-    mine = {me}
-    changed = True
-    while changed:  # descendants of this process
-        changed = False
-        for pid, parent in parents.items():
-            if parent in mine and pid not in mine:
-                mine.add(pid)
-                changed = True
-    name = Path(executable).name if executable else "chrom"
-    return sorted(p for p in mine - {me} if name in cmd.get(p, "") or "chrom" in cmd.get(p, ""))
-
-
-def browser_memory_mb(pids: list[int]) -> float | None:
-    """Resident memory of the given processes, in MB (Linux); None where /proc is missing."""
-    total = 0
-    seen = False
-    for pid in pids:
-        try:
-            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1])
-                    seen = True
-        except (OSError, ValueError):
-            continue
-    return total / 1024 if seen else None

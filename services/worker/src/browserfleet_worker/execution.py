@@ -26,7 +26,7 @@ from prometheus_client import Counter, Gauge, Histogram
 from . import orgpolicy, profiles, unsealing
 from .agent import AgentRunner
 from .artifacts import read_artifact
-from .browser import BrowserHost
+from .browser import BrowserHost, Prepared
 from .liveview import LiveView
 from .llm import LLMClient
 from .netguard import Policy, parse_networks, upstream_from
@@ -170,8 +170,10 @@ async def execute(
     task: TaskDispatch,
     cancelled: asyncio.Event | None = None,
     live: LiveView | None = None,
+    prepared: Prepared | None = None,
 ) -> StepsOutcome:
-    """Release the secrets, run the steps in a fresh context (shown to `live`'s viewers), forget the secrets."""
+    """Release the secrets, run the steps in a fresh context (shown to `live`'s viewers; `prepared` for it when
+    given), forget the secrets."""
     started = time.monotonic()
     cancelled = cancelled or asyncio.Event()
     if cancelled.is_set():
@@ -250,6 +252,7 @@ async def execute(
             storage_state=leased.state if leased is not None else None,
             keep_state=saved_state,
             live=live,
+            prepared=prepared,
         )
         if waited_line is not None:
             outcome.logs.insert(0, waited_line)
@@ -340,10 +343,13 @@ async def _run_cancellable(
     storage_state: dict[str, Any] | None = None,
     keep_state: dict[str, Any] | None = None,
     live: LiveView | None = None,
+    prepared: Prepared | None = None,
 ) -> StepsOutcome:
     """Runs the steps in a fresh context (loaded with `storage_state`) until they finish or `cancelled`
     is set. After a success, the context's storage state is copied into `keep_state` when given."""
-    async with browser.context(policy, accept_downloads=True, storage_state=storage_state) as ctx:
+    async with browser.context(
+        policy, accept_downloads=True, storage_state=storage_state, prepared=prepared
+    ) as ctx:
         if live is not None:
             live.attach(ctx)
         run = asyncio.create_task(runner.run(ctx))
