@@ -98,15 +98,31 @@ async def platform_run(p: Platform, site_url: str, n: int, worker_pid: int) -> d
 
 async def plain_run(site_url: str, n: int) -> dict[str, Any]:
     from browserfleet_worker.browser import find_chromium, launch_flags
+    from browserfleet_worker.chromium import chromium_pids, disabled_features_arg, merged_features_arg
     from playwright.async_api import async_playwright
 
     sandbox = os.geteuid() != 0
     failed = 0
     async with async_playwright() as pw:
         exe = find_chromium(os.environ.get("BROWSER_EXECUTABLE"), pw.chromium.executable_path)
+        platforms = set(chromium_pids(exe))  # the worker's Chromium descends from this process too
         browser = await pw.chromium.launch(
             executable_path=exe, headless=True, args=launch_flags(sandbox=sandbox), chromium_sandbox=sandbox
         )
+        # the same Chromium as the worker's, features it turns off included (as the worker does: launch,
+        # read Playwright's own --disable-features, launch again with ours added): the ratio then measures
+        # the platform, not a switch any script could copy
+        default = disabled_features_arg([p for p in chromium_pids(exe) if p not in platforms])
+        merged = merged_features_arg(default)
+        if default and merged:
+            await browser.close()
+            browser = await pw.chromium.launch(
+                executable_path=exe,
+                headless=True,
+                args=[*launch_flags(sandbox=sandbox), merged],
+                ignore_default_args=[default],
+                chromium_sandbox=sandbox,
+            )
         sem = asyncio.Semaphore(SLOTS)
 
         async def one() -> list[dict[str, str]]:
@@ -130,7 +146,13 @@ async def plain_run(site_url: str, n: int) -> dict[str, Any]:
         wall = time.time() - first
         failed = sum(1 for r in results if isinstance(r, BaseException))
         await browser.close()
-    return {"tasks": n, "failed": failed, "wall_seconds": round(wall, 3), "executable": exe}
+    return {
+        "tasks": n,
+        "failed": failed,
+        "wall_seconds": round(wall, 3),
+        "executable": exe,
+        "disable_features": merged if default and merged else default,
+    }
 
 
 def run(p: Platform, sizes: Sizes) -> Result:
@@ -147,7 +169,7 @@ def run(p: Platform, sizes: Sizes) -> Result:
         "concurrency": SLOTS,
         "steps": "navigate (127.0.0.1), fill, click, extract a 3-row table",
         "platform": "one worker process, 2 slots, fresh context per task",
-        "plain": "one Playwright script, semaphore of 2, fresh context per task",
+        "plain": "one Playwright script, semaphore of 2, fresh context per task, the worker's Chromium switches",
     }
     res.figures = {
         "browserfleet": ours,
