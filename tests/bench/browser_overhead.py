@@ -97,8 +97,13 @@ async def platform_run(p: Platform, site_url: str, n: int, worker_pid: int) -> d
 
 
 async def plain_run(site_url: str, n: int) -> dict[str, Any]:
-    from browserfleet_worker.browser import find_chromium, launch_flags
-    from browserfleet_worker.chromium import chromium_pids, disabled_features_arg, merged_features_arg
+    from browserfleet_worker.browser import (
+        chromium_pids,
+        disabled_features_arg,
+        find_chromium,
+        launch_flags,
+        merged_features_arg,
+    )
     from playwright.async_api import async_playwright
 
     sandbox = os.geteuid() != 0

@@ -90,7 +90,7 @@ def test_quick_mode_writes_every_result(tmp_path: Path) -> None:
     assert browser["browserfleet"]["failed"] == 0 and browser["plain_playwright"]["failed"] == 0
     assert browser["browserfleet"]["rows_extracted_per_task"] == 3
     # the plain script runs the worker's Chromium: the features the worker turns off, off there too
-    from browserfleet_worker.chromium import DISABLED_FEATURES
+    from browserfleet_worker.browser import DISABLED_FEATURES
 
     switch = browser["plain_playwright"]["disable_features"] or ""
     assert all(f in switch.split("=", 1)[-1].split(",") for f in DISABLED_FEATURES), switch
