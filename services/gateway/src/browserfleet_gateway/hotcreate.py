@@ -41,6 +41,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from . import intake
 from .deps import AccessRule, access_rules, bearer_token, client_ip, enforce, principal_for
 from .errors import error_for_status, error_json, service_error_response, validation_body
+from .hotreads import authorization_header
 from .runtime import GatewayState
 
 _JSON = (b"content-type", b"application/json")
@@ -115,7 +116,7 @@ class HotCreates:
         assert state.rpc is not None
         try:
             payload = await self._payload(request)
-            token = bearer_token(_authorization(scope))
+            token = bearer_token(authorization_header(scope))
             principal = await principal_for(state, token, client_ip(request))
             admitted, quota = await enforce(request, state, create.rule, principal)
             header_values, errors = request_params_to_args(dependant.header_params, Headers(scope=scope))
@@ -208,12 +209,3 @@ class HotCreates:
             exclude_none=route.response_model_exclude_none,
         )
         return body
-
-
-def _authorization(scope: Scope) -> str | None:
-    """The first Authorization header, as Starlette's `Headers.get` finds it."""
-    for key, value in scope["headers"]:
-        if key == b"authorization":
-            text: str = value.decode("latin-1")
-            return text
-    return None

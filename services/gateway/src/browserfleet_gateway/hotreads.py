@@ -87,7 +87,7 @@ class HotReads:
         scope["path_params"] = {read.param: ident}
         conn = HTTPConnection(scope)
         try:
-            principal = await principal_for(state, bearer_token(_authorization(scope)), client_ip(conn))
+            principal = await principal_for(state, bearer_token(authorization_header(scope)), client_ip(conn))
             admitted, quota = await enforce(conn, state, read.rule, principal)
             request = read.endpoint.request(actor=admitted.actor, **{read.field: ident})
             body = await state.rpc.call_json(read.endpoint, request)
@@ -111,7 +111,7 @@ class HotReads:
         return read
 
 
-def _authorization(scope: Scope) -> str | None:
+def authorization_header(scope: Scope) -> str | None:
     """The first Authorization header, as Starlette's `Headers.get` finds it."""
     for key, value in scope["headers"]:
         if key == b"authorization":
