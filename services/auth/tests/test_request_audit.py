@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from browserfleet_auth import audit
 from browserfleet_auth.models import AuditLog
+from browserfleet_auth.repository.audit_batch import RequestAuditBatch
 from browserfleet_contracts.auth import RequestAudit
 from browserfleet_contracts.common import Actor
 from browserfleet_core.db import Database
@@ -46,6 +47,7 @@ SEQUENCES = {
 async def db(fresh_database: Callable[[], str]) -> AsyncIterator[Database]:
     database = Database(fresh_database(), "auth", pool_size=2)
     yield database
+    await RequestAuditBatch.of(database).close()
     await database.dispose()
 
 

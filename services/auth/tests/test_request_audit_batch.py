@@ -18,6 +18,7 @@ from browserfleet_auth.repository.audit_batch import RequestAuditBatch
 from browserfleet_contracts.auth import RequestAudit
 from browserfleet_contracts.common import Actor
 from browserfleet_core.db import Database
+from sqlalchemy import text
 from sqlmodel import col, select
 
 AT = datetime(2026, 12, 6, 12, 0, tzinfo=UTC)
@@ -28,6 +29,7 @@ ROUTE = "POST /api/v1/tasks"
 async def db(fresh_database: Callable[[], str]) -> AsyncIterator[Database]:
     database = Database(fresh_database(), "auth", pool_size=2)
     yield database
+    await RequestAuditBatch.of(database).close()
     await database.dispose()
 
 
@@ -114,6 +116,30 @@ async def test_an_answer_means_the_entry_is_committed(db: Database) -> None:
     assert await RequestAuditBatch.of(db).write(AT, req(rid, "begin"))
     (entry,) = await rows(db, rid)
     assert entry["outcome"] == "pending" and entry["status"] is None
+
+
+async def test_a_record_outlives_the_writers_connection(db: Database) -> None:
+    """The writer keeps a connection of its own: killed between two records (a PostgreSQL restart, a proxy's
+    idle timeout), the next record is still written, on a new connection, and answered once committed."""
+    batch = RequestAuditBatch.of(db)
+    assert await batch.write(AT, req(uuid.uuid4().hex, "begin"))
+    assert batch._pg is not None
+    pid = batch._pg.info.backend_pid
+    async with db.statement() as conn:
+        await conn.execute(text("SELECT pg_terminate_backend(:pid, 10000)"), {"pid": pid})
+    rid = uuid.uuid4().hex
+    assert await batch.write(AT, req(rid, "begin"))
+    assert len(await rows(db, rid)) == 1
+    assert batch._pg is not None and batch._pg.info.backend_pid != pid
+
+
+async def test_closed_the_writer_opens_again(db: Database) -> None:
+    batch = RequestAuditBatch.of(db)
+    await batch.close()
+    assert batch._pg is None
+    rid = uuid.uuid4().hex
+    assert await batch.write(AT, req(rid, "begin"))
+    assert len(await rows(db, rid)) == 1
 
 
 async def test_a_database_that_cannot_write_refuses_every_record(

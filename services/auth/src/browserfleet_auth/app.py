@@ -20,6 +20,7 @@ from .config import AuthConfig
 from .handlers import build_lean, create_router
 from .models import outbox
 from .oidc import Oidc
+from .repository.audit_batch import RequestAuditBatch
 from .runtime import AuthRuntime
 from .settings import AuthSettings
 from .throttle import BruteForcePolicy
@@ -65,6 +66,8 @@ class AuthApp:
             await self.audited.stop()  # finishes the batch in hand while the connection is up
             self.audited = None
         await self.lean.stop()
+        if self.db is not None:
+            await RequestAuditBatch.of(self.db).close()  # no call entry can arrive any more
         await self.broker.stop()
         if self.relay is not None:
             await self.relay.stop()

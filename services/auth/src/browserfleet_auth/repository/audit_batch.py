@@ -11,19 +11,29 @@ before.
 If a batch fails, each of its records is retried alone, so one record PostgreSQL refuses (a value too long
 for its column) fails only its own call. A record the statement cannot take (a repeated phase, a call
 refused before it was opened, an entry auth wrote first) comes back `False` and takes the caller's
-transaction path, exactly as the one-statement path did."""
+transaction path, exactly as the one-statement path did.
+
+Every call waits for its entry, so what one statement costs beyond PostgreSQL's own work is latency of every
+state-changing call. The writer runs one statement at a time, so it keeps one connection of its own (autocommit,
+made from the pool's connect arguments) instead of checking one out of SQLAlchemy's pool per statement, and a
+record alone in its batch (every call of a quiet platform) is a one-row statement with scalar parameters
+rather than the batch's eighteen arrays. Together they took about half of the writer's CPU per record."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import weakref
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
 
+import psycopg
 from browserfleet_contracts.auth import RequestAudit
 from browserfleet_core.db import Database
+from psycopg import AsyncRawCursor
+from psycopg.pq import TransactionStatus
 from sqlalchemy import Table
 
 from ..models import AuditLog
@@ -81,6 +91,30 @@ SELECT n FROM o UNION ALL SELECT n FROM closed
 """  # noqa: S608 (what is interpolated is the table's own name, never input)
 
 
+# The statement above for a batch of one record: the same rows written and the same answer (a row back when the
+# record was written), with scalar parameters ($n: psycopg's raw cursor, no placeholder conversion per call).
+_OPEN_ONE: Final = f"""
+INSERT INTO {_TABLE}
+    (at, action, outcome, org_id, actor_user_id, actor_api_key_id, client_ip, target, detail, request_id, route)
+SELECT $1::timestamptz, $2::text, 'pending', $3::text, $4::text, $5::text, $6::text, $7::text, $8::jsonb,
+       $9::text, $10::text
+WHERE NOT EXISTS (SELECT 1 FROM {_TABLE} a WHERE a.org_id = $3::text AND a.request_id = $9::text)
+RETURNING 1
+"""  # noqa: S608 (the table's own name)
+
+_CLOSE_ONE: Final = f"""
+UPDATE {_TABLE} a SET
+    status = $3::int,
+    outcome = CASE WHEN a.outcome IN ('pending', 'success') THEN $4::text ELSE a.outcome END,
+    target = coalesce(a.target, $5::text),
+    detail = CASE WHEN $6::text IS NOT NULL AND $3::int >= 400
+                  THEN a.detail || jsonb_build_object('code', $6::text) ELSE a.detail END
+WHERE a.id = (SELECT min(b.id) FROM {_TABLE} b WHERE b.org_id = $1::text AND b.request_id = $2::text)
+  AND a.status IS NULL AND a.route IS NOT NULL
+RETURNING 1
+"""  # noqa: S608 (the table's own name)
+
+
 def outcome_of(status: int) -> str:
     if status < 400:
         return "success"
@@ -94,6 +128,38 @@ class _Record:
     at: datetime
     req: RequestAudit
     done: asyncio.Future[bool]
+
+
+def _detail(req: RequestAudit) -> str:
+    return json.dumps({"path": req.path} if req.path else {})
+
+
+def _one(record: _Record) -> tuple[str, tuple[Any, ...]]:
+    """The one-row statement of a record and its parameters."""
+    req, actor = record.req, record.req.actor
+    target = req.target[:320] if req.target else None
+    if req.phase == "begin":
+        return _OPEN_ONE, (
+            record.at,
+            req.action,
+            actor.org_id,
+            actor.user_id,
+            actor.api_key_id,
+            actor.client_ip,
+            target,
+            _detail(req),
+            actor.request_id,
+            req.route,
+        )
+    assert req.status is not None
+    return _CLOSE_ONE, (
+        actor.org_id,
+        actor.request_id,
+        req.status,
+        outcome_of(req.status),
+        target,
+        req.code,
+    )
 
 
 def _params(batch: list[_Record]) -> dict[str, list[Any]]:
@@ -132,7 +198,7 @@ def _params(batch: list[_Record]) -> dict[str, list[Any]]:
             p["o_key"].append(actor.api_key_id)
             p["o_ip"].append(actor.client_ip)
             p["o_target"].append(target)
-            p["o_detail"].append(json.dumps({"path": req.path} if req.path else {}))
+            p["o_detail"].append(_detail(req))
             p["o_rid"].append(actor.request_id)
             p["o_route"].append(req.route)
         else:
@@ -163,6 +229,7 @@ class RequestAuditBatch:
         self.db = db
         self._waiting: list[_Record] = []
         self._writer: asyncio.Task[None] | None = None
+        self._pg: psycopg.AsyncConnection[Any] | None = None
 
     @staticmethod
     def takes(req: RequestAudit) -> bool:
@@ -212,8 +279,39 @@ class RequestAuditBatch:
                 record.done.set_result(0 in written)
 
     async def _execute(self, batch: list[_Record]) -> set[int]:
-        async with self.db.statement() as conn:
-            raw = await conn.get_raw_connection()
-            pg: Any = raw.driver_connection
-            cursor = await pg.execute(_SQL, _params(batch))
+        pg = await self._connection()
+        try:
+            if len(batch) == 1:
+                sql, args = _one(batch[0])
+                async with AsyncRawCursor(pg) as raw:
+                    await raw.execute(sql, args, prepare=True)
+                    return {0} if await raw.fetchall() else set()
+            cursor = await pg.execute(_SQL, _params(batch), prepare=True)
             return {n for (n,) in await cursor.fetchall()}
+        except BaseException:
+            # a refused statement leaves the connection idle and usable; anything else (a dead server, a
+            # statement cancelled in flight) leaves it in no known state: the next statement gets a new one
+            if pg.closed or pg.broken or pg.info.transaction_status != TransactionStatus.IDLE:
+                await self._discard()
+            raise
+
+    async def _connection(self) -> psycopg.AsyncConnection[Any]:
+        """The writer's own connection, in autocommit (each statement commits by itself), made as the pool
+        makes its connections."""
+        pg = self._pg
+        if pg is None or pg.closed or pg.broken:
+            engine = self.db.engine
+            args, kwargs = engine.dialect.create_connect_args(engine.url)
+            pg = self._pg = await psycopg.AsyncConnection.connect(*args, **kwargs, autocommit=True)
+        return pg
+
+    async def _discard(self) -> None:
+        pg, self._pg = self._pg, None
+        if pg is not None:
+            with contextlib.suppress(Exception):
+                await pg.close()
+
+    async def close(self) -> None:
+        """Close the writer's connection (the service stops: call it once no record can arrive any more).
+        A record written later opens a new one."""
+        await self._discard()
