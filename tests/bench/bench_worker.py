@@ -1,8 +1,9 @@
 """A benchmark worker: the real worker protocol (CONTRIBUTING "The task protocol") without a browser.
 
 It pulls from the pool's durable consumers (every priority at once), claims each attempt with
-`svc.scheduler.claim`, publishes `started` and then `result` on TASK_UPDATES with the worker's message ids,
-and acks the TASKS message only after the result is stored, exactly as `browserfleet_worker` does. What it
+`svc.scheduler.claim` (the claim is the start: no `started` update), publishes its `result` on TASK_UPDATES
+with the worker's message id, and acks the TASKS message only after the result is stored, exactly as
+`browserfleet_worker` does. What it
 skips is the browser, so what the control-plane benchmark measures is the platform's own cost.
 
 Run by the benchmark as `python -m tests.bench.bench_worker` with NATS_URL, WORKER_KEY, WORKER_ID,
@@ -146,12 +147,8 @@ class BenchWorker:
         self.started.setdefault(dispatch.task_id, time.time())
         worker_id = claim.worker_id or self.worker_id
         ref = f"{dispatch.task_id}:{dispatch.attempt}"
-        await self.publish(
-            TaskUpdateMessage(
-                task_id=dispatch.task_id, attempt=dispatch.attempt, worker_id=worker_id, kind="started"
-            ),
-            f"{ref}:started",
-        )
+        # as the worker: no `started` update (the claim is the start), the ack not waited for once the
+        # result is stored
         if self.task_seconds:
             await asyncio.sleep(self.task_seconds)
         await self.publish(
@@ -167,7 +164,7 @@ class BenchWorker:
             f"{ref}:result",
         )
         self.note("results")
-        await msg.ack_sync(timeout=10)
+        await msg.ack()
 
     async def serve(self, stop: asyncio.Event, ready: Callable[[], Awaitable[object]] | None = None) -> None:
         """Pull every priority (`ready` once the pulls are under way) until `stop` is set, then give the tasks

@@ -11,12 +11,13 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
 from browserfleet_devkit.devstack import Platform
 
-from .common import Result, Sizes
+from .common import _TICKS, Result, Sizes
 from .memory import MIB, PeakMemory, tree_memory
 from .site import Site
 from .stack import Outcomes, login
@@ -40,6 +41,53 @@ def steps(url: str) -> list[dict[str, Any]]:
             "fields": {"name": ".name", "company": ".company", "score": ".score"},
         },
     ]
+
+
+def _stats() -> dict[int, tuple[int, str, float]]:
+    """pid -> (parent, command name, CPU seconds used by it and by its children it has reaped)."""
+    out = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+            head, rest = text.rsplit(")", 1)
+            fields = rest.split()
+        except (OSError, ValueError):
+            continue
+        # utime, stime, cutime, cstime: a renderer that ended counts in its reaper (the zygote)
+        cpu = sum(int(f) for f in fields[11:15]) / _TICKS
+        out[int(head.split(" ", 1)[0])] = (int(fields[1]), head.split("(", 1)[1], cpu)
+    return out
+
+
+def browser_cpu(root: int, *, own: bool = True) -> dict[str, float]:
+    """CPU seconds so far of `root` (its own threads, when `own`), of the Playwright driver (node) below it
+    and of that driver's descendants (Chromium, its ended renderers included)."""
+    stats = _stats()
+    kids: dict[int, list[int]] = {}
+    for pid, (ppid, _, _) in stats.items():
+        kids.setdefault(ppid, []).append(pid)
+    used = {"python": 0.0, "driver": 0.0, "chromium": 0.0}
+    if own and root in stats:
+        fields = Path(f"/proc/{root}/stat").read_text().rsplit(")", 1)[1].split()
+        used["python"] = (int(fields[11]) + int(fields[12])) / _TICKS
+    for driver in kids.get(root, []):
+        if not stats[driver][1].startswith("node"):  # "node-MainThread"
+            continue
+        fields = Path(f"/proc/{driver}/stat").read_text().rsplit(")", 1)[1].split()
+        used["driver"] += (int(fields[11]) + int(fields[12])) / _TICKS
+        todo = list(kids.get(driver, []))
+        while todo:
+            pid = todo.pop()
+            used["chromium"] += stats[pid][2]
+            todo += kids.get(pid, [])
+    return used
+
+
+def cpu_per_task(before: dict[str, float], after: dict[str, float], n: int) -> dict[str, float]:
+    """Milliseconds of CPU per task for each part, and their sum."""
+    per = {k: round(1000 * (after[k] - before[k]) / n, 1) for k in before} if n else {}
+    per["total"] = round(sum(per.values()), 1)
+    return per
 
 
 async def platform_run(p: Platform, site_url: str, n: int, worker_pid: int) -> dict[str, Any]:
@@ -70,9 +118,11 @@ async def platform_run(p: Platform, site_url: str, n: int, worker_pid: int) -> d
                 raise RuntimeError("browser warm-up tasks did not finish (is the worker up?)")
             idle_pss, idle_rss = tree_memory(worker_pid)  # Chromium up, nothing running
             first = time.time()
+            cpu_before = browser_cpu(worker_pid)
             with PeakMemory(worker_pid) as peak:
                 ids = await submit(n)
                 complete = await outcomes.wait_for(ids, max(300.0, n * 3.0))
+            cpu = cpu_per_task(cpu_before, browser_cpu(worker_pid), n)
             last = max(outcomes.done[i] for i in ids if i in outcomes.done)
             failed = sum(1 for i in ids if outcomes.status.get(i) != "completed")
             sample = (await client.get(f"/api/v1/tasks/{next(iter(ids))}")).json()
@@ -87,6 +137,7 @@ async def platform_run(p: Platform, site_url: str, n: int, worker_pid: int) -> d
         "all_finished": complete,
         "wall_seconds": round(last - first, 3),
         "rows_extracted_per_task": len(rows),
+        "cpu_ms_per_task": cpu,
         "worker_memory_mib": {
             "idle_pss": idle_pss // MIB,
             "idle_rss_sum": idle_rss // MIB,
@@ -147,14 +198,18 @@ async def plain_run(site_url: str, n: int) -> dict[str, Any]:
 
         await asyncio.gather(*(one() for _ in range(SLOTS)))  # warm-up, like the platform's
         first = time.time()
+        # the driver and Chromium of this script (the platform's worker is not started yet)
+        cpu_before = browser_cpu(os.getpid())
         results = await asyncio.gather(*(one() for _ in range(n)), return_exceptions=True)
         wall = time.time() - first
+        cpu = cpu_per_task(cpu_before, browser_cpu(os.getpid()), n)
         failed = sum(1 for r in results if isinstance(r, BaseException))
         await browser.close()
     return {
         "tasks": n,
         "failed": failed,
         "wall_seconds": round(wall, 3),
+        "cpu_ms_per_task": cpu,
         "executable": exe,
         "disable_features": merged if default and merged else default,
     }

@@ -12,7 +12,7 @@ from typing import Any
 
 import nats
 from browserfleet_contracts import endpoints
-from browserfleet_contracts.tasks import TaskUpdateMessage
+from browserfleet_contracts.tasks import ClaimRequest, TaskUpdateMessage
 from browserfleet_core.streams import ensure_pool_consumers, ensure_streams
 from browserfleet_devkit.testing import unique_name
 from browserfleet_worker.browser import BrowserHost
@@ -41,15 +41,14 @@ async def test_a_killed_browser_fails_the_attempt_as_retryable_and_the_next_task
 
     async def claim(msg: Msg) -> None:
         await msg.respond(json.dumps({"granted": True, "worker_id": worker_id}).encode())
+        started[ClaimRequest.model_validate_json(msg.data).task_id].set()  # granted: the task is running
 
     async def heartbeat(msg: Msg) -> None:
         await msg.respond(b'{"ok": true}')
 
     async def on_update(msg: Msg) -> None:
         update = TaskUpdateMessage.model_validate_json(msg.data)
-        if update.kind == "started":
-            started[update.task_id].set()
-        elif update.kind == "result" and not results[update.task_id].done():
+        if update.kind == "result" and not results[update.task_id].done():
             results[update.task_id].set_result(update)
 
     subs = [

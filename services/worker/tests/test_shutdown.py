@@ -87,14 +87,16 @@ async def stand(nats_url: str) -> AsyncIterator[Stand]:
         await msg.respond(b'{"ok": true}')
 
     async def claim(msg: Msg) -> None:
-        state.claims.append(ClaimRequest.model_validate_json(msg.data).task_id)
+        task_id = ClaimRequest.model_validate_json(msg.data).task_id
+        state.claims.append(task_id)
         await msg.respond(json.dumps({"granted": True, "worker_id": state.worker_id}).encode())
+        state.started[task_id].set()  # granted: the task is running (the scheduler's task.started)
 
     async def on_update(msg: Msg) -> None:
         update = TaskUpdateMessage.model_validate_json(msg.data)
         state.updates[update.task_id].append(update)
-        if update.kind in ("started", "result"):  # log lines ship while a task runs
-            (state.started if update.kind == "started" else state.results)[update.task_id].set()
+        if update.kind == "result":  # log lines ship while a task runs
+            state.results[update.task_id].set()
 
     subs = [
         await nc.subscribe(endpoints.Workers.REGISTER.subject, cb=register),

@@ -1,9 +1,16 @@
-"""One TASKS message, start to end (CONTRIBUTING "The task protocol"): claim it, announce `started`, ship its log
-lines while it runs, store its artifacts, publish its result, ack.
+"""One TASKS message, start to end (CONTRIBUTING "The task protocol"): claim it (the claim is what moves the
+task to running and writes `task.started`), ship its log lines while it runs, store its artifacts, publish its
+result, ack.
 
-The message is acked only after the result is safely on TASK_UPDATES, so a crash anywhere before that leads to
-a redelivery rather than a lost outcome; the scheduler's claim makes the rerun safe. Every update carries a
-Nats-Msg-Id (`subjects.update_msg_id`), so a publication repeated after a lost ack is stored once.
+The message is acked only after the result is safely on TASK_UPDATES (JetStream confirmed it), so a crash
+anywhere before that leads to a redelivery rather than a lost outcome; the scheduler's claim makes the rerun
+safe. The ack itself is not waited for: if it is lost, JetStream offers the message again after its ack wait,
+and whoever claims it then is refused (the task is finished) and terms it. Every update carries a Nats-Msg-Id
+(`subjects.update_msg_id`), so a publication repeated after a lost ack is stored once.
+
+No `started` update is sent: the scheduler never needed it (the claim already records the start), and it cost
+a JetStream write, its confirmation and a scheduler batch per task. Schedulers still accept one from older
+workers.
 """
 
 from __future__ import annotations
@@ -51,6 +58,29 @@ async def run_attempt(rt: WorkerRuntime, msg: Msg) -> None:
 async def _run_claimed(
     rt: WorkerRuntime, msg: Msg, dispatch: TaskDispatch, prepared: Prepared | None
 ) -> None:
+    # listen before claiming: the claim moves the task to running, and a cancel sent the moment it shows as
+    # running (even before the claim's reply reaches us) must land; the subscription precedes the claim
+    # request on this connection, so the server has it before the scheduler can answer
+    cancelled = asyncio.Event()
+
+    async def on_cancel(_msg: Msg) -> None:
+        cancelled.set()
+
+    cancel_sub = await rt.nc.subscribe(subjects.task_cancel(dispatch.task_id), cb=on_cancel)
+    try:
+        await _run_listening(rt, msg, dispatch, prepared, cancelled)
+    finally:
+        with contextlib.suppress(Exception):
+            await cancel_sub.unsubscribe()
+
+
+async def _run_listening(
+    rt: WorkerRuntime,
+    msg: Msg,
+    dispatch: TaskDispatch,
+    prepared: Prepared | None,
+    cancelled: asyncio.Event,
+) -> None:
     task_ref = f"{dispatch.task_id}#{dispatch.attempt}"
     try:
         claim = await rt.rpc.call(
@@ -75,13 +105,6 @@ async def _run_claimed(
     worker_id = claim.worker_id or rt.identity.worker_id or rt.settings.worker_name
     # the scheduler's word for who we are: updates go out under it, the only id our bus identity may use
     rt.identity.worker_id = rt.identity.worker_id or claim.worker_id
-    # listen before announcing `started`: a cancel sent the moment the task shows as running must land
-    cancelled = asyncio.Event()
-
-    async def on_cancel(_msg: Msg) -> None:
-        cancelled.set()
-
-    cancel_sub = await rt.nc.subscribe(subjects.task_cancel(task.task_id), cb=on_cancel)
     # the scheduler records the claimant's id on the task: the gateway addresses the live view with it
     live = None
     if claim.worker_id:
@@ -90,13 +113,6 @@ async def _run_claimed(
     try:
         if live is not None:
             await live.open()
-        await _publish(
-            rt,
-            TaskUpdateMessage(
-                task_id=task.task_id, attempt=task.attempt, worker_id=worker_id, kind="started"
-            ),
-            subjects.update_msg_id(task.task_id, task.attempt, "started"),
-        )
         log.info("running %s (%s)", task_ref, task.spec.kind)
 
         async def ship(lines: list[TaskLogLine], first: int) -> None:
@@ -109,8 +125,6 @@ async def _run_claimed(
             outcome = await execute(rt, task, cancelled, live, prepared)
         outcome.logs = shipper.number(outcome.logs)
     finally:
-        with contextlib.suppress(Exception):
-            await cancel_sub.unsubscribe()
         if live is not None:
             await live.close()
     artifacts = await store_artifacts(rt.js, rt.rpc, rt.identity.worker_key, task, outcome)
@@ -132,7 +146,7 @@ async def _run_claimed(
     log.info(
         "%s %s%s", task_ref, outcome.status, f": {outcome.error_message}" if outcome.error_message else ""
     )
-    await msg.ack_sync(timeout=rt.settings.rpc_timeout_seconds)
+    await msg.ack()
 
 
 async def _publish(rt: WorkerRuntime, update: TaskUpdateMessage, msg_id: str) -> None:
