@@ -162,13 +162,15 @@ async def run_platform(p: Platform, sizes: Sizes, profile: Path | None = None) -
             phases.insert(0, ("light", sizes.light_rate, sizes.light_seconds))
         for name, rate, seconds in phases:
             await asyncio.sleep(1.0)
-            ids, phase = await _steady(sub, outcomes, rate, seconds)
+            with Profiler(profile, name, python_pids(p, {"bench-worker": worker.proc.pid})):
+                ids, phase = await _steady(sub, outcomes, rate, seconds)
             starts = await worker.starts(nc)
             to_start = [starts[i] - sub.submitted[i] for i in ids if i in starts]
             to_done = [outcomes.done[i] - sub.submitted[i] for i in ids if i in outcomes.done]
             phase["submit_to_accepted"] = percentiles([sub.accepted[i] - sub.submitted[i] for i in ids])
             phase["submit_to_start"] = percentiles(to_start)
             phase["submit_to_completed"] = percentiles(to_done)
+            phase["path"] = await stages.path(p.database_url, ids, sub.submitted, sub.accepted, starts)
             figures[name] = phase
         figures["stages"] = await stages.run(p, token, TASK_BODY, sizes.stage_calls)
         failed = sum(1 for s in outcomes.status.values() if s != "completed")

@@ -128,3 +128,64 @@ ROWS = (
     ("nats_request_reply", "bus: NATS request/reply"),
     ("jetstream_publish", "bus: JetStream publish + ack"),
 )
+
+
+# The path of one task, from the timestamps the scheduler wrote (its own clock, the machine's wall clock as
+# the bench's): submit -> created (HTTP, gateway, auth's audit, the scheduler's create up to its statement)
+# -> dispatched (equal to created when the create admitted its own task; else the admission pass) -> claimed
+# (the dispatch's publish, JetStream's delivery, the worker's pull and its claim reaching the scheduler)
+# -> worker start (the claim's statement, its commit and the reply); and the 201 arriving at the client.
+PATH_SQL = """
+SELECT id, extract(epoch FROM created_at), extract(epoch FROM dispatched_at), extract(epoch FROM started_at)
+  FROM scheduler.tasks WHERE id = ANY(%s)
+"""
+
+
+def _task_times(url: str, ids: list[str]) -> dict[str, tuple[float, float | None, float | None]]:
+    import psycopg
+
+    with psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://"), autocommit=True) as conn:
+        rows = conn.execute(PATH_SQL, (ids,)).fetchall()
+    return {
+        r[0]: (float(r[1]), None if r[2] is None else float(r[2]), None if r[3] is None else float(r[3]))
+        for r in rows
+    }
+
+
+async def path(
+    url: str | None,
+    ids: set[str],
+    submitted: dict[str, float],
+    accepted: dict[str, float],
+    starts: dict[str, float],
+) -> dict[str, Any] | None:
+    """Per-stage percentiles of the tasks `ids` (see PATH_SQL), and the share admitted by their own create."""
+    if not url or not ids:
+        return None
+    times = await asyncio.to_thread(_task_times, url, sorted(ids))
+    cols: dict[str, list[float]] = {
+        k: []
+        for k in (
+            "submit_to_created",
+            "created_to_dispatched",
+            "dispatched_to_claimed",
+            "claimed_to_worker_start",
+            "created_to_accepted",
+        )
+    }
+    in_create = 0
+    for task_id, (created, dispatched, claimed) in times.items():
+        cols["submit_to_created"].append(created - submitted[task_id])
+        cols["created_to_accepted"].append(accepted[task_id] - created)
+        if dispatched is None:
+            continue
+        in_create += dispatched == created
+        cols["created_to_dispatched"].append(dispatched - created)
+        if claimed is None:
+            continue
+        cols["dispatched_to_claimed"].append(claimed - dispatched)
+        if task_id in starts:
+            cols["claimed_to_worker_start"].append(starts[task_id] - claimed)
+    out: dict[str, Any] = {k: percentiles(v) for k, v in cols.items()}
+    out["admitted_in_create_share"] = round(in_create / max(1, len(times)), 3)
+    return out
