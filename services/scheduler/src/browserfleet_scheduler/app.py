@@ -20,7 +20,7 @@ from browserfleet_core.outbox import OutboxRelay
 from browserfleet_core.streams import ensure_pool_consumers, ensure_streams
 from faststream.nats import NatsBroker
 
-from . import admission, repository, schedules, timeouts
+from . import admission, creation, repository, schedules, timeouts
 from .handlers import UPDATES_DURABLE, build_lean, build_routers, build_updates_consumer, updates_doc_router
 from .models import outbox
 from .org_events import build_org_events_router
@@ -142,9 +142,11 @@ class SchedulerApp:
                 if not await repository.anything_queued(conn, now):
                     return admission.PassOutcome([], busy=False)
         registered = await self.runtime.registered_pools()  # outside the transaction: a round trip
-        outcome = await self.db.run(
-            admission.admission_pass, self.relay, self.runtime.policy, now, registered
-        )
+        # this process's creates wait for the pass rather than find its lock held (creation.AdmitGate)
+        async with creation.admit_gate(self.db).admission_pass():
+            outcome = await self.db.run(
+                admission.admission_pass, self.relay, self.runtime.policy, now, registered
+            )
         self._queue_was_empty = not outcome.busy and outcome.seen == 0
         return outcome
 
