@@ -6,6 +6,7 @@ from datetime import datetime
 from typing import Any
 
 from browserfleet_core.db import AsyncSession
+from sqlalchemy import text
 from sqlalchemy.dialects.postgresql import insert
 from sqlmodel import col, select
 
@@ -52,7 +53,10 @@ async def insert_task_for_tick(session: AsyncSession, values: dict[str, Any]) ->
     stmt = (
         insert(Task)
         .values(**values)
-        .on_conflict_do_nothing(index_elements=["schedule_id", "schedule_tick"])
+        # the unique index is partial (tasks of a schedule): ON CONFLICT names its predicate
+        .on_conflict_do_nothing(
+            index_elements=["schedule_id", "schedule_tick"], index_where=text("schedule_id IS NOT NULL")
+        )
         .returning(col(Task.id))
     )
     return (await session.exec(stmt)).first() is not None

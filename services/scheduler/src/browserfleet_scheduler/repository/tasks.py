@@ -21,8 +21,13 @@ from .driver import Fixed
 _TASKS = Task.__table__  # type: ignore[attr-defined]
 # Built once and given the row as parameters: composing `insert(Task).values(...)` per call cost more
 # CPU than the round trip it makes.
+# the unique index over (org_id, idempotency_key) is partial (rows with a key): ON CONFLICT names its predicate
 _INSERT_TASK = (
-    insert(_TASKS).on_conflict_do_nothing(index_elements=["org_id", "idempotency_key"]).returning(_TASKS.c.id)
+    insert(_TASKS)
+    .on_conflict_do_nothing(
+        index_elements=["org_id", "idempotency_key"], index_where=text("idempotency_key IS NOT NULL")
+    )
+    .returning(_TASKS.c.id)
 )
 
 
