@@ -27,10 +27,12 @@ from browserfleet_webhooks import handlers
 from browserfleet_webhooks.app import WebhooksService, create_broker
 from browserfleet_webhooks.intake import record_events
 from browserfleet_webhooks.models import WebhookDelivery, WebhookEndpoint
+from browserfleet_webhooks.repository.takers import TakerCheck
 from faststream.specification import AsyncAPI
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, StreamConfig
+from sqlalchemy import text
 from sqlmodel import col, select
 
 from .conftest import TEST_SCHEDULE, Receiver
@@ -222,6 +224,29 @@ async def test_a_failing_batch_falls_back_to_one_transaction_per_event(
         (endpoint_a.id, before.id),
         (endpoint_b.id, after.id),
     }
+
+
+async def test_a_batch_outlives_the_taker_questions_connection(
+    rpc: RpcClient, batches: Batches, receiver: Receiver, service: WebhooksService
+) -> None:
+    """Whether a batch has a taker is asked on a connection of the consumer's own: killed between two
+    batches (a PostgreSQL restart, a proxy's idle timeout), the next batch is still recorded at once, not
+    nak'ed to wait for its redelivery."""
+    a = _org()
+    endpoint = await _endpoint(rpc, a, receiver.url(f"/hook/{uuid.uuid4().hex}"), ["task.completed"])
+    check = TakerCheck.of(service.db)
+    assert await check.any_endpoint({a.org_id}, ["task.completed"])
+    assert check._pg is not None
+    pid = check._pg.info.backend_pid
+    async with service.db.statement() as conn:
+        await conn.execute(text("SELECT pg_terminate_backend(:pid, 10000)"), {"pid": pid})
+
+    event = _event(a)
+    msgs = await batches.take(event)
+    await handlers.on_events(service.runtime, msgs)
+    assert not msgs[0].is_acked  # not nak'ed: BatchConsumer acks it
+    assert await _deliveries(service, [event.id]) == {(endpoint.id, event.id)}
+    assert check._pg is not None and check._pg.info.backend_pid != pid
 
 
 async def test_record_events_matches_per_event_org_and_type(service: WebhooksService) -> None:

@@ -18,6 +18,7 @@ from faststream.nats import NatsBroker
 
 from . import handlers, signing_keys
 from .org_events import build_org_events_router
+from .repository.takers import TakerCheck
 from .runtime import WebhooksRuntime
 from .settings import WebhooksSettings
 
@@ -88,6 +89,7 @@ class WebhooksService:
         if self.events is not None:
             await self.events.stop()  # finishes the batch in hand while the broker's connection is up
             self.events = None
+        await TakerCheck.of(self.db).close()
         await self.runtime.dispatcher.stop()
         await self.runtime.relay.stop()
         await self.broker.stop()

@@ -17,6 +17,7 @@ from browserfleet_core.db import AsyncSession, Database
 
 from . import repository, schedule, signing_keys
 from .crypto import SecretBox
+from .repository.takers import TakerCheck
 
 
 def webhook_body(event_type: str, occurred_at: datetime, data: object) -> bytes:
@@ -45,8 +46,7 @@ async def anything_to_deliver(db: Database, events: Sequence[EventEnvelope]) -> 
     if any(_task_url(e) is not None for e in events):
         return True
     filters = {f for e in events for f in filters_selecting(e.type.value)}
-    async with db.statement() as conn:
-        return await repository.any_endpoint_for_events(conn, {e.org_id for e in events}, filters)
+    return await TakerCheck.of(db).any_endpoint({e.org_id for e in events}, filters)
 
 
 async def record_events(

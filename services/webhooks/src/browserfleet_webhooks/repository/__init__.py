@@ -22,7 +22,6 @@ from .deliveries import (
 from .endpoints import (
     EndpointFilter,
     Health,
-    any_endpoint_for_events,
     clear_legacy_secret,
     delete_endpoint,
     disable_endpoint,
@@ -60,7 +59,6 @@ __all__ = [
     "EndpointFilter",
     "Health",
     "NewDelivery",
-    "any_endpoint_for_events",
     "claim_due",
     "clear_legacy_secret",
     "count_replayable",

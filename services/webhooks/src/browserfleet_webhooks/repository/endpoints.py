@@ -9,7 +9,6 @@ from datetime import datetime, timedelta
 from browserfleet_core.db import AsyncSession, new_id
 from sqlalchemy import String, any_, bindparam, case, delete, func, text, tuple_, update
 from sqlalchemy.dialects.postgresql import ARRAY, insert
-from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlmodel import col, select
 
 from ..models import ENDPOINT, TASK_URL, WebhookEndpoint
@@ -69,17 +68,6 @@ async def endpoints_for_events(
     params = {"org_ids": sorted(org_ids), "filters": sorted(filters)}
     rows = (await session.exec(_ENDPOINTS_FOR_EVENTS, params=params)).all()
     return [EndpointFilter(id=r[0], org_id=r[1], events=list(r[2])) for r in rows]
-
-
-async def any_endpoint_for_events(
-    conn: AsyncConnection, org_ids: Collection[str], filters: Collection[str]
-) -> bool:
-    """Whether `endpoints_for_events` would find anything, asked on an autocommit connection
-    (`Database.statement()`): one round trip, no transaction, for the common batch that has no taker."""
-    if not org_ids or not filters:
-        return False
-    params = {"org_ids": sorted(org_ids), "filters": sorted(filters)}
-    return (await conn.execute(_ENDPOINTS_FOR_EVENTS.limit(1), params)).first() is not None
 
 
 async def ensure_task_url_endpoints(
