@@ -152,6 +152,7 @@ def build_runner(
         max_download_bytes=int(settings.max_download_mb * 1024 * 1024),
         trace_on_failure=settings.trace_on_failure,
         trace_screenshots=settings.trace_screenshots,
+        trace_snapshots=settings.trace_snapshots,
     )
     return steps, policy
 

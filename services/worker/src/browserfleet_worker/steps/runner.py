@@ -80,6 +80,7 @@ class StepsRunner:
         max_download_bytes: int = MAX_DOWNLOAD_BYTES,
         trace_on_failure: bool = True,
         trace_screenshots: bool = False,
+        trace_snapshots: bool = True,
     ) -> None:
         self.spec = spec
         self._secrets = dict(secrets or {})
@@ -93,9 +94,11 @@ class StepsRunner:
         self.max_download_bytes = max_download_bytes
         self.trace_on_failure = trace_on_failure
         # The trace runs on every task (whether it fails is known only at the end), so it must be cheap:
-        # DOM snapshots per action, no screencast unless asked; a failure stores its last screenshot anyway.
+        # no DOM snapshots nor screencast unless asked (the worker's TRACE_SNAPSHOTS / TRACE_SCREENSHOTS); a
+        # failure stores its last screenshot anyway.
         # Never a screencast with secrets: its frames show what was typed and cannot be scrubbed.
         self.trace_screenshots = trace_screenshots and not self._secrets
+        self.trace_snapshots = trace_snapshots
         self.extracted: dict[str, Any] = {}
         self.artifacts: list[Artifact] = []
         self.logs: list[TaskLogLine] = []
@@ -120,7 +123,9 @@ class StepsRunner:
         # a value this short cannot be scrubbed out of a trace without destroying it: no trace then
         if self.trace_on_failure and not self._scanner.short:
             try:
-                await context.tracing.start(screenshots=self.trace_screenshots, snapshots=True)
+                await context.tracing.start(
+                    screenshots=self.trace_screenshots, snapshots=self.trace_snapshots
+                )
                 tracing = True
             except PlaywrightError:
                 log.debug("tracing unavailable", exc_info=True)
@@ -144,8 +149,8 @@ class StepsRunner:
             error = schema_errors(self.spec.result_schema, self._mask.deep(self.extracted))
         if error is not None:
             await self._failure_artifacts(context, tracing)
-        elif tracing:
-            await _bounded(context.tracing.stop())
+        # a success's recording is not stopped: its context closes next, which discards it (the driver
+        # aborts a context's tracing on close) without a round trip on the task's path
         await self._withhold_secret_artifacts(result)
         outcome = StepsOutcome(
             status="timed_out" if timed_out else "failed" if error else "completed",
