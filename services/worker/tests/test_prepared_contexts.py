@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from types import SimpleNamespace
 from typing import Any
 
+import nats
 import pytest
 from browserfleet_contracts.tasks import ClaimReply, TaskDispatch, TaskSpec
 from browserfleet_worker.attempt import run_attempt
@@ -122,7 +123,7 @@ class _Msg:
         self.settled.append("term")
 
 
-async def test_a_refused_claim_closes_the_context_prepared_for_it(host: BrowserHost) -> None:
+async def test_a_refused_claim_closes_the_context_prepared_for_it(host: BrowserHost, nats_url: str) -> None:
     dispatch = TaskDispatch(
         task_id="t-refused",
         org_id="org-1",
@@ -141,11 +142,18 @@ async def test_a_refused_claim_closes_the_context_prepared_for_it(host: BrowserH
             await asyncio.sleep(0.05)
         return ClaimReply(granted=False, reason="already running elsewhere")
 
+    nc = await nats.connect(nats_url)  # the task's cancel subscription, made before its claim
     rt: Any = SimpleNamespace(
-        browser=host, rpc=SimpleNamespace(call=call), identity=SimpleNamespace(worker_key="sk_worker_x")
+        browser=host,
+        nc=nc,
+        rpc=SimpleNamespace(call=call),
+        identity=SimpleNamespace(worker_key="sk_worker_x"),
     )
     msg = _Msg(dispatch.model_dump_json().encode())
-    await run_attempt(rt, msg)  # type: ignore[arg-type]
+    try:
+        await run_attempt(rt, msg)  # type: ignore[arg-type]
+    finally:
+        await nc.close()
     assert msg.settled == ["term"]
     assert opened.is_set(), "the context was opening while the claim was under way"
     await host.closed()

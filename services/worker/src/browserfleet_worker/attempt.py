@@ -29,6 +29,7 @@ from pydantic import ValidationError
 
 from .artifacts import store_artifacts
 from .browser import Prepared
+from .consumer import free_slot
 from .execution import execute
 from .liveview import LiveView, refusal
 from .logship import LogShipper
@@ -127,6 +128,7 @@ async def _run_listening(
     finally:
         if live is not None:
             await live.close()
+    free_slot()  # the browser's part is over: the next message may come while this result is stored
     artifacts = await store_artifacts(rt.js, rt.rpc, rt.identity.worker_key, task, outcome)
     result = TaskUpdateMessage(
         task_id=task.task_id,

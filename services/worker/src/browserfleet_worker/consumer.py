@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 
 from browserfleet_core.taskpull import PoolPuller
 from nats.aio.client import Client as NatsClient
@@ -17,6 +19,32 @@ from nats.aio.msg import Msg
 log = logging.getLogger(__name__)
 
 Handler = Callable[[Msg], Awaitable[None]]
+
+
+class _Slot:
+    """One message's hold on a slot, given back once: when its handler says its browser work is over
+    (`free_slot`), else when the handler ends."""
+
+    def __init__(self, slots: asyncio.Semaphore) -> None:
+        self._slots = slots
+        self._held = True
+
+    def free(self) -> None:
+        if self._held:
+            self._held = False
+            self._slots.release()
+
+
+_current: ContextVar[_Slot | None] = ContextVar("browserfleet_worker_slot", default=None)
+
+
+def free_slot() -> None:
+    """The running handler's browser work is over (its context is closed or closing); what is left is storing
+    its result and acking. Its slot takes the next message meanwhile: the result's round trip is then off
+    the slot's path from one task to the next. The message stays held (lease, drain) until the handler ends."""
+    slot = _current.get()
+    if slot is not None:
+        slot.free()
 
 
 class TaskConsumer(PoolPuller):
@@ -44,9 +72,10 @@ class TaskConsumer(PoolPuller):
             if msg is None:
                 self._slots.release()
                 continue
-            task = asyncio.create_task(self._run(msg))
+            slot = _Slot(self._slots)
+            task = asyncio.create_task(self._run(msg, slot))
             self.running.add(task)
-            task.add_done_callback(self._finished)
+            task.add_done_callback(functools.partial(self._finished, slot=slot))
 
     async def _acquire_slot(self, halt: asyncio.Event) -> bool:
         """A free slot, or False once `halt` is set (a full worker must still notice SIGTERM at once)."""
@@ -66,12 +95,13 @@ class TaskConsumer(PoolPuller):
             self._slots.release()
         return False
 
-    def _finished(self, task: asyncio.Task[None]) -> None:
+    def _finished(self, task: asyncio.Task[None], slot: _Slot) -> None:
         self.running.discard(task)
-        self._slots.release()
+        slot.free()
 
     # -- one message's lease --
-    async def _run(self, msg: Msg) -> None:
+    async def _run(self, msg: Msg, slot: _Slot) -> None:
+        _current.set(slot)  # this task's own context: its handler (and what it starts) sees this slot
         lease = asyncio.create_task(self._extend_lease(msg))
         try:
             await self.handle(msg)
