@@ -197,7 +197,9 @@ class Candidate:
 # The pass's read in one statement: the lock, the queued tasks that may start now (priority first then oldest
 # first, locked SKIP LOCKED: a row a claim or cancel holds is left for the next pass) and each of their orgs'
 # slots held and last dispatch. `held` false: another admitter has the lock; `fresh` false: the slots are
-# from a snapshot older than the last admission, to be read again.
+# from a snapshot older than the last admission, to be read again. `orgs` is MATERIALIZED: inlined, PostgreSQL
+# put it inside the join with `cand` and counted an org's slots once per candidate, not once per org (27
+# candidates of one org: 27 scans of everything it runs).
 PASS_READ = text(
     f"""
     WITH gate AS (
@@ -211,7 +213,7 @@ PASS_READ = text(
          ORDER BY rank, t.created_at, t.id
          LIMIT :scan
            FOR UPDATE OF t SKIP LOCKED
-    ), orgs AS (
+    ), orgs AS MATERIALIZED (
         SELECT o.org_id, {_slots_held("o.org_id")} AS active,
                (SELECT d.dispatched_at FROM scheduler.tasks d
                  WHERE d.org_id = o.org_id AND d.dispatched_at IS NOT NULL
