@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import json
 from collections import defaultdict
+from collections.abc import Callable
 from typing import Any
 
 import nats
@@ -98,6 +99,8 @@ async def test_a_killed_browser_fails_the_attempt_as_retryable_and_the_next_task
             ],
         )
         await asyncio.wait_for(started[hanging].wait(), 60)
+        # its context is open (a browser killed before that is simply launched again for it)
+        await asyncio.wait_for(_until(lambda: host.active == 1), 60)
         await asyncio.sleep(1.0)  # let it reach the wait; the kill is the fault being injected
         kill_browser(host)
         crashed = await asyncio.wait_for(results[hanging], 60)
@@ -125,3 +128,8 @@ async def test_a_killed_browser_fails_the_attempt_as_retryable_and_the_next_task
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
         await nc.close()
+
+
+async def _until(condition: Callable[[], bool]) -> None:
+    while not condition():  # noqa: ASYNC110 - BrowserHost counts its open contexts, it has no event
+        await asyncio.sleep(0.05)
