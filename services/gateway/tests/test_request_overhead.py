@@ -1,16 +1,19 @@
 """Work the gateway must not do per request, checked on the app alone (no lifespan, no services: what is
 counted happens before a route would need them): FastAPI's own OpenTelemetry asking for providers that
 cannot be there, the package's metadata read for /health/live, and the route table and middleware stack
-built by the first request instead of before the heap is frozen."""
+built by the first request instead of before the heap is frozen, a system call per request id."""
 
 from __future__ import annotations
 
 import gc
+import os
+import uuid
 from collections.abc import MutableMapping
 from importlib import metadata
 from typing import Any
 
 import pytest
+from browserfleet_gateway import audittrail
 from browserfleet_gateway.app import create_app, native_telemetry, prebuild
 from fastapi import FastAPI
 from opentelemetry import _logs, metrics, trace
@@ -85,3 +88,30 @@ async def test_prebuilt_an_app_builds_next_to_nothing_at_its_first_request() -> 
     gc.collect()
     # the route table alone is ~30,000 objects; a request itself leaves a few hundred (metric children)
     assert len(gc.get_objects()) - before < 3_000
+
+
+def test_request_ids_are_random_uuid4s_drawn_in_bulk(monkeypatch: pytest.MonkeyPatch) -> None:
+    draws: list[int] = []
+    real_urandom = os.urandom
+
+    def urandom(n: int) -> bytes:
+        draws.append(n)
+        return real_urandom(n)
+
+    monkeypatch.setattr(os, "urandom", urandom)
+    scope: dict[str, Any] = {}
+    ids = []
+    for _ in range(200):
+        scope.pop(audittrail.REQUEST_ID_KEY, None)
+        ids.append(audittrail.request_id(scope))
+    assert len(set(ids)) == 200
+    for rid in ids:
+        parsed = uuid.UUID(hex=rid)
+        assert parsed.hex == rid and parsed.version == 4 and parsed.variant == uuid.RFC_4122
+    assert len(draws) <= 2  # not a system call per request
+    # a forked child (another pid) draws its own bytes: it never repeats its parent's next ids
+    monkeypatch.setattr(os, "getpid", lambda: -1)
+    drawn = len(draws)
+    scope.pop(audittrail.REQUEST_ID_KEY, None)
+    audittrail.request_id(scope)
+    assert len(draws) == drawn + 1

@@ -21,7 +21,7 @@ import asyncio
 import dataclasses
 import json
 import logging
-import uuid
+import os
 from typing import TYPE_CHECKING, Any, Final, Literal
 
 from browserfleet_contracts import endpoints
@@ -56,9 +56,27 @@ def request_id(scope: Scope) -> str:
     entry), answered as `X-Request-ID`."""
     rid = scope.get(REQUEST_ID_KEY)
     if not isinstance(rid, str):
-        rid = uuid.uuid4().hex
+        rid = _uuid4_hex()
         scope[REQUEST_ID_KEY] = rid
     return rid
+
+
+_RANDOM = bytearray()  # random bytes drawn ahead, this process's own (see _uuid4_hex)
+_RANDOM_PID = [0]
+
+
+def _uuid4_hex() -> str:
+    """`uuid.uuid4().hex`, same randomness (os.urandom) and format (a version-4 RFC 4122 UUID), from bytes
+    drawn 4 KiB at a time: uuid4 is a getrandom system call and an integer round trip per call, ~3 % of the
+    gateway's CPU per read. A forked child draws its own (it never hands out its parent's next ids)."""
+    if len(_RANDOM) < 16 or _RANDOM_PID[0] != os.getpid():
+        _RANDOM[:] = os.urandom(4096)
+        _RANDOM_PID[0] = os.getpid()
+    raw = _RANDOM[-16:]
+    del _RANDOM[-16:]
+    raw[6] = (raw[6] & 0x0F) | 0x40  # version 4
+    raw[8] = (raw[8] & 0x3F) | 0x80  # the RFC 4122 variant
+    return raw.hex()
 
 
 def _action(scope: Scope) -> tuple[str, str]:
