@@ -105,14 +105,20 @@ async def test_a_ring_that_beats_its_message_is_followed_by_quick_reprobes(
     from browserfleet_worker import consumer as worker_consumer
 
     monkeypatch.setattr(taskpull, "IDLE_WAIT_SECONDS", 3600.0)
-    worker = object.__new__(worker_consumer.TaskConsumer)
-    worker.doorbell = asyncio.Event()
-    worker.durables = ["pool-default-normal"]
+    worker = worker_consumer.TaskConsumer(
+        None,  # type: ignore[arg-type]  # never used: the pulls are the fake below
+        "default",
+        lambda _msg: asyncio.sleep(0),  # type: ignore[arg-type,return-value]
+        slots=1,
+        lease_extend_seconds=30.0,
+    )
     probes: list[str] = []
     arrived = asyncio.Event()
     message = object()
 
     async def pull(durable: str) -> object | None:
+        if durable != "pool-default-normal":
+            return None
         probes.append(durable)
         if len(probes) == 1:  # the first probe finds nothing; then the ring comes ahead of the message
             asyncio.get_running_loop().call_later(0.05, worker.doorbell.set)

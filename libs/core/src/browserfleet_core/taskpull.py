@@ -4,7 +4,10 @@ the worker's own bus identity (it may pull its own pool's consumers only).
 
 Each priority is a durable pull consumer (`pool-<pool>-<priority>`). A pull is a no-wait request (answered at
 once with a message or a 404), and an idle puller sleeps on the pool's doorbell (a plain subscription to the
-dispatch subjects) instead of lingering in a long pull on one priority.
+dispatch subjects) instead of lingering in a long pull on one priority. The ring's subject names its priority,
+so a puller probes only the priorities that may hold a message (rung, or not yet found empty) instead of all
+four, urgent first, each one a round trip; every IDLE_WAIT_SECONDS it probes all four, because a redelivery
+(a lease that lapsed, a message handed back) rings nothing.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from collections.abc import Iterator
 
 import nats.errors
@@ -40,6 +44,12 @@ class PoolPuller:
         self.pool = pool
         self.durables = [subjects.task_run_consumer(pool, p) for p in subjects.PRIORITIES]  # urgent first
         self.doorbell = asyncio.Event()  # rung by every dispatch published to this pool
+        self._priority_index = {p: i for i, p in enumerate(subjects.PRIORITIES)}
+        # indexes into `durables` that may hold a message: rung since their last empty probe, or never probed
+        self._maybe: set[int] = set(range(len(self.durables)))
+        # rings per priority: a probe's 404 clears its priority only if no ring came while it was in flight
+        self._rings = [0] * len(self.durables)
+        self._all_probed_at = 0.0
         self._bell: Subscription | None = None
         self._inbox: Subscription | None = None
 
@@ -57,31 +67,48 @@ class PoolPuller:
             if self._inbox is not None:
                 await self._inbox.unsubscribe()
 
-    async def _ring(self, _msg: Msg) -> None:
+    async def _ring(self, msg: Msg) -> None:
+        index = self._priority_index.get(msg.subject.rsplit(".", 1)[-1])
+        if index is None:
+            self._maybe.update(range(len(self.durables)))
+        else:
+            self._maybe.add(index)
+            self._rings[index] += 1
         self.doorbell.set()
 
     async def next_message(self, halt: asyncio.Event) -> Msg | None:
-        """Urgent first: a no-wait pull on each priority (one local round trip each), then sleep until
-        the pool's doorbell rings (a new dispatch) or IDLE_WAIT_SECONDS pass (a redelivery rings none).
-        None once `halt` is set."""
+        """Urgent first: a no-wait pull on each priority that may hold a message (one local round trip
+        each), then sleep until the pool's doorbell rings (a new dispatch) or IDLE_WAIT_SECONDS pass (a
+        redelivery rings none). None once `halt` is set."""
         reprobe: Iterator[float] = iter(())
+        woke: set[int] = set()  # rung by the wake-up this re-probe sequence follows: kept until it ends
+        everything = set(range(len(self.durables)))
         while not halt.is_set():
             self.doorbell.clear()  # before probing: a dispatch published mid-probe re-wakes us at once
-            for durable in self.durables:
+            if time.monotonic() - self._all_probed_at >= IDLE_WAIT_SECONDS:
+                # a busy pool rings often and never idles out: redeliveries are still found this often
+                self._maybe |= everything
+            if self._maybe >= everything:
+                self._all_probed_at = time.monotonic()
+            for index in sorted(self._maybe | woke):
                 if halt.is_set():
                     return None
+                rings = self._rings[index]
                 try:
-                    msg = await self.pull_no_wait(durable)
+                    msg = await self.pull_no_wait(self.durables[index])
                 except (nats.errors.Error, TimeoutError) as exc:
-                    log.warning("pulling tasks from %s failed (%s); retrying", durable, exc)
+                    log.warning("pulling tasks from %s failed (%s); retrying", self.durables[index], exc)
+                    self._maybe |= everything
                     await asyncio.sleep(1.0)
                     break
-                if msg is not None:
+                if msg is not None:  # its priority (and those after it, not probed) may hold more
                     if halt.is_set():  # fetched while halting: give it straight back
                         with contextlib.suppress(Exception):
                             await msg.nak()
                         return None
                     return msg
+                if self._rings[index] == rings:
+                    self._maybe.discard(index)
             else:
                 pause = next(reprobe, None)
                 if pause is not None:
@@ -94,7 +121,16 @@ class PoolPuller:
                 )
                 bell.cancel()
                 halted.cancel()
-                reprobe = iter(RING_REPROBE_SECONDS if bell in done else ())
+                if bell in done:
+                    # A ring can come before the consumer offers its message: the re-probes after it keep
+                    # asking the rung priorities (all of them if the bell rang without naming one).
+                    woke = set(self._maybe) or everything
+                    reprobe = iter(RING_REPROBE_SECONDS)
+                else:  # idled out (unless halted): a redelivery rings nothing, so ask every priority again
+                    woke = set()
+                    reprobe = iter(())
+                    if not done:
+                        self._maybe |= everything
         return None
 
     async def pull_no_wait(self, durable: str) -> Msg | None:
