@@ -148,6 +148,7 @@ async def platform_run(p: Platform, site_url: str, n: int, worker_pid: int) -> d
 
 
 async def plain_run(site_url: str, n: int) -> dict[str, Any]:
+    from browserfleet_worker import browser as host
     from browserfleet_worker.browser import (
         chromium_pids,
         disabled_features_arg,
@@ -159,7 +160,10 @@ async def plain_run(site_url: str, n: int) -> dict[str, Any]:
 
     sandbox = os.geteuid() != 0
     failed = 0
-    async with async_playwright() as pw:
+    # the worker's driver options too (a tree before them starts Playwright plainly)
+    start = getattr(host, "start_playwright", None)
+    pw = await start() if start is not None else await async_playwright().start()
+    try:
         exe = find_chromium(os.environ.get("BROWSER_EXECUTABLE"), pw.chromium.executable_path)
         platforms = set(chromium_pids(exe))  # the worker's Chromium descends from this process too
         browser = await pw.chromium.launch(
@@ -205,6 +209,8 @@ async def plain_run(site_url: str, n: int) -> dict[str, Any]:
         cpu = cpu_per_task(cpu_before, browser_cpu(os.getpid()), n)
         failed = sum(1 for r in results if isinstance(r, BaseException))
         await browser.close()
+    finally:
+        await pw.stop()
     return {
         "tasks": n,
         "failed": failed,
@@ -229,7 +235,8 @@ def run(p: Platform, sizes: Sizes) -> Result:
         "concurrency": SLOTS,
         "steps": "navigate (127.0.0.1), fill, click, extract a 3-row table",
         "platform": "one worker process, 2 slots, fresh context per task",
-        "plain": "one Playwright script, semaphore of 2, fresh context per task, the worker's Chromium switches",
+        "plain": "one Playwright script, semaphore of 2, fresh context per task, the worker's Chromium switches "
+        "and driver options",
     }
     res.figures = {
         "browserfleet": ours,

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from pathlib import Path
 
 from browserfleet_worker.browser import (
     DISABLED_FEATURES,
     BrowserHost,
     disabled_features_arg,
+    driver_node_options,
     merged_features_arg,
 )
 from browserfleet_worker.netguard import Policy, parse_networks
@@ -73,3 +75,25 @@ async def test_a_context_opens_no_browser_ui_page(browser: BrowserHost) -> None:
         targets = (await cdp.send("Target.getTargets", {}))["targetInfos"]
         await cdp.detach()
     assert [t["url"] for t in targets if t["type"] != "page"] == []
+
+
+def test_the_drivers_node_options_keep_the_operators() -> None:
+    assert driver_node_options(None) == "--max-semi-space-size=1"
+    assert driver_node_options("--trace-warnings") == "--trace-warnings --max-semi-space-size=1"
+    assert driver_node_options("--max-semi-space-size=8") == "--max-semi-space-size=8"
+
+
+def _drivers_node_options(chromium: list[int]) -> set[bytes]:
+    """NODE_OPTIONS of the processes that started these Chromium processes and are not Chromium (the driver)."""
+    parents = {int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1]) for pid in chromium}
+    options = set()
+    for pid in parents - set(chromium):
+        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        options |= {e for e in environ if e.startswith(b"NODE_OPTIONS=")}
+    return options
+
+
+async def test_playwrights_driver_runs_with_our_node_options(browser: BrowserHost) -> None:
+    await browser.start()
+    assert _drivers_node_options(browser.browser_pids()) == {b"NODE_OPTIONS=--max-semi-space-size=1"}
+    assert "NODE_OPTIONS" not in os.environ  # this process's own environment is left as it was

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
@@ -22,6 +23,7 @@ from .chromium import BrowserNotFound as BrowserNotFound
 from .chromium import browser_memory_mb as browser_memory_mb
 from .chromium import chromium_pids as chromium_pids
 from .chromium import disabled_features_arg as disabled_features_arg
+from .chromium import driver_node_options as driver_node_options
 from .chromium import find_chromium as find_chromium
 from .chromium import is_root
 from .chromium import launch_flags as launch_flags
@@ -102,7 +104,7 @@ class BrowserHost:
         if self._guard is None or self._guard.port == 0:
             await self._guard_proxy().start()
         if self._pw is None:
-            self._pw = await async_playwright().start()
+            self._pw = await start_playwright()
         if self.executable is None:
             self.executable = find_chromium(self._configured, self._pw.chromium.executable_path)
         log.info("launching Chromium %s (sandbox %s)", self.executable, "on" if self._sandbox else "off")
@@ -392,6 +394,20 @@ class Prepared:
     def take(self) -> asyncio.Task[_Warm | None] | None:
         pending, self._pending = self._pending, None
         return pending
+
+
+async def start_playwright() -> Playwright:
+    """Playwright with its driver started under `driver_node_options` (it copies this process's environment
+    when it spawns the driver, inside `start`)."""
+    before = os.environ.get("NODE_OPTIONS")
+    os.environ["NODE_OPTIONS"] = driver_node_options(before)
+    try:
+        return await async_playwright().start()
+    finally:
+        if before is None:
+            os.environ.pop("NODE_OPTIONS", None)
+        else:
+            os.environ["NODE_OPTIONS"] = before
 
 
 async def _close_context(ctx: BrowserContext) -> None:

@@ -84,6 +84,19 @@ def merged_features_arg(default: str | None) -> str | None:
     return "--disable-features=" + ",".join([f for f in have if f] + missing) if missing else None
 
 
+# Playwright's driver is a Node process that lives as long as the worker and mostly passes short-lived protocol
+# messages; V8's default young generation (16 MiB semi-spaces, grown on demand) kept ~25 MiB more of it
+# resident than a 1 MiB one (driver PSS ~119 -> ~95 MiB over 40 tasks, its CPU unchanged).
+DRIVER_NODE_OPTIONS = ("--max-semi-space-size=1",)
+
+
+def driver_node_options(current: str | None) -> str:
+    """NODE_OPTIONS for Playwright's driver: the operator's own, with ours added where they set none."""
+    have = (current or "").split()
+    ours = [o for o in DRIVER_NODE_OPTIONS if not any(h.split("=")[0] == o.split("=")[0] for h in have)]
+    return " ".join([*have, *ours])
+
+
 def launch_flags(*, sandbox: bool) -> list[str]:
     return [*BASE_FLAGS, *([] if sandbox else ["--no-sandbox"])]
 
