@@ -164,3 +164,34 @@ async def test_the_last_attempt_of_a_revoked_worker_fails_with_the_cause(
 
     message = await eventually(failed, "the task to fail")
     assert f"worker {removed.worker_id} was removed" in message and "max_attempts=1" in message
+
+
+async def test_a_create_never_waits_for_the_registry_once_it_has_answered() -> None:
+    """`current()` (a create's) answers at once: before any answer None (the create asks `snapshot()`), after
+    it the last answer, a stale one while its refresh runs aside; `snapshot()` (the pass's) waits for that
+    refresh."""
+    now = [0.0]
+    gate = asyncio.Event()
+    answers = [
+        [PoolInfo(key="a", name="a", org_id=None, tags=["x"], workers=1, online=1)],
+        [PoolInfo(key="b", name="b", org_id=None, tags=["y"], workers=1, online=1)],
+    ]
+
+    async def fetch() -> list[PoolInfo]:
+        if len(answers) == 1:
+            await gate.wait()  # worker-gateway is slow to answer the refresh
+        return answers.pop(0)
+
+    registry = PoolRegistry(fetch, ttl=5, clock=lambda: now[0])
+    assert registry.current() is None
+    first = await registry.snapshot()
+    assert registry.current() == first
+    now[0] = 6
+    assert registry.current() == first, "stale: still answered at once"
+    assert registry.current() == first and len(answers) == 1, "one refresh in flight, not one per create"
+    pending = asyncio.ensure_future(registry.snapshot())
+    await asyncio.sleep(0.01)
+    assert not pending.done(), "the pass waits for the refresh in flight"
+    gate.set()
+    assert [p.key for p in await pending] == ["b"]
+    assert [p.key for p in registry.current() or ()] == ["b"]

@@ -46,7 +46,9 @@ def build_lean(rt: Runtime, *, rpc_workers: int = 16, app_name: str = "scheduler
 
     @lean.route(endpoints.Scheduler.CREATE_TASK)
     async def create_task(body: CreateTaskRequest) -> TaskPublic:
-        task = await creation.create_task_now(rt.db, rt.relay, body, rt.policy, await rt.registered_pools())
+        task = await creation.create_task_now(
+            rt.db, rt.relay, body, rt.policy, await rt.registered_pools_now()
+        )
         if task.status == "queued":  # else admitted in its create: no pass needed
             rt.wake.set()
         return task

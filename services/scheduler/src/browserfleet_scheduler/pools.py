@@ -9,6 +9,7 @@ is cheap, needs no durable state, and heals by itself. While worker-gateway cann
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -37,20 +38,52 @@ class PoolRegistry:
     _known: set[str] = field(default_factory=set, init=False)
     _next: float = field(default=0.0, init=False)
     _failing: bool = field(default=False, init=False)
+    _asked: bool = field(default=False, init=False)  # an answer, or a failure, came back at least once
+    _refreshing: asyncio.Task[None] | None = field(default=None, init=False)
 
     async def snapshot(self) -> tuple[Pool, ...]:
-        """The registered pools, refreshed when the last answer is older than `ttl`."""
+        """The registered pools, refreshed when the last answer is older than `ttl` (waiting for the answer,
+        or for the refresh already in flight)."""
+        if self._refreshing is not None:
+            await asyncio.shield(self._refreshing)
+            return self._pools
         now = self.clock()
         if now < self._next:
             return self._pools
         self._next = now + self.ttl
+        await self._refresh()
+        return self._pools
+
+    def current(self) -> tuple[Pool, ...] | None:
+        """The last answer at once, for a create's hot path: an answer older than `ttl` is still used while
+        its refresh runs in the background, so no create waits a round trip to worker-gateway (a timeout,
+        while it is down) every `ttl`. A task the stale answer cannot route is queued, and its create wakes
+        the pass, whose `snapshot()` waits for the fresh one. None before any answer: ask `snapshot()`."""
+        if not self._asked:
+            return None
+        now = self.clock()
+        if now >= self._next and self._refreshing is None:
+            self._next = now + self.ttl
+            self._refreshing = asyncio.get_running_loop().create_task(self._refresh_aside())
+        return self._pools
+
+    async def _refresh_aside(self) -> None:
+        try:
+            await self._refresh()
+        except Exception:
+            log.exception("refreshing the registered pools failed")
+        finally:
+            self._refreshing = None
+
+    async def _refresh(self) -> None:
         try:
             infos = await self.fetch()
         except Exception as exc:
             if not self._failing:
                 log.warning("cannot read the registered pools (%s); routing with the last known ones", exc)
             self._failing = True
-            return self._pools
+            self._asked = True
+            return
         if self._failing:
             log.info("registered pools are readable again")
         self._failing = False
@@ -67,4 +100,4 @@ class PoolRegistry:
                 continue
             self._known.add(info.key)
         self._pools = tuple(Pool(i.key, i.org_id, frozenset(i.tags)) for i in infos)
-        return self._pools
+        self._asked = True

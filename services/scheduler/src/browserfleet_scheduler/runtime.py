@@ -43,6 +43,13 @@ class Runtime:
     async def registered_pools(self) -> tuple[Pool, ...]:
         return await self.registry.snapshot() if self.registry is not None else ()
 
+    async def registered_pools_now(self) -> tuple[Pool, ...]:
+        """`registered_pools` without waiting for a refresh (`PoolRegistry.current`): a create's."""
+        if self.registry is None:
+            return ()
+        pools = self.registry.current()
+        return pools if pools is not None else await self.registry.snapshot()
+
     @property
     def db(self) -> Database:
         return required(self.database, NOT_STARTED)
