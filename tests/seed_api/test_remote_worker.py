@@ -274,8 +274,24 @@ def _slow_steps(site: str, seconds: float) -> list[dict[str, Any]]:
 
 
 # --- the tests ----------------------------------------------------------------------------------------
+async def _stored_update_kinds(running: Running, worker_id: str, task_id: str) -> list[str]:
+    """The kinds of what TASK_UPDATES holds for the task from the worker (it keeps messages for a while)."""
+    nc = await running.platform.connect_admin("remote-worker-updates")
+    try:
+        sub = await nc.jetstream().pull_subscribe(
+            subjects.task_update(worker_id, task_id), stream=subjects.TASK_UPDATES_STREAM
+        )
+        kinds: list[str] = []
+        with contextlib.suppress(TimeoutError):
+            while True:
+                kinds += [json.loads(m.data)["kind"] for m in await sub.fetch(100, timeout=2)]
+        return kinds
+    finally:
+        await nc.close()
+
+
 def test_a_remote_worker_joins_with_an_invite_and_runs_a_task_with_a_vault_secret(
-    laptop: RemoteWorker, admin: Admin, credential: str
+    laptop: RemoteWorker, admin: Admin, credential: str, running: Running
 ) -> None:
     saved = laptop.folder / "state" / "worker.json"
     assert stat.S_IMODE(saved.stat().st_mode) == 0o600
@@ -287,6 +303,9 @@ def test_a_remote_worker_joins_with_an_invite_and_runs_a_task_with_a_vault_secre
         assert task["status"] == "completed", task
         assert site.login_attempts == [True], task  # the secret reached the site, through the sealed release
     assert task["worker_id"] == identity["worker_id"]
+    # the bridge answers STARTED and stores nothing for it (the claim made the task running); the rest is stored
+    kinds = asyncio.run(_stored_update_kinds(running, identity["worker_id"], task_id))
+    assert "result" in kinds and "started" not in kinds, kinds
     artifacts = admin.http.get(f"/api/v1/tasks/{task_id}/artifacts")
     assert artifacts.status_code == 200, artifacts.text
     names = [a["name"] for a in artifacts.json()]

@@ -20,8 +20,6 @@ import time
 from collections.abc import Coroutine
 from typing import Any, TypedDict, Unpack
 
-from browserfleet_contracts import subjects
-from browserfleet_contracts.tasks import TaskUpdateMessage
 from browserfleet_contracts.worker_socket import (
     AUTH_TIMEOUT_SECONDS,
     CHUNK_BYTES,
@@ -307,15 +305,13 @@ class WorkerSession:
             await tasks.answer_drains(frame)
 
     async def _update(self, tasks: WorkerTasks, held: Held, frame: Started | Log | Security | Result) -> None:
+        if isinstance(frame, Started):
+            # answered and nothing published: the claim already made the task running (the scheduler's
+            # task.started), and the frame stays in the protocol as the order ARTIFACT_BEGIN is checked against
+            return
         async with held.lock:
             try:
-                if isinstance(frame, Started):
-                    update = TaskUpdateMessage(
-                        task_id=frame.task_id, attempt=frame.attempt, worker_id=self.worker_id, kind="started"
-                    )
-                    msg_id = subjects.update_msg_id(frame.task_id, frame.attempt, "started")
-                else:
-                    update, msg_id = socket_relay.update_of(frame, self.worker_id)
+                update, msg_id = socket_relay.update_of(frame, self.worker_id)
                 assert self.nc is not None
                 await socket_relay.publish_update(self.nc, update, msg_id)
             except BaseException:
