@@ -99,12 +99,12 @@ class WorkerSettings(ServiceSettings):
         ),
     )
     trace_snapshots: bool = Field(
-        default=False,
+        default=True,
         description=(
-            "record a DOM snapshot before and after every action in failure traces; off, a trace keeps every "
-            "action with its timing, error, console and network log, and the failure's last screenshot is "
-            "stored on its own. The trace runs on every task (whether it fails is known only at its end): the "
-            "snapshots cost ~30-90 ms of Chromium and driver CPU per 4-step task on 2 cores"
+            "record a DOM snapshot before and after every action, and the network log, in failure traces; "
+            "off, a trace keeps every action with its timing and error and the console, and the failure's last "
+            "screenshot is stored on its own. The trace runs on every task (whether it fails is known only at "
+            "its end): the snapshots cost ~30-90 ms of Chromium and driver CPU per 4-step task on 2 cores"
         ),
     )
     browser_warm_contexts: int = Field(

@@ -94,8 +94,8 @@ class StepsRunner:
         self.max_download_bytes = max_download_bytes
         self.trace_on_failure = trace_on_failure
         # The trace runs on every task (whether it fails is known only at the end), so it must be cheap:
-        # no DOM snapshots nor screencast unless asked (the worker's TRACE_SNAPSHOTS / TRACE_SCREENSHOTS); a
-        # failure stores its last screenshot anyway.
+        # DOM snapshots (and with them the network log) unless TRACE_SNAPSHOTS is off, no screencast unless
+        # TRACE_SCREENSHOTS asks; a failure stores its last screenshot anyway.
         # Never a screencast with secrets: its frames show what was typed and cannot be scrubbed.
         self.trace_screenshots = trace_screenshots and not self._secrets
         self.trace_snapshots = trace_snapshots
