@@ -3,7 +3,9 @@
 A service writes the message into its own `outbox` table inside the same transaction as the change;
 `OutboxRelay` publishes committed rows to JetStream with their stable `Nats-Msg-Id` and marks them sent.
 A crash between commit and publish only delays the message: the relay finds the row on its next pass,
-and JetStream's duplicate window drops the copy if the first publish did land.
+and JetStream's duplicate window drops the copy if the first publish did land. A published row is deleted
+once it is well past that window (`KEEP_PUBLISHED_SECONDS`): without it the table grew by every event the
+service ever wrote (four rows per task in the scheduler).
 """
 
 from __future__ import annotations
@@ -11,7 +13,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from dataclasses import KW_ONLY, dataclass
+from datetime import timedelta
 from typing import Any
 
 from nats.js import JetStreamContext
@@ -25,14 +29,23 @@ from sqlalchemy import (
     MetaData,
     String,
     Table,
+    delete,
     select,
     update,
 )
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from .db import Database, after_commit, utcnow
+from .streams import DUPLICATE_WINDOW_SECONDS
 
 log = logging.getLogger(__name__)
+
+# A published row's msg_id still drops a re-enqueued copy (ON CONFLICT) while JetStream would also drop its
+# publish; past the window consumers' idempotence is what counts, so the row is kept a good while longer, then
+# deleted by the relay, `PRUNE_BATCH` rows per statement, at most every `PRUNE_EVERY_SECONDS`.
+KEEP_PUBLISHED_SECONDS = 6 * DUPLICATE_WINDOW_SECONDS
+PRUNE_EVERY_SECONDS = 60.0
+PRUNE_BATCH = 5_000
 
 
 def outbox_table(metadata: MetaData) -> Table:
@@ -72,6 +85,7 @@ class OutboxRelay:
         self._inflight: set[int] = set()  # committed rows the fast path is publishing now
         self._published: set[int] = set()  # published by the fast path, not yet marked in the table
         self._publishing: set[asyncio.Task[None]] = set()  # `committed` publishes awaiting their acks
+        self._pruned_at = 0.0  # the first pass prunes: a service that restarts often still does
         # built once and run with the row as parameters: on the hot path, composing the INSERT per
         # message cost more CPU than the round trip
         from sqlalchemy.dialects.postgresql import insert
@@ -220,6 +234,14 @@ class OutboxRelay:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.poll_seconds)
             self._wake.clear()
+            if time.monotonic() - self._pruned_at >= PRUNE_EVERY_SECONDS:
+                self._pruned_at = time.monotonic()
+                try:  # apart from publishing: a bus that refuses messages does not stop the table's upkeep
+                    await self.prune()
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.exception("deleting old published outbox rows failed; next time then")
             try:
                 await self._mark_published()
                 while await self.publish_pending() >= self.batch:
@@ -257,3 +279,26 @@ class OutboxRelay:
                 update(t).where(t.c.id.in_([r.id for r in rows])).values(published_at=utcnow())
             )
         return len(rows)
+
+    async def prune(self, keep_seconds: float | None = None) -> int:
+        """Delete rows published more than `keep_seconds` ago, oldest first, `PRUNE_BATCH` per statement
+        (each its own short transaction, so a large backlog never holds locks for long). Unpublished rows are
+        never touched. Returns how many were deleted."""
+        t = self.table
+        keep = KEEP_PUBLISHED_SECONDS if keep_seconds is None else keep_seconds
+        cutoff = utcnow() - timedelta(seconds=keep)
+        total = 0
+        while True:
+            doomed = (
+                select(t.c.id)
+                .where(t.c.published_at < cutoff)
+                .order_by(t.c.id)
+                .limit(PRUNE_BATCH)
+                .scalar_subquery()
+            )
+            async with self.db.transaction() as session:
+                result = await session.execute(delete(t).where(t.c.id.in_(doomed)))
+            deleted = int(getattr(result, "rowcount", 0) or 0)
+            total += deleted
+            if deleted < PRUNE_BATCH:
+                return total
