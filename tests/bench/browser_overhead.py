@@ -75,6 +75,8 @@ def browser_cpu(root: int, *, own: bool = True) -> dict[str, float]:
             continue
         fields = Path(f"/proc/{driver}/stat").read_text().rsplit(")", 1)[1].split()
         used["driver"] += (int(fields[11]) + int(fields[12])) / _TICKS
+        # a Chromium that ended (the worker recycles it every RECYCLE_AFTER_TASKS) counts in its reaper's
+        used["chromium"] += (int(fields[13]) + int(fields[14])) / _TICKS
         todo = list(kids.get(driver, []))
         while todo:
             pid = todo.pop()
