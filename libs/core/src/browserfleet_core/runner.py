@@ -83,9 +83,25 @@ def freeze_heap() -> None:
     gc.freeze()
 
 
+# The youngest generation is collected once this many more objects exist than were freed (Python's default:
+# 700). With tens of requests in hand their live objects passed 700 again and again, so each young collection
+# found them alive and moved them on, and their end then cost older collections (the gateway: 0.022 ms of CPU
+# per read, pauses up to 4 ms). What a request leaves is freed by reference counting; cycles wait longer.
+YOUNG_COLLECTION = 10_000
+
+
+def settle_heap() -> None:
+    """Once a service has started (connections, subscriptions, its app built: ~30,000 more objects, the
+    scheduler's full collections took 16 ms): freeze that too, and collect the young generation less often."""
+    freeze_heap()
+    gc.set_threshold(YOUNG_COLLECTION, *gc.get_threshold()[1:])
+
+
 async def wait_for_shutdown() -> None:
-    """Block until SIGINT or SIGTERM."""
+    """Block until SIGINT or SIGTERM (the service has started: its heap is settled first)."""
     import signal
+
+    settle_heap()
 
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import json
 import logging
 import re
@@ -10,12 +9,10 @@ import sys
 
 from browserfleet_contracts.worker_socket import MAX_SOCKET_FRAME_BYTES
 from browserfleet_core import observability
-from browserfleet_core.runner import freeze_heap, service_main
+from browserfleet_core.runner import service_main, settle_heap
 
 from .httpguard import guarded
 from .settings import GatewaySettings
-
-YOUNG_COLLECTION = 10_000
 
 
 class _RedactTickets(logging.Filter):
@@ -42,12 +39,7 @@ async def _run() -> None:
     logging.getLogger("uvicorn.error").addFilter(_RedactTickets())
     app = create_app(settings)
     prebuild(app)  # the route table and middleware stack FastAPI would build at the first request, frozen too
-    freeze_heap()  # the app's routes, models and OpenAPI schemas too
-    # The youngest generation is collected once YOUNG_COLLECTION more objects exist than were freed (Python's
-    # default: 700). With 64 requests in hand their live objects passed 700 again and again, so each young
-    # collection found them alive and moved them on, and their end then cost older collections: 0.022 ms of
-    # CPU per read, pauses up to 4 ms. What a request leaves is freed by reference counting; cycles wait longer.
-    gc.set_threshold(YOUNG_COLLECTION, *gc.get_threshold()[1:])
+    settle_heap()  # the app's routes, models and OpenAPI schemas too
     config = uvicorn.Config(
         app,
         host=settings.gateway_host,

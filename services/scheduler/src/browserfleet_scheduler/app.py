@@ -17,6 +17,7 @@ from browserfleet_core.messaging import RpcClient, make_broker
 from browserfleet_core.migrations import upgrade
 from browserfleet_core.org_events import durable_name
 from browserfleet_core.outbox import OutboxRelay
+from browserfleet_core.runner import settle_heap
 from browserfleet_core.streams import ensure_pool_consumers, ensure_streams
 from faststream.nats import NatsBroker
 
@@ -261,6 +262,7 @@ async def run() -> None:
     install(app.health)  # the metrics port answers /health/ready with its checks
     try:
         await app.start()
+        settle_heap()
         await stop.wait()
     finally:
         await app.stop()
