@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import json
 import logging
 import time
@@ -79,6 +80,7 @@ class _Check:
     downstream: bool
 
 
+@functools.cache  # importlib.metadata searches sys.path on every call (~0.2 ms)
 def package_version(service: str) -> str:
     try:
         return metadata.version(f"browserfleet-{service}")
