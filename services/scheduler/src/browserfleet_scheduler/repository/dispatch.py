@@ -257,7 +257,8 @@ async def pass_read(session: AsyncSession, now: datetime, scan: int) -> PassRead
 
 # The pass's write in one statement: the admitted tasks `assigned` to their pools, the status detail of those
 # still waiting, the dispatches into the outbox (returned, to publish after the commit), and the sequence
-# marked when anything was admitted.
+# marked when anything was admitted. The status tests are `(...) IS TRUE` so that no index serves them: the rows
+# are found by id (`claim_batch` says why).
 PASS_WRITE = text(
     f"""
     WITH admitted AS (
@@ -266,13 +267,13 @@ PASS_WRITE = text(
                updated_at = :now
           FROM unnest(CAST(:a_ids AS varchar[]), CAST(:a_pools AS varchar[]), CAST(:a_details AS text[]))
                AS d(id, pool, detail)
-         WHERE t.id = d.id AND t.status IN ({_FROM_FOR_ASSIGNED})
+         WHERE t.id = d.id AND (t.status IN ({_FROM_FOR_ASSIGNED})) IS TRUE
         RETURNING t.id
     ), waiting AS (
         UPDATE scheduler.tasks t
            SET status_detail = d.detail, updated_at = :now
           FROM unnest(CAST(:w_ids AS varchar[]), CAST(:w_details AS text[])) AS d(id, detail)
-         WHERE t.id = d.id AND t.status = 'queued'
+         WHERE t.id = d.id AND (t.status = 'queued') IS TRUE
         RETURNING t.id
     ), sent AS (
         INSERT INTO scheduler.outbox (subject, msg_id, payload, created_at)

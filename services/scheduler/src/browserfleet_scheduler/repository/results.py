@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -36,7 +37,8 @@ class Finish:
 # artifacts yet (this attempt's replace any it reported before; another attempt's are merged by
 # `outcomes.with_attempt_artifacts`, on the transaction path): anything else is not written here, and the
 # caller takes the transaction path for it. The callers pass only statuses the state machine lets a running
-# task take. Returns, per written task, its outbox row (id NULL when the msg id was already there).
+# task take. Returns, per written task, its outbox row (id NULL when the msg id was already there). The status
+# test is `(...) IS TRUE` so that no index serves it: the rows are found by id (`claim_batch` says why).
 FINISH = Fixed(
     text(
         """
@@ -62,7 +64,7 @@ FINISH = Fixed(
                    d.exec_time, EXTRACT(EPOCH FROM CAST(:now AS timestamptz) - t.started_at))
           FROM d
          WHERE t.id = d.id AND t.id IN (SELECT id FROM locked)
-           AND t.status = 'running' AND t.attempt = d.attempt AND t.worker_id = d.worker_id
+           AND (t.status = 'running') IS TRUE AND t.attempt = d.attempt AND t.worker_id = d.worker_id
            AND t.artifacts = '[]'::jsonb
         RETURNING t.id, t.org_id, t.webhook_url, t.attempt, t.result, t.execution_time_seconds, d.status,
                   d.error, d.head, d.tail, d.msg_id, d.envelope
@@ -108,7 +110,16 @@ class Finished:
 async def finish_running(conn: AsyncConnection, finishes: Sequence[Finish], now: datetime) -> Finished:
     """Record `finishes` (one per task) in one statement on an autocommit connection: each task's write, its
     attempt's close and its event commit together, or none of the batch does."""
-    params = {
+    rows = await FINISH.rows(conn, finish_params(finishes, now))
+    return Finished(
+        {r.task_id for r in rows},
+        [(int(r.id), r.subject, bytes(r.payload), r.msg_id) for r in rows if r.id is not None],
+    )
+
+
+def finish_params(finishes: Sequence[Finish], now: datetime) -> dict[str, Any]:
+    """FINISH's parameters for `finishes`."""
+    return {
         "now": now,
         "ids": [f.task_id for f in finishes],
         "attempts": [f.attempt for f in finishes],
@@ -124,8 +135,3 @@ async def finish_running(conn: AsyncConnection, finishes: Sequence[Finish], now:
         "msg_ids": [f.event[2] for f in finishes],
         "envelopes": [f.event[3] for f in finishes],
     }
-    rows = await FINISH.rows(conn, params)
-    return Finished(
-        {r.task_id for r in rows},
-        [(int(r.id), r.subject, bytes(r.payload), r.msg_id) for r in rows if r.id is not None],
-    )
