@@ -75,9 +75,8 @@ def browser_cpu(root: int, *, own: bool = True) -> dict[str, float]:
             continue
         fields = Path(f"/proc/{driver}/stat").read_text().rsplit(")", 1)[1].split()
         used["driver"] += (int(fields[11]) + int(fields[12])) / _TICKS
-        # a Chromium that ended (the worker recycles it every RECYCLE_AFTER_TASKS) counts in its reaper's
-        used["chromium"] += (int(fields[13]) + int(fields[14])) / _TICKS
         todo = list(kids.get(driver, []))
+        used["browsers"] = float(sum(todo))  # which Chromium: one relaunched meanwhile took its CPU away
         while todo:
             pid = todo.pop()
             used["chromium"] += stats[pid][2]
@@ -85,10 +84,19 @@ def browser_cpu(root: int, *, own: bool = True) -> dict[str, float]:
     return used
 
 
-def cpu_per_task(before: dict[str, float], after: dict[str, float], n: int) -> dict[str, float]:
-    """Milliseconds of CPU per task for each part, and their sum."""
-    per = {k: round(1000 * (after[k] - before[k]) / n, 1) for k in before} if n else {}
-    per["total"] = round(sum(per.values()), 1)
+def cpu_per_task(before: dict[str, float], after: dict[str, float], n: int) -> dict[str, float | None]:
+    """Milliseconds of CPU per task for each part, and their sum; Chromium's is None (and the sum with it)
+    when the browser was relaunched in between (the worker recycles it every RECYCLE_AFTER_TASKS): the
+    ended one's CPU is gone with it."""
+    relaunched = before.get("browsers") != after.get("browsers")
+    parts = [k for k in ("python", "driver", "chromium") if k in before and k in after]
+    per: dict[str, float | None] = (
+        {k: round(1000 * (after[k] - before[k]) / n, 1) for k in parts} if n else {}
+    )
+    if relaunched:
+        per["chromium"] = None
+    values = list(per.values())
+    per["total"] = round(sum(v for v in values if v is not None), 1) if None not in values else None
     return per
 
 
