@@ -123,20 +123,20 @@ async def test_a_record_outlives_the_writers_connection(db: Database) -> None:
     idle timeout), the next record is still written, on a new connection, and answered once committed."""
     batch = RequestAuditBatch.of(db)
     assert await batch.write(AT, req(uuid.uuid4().hex, "begin"))
-    assert batch._pg is not None
-    pid = batch._pg.info.backend_pid
+    assert batch._own._pg is not None
+    pid = batch._own._pg.info.backend_pid
     async with db.statement() as conn:
         await conn.execute(text("SELECT pg_terminate_backend(:pid, 10000)"), {"pid": pid})
     rid = uuid.uuid4().hex
     assert await batch.write(AT, req(rid, "begin"))
     assert len(await rows(db, rid)) == 1
-    assert batch._pg is not None and batch._pg.info.backend_pid != pid
+    assert batch._own._pg is not None and batch._own._pg.info.backend_pid != pid
 
 
 async def test_closed_the_writer_opens_again(db: Database) -> None:
     batch = RequestAuditBatch.of(db)
     await batch.close()
-    assert batch._pg is None
+    assert batch._own._pg is None
     rid = uuid.uuid4().hex
     assert await batch.write(AT, req(rid, "begin"))
     assert len(await rows(db, rid)) == 1

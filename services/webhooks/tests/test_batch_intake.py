@@ -236,8 +236,8 @@ async def test_a_batch_outlives_the_taker_questions_connection(
     endpoint = await _endpoint(rpc, a, receiver.url(f"/hook/{uuid.uuid4().hex}"), ["task.completed"])
     check = TakerCheck.of(service.db)
     assert await check.any_endpoint({a.org_id}, ["task.completed"])
-    assert check._pg is not None
-    pid = check._pg.info.backend_pid
+    assert check._own._pg is not None
+    pid = check._own._pg.info.backend_pid
     async with service.db.statement() as conn:
         await conn.execute(text("SELECT pg_terminate_backend(:pid, 10000)"), {"pid": pid})
 
@@ -246,7 +246,7 @@ async def test_a_batch_outlives_the_taker_questions_connection(
     await handlers.on_events(service.runtime, msgs)
     assert not msgs[0].is_acked  # not nak'ed: BatchConsumer acks it
     assert await _deliveries(service, [event.id]) == {(endpoint.id, event.id)}
-    assert check._pg is not None and check._pg.info.backend_pid != pid
+    assert check._own._pg is not None and check._own._pg.info.backend_pid != pid
 
 
 async def test_record_events_matches_per_event_org_and_type(service: WebhooksService) -> None:

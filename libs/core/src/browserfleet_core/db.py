@@ -7,8 +7,11 @@ the outbox relay), so a rolled-back change never announces itself.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 import uuid
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -21,6 +24,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, async_sessionma
 from sqlmodel.ext.asyncio.session import AsyncSession as AsyncSession
 
 if TYPE_CHECKING:
+    import psycopg
+
     from .settings import ServiceSettings
 
 NAMING_CONVENTION = {
@@ -101,6 +106,7 @@ class Database:
             _ping_when_idle(self.engine, ping_after_idle)
         self._sessions = async_sessionmaker(self.engine, class_=AsyncSession, expire_on_commit=False)
         self._autocommit = self.engine.execution_options(isolation_level="AUTOCOMMIT")
+        self._owned: weakref.WeakSet[OwnConnection] = weakref.WeakSet()
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:
@@ -136,8 +142,60 @@ class Database:
         async with self.engine.connect() as conn:
             await conn.execute(text("SELECT 1"))
 
+    def own_connection(self) -> OwnConnection:
+        """A connection outside the pool, closed by `dispose()` (see `OwnConnection`)."""
+        own = OwnConnection(self)
+        self._owned.add(own)
+        return own
+
     async def dispose(self) -> None:
+        for own in list(self._owned):
+            await own.close()
         await self.engine.dispose()
+
+
+class OwnConnection:
+    """One psycopg connection of a writer's or reader's own, in autocommit (each statement commits by
+    itself), made as the pool makes its connections. For work that runs one statement at a time: it gains
+    nothing from the pool, whose checkout and checkin, autocommit switch and reset cost several times what
+    PostgreSQL spends on a short statement. `get()` replaces a connection that is closed or broken;
+    `failed()` discards one that a failure left in no known state."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self._pg: psycopg.AsyncConnection[Any] | None = None
+        self._connecting = asyncio.Lock()
+
+    async def get(self) -> psycopg.AsyncConnection[Any]:
+        async with self._connecting:
+            pg = self._pg
+            if pg is None or pg.closed or pg.broken:
+                import psycopg  # a service with no own connection does not load it here
+
+                engine = self.db.engine
+                args, kwargs = engine.dialect.create_connect_args(engine.url)
+                pg = self._pg = await psycopg.AsyncConnection.connect(*args, **kwargs, autocommit=True)
+            return pg
+
+    async def failed(self, pg: psycopg.AsyncConnection[Any]) -> None:
+        """After a statement on `pg` raised: a refused statement leaves the connection idle and usable;
+        anything else (a dead server, a statement cancelled in flight) leaves it in no known state, and
+        the next statement gets a new one."""
+        from psycopg.pq import TransactionStatus
+
+        if pg.closed or pg.broken or pg.info.transaction_status != TransactionStatus.IDLE:
+            await self._discard(pg)
+
+    async def _discard(self, pg: psycopg.AsyncConnection[Any]) -> None:
+        if self._pg is pg:
+            self._pg = None
+        with contextlib.suppress(Exception):
+            await pg.close()
+
+    async def close(self) -> None:
+        """Close the connection (a later `get()` opens a new one)."""
+        if self._pg is not None:
+            await self._discard(self._pg)
 
 
 def _ping_when_idle(engine: AsyncEngine, idle_seconds: float) -> None:

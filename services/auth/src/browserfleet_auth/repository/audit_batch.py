@@ -22,18 +22,15 @@ rather than the batch's eighteen arrays. Together they took about half of the wr
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import weakref
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
 
-import psycopg
 from browserfleet_contracts.auth import RequestAudit
 from browserfleet_core.db import Database
 from psycopg import AsyncRawCursor
-from psycopg.pq import TransactionStatus
 from sqlalchemy import Table
 
 from ..models import AuditLog
@@ -229,7 +226,7 @@ class RequestAuditBatch:
         self.db = db
         self._waiting: list[_Record] = []
         self._writer: asyncio.Task[None] | None = None
-        self._pg: psycopg.AsyncConnection[Any] | None = None
+        self._own = db.own_connection()
 
     @staticmethod
     def takes(req: RequestAudit) -> bool:
@@ -279,7 +276,7 @@ class RequestAuditBatch:
                 record.done.set_result(0 in written)
 
     async def _execute(self, batch: list[_Record]) -> set[int]:
-        pg = await self._connection()
+        pg = await self._own.get()
         try:
             if len(batch) == 1:
                 sql, args = _one(batch[0])
@@ -289,29 +286,10 @@ class RequestAuditBatch:
             cursor = await pg.execute(_SQL, _params(batch), prepare=True)
             return {n for (n,) in await cursor.fetchall()}
         except BaseException:
-            # a refused statement leaves the connection idle and usable; anything else (a dead server, a
-            # statement cancelled in flight) leaves it in no known state: the next statement gets a new one
-            if pg.closed or pg.broken or pg.info.transaction_status != TransactionStatus.IDLE:
-                await self._discard()
+            await self._own.failed(pg)
             raise
-
-    async def _connection(self) -> psycopg.AsyncConnection[Any]:
-        """The writer's own connection, in autocommit (each statement commits by itself), made as the pool
-        makes its connections."""
-        pg = self._pg
-        if pg is None or pg.closed or pg.broken:
-            engine = self.db.engine
-            args, kwargs = engine.dialect.create_connect_args(engine.url)
-            pg = self._pg = await psycopg.AsyncConnection.connect(*args, **kwargs, autocommit=True)
-        return pg
-
-    async def _discard(self) -> None:
-        pg, self._pg = self._pg, None
-        if pg is not None:
-            with contextlib.suppress(Exception):
-                await pg.close()
 
     async def close(self) -> None:
         """Close the writer's connection (the service stops: call it once no record can arrive any more).
         A record written later opens a new one."""
-        await self._discard()
+        await self._own.close()

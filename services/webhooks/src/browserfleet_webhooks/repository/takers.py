@@ -10,8 +10,6 @@ asked again at once (it only reads)."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import weakref
 from collections.abc import Collection
 from typing import Any, Final
@@ -19,7 +17,6 @@ from typing import Any, Final
 import psycopg
 from browserfleet_core.db import Database
 from psycopg import AsyncRawCursor
-from psycopg.pq import TransactionStatus
 from sqlalchemy import Table
 
 from ..models import ENDPOINT, WebhookEndpoint
@@ -49,8 +46,7 @@ class TakerCheck:
 
     def __init__(self, db: Database) -> None:
         self.db = db
-        self._pg: psycopg.AsyncConnection[Any] | None = None
-        self._connecting = asyncio.Lock()
+        self._own = db.own_connection()
 
     async def any_endpoint(self, org_ids: Collection[str], filters: Collection[str]) -> bool:
         if not org_ids or not filters:
@@ -64,35 +60,15 @@ class TakerCheck:
             return await self._ask(params)
 
     async def _ask(self, params: tuple[Any, ...]) -> bool:
-        pg = await self._connection()
+        pg = await self._own.get()
         try:
             async with AsyncRawCursor(pg) as cursor:
                 await cursor.execute(_ANY, params, prepare=True)
                 return await cursor.fetchone() is not None
         except BaseException:
-            # a refused question leaves the connection idle and usable; anything else (a dead server, a
-            # question cancelled in flight) leaves it in no known state: the next question gets a new one
-            if pg.closed or pg.broken or pg.info.transaction_status != TransactionStatus.IDLE:
-                await self._discard(pg)
+            await self._own.failed(pg)
             raise
-
-    async def _connection(self) -> psycopg.AsyncConnection[Any]:
-        """Made as the pool makes its connections, in autocommit."""
-        async with self._connecting:
-            pg = self._pg
-            if pg is None or pg.closed or pg.broken:
-                engine = self.db.engine
-                args, kwargs = engine.dialect.create_connect_args(engine.url)
-                pg = self._pg = await psycopg.AsyncConnection.connect(*args, **kwargs, autocommit=True)
-            return pg
-
-    async def _discard(self, pg: psycopg.AsyncConnection[Any]) -> None:
-        if self._pg is pg:
-            self._pg = None
-        with contextlib.suppress(Exception):
-            await pg.close()
 
     async def close(self) -> None:
         """Close the connection (a later question opens a new one)."""
-        if self._pg is not None:
-            await self._discard(self._pg)
+        await self._own.close()
