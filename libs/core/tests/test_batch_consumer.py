@@ -168,6 +168,32 @@ async def test_idle_consumer_hands_a_lone_message_over_without_waiting_for_a_bat
         await consumer.stop()
 
 
+async def test_with_a_linger_what_follows_a_lone_message_shortly_joins_its_batch(
+    nc: NatsClient, stream: Stream
+) -> None:
+    handler = Recorder()
+    consumer = BatchConsumer(
+        nc,
+        stream=stream.name,
+        durable="linger",
+        handler=handler,
+        config=stream.config(),
+        max_batch=64,
+        linger=1.0,  # generous: the publishes below must land within it even on a loaded machine
+    )
+    await consumer.start()
+    try:
+        await asyncio.sleep(0.2)  # idle: the first message would be handed over alone at once
+        await stream.publish(1)
+        await asyncio.sleep(0.05)
+        seq = await stream.publish(4, start=1)
+        await handler.wait_for(5)
+        assert [len(b) for b in handler.batches] == [5]
+        await _settled(stream.js, stream.name, "linger", seq)
+    finally:
+        await consumer.stop()
+
+
 async def test_an_expired_pull_ends_with_408_on_its_own_reply_subject(nc: NatsClient, stream: Stream) -> None:
     """What BatchConsumer relies on to tell the end of its current pull from an earlier one's."""
     await stream.js.add_consumer(stream.name, stream.config(durable_name="probe", name="probe"))

@@ -38,6 +38,7 @@ EVENTS_SOURCE: dict[str, Any] = {
 }
 # events per transaction at most; a batch holds one database connection
 EVENTS_MAX_BATCH = 64
+EVENTS_LINGER_SECONDS = 0.01
 # a failed event is offered again after this long, rather than in a tight loop while Postgres is down
 RETRY_EVENT_SECONDS = 2.0
 
@@ -116,6 +117,9 @@ def build_events_consumer(rt: WebhooksRuntime, nc: NatsClient) -> BatchConsumer:
         handler=functools.partial(on_events, rt),
         max_batch=EVENTS_MAX_BATCH,
         expires=5.0,
+        # deliveries are retried on a schedule of seconds: 10 ms for more events to share a batch's
+        # question and transaction (the edges helper: 0.339 -> 0.294 ms of CPU per event at 5 ms, 0.247 at 20)
+        linger=EVENTS_LINGER_SECONDS,
     )
 
 
