@@ -58,3 +58,13 @@ async def test_a_statement_cancelled_in_flight_leaves_no_connection_in_an_unknow
     again = await own.get()
     assert (await (await again.execute("SELECT 2")).fetchone()) == (2,)
     await db.dispose()
+
+
+def test_attached_is_one_per_database_and_kind(database_url: str) -> None:
+    class Writer:
+        def __init__(self, db: Database) -> None:
+            self.db = db
+
+    first, second = Database(database_url, "public"), Database(database_url, "public")
+    assert first.attached(Writer) is first.attached(Writer)
+    assert first.attached(Writer).db is first and second.attached(Writer) is not first.attached(Writer)

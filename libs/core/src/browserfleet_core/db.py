@@ -15,7 +15,7 @@ import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar, cast
 
 from sqlalchemy import MetaData, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, async_sessionmaker, create_async_engine
@@ -39,6 +39,7 @@ NAMING_CONVENTION = {
 AfterCommit = Callable[[], Awaitable[None]]
 P = ParamSpec("P")
 T = TypeVar("T")
+A = TypeVar("A")
 
 
 def schema_metadata(schema: str) -> MetaData:
@@ -107,6 +108,7 @@ class Database:
         self._sessions = async_sessionmaker(self.engine, class_=AsyncSession, expire_on_commit=False)
         self._autocommit = self.engine.execution_options(isolation_level="AUTOCOMMIT")
         self._owned: weakref.WeakSet[OwnConnection] = weakref.WeakSet()
+        self._attached: dict[Callable[[Database], Any], Any] = {}
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:
@@ -141,6 +143,14 @@ class Database:
     async def ping(self) -> None:
         async with self.engine.connect() as conn:
             await conn.execute(text("SELECT 1"))
+
+    def attached(self, kind: Callable[[Database], A]) -> A:
+        """The one `kind(self)` of this database, made when first asked for: a writer or reader that keeps
+        state of its own beside the pool (a group commit's queue, an own connection)."""
+        found = self._attached.get(kind)
+        if found is None:
+            found = self._attached[kind] = kind(self)
+        return cast(A, found)
 
     def own_connection(self) -> OwnConnection:
         """A connection outside the pool, closed by `dispose()` (see `OwnConnection`)."""

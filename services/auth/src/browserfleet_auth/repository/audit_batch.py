@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import weakref
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
@@ -213,14 +212,9 @@ def _params(batch: list[_Record]) -> dict[str, list[Any]]:
 class RequestAuditBatch:
     """The group-committing writer of one database's call entries (one per `Database`: `of(db)`)."""
 
-    _of: weakref.WeakKeyDictionary[Database, RequestAuditBatch] = weakref.WeakKeyDictionary()
-
     @classmethod
     def of(cls, db: Database) -> RequestAuditBatch:
-        batch = cls._of.get(db)
-        if batch is None:
-            batch = cls._of[db] = cls(db)
-        return batch
+        return db.attached(cls)
 
     def __init__(self, db: Database) -> None:
         self.db = db

@@ -10,7 +10,6 @@ asked again at once (it only reads)."""
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Collection
 from typing import Any, Final
 
@@ -35,14 +34,9 @@ LIMIT 1
 class TakerCheck:
     """The question on its own connection, one per `Database` (`of(db)`); `close()` when the consumer stops."""
 
-    _of: weakref.WeakKeyDictionary[Database, TakerCheck] = weakref.WeakKeyDictionary()
-
     @classmethod
     def of(cls, db: Database) -> TakerCheck:
-        check = cls._of.get(db)
-        if check is None:
-            check = cls._of[db] = cls(db)
-        return check
+        return db.attached(cls)
 
     def __init__(self, db: Database) -> None:
         self.db = db
