@@ -1,18 +1,24 @@
 """What a failed task's trace records, as the worker configures it (real Chromium): every action with its error,
 and DOM snapshots (with the network log) unless TRACE_SNAPSHOTS is off (they are recorded on every task, failed
-or not, so an operator may trade them for CPU)."""
+or not, so an operator may trade them for CPU). The recording starts with the context prepared during the claim,
+and a task that must not have that recording (a secret) stops it before its first step."""
 
 from __future__ import annotations
 
 import io
 import json
 import zipfile
+from types import SimpleNamespace
 from typing import Any
 
+import pytest
 from browserfleet_contracts.tasks import TaskDispatch, TaskSpec
-from browserfleet_worker.browser import BrowserHost
+from browserfleet_worker.attempt import _trace
+from browserfleet_worker.browser import BrowserHost, TraceOptions, take_trace
 from browserfleet_worker.execution import build_runner
 from browserfleet_worker.settings import WorkerSettings
+from browserfleet_worker.steps import StepsOutcome
+from playwright.async_api import Error as PlaywrightError
 
 
 def failing(site: str) -> TaskDispatch:
@@ -60,3 +66,116 @@ async def test_a_failure_trace_has_its_actions_and_snapshots_unless_turned_off(
     assert clicks, sorted({str(e.get("type")) for e in lean})
     assert any(e.get("type") == "after" and e.get("error") for e in lean)
     assert not [e for e in lean if e.get("type") == "frame-snapshot"]
+
+
+# --- the recording started with the context prepared during the claim (BrowserHost.prepare) ---------------------
+
+
+def _events(trace: bytes) -> list[dict[str, Any]]:
+    with zipfile.ZipFile(io.BytesIO(trace)) as archive:
+        lines = archive.read("trace.trace").decode().splitlines()
+    return [json.loads(line) for line in lines]
+
+
+def _settings(**extra: Any) -> WorkerSettings:
+    return WorkerSettings(
+        nats_url="nats://unused.invalid:4222",
+        worker_key="sk_worker_trace",
+        browser_allow_networks=["127.0.0.1/32"],
+        **extra,
+    )
+
+
+async def _run_prepared(
+    browser: BrowserHost,
+    site: str,
+    trace: TraceOptions | None,
+    values: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch | None = None,
+    **extra: Any,
+) -> tuple[StepsOutcome, bool]:
+    """The failing task run in a context prepared with `trace`; also whether a recording still ran after it."""
+    runner, policy = build_runner(_settings(**extra), failing(site), values)
+    prepared = browser.prepare(trace)
+    assert prepared is not None and prepared._pending is not None
+    warm = await prepared._pending
+    assert warm is not None
+    async with browser.context(policy, accept_downloads=True, prepared=prepared) as ctx:
+        assert ctx is warm.ctx
+        if monkeypatch is not None:
+
+            async def started_again(**_options: Any) -> None:
+                raise AssertionError("the task started a second recording")
+
+            monkeypatch.setattr(ctx.tracing, "start", started_again)
+        out = await runner.run(ctx)
+        if monkeypatch is not None:
+            monkeypatch.undo()
+        assert take_trace(ctx) is None, "taken by its task"
+        try:
+            await ctx.tracing.start()
+        except PlaywrightError:
+            recording = True  # Playwright refuses a second start
+        else:
+            recording = False
+            await ctx.tracing.stop()
+    assert out.status == "failed" and out.error_step == 1, out.error_message
+    return out, recording
+
+
+async def test_a_task_keeps_the_recording_its_prepared_context_started(
+    browser: BrowserHost, site: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out, _ = await _run_prepared(
+        browser, site, TraceOptions(screenshots=False, snapshots=True), {}, monkeypatch
+    )
+    events = _events(next(a.data for a in out.artifacts if a.name == "trace.zip"))
+    assert [e for e in events if e.get("type") == "before" and e.get("method") == "goto"]
+    assert any(e.get("type") == "after" and e.get("error") for e in events)
+    assert [e for e in events if e.get("type") == "frame-snapshot"]
+
+
+async def test_a_prepared_recording_the_task_must_not_have_is_stopped_before_its_steps(
+    browser: BrowserHost, site: str
+) -> None:
+    screencast = TraceOptions(screenshots=True, snapshots=True)
+    out, _ = await _run_prepared(browser, site, screencast, {}, trace_screenshots=True)
+    trace = next(a.data for a in out.artifacts if a.name == "trace.zip")
+    assert [e for e in _events(trace) if e.get("type") == "screencast-frame"], "the screencast was recorded"
+
+    # with a secret, never a screencast (its frames cannot be scrubbed): the prepared one is replaced
+    secret = {"password": "correct horse battery"}
+    out, _ = await _run_prepared(browser, site, screencast, secret, trace_screenshots=True)
+    events = _events(next(a.data for a in out.artifacts if a.name == "trace.zip"))
+    assert not [e for e in events if e.get("type") == "screencast-frame"]
+    assert any(e.get("type") == "after" and e.get("error") for e in events)
+
+    # a secret too short to scrub: no trace at all, the prepared recording stopped
+    out, recording = await _run_prepared(
+        browser, site, TraceOptions(screenshots=False, snapshots=True), {"pin": "12"}
+    )
+    assert not [a for a in out.artifacts if a.name == "trace.zip"]
+    assert not recording
+
+
+def test_the_recording_prepared_during_the_claim_follows_the_settings() -> None:
+    def task(kind: str) -> TaskDispatch:
+        spec = {"steps": [{"action": "navigate", "url": "http://127.0.0.1:9/"}]} if kind == "steps" else {}
+        return TaskDispatch(
+            task_id="t-x",
+            org_id="org-1",
+            attempt=1,
+            priority="normal",
+            timeout_seconds=60,
+            spec=TaskSpec.model_validate({"kind": kind, "goal": "look", **spec} if kind == "agent" else spec),
+        )
+
+    def rt(**extra: Any) -> Any:
+        return SimpleNamespace(settings=_settings(**extra))
+
+    assert _trace(rt(), task("steps")) == TraceOptions(screenshots=False, snapshots=True)
+    assert _trace(rt(trace_snapshots=False, trace_screenshots=True), task("steps")) == TraceOptions(
+        screenshots=True, snapshots=False
+    )
+    assert _trace(rt(trace_on_failure=False), task("steps")) is None  # TRACE_ON_FAILURE off: none starts
+    assert _trace(rt(), task("agent")) is None  # an agent task records no trace

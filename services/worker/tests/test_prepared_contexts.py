@@ -13,7 +13,7 @@ import nats
 import pytest
 from browserfleet_contracts.tasks import ClaimReply, TaskDispatch, TaskSpec
 from browserfleet_worker.attempt import run_attempt
-from browserfleet_worker.browser import BrowserHost
+from browserfleet_worker.browser import BrowserHost, take_trace
 from browserfleet_worker.netguard import Policy, parse_networks
 from browserfleet_worker.steps import StepsRunner
 from playwright.async_api import Error as PlaywrightError
@@ -136,8 +136,8 @@ async def test_a_refused_claim_closes_the_context_prepared_for_it(host: BrowserH
 
     async def call(_endpoint: Any, _request: Any) -> ClaimReply:
         for _ in range(200):  # the claim's round trip: the task's context opens meanwhile
-            if _contexts(host) == 1:
-                opened.set()
+            if _contexts(host) == 1 and take_trace(host._browser.contexts[0]) is not None:  # type: ignore[union-attr]
+                opened.set()  # with its recording
                 break
             await asyncio.sleep(0.05)
         return ClaimReply(granted=False, reason="already running elsewhere")
@@ -148,6 +148,7 @@ async def test_a_refused_claim_closes_the_context_prepared_for_it(host: BrowserH
         nc=nc,
         rpc=SimpleNamespace(call=call),
         identity=SimpleNamespace(worker_key="sk_worker_x"),
+        settings=SimpleNamespace(trace_on_failure=True, trace_screenshots=False, trace_snapshots=True),
     )
     msg = _Msg(dispatch.model_dump_json().encode())
     try:

@@ -28,7 +28,7 @@ from nats.aio.msg import Msg
 from pydantic import ValidationError
 
 from .artifacts import store_artifacts
-from .browser import Prepared
+from .browser import Prepared, TraceOptions
 from .consumer import free_slot
 from .execution import execute
 from .liveview import LiveView, refusal
@@ -47,13 +47,23 @@ async def run_attempt(rt: WorkerRuntime, msg: Msg) -> None:
         log.error("terminating a malformed TaskDispatch on %s: %s", msg.subject, _first_error(exc))
         await msg.term()
         return
-    # the task's context opens while its claim makes its round trip; one the task does not take is closed
-    prepared = rt.browser.prepare() if dispatch.spec.profile is None else None
+    # the task's context opens (with its trace recording) while its claim makes its round trip; one the task
+    # does not take is closed
+    prepared = rt.browser.prepare(_trace(rt, dispatch)) if dispatch.spec.profile is None else None
     try:
         await _run_claimed(rt, msg, dispatch, prepared)
     finally:
         if prepared is not None:
             rt.browser.release(prepared)
+
+
+def _trace(rt: WorkerRuntime, dispatch: TaskDispatch) -> TraceOptions | None:
+    """The trace a steps task will most likely want (StepsRunner.trace_options decides, and stops one that
+    differs): agent tasks record none."""
+    settings = rt.settings
+    if not settings.trace_on_failure or dispatch.spec.kind != "steps":
+        return None
+    return TraceOptions(screenshots=settings.trace_screenshots, snapshots=settings.trace_snapshots)
 
 
 async def _run_claimed(

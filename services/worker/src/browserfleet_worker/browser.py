@@ -7,6 +7,7 @@ import contextlib
 import logging
 import os
 import time
+import weakref
 from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -33,6 +34,24 @@ from .netguard import GuardProxy, IPNetwork, Policy
 log = logging.getLogger(__name__)
 
 BROWSER_GONE = "the browser crashed or disconnected"
+
+
+@dataclass(frozen=True)
+class TraceOptions:
+    """How a task's failure trace records (StepsRunner): a prepared context's recording is kept by a task that
+    wants exactly these, else stopped before its first step."""
+
+    screenshots: bool
+    snapshots: bool
+
+
+# a context whose recording started while its task was being claimed -> that recording's options; taken once
+_TRACES: weakref.WeakKeyDictionary[BrowserContext, TraceOptions] = weakref.WeakKeyDictionary()
+
+
+def take_trace(context: BrowserContext) -> TraceOptions | None:
+    """The options of the trace `context` was prepared with (BrowserHost.prepare), None when none runs."""
+    return _TRACES.pop(context, None)
 
 
 class BrowserHost:
@@ -230,15 +249,15 @@ class BrowserHost:
         while len(self._warm) < self.warm_contexts:
             self._warm.append(asyncio.create_task(self._prepare(browser, guard)))
 
-    def prepare(self) -> Prepared | None:
-        """Starts a fresh context (and its blank page) for a task about to be claimed, so that the claim's
-        round trip and the context's creation overlap; None while the browser is down. Its proxy credentials
-        are reserved: nothing leaves it until `context(prepared=...)` binds its task's policy. One not taken
-        must be given to `release`."""
+    def prepare(self, trace: TraceOptions | None = None) -> Prepared | None:
+        """Starts a fresh context (and its blank page, and its trace with `trace`'s options) for a task about to
+        be claimed, so that the claim's round trip and the context's set-up overlap; None while the browser is
+        down. Its proxy credentials are reserved: nothing leaves it until `context(prepared=...)` binds its
+        task's policy. One not taken must be given to `release`."""
         browser, guard = self._browser, self._guard
         if browser is None or guard is None or not browser.is_connected():
             return None
-        return Prepared(asyncio.create_task(self._prepare(browser, guard)))
+        return Prepared(asyncio.create_task(self._prepare(browser, guard, trace)))
 
     def release(self, prepared: Prepared) -> None:
         """Closes a prepared context that no task took (its claim was refused, its task ended before the
@@ -258,15 +277,19 @@ class BrowserHost:
         if warm is not None and self._guard is not None:
             await _discard(warm, self._guard)
 
-    async def _prepare(self, browser: Browser, guard: GuardProxy) -> _Warm | None:
+    async def _prepare(
+        self, browser: Browser, guard: GuardProxy, trace: TraceOptions | None = None
+    ) -> _Warm | None:
         """A fresh context and blank page under reserved proxy credentials: no request leaves it before its
-        task's policy is bound."""
+        task's policy is bound. With `trace`, its recording starts too (three driver round trips a task
+        no longer makes after its claim); a context whose recording could not start is prepared without one."""
         user, password = guard.reserve()
         ctx: BrowserContext | None = None
         try:
             ctx = await self._new_context(browser, guard, user, password, True, None)
             ctx.on("page", _tame_page)
-            await ctx.new_page()
+            # the recording starts while the page opens: its round trips overlap the page's renderer start-up
+            await asyncio.gather(ctx.new_page(), _start_trace(ctx, trace))
             return _Warm(browser, ctx, user)
         except Exception:
             log.debug("preparing a browser context failed", exc_info=True)
@@ -415,6 +438,18 @@ async def _close_context(ctx: BrowserContext) -> None:
         await asyncio.wait_for(ctx.close(), 10)
     except Exception:  # a crashed browser cannot close its contexts; nothing is left to leak
         log.debug("closing a browser context failed", exc_info=True)
+
+
+async def _start_trace(ctx: BrowserContext, trace: TraceOptions | None) -> None:
+    """`trace`'s recording on `ctx`, on record for its task (`take_trace`); none when it cannot start."""
+    if trace is None:
+        return
+    try:
+        await ctx.tracing.start(screenshots=trace.screenshots, snapshots=trace.snapshots)
+    except PlaywrightError:
+        log.debug("tracing unavailable", exc_info=True)
+        return
+    _TRACES[ctx] = trace
 
 
 async def _discard(warm: _Warm, guard: GuardProxy) -> None:

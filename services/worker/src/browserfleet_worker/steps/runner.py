@@ -22,7 +22,7 @@ from playwright.async_api import Error as PlaywrightError
 
 from .. import logship
 from ..artifact_guard import TRACE_NAME, scrub_trace, withhold
-from ..browser import task_page
+from ..browser import TraceOptions, take_trace, task_page
 from ..netguard import Policy
 from ..secret_forms import MIN_CHARS, SecretScanner
 from ..secret_values import Masker, SecretUnavailable, render
@@ -119,16 +119,7 @@ class StepsRunner:
         error: str | None = None
         error_step: int | None = None
         timed_out = False
-        tracing = False
-        # a value this short cannot be scrubbed out of a trace without destroying it: no trace then
-        if self.trace_on_failure and not self._scanner.short:
-            try:
-                await context.tracing.start(
-                    screenshots=self.trace_screenshots, snapshots=self.trace_snapshots
-                )
-                tracing = True
-            except PlaywrightError:
-                log.debug("tracing unavailable", exc_info=True)
+        tracing = await self._start_trace(context)
         self._page = await task_page(context)
         try:
             async with asyncio.timeout(self.timeout_seconds):
@@ -162,6 +153,30 @@ class StepsRunner:
             execution_time_seconds=round(time.monotonic() - started, 3),
         )
         return self.masked(outcome)
+
+    def trace_options(self) -> TraceOptions | None:
+        """How this task's trace records; None: no trace (off, or a value this short cannot be scrubbed out of
+        a trace without destroying it)."""
+        if not self.trace_on_failure or self._scanner.short:
+            return None
+        return TraceOptions(screenshots=self.trace_screenshots, snapshots=self.trace_snapshots)
+
+    async def _start_trace(self, context: BrowserContext) -> bool:
+        """The trace recording from here on: the one the context was prepared with when it records as this task
+        wants (no round trip), else one started now; a prepared recording the task must not have (its options
+        differ, e.g. a screencast with secrets, or no trace) is stopped, unsaved, before any step."""
+        want, have = self.trace_options(), take_trace(context)
+        if have is not None and have == want:
+            return True
+        try:
+            if have is not None:
+                await context.tracing.stop()
+            if want is not None:
+                await context.tracing.start(screenshots=want.screenshots, snapshots=want.snapshots)
+                return True
+        except PlaywrightError:
+            log.debug("tracing unavailable", exc_info=True)
+        return False
 
     async def _failure_artifacts(self, context: BrowserContext, tracing: bool) -> None:
         """The last screenshot and a Playwright trace, for whoever debugs the failure."""
