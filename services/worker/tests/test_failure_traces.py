@@ -179,3 +179,23 @@ def test_the_recording_prepared_during_the_claim_follows_the_settings() -> None:
     )
     assert _trace(rt(trace_on_failure=False), task("steps")) is None  # TRACE_ON_FAILURE off: none starts
     assert _trace(rt(), task("agent")) is None  # an agent task records no trace
+
+
+async def test_a_success_leaves_the_client_counting_no_recording(browser: BrowserHost, site: str) -> None:
+    """Its recording is discarded with the context, unstopped: Playwright's client must not count it on (it
+    would send every later call's stack to the driver, for the browser's life)."""
+    settings = WorkerSettings(
+        nats_url="nats://unused.invalid:4222",
+        worker_key="sk_worker_trace",
+        browser_allow_networks=["127.0.0.1/32"],
+    )
+    ok = failing(site).model_copy(
+        update={"spec": TaskSpec.model_validate({"steps": [{"action": "navigate", "url": f"{site}/login"}]})}
+    )
+    runner, policy = build_runner(settings, ok, {})
+    async with browser.context(policy, accept_downloads=True) as ctx:
+        connection: Any = ctx._impl_obj._connection  # the client-side count this relies on
+        out = await runner.run(ctx)
+        assert out.status == "completed", out.error_message
+        assert not [a for a in out.artifacts if a.name == "trace.zip"]
+        assert connection._tracing_count == 0

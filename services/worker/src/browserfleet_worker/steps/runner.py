@@ -140,8 +140,10 @@ class StepsRunner:
             error = schema_errors(self.spec.result_schema, self._mask.deep(self.extracted))
         if error is not None:
             await self._failure_artifacts(context, tracing)
-        # a success's recording is not stopped: its context closes next, which discards it (the driver
-        # aborts a context's tracing on close) without a round trip on the task's path
+        elif tracing:
+            # a success's recording is not stopped: its context closes next, which discards it (the driver
+            # aborts a context's tracing on close) without a round trip on the task's path
+            forget_recording(context)
         await self._withhold_secret_artifacts(result)
         outcome = StepsOutcome(
             status="timed_out" if timed_out else "failed" if error else "completed",
@@ -338,6 +340,16 @@ class StepsRunner:
             candidate = f"{stem}-{n}{dot}{ext}"
             n += 1
         self.artifacts.append(Artifact(name=candidate, content_type=content_type, data=data))
+
+
+def forget_recording(context: BrowserContext) -> None:
+    """The client's side of a recording that the context's close will discard unsaved. Playwright's client
+    counts its connection as tracing from a recording's start until that recording is stopped, and meanwhile
+    every call of every context on the connection also sends its stack to the driver (one more message and a
+    task per call); a recording never stopped left the count raised for the browser's life. No round trip."""
+    reset = getattr(getattr(context.tracing, "_impl_obj", None), "_reset_stack_counter", None)
+    if callable(reset):
+        reset()
 
 
 async def _bounded(aw: Any, seconds: float = 10) -> Any:
