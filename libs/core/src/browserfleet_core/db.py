@@ -12,7 +12,7 @@ import contextlib
 import time
 import uuid
 import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar, cast
@@ -152,9 +152,10 @@ class Database:
             found = self._attached[kind] = kind(self)
         return cast(A, found)
 
-    def own_connection(self) -> OwnConnection:
-        """A connection outside the pool, closed by `dispose()` (see `OwnConnection`)."""
-        own = OwnConnection(self)
+    def own_connection(self, settings: Mapping[str, str] | None = None) -> OwnConnection:
+        """A connection outside the pool, closed by `dispose()` (see `OwnConnection`); `settings`: what it
+        SETs for its session each time it connects."""
+        own = OwnConnection(self, settings)
         self._owned.add(own)
         return own
 
@@ -171,8 +172,9 @@ class OwnConnection:
     PostgreSQL spends on a short statement. `get()` replaces a connection that is closed or broken;
     `failed()` discards one that a failure left in no known state."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, settings: Mapping[str, str] | None = None) -> None:
         self.db = db
+        self.settings = dict(settings or {})
         self._pg: psycopg.AsyncConnection[Any] | None = None
         self._connecting = asyncio.Lock()
 
@@ -184,7 +186,10 @@ class OwnConnection:
 
                 engine = self.db.engine
                 args, kwargs = engine.dialect.create_connect_args(engine.url)
-                pg = self._pg = await psycopg.AsyncConnection.connect(*args, **kwargs, autocommit=True)
+                pg = await psycopg.AsyncConnection.connect(*args, **kwargs, autocommit=True)
+                for name, value in self.settings.items():
+                    await pg.execute("SELECT set_config(%s, %s, false)", (name, value))
+                self._pg = pg
             return pg
 
     async def failed(self, pg: psycopg.AsyncConnection[Any]) -> None:
