@@ -169,7 +169,9 @@ class AuditLog(AuthBase, table=True):
     # The call-entry statements look an entry up by (org_id, request_id). With only single-column indexes a
     # cached generic plan could probe org_id's and walk every entry the organization ever wrote (1,870-2,100
     # index entries per task in a benchmark's one org, growing with the log): this one is exact whatever plan.
-    __table_args__ = (Index("ix_audit_log_request_id_org_id", "request_id", "org_id"),)
+    # It ends with `id`: the first entry of a call (`min(id)`, the close) is the index's first for the pair, never
+    # a walk of the primary key from the oldest entry until the call's (the newest) turns up.
+    __table_args__ = (Index("ix_audit_log_request_id_org_id", "request_id", "org_id", "id"),)
 
     id: int | None = Field(default=None, sa_column=Column(BigInteger, Identity(), primary_key=True))
     at: datetime = Field(sa_column=_at(index=True))

@@ -40,6 +40,10 @@ MAX_BATCH: Final = 256
 _AUDIT: Table = AuditLog.__table__  # type: ignore[attr-defined]
 _TABLE = f"{_AUDIT.schema}.{_AUDIT.name}" if _AUDIT.schema else _AUDIT.name
 
+# An entry is found by its request id; the organization is compared with IS NOT DISTINCT FROM, which no index
+# serves, so that no plan — a prepared statement keeps the generic plan made after five runs, maybe on a near
+# empty log — can probe the org_id index and read every entry of the organization for each call (seen: 95 M
+# index entries read over a 6,000-task burst, PostgreSQL CPU per task 2.5-2.9 ms instead of 1.0).
 # `o`/`c`: the batch's opens and closes, one row each, numbered by their place in the batch. Of several
 # records of one call in a batch only the first is written (DISTINCT ON ... ORDER BY n): the others answer
 # False and take the transaction, where a repeated phase changes nothing, as it would have one at a time.
@@ -54,7 +58,9 @@ WITH o AS (
         %(o_key)s::text[], %(o_ip)s::text[], %(o_target)s::text[], %(o_detail)s::text[], %(o_rid)s::text[],
         %(o_route)s::text[]
     ) AS v(n, at, action, org_id, actor_user_id, actor_api_key_id, client_ip, target, detail, request_id, route)
-    WHERE NOT EXISTS (SELECT 1 FROM {_TABLE} a WHERE a.org_id = v.org_id AND a.request_id = v.request_id)
+    WHERE NOT EXISTS (
+        SELECT 1 FROM {_TABLE} a WHERE a.request_id = v.request_id AND a.org_id IS NOT DISTINCT FROM v.org_id
+    )
     ORDER BY v.org_id, v.request_id, v.n
 ), opened AS (
     INSERT INTO {_TABLE}
@@ -79,7 +85,10 @@ WITH o AS (
         detail = CASE WHEN c.code IS NOT NULL AND c.status >= 400
                       THEN a.detail || jsonb_build_object('code', c.code) ELSE a.detail END
     FROM c
-    WHERE a.id = (SELECT min(b.id) FROM {_TABLE} b WHERE b.org_id = c.org_id AND b.request_id = c.request_id)
+    WHERE a.id = (
+        SELECT min(b.id) FROM {_TABLE} b
+        WHERE b.request_id = c.request_id AND b.org_id IS NOT DISTINCT FROM c.org_id
+    )
       AND a.status IS NULL AND a.route IS NOT NULL
     RETURNING c.n
 )
@@ -94,7 +103,9 @@ INSERT INTO {_TABLE}
     (at, action, outcome, org_id, actor_user_id, actor_api_key_id, client_ip, target, detail, request_id, route)
 SELECT $1::timestamptz, $2::text, 'pending', $3::text, $4::text, $5::text, $6::text, $7::text, $8::jsonb,
        $9::text, $10::text
-WHERE NOT EXISTS (SELECT 1 FROM {_TABLE} a WHERE a.org_id = $3::text AND a.request_id = $9::text)
+WHERE NOT EXISTS (
+    SELECT 1 FROM {_TABLE} a WHERE a.request_id = $9::text AND a.org_id IS NOT DISTINCT FROM $3::text
+)
 RETURNING 1
 """  # noqa: S608 (the table's own name)
 
@@ -105,7 +116,9 @@ UPDATE {_TABLE} a SET
     target = coalesce(a.target, $5::text),
     detail = CASE WHEN $6::text IS NOT NULL AND $3::int >= 400
                   THEN a.detail || jsonb_build_object('code', $6::text) ELSE a.detail END
-WHERE a.id = (SELECT min(b.id) FROM {_TABLE} b WHERE b.org_id = $1::text AND b.request_id = $2::text)
+WHERE a.id = (
+    SELECT min(b.id) FROM {_TABLE} b WHERE b.request_id = $2::text AND b.org_id IS NOT DISTINCT FROM $1::text
+)
   AND a.status IS NULL AND a.route IS NOT NULL
 RETURNING 1
 """  # noqa: S608 (the table's own name)
