@@ -288,8 +288,10 @@ class BrowserHost:
         try:
             ctx = await self._new_context(browser, guard, user, password, True, None)
             ctx.on("page", _tame_page)
-            # the recording starts while the page opens: its round trips overlap the page's renderer start-up
-            await asyncio.gather(ctx.new_page(), _start_trace(ctx, trace))
+            # the recording first, then the page: a page opened while the recording was starting could miss its
+            # snapshotter (a failure trace with no DOM snapshot, seen under load), so they no longer overlap
+            await _start_trace(ctx, trace)
+            await ctx.new_page()
             return _Warm(browser, ctx, user)
         except Exception:
             log.debug("preparing a browser context failed", exc_info=True)
