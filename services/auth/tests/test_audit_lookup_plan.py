@@ -91,3 +91,11 @@ async def test_the_writers_plans_probe_indexes_even_when_made_on_an_empty_log(
     assert "Seq Scan" not in plan and "Hash Join" not in plan and "Hash Right Anti Join" not in plan, plan
     assert "ix_auth_audit_log_org_id" not in plan, plan  # every entry of the organization, for each call
     assert "Index Cond: (id = (SubPlan" in plan, plan  # the entry to close, found by its id
+
+
+def test_no_statement_of_the_writer_compares_the_organization_in_a_way_an_index_serves() -> None:
+    """Which index a kept plan probes depends on when it was made, which the plan tests above cannot force;
+    what rules out the organization's index is that no lookup offers it an indexable `org_id = ...`."""
+    for sql in (audit_batch._SQL, audit_batch._OPEN_ONE, audit_batch._CLOSE_ONE):
+        assert not re.search(r"\borg_id\s*=", sql), sql
+        assert "org_id IS NOT DISTINCT FROM" in sql
