@@ -527,6 +527,14 @@ def test_a_setting_the_service_rejects_fails(nats_url: str, tmp_path: Path) -> N
     must_not_start(spec, tmp_path, "(?s)exited with code 1.*log_format")
 
 
+def test_a_health_budget_past_its_bound_fails(nats_url: str, tmp_path: Path) -> None:
+    """The gateway's readiness budget has the bound every service's has (a probe that waits a minute per
+    dependency would outlast any orchestrator's probe timeout)."""
+    spec = gateway_spec(nats_url)
+    spec.env["HEALTH_TIMEOUT_SECONDS"] = "60"
+    must_not_start(spec, tmp_path, "(?s)exited with code 1.*health_timeout_seconds")
+
+
 def test_a_probe_path_that_does_not_exist_fails(nats_url: str, tmp_path: Path) -> None:
     spec = gateway_spec(nats_url)
     assert spec.probe is not None

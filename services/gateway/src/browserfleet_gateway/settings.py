@@ -88,7 +88,6 @@ class GatewaySettings(ServiceSettings):
         description="the gateway's public base URL (https://fleet.example.com): the SSO callback registered "
         "at identity providers is <public_url>/auth/sso/callback; unset = the request's own base URL",
     )
-    health_timeout_seconds: float = Field(default=2.0, gt=0, description="per-dependency readiness budget")
     # --- WebSockets (the event stream, docs/websocket.md) ---
     ws_auth_timeout_seconds: float = Field(
         default=10.0, gt=0, description="a socket without a credential must send AUTH within this (else 4408)"
