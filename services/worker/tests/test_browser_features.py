@@ -9,6 +9,8 @@ from pathlib import Path
 from browserfleet_worker.browser import (
     DISABLED_FEATURES,
     BrowserHost,
+    browser_process,
+    chromium_pids,
     disabled_features_arg,
     driver_node_options,
     merged_features_arg,
@@ -44,6 +46,29 @@ async def test_the_browser_keeps_playwrights_switches_and_adds_ours(browser: Bro
     # Chromium keeps only the last --disable-features: Playwright's list must survive inside ours
     assert set(learnt[0].split("=", 1)[1].split(",")) < set(features)
     assert _disable_features_switches(browser.browser_pids()) == 1
+
+
+async def test_a_second_browser_in_one_process_runs_without_our_features_too(browser: BrowserHost) -> None:
+    """Each host reads Playwright's switch off its own browser: reading another host's (which already carries
+    ours) left the second one with nothing to add, so it ran with autofill's server queries on (a test's
+    context sent one to content-autofill.googleapis.com), and its pids (the crash tests kill them) were
+    every browser's in the process."""
+    await browser.start()
+    before = set(chromium_pids(None))
+    other = BrowserHost(allowed_networks=parse_networks(["127.0.0.1/32"]))
+    await other.start()
+    try:
+        root = browser_process([p for p in chromium_pids(None) if p not in before])
+        assert root is not None
+        own = chromium_pids(None, root=root)
+        switch = disabled_features_arg(own)
+        assert switch is not None
+        assert set(DISABLED_FEATURES) <= set(switch.split("=", 1)[1].split(","))
+        assert _disable_features_switches(own) == 1
+        assert other.browser_pids() == own
+        assert set(browser.browser_pids()).isdisjoint(own)
+    finally:
+        await other.close()
 
 
 async def test_filling_a_form_sends_nothing_to_googles_autofill_server(

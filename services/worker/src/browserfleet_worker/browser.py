@@ -22,6 +22,7 @@ from .chromium import DISABLED_FEATURES as DISABLED_FEATURES
 from .chromium import SYSTEM_CHROMIUM as SYSTEM_CHROMIUM
 from .chromium import BrowserNotFound as BrowserNotFound
 from .chromium import browser_memory_mb as browser_memory_mb
+from .chromium import browser_process as browser_process
 from .chromium import chromium_pids as chromium_pids
 from .chromium import disabled_features_arg as disabled_features_arg
 from .chromium import driver_node_options as driver_node_options
@@ -91,6 +92,9 @@ class BrowserHost:
         self._faults: dict[int, str] = {}  # id(context) -> what broke under its task (see `fault`)
         # (Playwright's --disable-features switch, ours with DISABLED_FEATURES added), learnt at first launch
         self._features: tuple[str, str] | None = None
+        # the running browser's own process (its renderers, zygote and GPU process descend from it): another
+        # BrowserHost's browser in this process is never taken for ours
+        self._browser_pid: int | None = None
 
     async def start(self) -> None:
         async with self._lock:
@@ -104,13 +108,18 @@ class BrowserHost:
     async def _launch(self) -> Browser:
         assert self._pw is not None and self.executable is not None
         default, merged = self._features or ("", "")
-        return await self._pw.chromium.launch(
+        others = set(
+            chromium_pids(self.executable)
+        )  # other hosts' browsers in this process (tests, the bench)
+        browser = await self._pw.chromium.launch(
             executable_path=self.executable,
             headless=self._headless,
             args=[*launch_flags(sandbox=self._sandbox), *([merged] if merged else [])],
             ignore_default_args=[default] if default else None,
             chromium_sandbox=self._sandbox,
         )
+        self._browser_pid = browser_process([p for p in chromium_pids(self.executable) if p not in others])
+        return browser
 
     def _guard_proxy(self) -> GuardProxy:
         if self._guard is None:
@@ -381,8 +390,11 @@ class BrowserHost:
             return True
 
     def browser_pids(self) -> list[int]:
-        """Chromium's processes (children of Playwright's driver), for memory and for crash tests."""
-        return chromium_pids(self.executable)
+        """This host's Chromium processes (its browser process and every one below it), for memory and for crash
+        tests; [] before the first launch."""
+        if self._browser_pid is None:
+            return []
+        return chromium_pids(self.executable, root=self._browser_pid)
 
     async def close(self) -> None:
         async with self._lock:

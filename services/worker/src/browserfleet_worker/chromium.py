@@ -105,9 +105,10 @@ def is_root() -> bool:
     return hasattr(os, "geteuid") and os.geteuid() == 0
 
 
-def chromium_pids(executable: str | None) -> list[int]:
-    """Pids of Chromium processes started by this process's Playwright driver (via /proc)."""
-    me = os.getpid()
+def chromium_pids(executable: str | None, root: int | None = None) -> list[int]:
+    """Pids of Chromium processes started by this process's Playwright drivers (via /proc); with `root`, only
+    that browser process and its descendants (one BrowserHost's browser among others in this process)."""
+    me = os.getpid() if root is None else root
     parents: dict[int, int] = {}
     cmd: dict[int, str] = {}
     for entry in Path("/proc").iterdir() if Path("/proc").is_dir() else []:
@@ -128,7 +129,22 @@ def chromium_pids(executable: str | None) -> list[int]:
                 mine.add(pid)
                 changed = True
     name = Path(executable).name if executable else "chrom"
+    if root is not None:
+        return sorted(mine) if root in parents else []
     return sorted(p for p in mine - {me} if name in cmd.get(p, "") or "chrom" in cmd.get(p, ""))
+
+
+def browser_process(pids: list[int]) -> int | None:
+    """The browser process among `pids` (the one Playwright talks to over its pipe), not a renderer, the zygote
+    or the GPU process."""
+    for pid in pids:
+        try:
+            args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"--remote-debugging-pipe" in args:
+            return pid
+    return None
 
 
 def browser_memory_mb(pids: list[int]) -> float | None:
