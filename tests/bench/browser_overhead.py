@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import statistics
 import time
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from .site import Site
 from .stack import Outcomes, login
 
 SLOTS = 2
+ROUNDS = 4  # batches per side, taking turns
 ROW_SCRIPT = (
     "rows => rows.map(r => ({name: r.querySelector('.name').innerText.trim(),"
     " company: r.querySelector('.company').innerText.trim(), score: r.querySelector('.score').innerText.trim()}))"
@@ -100,159 +102,271 @@ def cpu_per_task(before: dict[str, float], after: dict[str, float], n: int) -> d
     return per
 
 
-async def platform_run(p: Platform, site_url: str, n: int, worker_pid: int) -> dict[str, Any]:
-    assert p.nats_url and p.bootstrap
-    token = login(p)
-    nc = await p.connect_admin("bench-browser")
-    outcomes = Outcomes(nc, p.bootstrap.org_id)
-    await outcomes.start()
-    body = {"title": "bench-browser", "steps": steps(site_url)}
-    async with httpx.AsyncClient(
-        base_url=p.gateway_url, headers={"authorization": f"Bearer {token}"}, timeout=60
-    ) as client:
-
-        async def submit(count: int) -> set[str]:
-            sem = asyncio.Semaphore(16)
-
-            async def one() -> str:
-                async with sem:
-                    r = await client.post("/api/v1/tasks", json=body)
-                    r.raise_for_status()
-                    return str(r.json()["id"])
-
-            return set(await asyncio.gather(*(one() for _ in range(count))))
-
-        try:
-            warm = await submit(SLOTS)
-            if not await outcomes.wait_for(warm, 180):
-                raise RuntimeError("browser warm-up tasks did not finish (is the worker up?)")
-            idle_pss, idle_rss = tree_memory(worker_pid)  # Chromium up, nothing running
-            first = time.time()
-            cpu_before = browser_cpu(worker_pid)
-            with PeakMemory(worker_pid) as peak:
-                ids = await submit(n)
-                complete = await outcomes.wait_for(ids, max(300.0, n * 3.0))
-            cpu = cpu_per_task(cpu_before, browser_cpu(worker_pid), n)
-            last = max(outcomes.done[i] for i in ids if i in outcomes.done)
-            failed = sum(1 for i in ids if outcomes.status.get(i) != "completed")
-            sample = (await client.get(f"/api/v1/tasks/{next(iter(ids))}")).json()
-        finally:
-            await outcomes.stop()
-            await nc.close()
-    rows = ((sample.get("result") or {}).get("extracted") or {}).get("rows") or []
-    return {
-        "tasks": n,
-        "completed": n - failed,
-        "failed": failed,
-        "all_finished": complete,
-        "wall_seconds": round(last - first, 3),
-        "rows_extracted_per_task": len(rows),
-        "cpu_ms_per_task": cpu,
-        "worker_memory_mib": {
-            "idle_pss": idle_pss // MIB,
-            "idle_rss_sum": idle_rss // MIB,
-            "peak_pss": peak.peak_pss // MIB,
-            "peak_rss_sum": peak.peak_rss // MIB,
-        },
+def _merge(batches: list[dict[str, Any]]) -> dict[str, float | None]:
+    """CPU per task over several batches: each part's milliseconds summed, divided by the tasks of the batches
+    that measured it (a batch across a Chromium relaunch has no Chromium figure)."""
+    parts: dict[str, list[tuple[float, int]]] = {}
+    for b in batches:
+        for k, v in b["cpu_ms_per_task"].items():
+            if k != "total" and v is not None:
+                parts.setdefault(k, []).append((v * b["tasks"], b["tasks"]))
+    out: dict[str, float | None] = {
+        k: round(sum(t for t, _ in xs) / sum(n for _, n in xs), 1) for k, xs in parts.items()
     }
+    if "chromium" not in out:
+        out["chromium"] = None
+    values = list(out.values())
+    out["total"] = round(sum(v for v in values if v is not None), 1) if None not in values else None
+    return out
 
 
-async def plain_run(site_url: str, n: int) -> dict[str, Any]:
-    from browserfleet_worker import browser as host
-    from browserfleet_worker.browser import (
-        chromium_pids,
-        disabled_features_arg,
-        find_chromium,
-        launch_flags,
-        merged_features_arg,
-    )
-    from playwright.async_api import async_playwright
+class PlatformSide:
+    """Batches of the steps task submitted through the gateway to the one real worker, each timed from its
+    first submit to its last `task.completed` event."""
 
-    sandbox = os.geteuid() != 0
-    failed = 0
-    # the worker's driver options too (a tree before them starts Playwright plainly)
-    start = getattr(host, "start_playwright", None)
-    pw = await start() if start is not None else await async_playwright().start()
-    try:
-        exe = find_chromium(os.environ.get("BROWSER_EXECUTABLE"), pw.chromium.executable_path)
-        platforms = set(chromium_pids(exe))  # the worker's Chromium descends from this process too
-        browser = await pw.chromium.launch(
+    def __init__(self, p: Platform, site_url: str, worker_pid: int) -> None:
+        self.p = p
+        self.body = {"title": "bench-browser", "steps": steps(site_url)}
+        self.worker_pid = worker_pid
+        self.batches: list[dict[str, Any]] = []
+        self.idle = (0, 0)
+        self.peak = (0, 0)
+        self.sample: dict[str, Any] = {}
+        self.complete = True
+        self.failed = 0
+
+    async def __aenter__(self) -> PlatformSide:
+        assert self.p.nats_url and self.p.bootstrap
+        token = login(self.p)
+        self.nc = await self.p.connect_admin("bench-browser")
+        self.outcomes = Outcomes(self.nc, self.p.bootstrap.org_id)
+        await self.outcomes.start()
+        self.client = httpx.AsyncClient(
+            base_url=self.p.gateway_url, headers={"authorization": f"Bearer {token}"}, timeout=60
+        )
+        warm = await self._submit(SLOTS)
+        if not await self.outcomes.wait_for(warm, 180):
+            raise RuntimeError("browser warm-up tasks did not finish (is the worker up?)")
+        self.idle = tree_memory(self.worker_pid)  # Chromium up, nothing running
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.client.aclose()
+        await self.outcomes.stop()
+        await self.nc.close()
+
+    async def _submit(self, count: int) -> set[str]:
+        sem = asyncio.Semaphore(16)
+
+        async def one() -> str:
+            async with sem:
+                r = await self.client.post("/api/v1/tasks", json=self.body)
+                r.raise_for_status()
+                return str(r.json()["id"])
+
+        return set(await asyncio.gather(*(one() for _ in range(count))))
+
+    async def batch(self, n: int) -> dict[str, Any]:
+        first = time.time()
+        cpu_before = browser_cpu(self.worker_pid)
+        with PeakMemory(self.worker_pid) as peak:
+            ids = await self._submit(n)
+            self.complete &= await self.outcomes.wait_for(ids, max(300.0, n * 3.0))
+        cpu = cpu_per_task(cpu_before, browser_cpu(self.worker_pid), n)
+        self.peak = (max(self.peak[0], peak.peak_pss), max(self.peak[1], peak.peak_rss))
+        last = max((self.outcomes.done[i] for i in ids if i in self.outcomes.done), default=time.time())
+        self.failed += sum(1 for i in ids if self.outcomes.status.get(i) != "completed")
+        if not self.sample:
+            self.sample = (await self.client.get(f"/api/v1/tasks/{next(iter(ids))}")).json()
+        self.batches.append({"tasks": n, "wall_seconds": round(last - first, 3), "cpu_ms_per_task": cpu})
+        return self.batches[-1]
+
+    def figures(self) -> dict[str, Any]:
+        n = sum(b["tasks"] for b in self.batches)
+        rows = ((self.sample.get("result") or {}).get("extracted") or {}).get("rows") or []
+        return {
+            "tasks": n,
+            "completed": n - self.failed,
+            "failed": self.failed,
+            "all_finished": self.complete,
+            "wall_seconds": round(sum(b["wall_seconds"] for b in self.batches), 3),
+            "batch_wall_seconds": [b["wall_seconds"] for b in self.batches],
+            "rows_extracted_per_task": len(rows),
+            "cpu_ms_per_task": _merge(self.batches),
+            "batch_cpu_ms_per_task": [b["cpu_ms_per_task"].get("total") for b in self.batches],
+            "worker_memory_mib": {
+                "idle_pss": self.idle[0] // MIB,
+                "idle_rss_sum": self.idle[1] // MIB,
+                "peak_pss": self.peak[0] // MIB,
+                "peak_rss_sum": self.peak[1] // MIB,
+            },
+        }
+
+
+def _descendants(root: int) -> set[int]:
+    kids: dict[int, list[int]] = {}
+    for pid, (ppid, _, _) in _stats().items():
+        kids.setdefault(ppid, []).append(pid)
+    out, todo = set(), [root]
+    while todo:
+        pid = todo.pop()
+        out.add(pid)
+        todo += kids.get(pid, [])
+    return out
+
+
+class PlainSide:
+    """The plain Playwright script: a semaphore of 2, a fresh context per task, the worker's Chromium (its
+    switches included) and driver options; each batch a run of its own (Playwright started, the browser
+    launched, two warm-up tasks, then the batch timed from its first task to its last, then all closed: while
+    the platform's batches run no second Chromium shares its pages, which would lower the worker's PSS)."""
+
+    def __init__(self, site_url: str, worker_pid: int) -> None:
+        self.site_url = site_url
+        self.worker_pid = worker_pid
+        self.batches: list[dict[str, Any]] = []
+        self.failed = 0
+        self.features: str | None = None
+
+    async def _start(self) -> None:
+        from browserfleet_worker import browser as host
+        from browserfleet_worker.browser import (
+            chromium_pids,
+            disabled_features_arg,
+            find_chromium,
+            launch_flags,
+            merged_features_arg,
+        )
+        from playwright.async_api import async_playwright
+
+        sandbox = os.geteuid() != 0
+        # the worker's driver options too (a tree before them starts Playwright plainly)
+        start = getattr(host, "start_playwright", None)
+        self.pw = await start() if start is not None else await async_playwright().start()
+        exe = self.exe = find_chromium(os.environ.get("BROWSER_EXECUTABLE"), self.pw.chromium.executable_path)
+
+        def ours() -> list[int]:  # this script's Chromium: the worker's descends from this process too
+            platform = _descendants(self.worker_pid)
+            return [p for p in chromium_pids(exe) if p not in platform]
+
+        self.browser = await self.pw.chromium.launch(
             executable_path=exe, headless=True, args=launch_flags(sandbox=sandbox), chromium_sandbox=sandbox
         )
         # the same Chromium as the worker's, features it turns off included (as the worker does: launch,
         # read Playwright's own --disable-features, launch again with ours added): the ratio then measures
         # the platform, not a switch any script could copy
-        default = disabled_features_arg([p for p in chromium_pids(exe) if p not in platforms])
+        default = disabled_features_arg(ours())
         merged = merged_features_arg(default)
+        self.features = merged if default and merged else default
         if default and merged:
-            await browser.close()
-            browser = await pw.chromium.launch(
+            await self.browser.close()
+            self.browser = await self.pw.chromium.launch(
                 executable_path=exe,
                 headless=True,
                 args=[*launch_flags(sandbox=sandbox), merged],
                 ignore_default_args=[default],
                 chromium_sandbox=sandbox,
             )
-        sem = asyncio.Semaphore(SLOTS)
+        self.sem = asyncio.Semaphore(SLOTS)
+        await asyncio.gather(*(self.one() for _ in range(SLOTS)))  # warm-up, like the platform's
 
-        async def one() -> list[dict[str, str]]:
-            async with sem:
-                ctx = await browser.new_context(accept_downloads=False)
-                try:
-                    page = await ctx.new_page()
-                    await page.goto(site_url)
-                    await page.locator("#q").fill("browserfleet")
-                    await page.locator("#go").click()
-                    rows: list[dict[str, str]] = await page.locator("#results tbody tr").evaluate_all(
-                        ROW_SCRIPT
-                    )
-                    return rows
-                finally:
-                    await ctx.close()
+    async def _stop(self) -> None:
+        try:
+            await self.browser.close()
+        finally:
+            await self.pw.stop()
 
-        await asyncio.gather(*(one() for _ in range(SLOTS)))  # warm-up, like the platform's
-        first = time.time()
-        # the driver and Chromium of this script (the platform's worker is not started yet)
-        cpu_before = browser_cpu(os.getpid())
-        results = await asyncio.gather(*(one() for _ in range(n)), return_exceptions=True)
-        wall = time.time() - first
-        cpu = cpu_per_task(cpu_before, browser_cpu(os.getpid()), n)
-        failed = sum(1 for r in results if isinstance(r, BaseException))
-        await browser.close()
-    finally:
-        await pw.stop()
+    async def one(self) -> list[dict[str, str]]:
+        async with self.sem:
+            ctx = await self.browser.new_context(accept_downloads=False)
+            try:
+                page = await ctx.new_page()
+                await page.goto(self.site_url)
+                await page.locator("#q").fill("browserfleet")
+                await page.locator("#go").click()
+                rows: list[dict[str, str]] = await page.locator("#results tbody tr").evaluate_all(ROW_SCRIPT)
+                return rows
+            finally:
+                await ctx.close()
+
+    async def batch(self, n: int) -> dict[str, Any]:
+        await self._start()
+        try:
+            first = time.time()
+            # the driver and Chromium of this script (the worker's are its own process's children)
+            cpu_before = browser_cpu(os.getpid())
+            results = await asyncio.gather(*(self.one() for _ in range(n)), return_exceptions=True)
+            wall = time.time() - first
+            cpu = cpu_per_task(cpu_before, browser_cpu(os.getpid()), n)
+        finally:
+            await self._stop()
+        self.failed += sum(1 for r in results if isinstance(r, BaseException))
+        self.batches.append({"tasks": n, "wall_seconds": round(wall, 3), "cpu_ms_per_task": cpu})
+        return self.batches[-1]
+
+    def figures(self) -> dict[str, Any]:
+        return {
+            "tasks": sum(b["tasks"] for b in self.batches),
+            "failed": self.failed,
+            "wall_seconds": round(sum(b["wall_seconds"] for b in self.batches), 3),
+            "batch_wall_seconds": [b["wall_seconds"] for b in self.batches],
+            "cpu_ms_per_task": _merge(self.batches),
+            "batch_cpu_ms_per_task": [b["cpu_ms_per_task"].get("total") for b in self.batches],
+            "executable": self.exe,
+            "disable_features": self.features,
+        }
+
+
+def rounds_for(n: int) -> list[int]:
+    """`n` tasks per side in ROUNDS batches (one batch when `n` is too small to split)."""
+    k = ROUNDS if n >= ROUNDS * 10 else 1
+    return [n // k + (1 if i < n % k else 0) for i in range(k)]
+
+
+async def interleaved(p: Platform, site_url: str, n: int, worker_pid: int) -> dict[str, Any]:
+    """The two sides take turns, batch by batch (plain first in even rounds, the platform first in odd ones):
+    a machine that gets faster or slower during the benchmark (other load, CPU boost) moves both alike."""
+    plain = PlainSide(
+        site_url, worker_pid
+    )  # launched only once the worker's is up: it reads its own switches
+    async with PlatformSide(p, site_url, worker_pid) as ours:
+        pairs = []
+        for i, size in enumerate(rounds_for(n)):
+            sides = (plain, ours) if i % 2 == 0 else (ours, plain)
+            walls = {id(side): (await side.batch(size))["wall_seconds"] for side in sides}
+            pairs.append(round(walls[id(ours)] / walls[id(plain)], 3) if walls[id(plain)] else None)
+        a, b = ours.figures(), plain.figures()
+    ratios = [r for r in pairs if r is not None]
     return {
-        "tasks": n,
-        "failed": failed,
-        "wall_seconds": round(wall, 3),
-        "cpu_ms_per_task": cpu,
-        "executable": exe,
-        "disable_features": merged if default and merged else default,
+        "browserfleet": a,
+        "plain_playwright": b,
+        "overhead_ratio": round(a["wall_seconds"] / b["wall_seconds"], 3) if b["wall_seconds"] else None,
+        "round_ratios": pairs,
+        "overhead_ratio_median_of_rounds": round(statistics.median(ratios), 3) if ratios else None,
+        "cpu_ratio": round(a["cpu_ms_per_task"]["total"] / b["cpu_ms_per_task"]["total"], 3)
+        if a["cpu_ms_per_task"].get("total") and b["cpu_ms_per_task"].get("total")
+        else None,
     }
 
 
 def run(p: Platform, sizes: Sizes) -> Result:
     n = sizes.browser_tasks
     with Site() as site:
-        plain = asyncio.run(plain_run(site.url, n))
         # one real worker, default 2 slots, started only now (the control plane ran without it)
         p._spawn("worker", suffix="bench")
         worker = p.processes[-1].proc.pid
-        ours = asyncio.run(platform_run(p, site.url, n, worker))
+        figures = asyncio.run(interleaved(p, site.url, n, worker))
     res = Result("browser_overhead")
     res.settings = {
         "tasks": n,
+        "rounds": len(rounds_for(n)),
         "concurrency": SLOTS,
         "steps": "navigate (127.0.0.1), fill, click, extract a 3-row table",
         "platform": "one worker process, 2 slots, fresh context per task",
         "plain": "one Playwright script, semaphore of 2, fresh context per task, the worker's Chromium switches "
         "and driver options",
+        "order": "batches alternate: plain then platform, platform then plain, ...; the ratio is of the summed "
+        "walls, the median of the rounds' ratios beside it",
     }
-    res.figures = {
-        "browserfleet": ours,
-        "plain_playwright": plain,
-        "overhead_ratio": round(ours["wall_seconds"] / plain["wall_seconds"], 3)
-        if plain["wall_seconds"]
-        else None,
-    }
+    res.figures = figures
     return res
