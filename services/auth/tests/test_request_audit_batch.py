@@ -157,3 +157,32 @@ async def test_a_database_that_cannot_write_refuses_every_record(
     )
     assert all(isinstance(r, OSError) for r in results)
     assert audit_batch.RequestAuditBatch.of(db)._waiting == []
+
+
+async def test_closing_a_burst_of_entries_keeps_each_on_its_page(db: Database) -> None:
+    """A burst of opens fills pages; each entry's close, a few calls at a time, must still fit beside it (a HOT
+    update, which writes no index entry): the log's pages keep room for it (fillfactor, migration 0007). On
+    pages filled to the brim the first closes of each page moved their entries to another page."""
+    ids = [uuid.uuid4().hex for _ in range(120)]
+    await asyncio.gather(*(audit.record_request_at_once(db, AT, req(r, "begin", path={"n": r})) for r in ids))
+
+    async def pages() -> dict[str, int]:
+        async with db.transaction() as session:
+            found = await session.execute(
+                text(
+                    "SELECT request_id, (ctid::text::point)[0]::int FROM auth.audit_log WHERE request_id = ANY(:ids)"
+                ),
+                {"ids": ids},
+            )
+            return {r: page for r, page in found.all()}
+
+    opened = await pages()
+    assert len(set(opened.values())) > 2  # the burst spans several pages
+    for i in range(0, len(ids), 8):  # calls end a few at a time, as they do under load
+        group = ids[i : i + 8]
+        await asyncio.gather(
+            *(audit.record_request_at_once(db, AT, req(r, "end", status=201)) for r in group)
+        )
+    closed = await pages()
+    moved = [r for r in ids if closed[r] != opened[r]]
+    assert moved == []
