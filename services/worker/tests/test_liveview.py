@@ -33,6 +33,7 @@ from browserfleet_worker.settings import WorkerSettings
 from browserfleet_worker.steps import StepsRunner
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
 from playwright.async_api import BrowserContext
 from pydantic import TypeAdapter
 
@@ -235,6 +236,34 @@ async def test_the_end_of_the_run_stops_the_screencast_and_says_so(
         await nc.request(
             subjects.live_start("task-live-4", WORKER), req.model_dump_json().encode(), timeout=5
         )
+
+
+async def test_the_end_is_said_before_the_run_stops_answering(
+    nc: NatsClient, ctx: BrowserContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A renewal that finds no responder cannot tell a finished run from a crashed worker: a run that ends says
+    so (LiveEnded) before its subscriptions go, so the gateway hears the end first."""
+    said: list[str] = []
+    publish, unsubscribe = nc.publish, Subscription.unsubscribe
+
+    async def publishing(subject: str, payload: bytes = b"", *args: object, **kwargs: object) -> None:
+        if subject == subjects.live_frames("task-live-9", WORKER) and b'"kind":"ended"' in payload:
+            said.append("ended")
+        await publish(subject, payload, *args, **kwargs)  # type: ignore[arg-type]
+
+    async def unsubscribing(sub: Subscription, limit: int = 0) -> None:
+        kind = sub.subject.rsplit(".", 1)[-1]
+        if sub.subject.startswith("tasks.live.task-live-9.") and kind in ("start", "stop", "input"):
+            said.append(f"unsubscribed {kind}")
+        await unsubscribe(sub, limit)
+
+    monkeypatch.setattr(nc, "publish", publishing)
+    monkeypatch.setattr(Subscription, "unsubscribe", unsubscribing)
+    async with live_view(nc, ctx, "task-live-9") as (_view, watch):
+        assert (await watch.start()).accepted
+        await watch.until(1)
+    assert said[0] == "ended", said
+    assert sorted(said[1:]) == ["unsubscribed input", "unsubscribed start", "unsubscribed stop"]
 
 
 async def test_refusals(nc: NatsClient, ctx: BrowserContext) -> None:

@@ -154,10 +154,9 @@ class LiveView:
         run_in_background(self._sync())
 
     async def close(self) -> None:
-        self._closed = True
-        for sub in self._subs:
-            with contextlib.suppress(Exception):
-                await sub.unsubscribe()
+        """Stops the screencast, says the run ended, then stops answering: in that order, so that a gateway
+        hears the end before a renewal can find no responder (which it cannot tell from a crashed worker)."""
+        self._closed = True  # from here a start gets no answer and input is ignored
         if self._reaper is not None:
             self._reaper.cancel()
         async with self._lock:
@@ -169,6 +168,9 @@ class LiveView:
                 await self.nc.publish(
                     subjects.live_frames(self.task_id, self.worker_id), ended.model_dump_json().encode()
                 )
+        for sub in self._subs:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
 
     # --- watchers --------------------------------------------------------------------------------------
     async def _on_start(self, msg: Msg) -> None:
@@ -219,14 +221,27 @@ class LiveView:
             req = LiveInput.model_validate_json(msg.data)
         except ValidationError:
             return
+        continuing = isinstance(req.event, ContinueInput)
         if req.task_id != self.task_id or req.attempt != self.attempt or req.watcher not in self._watchers:
-            return  # only a current watcher drives the page: a gateway that stopped watching cannot
+            # only a current watcher drives the page: a gateway that stopped watching cannot. A continue
+            # that goes nowhere is worth a line (a run left waiting); a mouse move is not
+            if continuing:
+                log.info(
+                    "live view of %s: a continue from %s (attempt %d), not a watcher of attempt %d, is ignored",
+                    self.task_id,
+                    req.watcher,
+                    req.attempt,
+                    self.attempt,
+                )
+            return
         if self._closed:
             return
-        if isinstance(req.event, ContinueInput):
+        if continuing:
             if self._continued is not None and not self._continued.is_set():
                 log.info("live view of %s: a person pressed continue (watcher %s)", self.task_id, req.watcher)
                 self._continued.set()
+            else:
+                log.info("live view of %s: continue pressed while no handoff waits (ignored)", self.task_id)
             return
         cast = self._cast
         if cast is None:
