@@ -22,6 +22,7 @@ from browserfleet_contracts.auth import UserChanged, UserState
 from browserfleet_contracts.common import Actor
 from browserfleet_contracts.eventstream import CloseCode
 from browserfleet_contracts.tasks import CreateTaskRequest, TaskCreate, TaskStatus
+from browserfleet_gateway.liveview import START_RETRY_SECONDS
 
 from .conftest import Signer, task_public
 from .livestand import WORKER, StandInWorker
@@ -161,7 +162,60 @@ async def test_a_worker_that_goes_away_ends_the_view(gw: Served, worker: StandIn
     await recv_type(ws, "LIVE_STARTED")
     await worker.gone()  # no LIVE_ENDED from it: the renewal finds no responder
     code, _reason, seen = await closed_with(ws)
-    assert code == CloseCode.NORMAL and seen[-1]["reason"] == "task finished"
+    # the scheduler still has the task running that attempt: its worker is gone (crashed, cut off), the run
+    # is not over
+    assert code == CloseCode.NORMAL
+    assert seen[-1] == {
+        "type": "LIVE_ENDED",
+        "task_id": worker.task_id,
+        "reason": "worker unavailable",
+        "status": "running",
+    }
+
+
+async def test_a_run_that_ended_without_a_word_is_finished(gw: Served, worker: StandInWorker) -> None:
+    ws = await watch(gw, worker.task_id)
+    await recv_type(ws, "LIVE_STARTED")
+    task = gw.services.tasks[worker.task_id]
+    gw.services.tasks[worker.task_id] = task.model_copy(update={"status": "completed"})
+    await worker.gone()  # its LiveEnded lost: the renewal finds no responder, the scheduler says completed
+    code, _reason, seen = await closed_with(ws)
+    assert code == CloseCode.NORMAL
+    assert seen[-1] == {
+        "type": "LIVE_ENDED",
+        "task_id": worker.task_id,
+        "reason": "task finished",
+        "status": "completed",
+    }
+
+
+async def test_a_worker_that_subscribes_after_the_first_start_is_asked_again(gw: Served) -> None:
+    """The claim shows the task running just before its worker subscribes: a viewer may ask first."""
+    late = StandInWorker(gw.nc, add_task(gw))
+    ws = await watch(gw, late.task_id)
+    hub = gw.app.state.gateway.live
+    await until(lambda: any(key[0] == late.task_id for key in hub._feeds))
+    await asyncio.sleep(3 * START_RETRY_SECONDS)  # the first start found no responder by now
+    await late.start()
+    try:
+        started = await recv_type(ws, "LIVE_STARTED")
+        assert started["task_id"] == late.task_id
+    finally:
+        await ws.close()
+        await late.gone()
+
+
+async def test_a_worker_that_never_answers_a_start_is_unavailable(gw: Served) -> None:
+    task_id = add_task(gw)  # running on WORKER, which never subscribed
+    ws = await watch(gw, task_id)
+    code, _reason, seen = await closed_with(ws)
+    assert code == CloseCode.NORMAL
+    assert seen[-1] == {
+        "type": "LIVE_ENDED",
+        "task_id": task_id,
+        "reason": "worker unavailable",
+        "status": "running",
+    }
 
 
 async def test_a_refusal_is_the_end_with_its_reason(gw: Served, worker: StandInWorker) -> None:

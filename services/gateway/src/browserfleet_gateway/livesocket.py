@@ -4,7 +4,8 @@ to its close.
 Authenticated like the event stream (header, single-use ticket or a first AUTH message; `eventstream.auth`)
 and authorised like reading the task: the scheduler answers the task for the caller's organization only, so
 another organization's task is "not found" (close 4404), never a hint that it exists. A task that is not
-running gets LIVE_ENDED with its status. Then LIVE_STARTED, FRAME messages as the worker sends them, and
+running gets LIVE_ENDED with its status (so does one whose worker stopped answering: "worker unavailable" while
+the task still runs that attempt, "task finished" once it does not). Then LIVE_STARTED, FRAME messages as the worker sends them, and
 LIVE_ENDED when the run is over; the client may send PING and AUTH (a fresh token extends the socket past the
 old one's expiry). A malformed message gets an ERROR and the socket stays; a flood is closed (4429).
 """
@@ -30,7 +31,9 @@ from browserfleet_contracts.eventstream import (
     Pong,
 )
 from browserfleet_contracts.live import (
+    ENDED_FINISHED,
     ENDED_NOT_RUNNING,
+    ENDED_UNAVAILABLE,
     ContinueInput,
     Input,
     KeyInput,
@@ -107,12 +110,34 @@ async def serve(ws: WebSocket, state: GatewayState | None, task_id: str) -> None
     try:
         viewer = await hub.join(task, task.worker_id)
     except LiveUnavailable as exc:
-        await _end(ws, task.id, exc.reason, task.status)
+        if exc.unanswered:
+            reason, status = await _unanswered(state, principal, task.id, task.attempt)
+            await _end(ws, task.id, reason, status)
+        else:
+            await _end(ws, task.id, exc.reason, task.status)
         return
     try:
         await LiveSocket(ws, state, hub, viewer, identity).run()
     finally:
         await hub.leave(viewer)
+
+
+async def _unanswered(
+    state: GatewayState, principal: Principal, task_id: str, attempt: int
+) -> tuple[str, str | None]:
+    """LIVE_ENDED's reason and status when nothing answered for `attempt` (Feed.unanswered): the task still
+    running it means its worker is gone (crashed, cut off), not that the run is over."""
+    assert state.rpc is not None
+    try:
+        task: TaskPublic = await state.rpc.call(
+            endpoints.Scheduler.GET_TASK, GetTaskRequest(actor=principal.actor, task_id=task_id)
+        )
+    except ServiceError as exc:  # nobody can tell: not "finished"
+        log.info("live view: reading task %s after its worker went silent failed: %s", task_id, exc)
+        return ENDED_UNAVAILABLE, None
+    if task.status == "running" and task.attempt == attempt:
+        return ENDED_UNAVAILABLE, task.status
+    return ENDED_FINISHED, task.status
 
 
 async def _task(ws: WebSocket, state: GatewayState, principal: Principal, task_id: str) -> TaskPublic | None:
@@ -194,10 +219,13 @@ class LiveSocket(AuthedSocket):
                     await self.ws.send_text(frame)
                     continue
                 if self.viewer.ended is not None:
-                    task_id = self.viewer.feed.task_id
-                    await self.ws.send_text(
-                        LiveEndedMessage(task_id=task_id, reason=self.viewer.ended).model_dump_json()
-                    )
+                    feed = self.viewer.feed
+                    reason, status = self.viewer.ended, None
+                    if feed.unanswered:
+                        principal = self.identity.principal
+                        reason, status = await _unanswered(self.state, principal, feed.task_id, feed.attempt)
+                    ended = LiveEndedMessage(task_id=feed.task_id, reason=reason, status=status)
+                    await self.ws.send_text(ended.model_dump_json())
                     self.end(CloseCode.NORMAL, "live view ended")
                     return
                 await self._wake.wait()

@@ -6,6 +6,11 @@ the worker's frames subject and asks the worker to start; the feed renews that r
 and says stop when its last viewer leaves. Each viewer has a small queue of its own: a viewer that reads
 slower than frames come loses its oldest frames, and never holds the gateway's memory or another viewer back.
 The last frame is kept in memory (never stored) so that a viewer joining a page that does not change sees it.
+
+A worker that ends a run says so (`LiveEnded`); a start or renewal that finds no responder instead is a feed
+ended `unanswered`: the worker crashed or was cut off, or its subscription came late (the claim shows the task
+running just before the worker subscribes, so a first start without a responder is asked again until the
+start timeout). The socket asks the scheduler which it was before it tells the viewer.
 """
 
 from __future__ import annotations
@@ -57,14 +62,17 @@ DROPPED = Counter(
     "browserfleet_gateway_live_frames_dropped_total", "live-view frames a slow viewer did not get"
 )
 _MESSAGE: TypeAdapter[LiveFrame | LiveEnded | LiveHandoff] = TypeAdapter(LiveMessage)
+# a first start that found no responder is asked again this often (within the start timeout)
+START_RETRY_SECONDS = 0.25
 
 
 class LiveUnavailable(Exception):
     """The attempt cannot be shown (not on a worker any more, refused by it, or it did not answer)."""
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, *, unanswered: bool = False) -> None:
         super().__init__(reason)
         self.reason = reason
+        self.unanswered = unanswered  # nobody answered: the run may be over, or its worker gone
 
 
 class Viewer:
@@ -116,6 +124,7 @@ class Feed:
         self.started = LiveStartedMessage(task_id=task.id, attempt=task.attempt)
         self.last_frame: str | None = None
         self.ended: str | None = None
+        self.unanswered = False  # ended because nothing answered for the attempt (see the module docstring)
         self.opened: asyncio.Task[None] | None = None
         self._sub: Subscription | None = None
         self._renewer: asyncio.Task[None] | None = None
@@ -127,9 +136,10 @@ class Feed:
             subjects.live_frames(self.task_id, self.worker_id), cb=self._on_message
         )
         try:
-            reply = await self._ask()
+            reply = await self._first_answer()
         except nats.errors.NoRespondersError:
-            raise LiveUnavailable(ENDED_FINISHED) from None
+            self.unanswered = True
+            raise LiveUnavailable(ENDED_FINISHED, unanswered=True) from None
         except (nats.errors.TimeoutError, TimeoutError):
             raise LiveUnavailable(ENDED_UNAVAILABLE) from None
         if not reply.accepted:
@@ -143,6 +153,19 @@ class Feed:
             }
         )
         self._renewer = asyncio.create_task(self._renew())
+
+    async def _first_answer(self) -> LiveStartReply:
+        """The worker's answer to the first start; no responder is asked again until the start timeout (the
+        worker subscribes just after its claim, which already shows the task running)."""
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + self.hub.settings.live_view_start_timeout_seconds
+        while True:
+            try:
+                return await self._ask()
+            except nats.errors.NoRespondersError:
+                if loop.time() + START_RETRY_SECONDS >= give_up:
+                    raise
+            await asyncio.sleep(START_RETRY_SECONDS)
 
     async def _ask(self) -> LiveStartReply:
         req = LiveStartRequest(task_id=self.task_id, attempt=self.attempt, watcher=self.watcher)
@@ -164,7 +187,8 @@ class Feed:
             await asyncio.sleep(self.hub.keepalive_seconds)
             try:
                 reply = await self._ask()
-            except nats.errors.NoRespondersError:  # the attempt's subscription is gone: the run is over
+            except nats.errors.NoRespondersError:  # the attempt's subscription is gone, and it said nothing
+                self.unanswered = True
                 self.end(ENDED_FINISHED)
                 return
             except (nats.errors.TimeoutError, TimeoutError):
