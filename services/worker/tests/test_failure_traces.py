@@ -16,8 +16,10 @@ from browserfleet_contracts.tasks import TaskDispatch, TaskSpec
 from browserfleet_worker.attempt import _trace
 from browserfleet_worker.browser import BrowserHost, TraceOptions, take_trace
 from browserfleet_worker.execution import build_runner
+from browserfleet_worker.netguard import parse_networks
 from browserfleet_worker.settings import WorkerSettings
 from browserfleet_worker.steps import StepsOutcome
+from browserfleet_worker.steps import runner as runner_module
 from playwright.async_api import Error as PlaywrightError
 
 
@@ -107,7 +109,11 @@ async def _run_prepared(
             async def started_again(**_options: Any) -> None:
                 raise AssertionError("the task started a second recording")
 
+            async def recording_again(*_args: Any) -> None:
+                raise AssertionError("the task started a second recording")
+
             monkeypatch.setattr(ctx.tracing, "start", started_again)
+            monkeypatch.setattr(runner_module, "start_recording", recording_again)
         out = await runner.run(ctx)
         if monkeypatch is not None:
             monkeypatch.undo()
@@ -199,3 +205,36 @@ async def test_a_success_leaves_the_client_counting_no_recording(browser: Browse
         assert out.status == "completed", out.error_message
         assert not [a for a in out.artifacts if a.name == "trace.zip"]
         assert connection._tracing_count == 0
+
+
+async def test_traced_tasks_leave_nothing_behind_in_the_driver(
+    site: str, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A recording opens no stack session in the driver: Playwright's `tracing.start` made one per task, with a
+    temporary directory, that only a stop ended; a success's recording is never stopped, so each task left
+    both behind for the driver's life (and every later traced call was appended to all of them). A failure's
+    trace is still saved, its actions and snapshots in it."""
+    monkeypatch.setenv("TMPDIR", str(tmp_path))  # the driver's temporary directory (it inherits ours)
+    host = BrowserHost(allowed_networks=parse_networks(["127.0.0.1/32"]))
+    await host.start()
+    monkeypatch.undo()
+    try:
+        ok = failing(site).model_copy(
+            update={
+                "spec": TaskSpec.model_validate({"steps": [{"action": "navigate", "url": f"{site}/login"}]})
+            }
+        )
+        rt: Any = SimpleNamespace(settings=_settings())
+        for task in (ok, ok, failing(site)):
+            runner, policy = build_runner(_settings(), task, {})
+            prepared = host.prepare(_trace(rt, task))
+            async with host.context(policy, accept_downloads=True, prepared=prepared) as ctx:
+                out = await runner.run(ctx)
+        assert out.status == "failed", out.error_message
+        events = _events(next(a.data for a in out.artifacts if a.name == "trace.zip"))
+        assert [e for e in events if e.get("type") == "before" and e.get("method") == "click"]
+        assert [e for e in events if e.get("type") == "frame-snapshot"]
+        await host.closed()
+        assert sorted(p.name for p in tmp_path.glob("playwright-tracing-*")) == []
+    finally:
+        await host.close()

@@ -454,12 +454,38 @@ async def _close_context(ctx: BrowserContext) -> None:
         log.debug("closing a browser context failed", exc_info=True)
 
 
+async def start_recording(ctx: BrowserContext, trace: TraceOptions) -> None:
+    """Starts `trace`'s recording on `ctx` in the driver, without the client's stack session.
+
+    `tracing.start` also opens a session in the driver for the Python stacks of the calls made while it runs
+    (the trace viewer's source tab: here the worker's own code, nothing a customer can use), with a temporary
+    directory of its own. Only stopping the recording ends it, and a success's recording is never stopped (its
+    context's close discards it): every task left a directory in the temporary directory and a session in the
+    driver, and each call of a traced task then appended its stack to every session left so far (driver
+    memory growing with the square of the tasks run). Started on the tracing channel, as `tracing.start` does
+    but for that session, no session exists; `tracing.stop(path)` saves a trace without stacks."""
+    channel = getattr(getattr(ctx.tracing, "_impl_obj", None), "_channel", None)
+    if channel is None or not hasattr(channel, "tracingStartChunk"):  # another client: the public call
+        await ctx.tracing.start(screenshots=trace.screenshots, snapshots=trace.snapshots)
+        return
+    await channel.tracingStart(
+        name=None,
+        snapshotDom=trace.snapshots,
+        snapshotAria=None,
+        snapshotScreen=None,
+        screencast=trace.screenshots,
+        coverage=None,
+        live=None,
+    )
+    await channel.tracingStartChunk(name=None, title=None)
+
+
 async def _start_trace(ctx: BrowserContext, trace: TraceOptions | None) -> None:
     """`trace`'s recording on `ctx`, on record for its task (`take_trace`); none when it cannot start."""
     if trace is None:
         return
     try:
-        await ctx.tracing.start(screenshots=trace.screenshots, snapshots=trace.snapshots)
+        await start_recording(ctx, trace)
     except PlaywrightError:
         log.debug("tracing unavailable", exc_info=True)
         return

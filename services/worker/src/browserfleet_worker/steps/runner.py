@@ -22,7 +22,7 @@ from playwright.async_api import Error as PlaywrightError
 
 from .. import logship
 from ..artifact_guard import TRACE_NAME, scrub_trace, withhold
-from ..browser import TraceOptions, take_trace, task_page
+from ..browser import TraceOptions, start_recording, take_trace, task_page
 from ..netguard import Policy
 from ..secret_forms import MIN_CHARS, SecretScanner
 from ..secret_values import Masker, SecretUnavailable, render
@@ -174,7 +174,7 @@ class StepsRunner:
             if have is not None:
                 await context.tracing.stop()
             if want is not None:
-                await context.tracing.start(screenshots=want.screenshots, snapshots=want.snapshots)
+                await start_recording(context, want)
                 return True
         except PlaywrightError:
             log.debug("tracing unavailable", exc_info=True)
