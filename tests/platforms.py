@@ -27,7 +27,7 @@ def own_platform(
     run's open server. Started here and stopped at the end, unless `start=False`: then the caller does both,
     e.g. in another thread when this one runs an event loop (`Platform.start` runs one of its own)."""
     with provision(prefix) as infra:
-        nats = {"nats_url": infra.nats_url} if open_nats else {}
+        nats: dict[str, Any] = {"nats_url": infra.nats_url} if open_nats else {}
         platform = Platform(home=home, database_url=infra.database_url, **nats, **options)
         if not start:
             yield platform

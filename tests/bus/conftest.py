@@ -54,15 +54,15 @@ class Bus:
     async def as_service(self, identity: str, **options: object) -> NatsClient:
         assert self.platform.secrets is not None
         creds = self.platform.secrets.credentials(identity)
-        return await connect(self.url, name=f"bus-test-{identity}", credentials=creds, **options)  # type: ignore[arg-type]
+        return await connect(self.url, name=f"bus-test-{identity}", credentials=creds, **options)
 
     async def as_worker(self, key: str, **options: object) -> NatsClient:
         creds = BusCredentials.worker(key)
-        return await connect(self.url, name="bus-test-worker", credentials=creds, **options)  # type: ignore[arg-type]
+        return await connect(self.url, name="bus-test-worker", credentials=creds, **options)
 
     async def as_registrant(self, invite_code: str, **options: object) -> NatsClient:
         creds = BusCredentials.registrant(invite_code)
-        return await connect(self.url, name="bus-test-registrant", credentials=creds, **options)  # type: ignore[arg-type]
+        return await connect(self.url, name="bus-test-registrant", credentials=creds, **options)
 
     async def invite(self, org_id: str | None = None, pool: str = "default", multi_use: bool = False) -> str:
         admin = await self.admin()
@@ -146,7 +146,7 @@ async def refused(url: str, **options: object) -> str:
     try:
         nc = await nats.connect(
             url, allow_reconnect=False, max_reconnect_attempts=0, connect_timeout=5, **options
-        )  # type: ignore[arg-type]
+        )
     except Exception as exc:
         return str(exc)
     await nc.close()

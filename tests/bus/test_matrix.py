@@ -208,6 +208,7 @@ def expected(who: str, workers: dict[str, Registered], invite: str) -> Permissio
 async def open_probe(
     bus_: Bus, who: str, admin: NatsClient, workers: dict[str, Registered], invite: str
 ) -> Probe:
+    sentinel: str | None
     if who in workers:
         w = workers[who]
         inbox, sentinel = bus.worker_inbox_prefix(w.key), subjects.task_update(w.worker_id, "sentinel")

@@ -246,7 +246,8 @@ def ordered_by_dependencies(compose: dict[str, Any], names: list[str]) -> list[l
     """Waves of services: each starts once those it depends on in the wave before are ready, as Compose's
     `condition: service_healthy` makes it wait."""
     services = compose["services"]
-    left, waves, done = list(names), [], set()
+    left, waves = list(names), []
+    done: set[str] = set()
     while left:
         wave = [n for n in left if set(services[n].get("depends_on") or {}) & set(names) <= done]
         assert wave, f"docker-compose.yml: a dependency cycle among {left}"

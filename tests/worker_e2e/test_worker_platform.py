@@ -322,7 +322,7 @@ def test_no_form_of_a_vault_secret_in_any_artifact_of_a_failed_task(running: Run
     )
     assert r.status_code == 201, r.text
     with SecretFormSite() as site:
-        captures = [
+        captures: list[dict[str, Any]] = [
             {"action": "screenshot", "name": "filled", "full_page": True},
             {"action": "pdf", "name": "filled"},
         ]

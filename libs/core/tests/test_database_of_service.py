@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from browserfleet_core.db import Database
 from browserfleet_core.settings import ServiceSettings
+from sqlalchemy.pool import QueuePool
 
 BUS = "nats://127.0.0.1:1"  # required by the settings, never dialled here
 
@@ -16,6 +17,7 @@ async def test_the_pool_follows_the_settings(database_url: str) -> None:
     db = Database.of_service(settings, "public")
     try:
         pool = db.engine.pool
+        assert isinstance(pool, QueuePool)
         assert pool.size() == 6  # up to twice the pool size, all kept once opened
         # pinged only after an idle spell, not at every checkout (a round trip per statement)
         assert not getattr(pool, "_pre_ping", True)

@@ -108,7 +108,7 @@ def test_another_purpose_cannot_open_it(worker_a: X25519PrivateKey, box: SealedB
     """A release is never taken for a lease, nor a lease's state for a release."""
     for purpose in ("profile_lease", "profile_save"):
         with pytest.raises(sealing.SealError, match="failed authentication"):
-            sealing.open(worker_a, box, AAD, purpose=purpose)  # type: ignore[arg-type]
+            sealing.open(worker_a, box, AAD, purpose=purpose)
 
 
 def test_a_changed_box_is_refused(worker_a: X25519PrivateKey, box: SealedBox) -> None:

@@ -405,7 +405,7 @@ async def test_security_headers_and_metrics(client: httpx.AsyncClient, signer: A
 
 
 async def test_cors_only_for_configured_origins(nats_url: str, gateway_nc: Any) -> None:
-    app = create_app(GatewaySettings(nats_url=nats_url, cors_origins="https://ui.example"), nc=gateway_nc)  # type: ignore[arg-type]
+    app = create_app(GatewaySettings(nats_url=nats_url, cors_origins="https://ui.example"), nc=gateway_nc)
     preflight = {"Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "authorization"}
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://g") as c:
         ok = await c.options("/api/v1/tasks", headers={"Origin": "https://ui.example", **preflight})

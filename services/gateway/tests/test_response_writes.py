@@ -48,8 +48,8 @@ async def _serving(app: Any, writes: list[int]) -> AsyncIterator[int]:
     base = guarded(HttpLimits())
 
     class Counting(base):  # type: ignore[misc, valid-type]
-        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-            super().connection_made(_Counted(transport, writes))  # type: ignore[arg-type]
+        def connection_made(self, transport: asyncio.Transport) -> None:
+            super().connection_made(_Counted(transport, writes))
 
     config = uvicorn.Config(app, host="127.0.0.1", port=port, http=Counting, lifespan="off", log_config=None)
     server = uvicorn.Server(config)

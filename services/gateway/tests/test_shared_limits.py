@@ -180,7 +180,7 @@ def test_client_address_reads_forwarded_for_from_the_right() -> None:
 
 
 def test_trusted_proxies_setting_parses_and_names_a_bad_entry() -> None:
-    ok = GatewaySettings(nats_url="nats://unused.invalid:4222", trusted_proxies="10.0.0.0/8, fd00::/8")  # type: ignore[arg-type]
+    ok = GatewaySettings(nats_url="nats://unused.invalid:4222", trusted_proxies="10.0.0.0/8, fd00::/8")
     assert [str(n) for n in ok.trusted_proxies] == ["10.0.0.0/8", "fd00::/8"]
     with pytest.raises(ValueError, match="'ingress' is not an IP address or CIDR"):
-        GatewaySettings(nats_url="nats://unused.invalid:4222", trusted_proxies="10.0.0.0/8,ingress")  # type: ignore[arg-type]
+        GatewaySettings(nats_url="nats://unused.invalid:4222", trusted_proxies="10.0.0.0/8,ingress")

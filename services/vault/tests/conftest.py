@@ -140,7 +140,7 @@ def running_task(task_id: str, org: str, profile: str | None, at: datetime) -> T
         status="running",
         priority="normal",
         worker_tags=[],
-        spec=TaskSpec(steps=[{"action": "navigate", "url": "https://x.test"}], profile=profile),  # type: ignore[list-item]
+        spec=TaskSpec(steps=[{"action": "navigate", "url": "https://x.test"}], profile=profile),
         timeout_seconds=300,
         max_attempts=1,
         attempt=1,

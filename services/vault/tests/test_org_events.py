@@ -59,7 +59,7 @@ async def _seed(ctx: VaultRuntime, org_id: str) -> None:
     actor = Actor(org_id=org_id, user_id="u1", role="admin")
     async with ctx.db.transaction() as s:
         for name in ("LOGIN_USER", "LOGIN_PASSWORD"):
-            body = CredentialCreate(name=name, value="hunter2")  # type: ignore[call-arg]
+            body = CredentialCreate(name=name, value="hunter2")
             await service.put_credential(s, ctx.keyring, actor, body)
         data_key, key = await service.current_data_key(s, ctx.keyring, org_id)
         nonce, ciphertext = crypto.encrypt_profile(key, org_id, "shop", b'{"cookies":[]}')
@@ -72,7 +72,7 @@ async def _seed(ctx: VaultRuntime, org_id: str) -> None:
 async def _counts(ctx: VaultRuntime, org_id: str) -> dict[str, int]:
     async with ctx.db.transaction() as s:
         return {
-            t.__tablename__: (await s.exec(select(func.count()).where(col(t.org_id) == org_id))).one()  # type: ignore[attr-defined]
+            t.__tablename__: (await s.exec(select(func.count()).where(col(t.org_id) == org_id))).one()
             for t in TABLES
         }
 

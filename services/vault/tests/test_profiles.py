@@ -267,7 +267,7 @@ async def test_list_and_delete_profiles_are_org_scoped_and_refuse_a_leased_one(
     org = tasks["t1"].org_id
 
     def actor(role: str, org_id: str = org) -> Actor:
-        return Actor(org_id=org_id, user_id="u1", role=role)  # type: ignore[arg-type]
+        return Actor(org_id=org_id, user_id="u1", role=role)
 
     async def listed(who: Actor) -> list[ProfilePublic]:
         return await rpc.call(endpoints.Vault.LIST_PROFILES, ListProfilesRequest(actor=who))
