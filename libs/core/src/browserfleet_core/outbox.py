@@ -12,12 +12,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
+import json
 import logging
 import time
 from dataclasses import KW_ONLY, dataclass
 from datetime import timedelta
 from typing import Any
 
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
 from pydantic import BaseModel
 from sqlalchemy import (
@@ -46,6 +50,9 @@ log = logging.getLogger(__name__)
 KEEP_PUBLISHED_SECONDS = 6 * DUPLICATE_WINDOW_SECONDS
 PRUNE_EVERY_SECONDS = 60.0
 PRUNE_BATCH = 5_000
+# A fast-path publish JetStream has not acknowledged within this long is the relay's again (nats-py's own
+# JetStream publish gives up after as long).
+ACK_TIMEOUT_SECONDS = 5.0
 
 
 def outbox_table(metadata: MetaData) -> Table:
@@ -69,7 +76,13 @@ class OutboxRelay:
     pass. What that fast path does not publish (a failed publish, a crash between commit and publish)
     is still in the table unmarked and the relay publishes it; a row published but not yet marked may
     be published twice (by another replica's relay, or after a crash), which JetStream drops by its
-    Nats-Msg-Id within the stream's duplicate window, and consumers are idempotent past it."""
+    Nats-Msg-Id within the stream's duplicate window, and consumers are idempotent past it.
+
+    The fast path does not wait for JetStream's acks, nor take a turn of the event loop: each message is
+    written to the connection's buffer as it is published (a core-NATS PUB with its reply subject on the
+    relay's own ack inbox), so a writer's answer that follows it on the connection leaves after it, and the
+    ack, when it comes, marks the row for the next pass. A message not acked within
+    `ACK_TIMEOUT_SECONDS`, or refused, is left to the relay."""
 
     db: Database
     table: Table
@@ -84,7 +97,15 @@ class OutboxRelay:
         self._js: JetStreamContext | None = None
         self._inflight: set[int] = set()  # committed rows the fast path is publishing now
         self._published: set[int] = set()  # published by the fast path, not yet marked in the table
-        self._publishing: set[asyncio.Task[None]] = set()  # `committed` publishes awaiting their acks
+        # the fast path's publishes awaiting JetStream's ack: token (its reply subject's last token) ->
+        # (row id, when sent), oldest first; `_acked` is set whenever none is awaited
+        self._acks: dict[str, tuple[int, float]] = {}
+        self._acked = asyncio.Event()
+        self._acked.set()
+        self._tokens = itertools.count()
+        self._ack_inbox: str | None = None  # "<the connection's inbox>." while `_ack_sub` takes acks
+        self._ack_sub: Subscription | None = None
+        self._ack_sub_lock = asyncio.Lock()
         self._pruned_at = 0.0  # the first pass prunes: a service that restarts often still does
         # built once and run with the row as parameters: on the hot path, composing the INSERT per
         # message cost more CPU than the round trip
@@ -112,17 +133,14 @@ class OutboxRelay:
         that is one statement on `Database.statement()`, its outbox INSERT in the same statement): published
         now as the fast path publishes a transaction's rows, else left to the relay's next pass.
 
-        Returns without waiting for JetStream's acks: the caller's answer (a created task's 201, a worker's
-        granted claim) does not wait a round trip for its event. One row (what those writes commit) is on the
-        connection when this returns, so the answer still leaves after it; several rows are only on their
-        way. A publish that fails is the relay's, as ever."""
+        Returns without waiting for JetStream's acks and without a turn of the event loop: the caller's
+        answer (a created task's 201, a worker's granted claim) waits for neither, and as every row is on the
+        connection when this returns, the answer still leaves after them. A publish that fails is the
+        relay's, as ever."""
         if not rows:
             return
         if self._fast():
-            publishing = asyncio.create_task(self._publish_committed(rows))
-            self._publishing.add(publishing)
-            publishing.add_done_callback(self._publishing.discard)
-            await asyncio.sleep(0)  # the task puts its messages on the connection before the caller goes on
+            await self._publish_committed(rows)
         else:
             self._wake.set()
 
@@ -142,28 +160,66 @@ class OutboxRelay:
         pending.extend(rows)
 
     async def _publish_committed(self, rows: list[tuple[int, str, bytes, str]]) -> None:
+        """Each row's message written to the connection, in order, its ack to come to `_on_ack`. A write
+        does not wait for the socket (nats-py's publish only queues it for the connection's flusher)."""
         assert self._js is not None
-        js = self._js
-        ids = {r[0] for r in rows}
-        self._inflight |= ids
-        try:
-            if len(rows) == 1:  # published at once, not from a task of its own (see `committed`)
-                _, subject, data, msg_id = rows[0]
-                await js.publish(subject, data, headers={"Nats-Msg-Id": msg_id})
-            else:
-                await asyncio.gather(
-                    *(
-                        js.publish(subject, data, headers={"Nats-Msg-Id": msg_id})
-                        for _, subject, data, msg_id in rows
-                    )
-                )
-        except Exception:
-            log.warning("publishing %d committed outbox message(s) failed; the relay retries", len(rows))
-            self._wake.set()
+        inbox = self._ack_inbox or await self._subscribe_acks()
+        nc = self._js._nc
+        sent_at = time.monotonic()
+        for row_id, subject, data, msg_id in rows:
+            token = str(next(self._tokens))
+            self._inflight.add(row_id)
+            self._acks[token] = (row_id, sent_at)
+            self._acked.clear()
+            try:
+                await nc.publish(subject, data, reply=inbox + token, headers={"Nats-Msg-Id": msg_id})
+            except Exception:
+                log.warning("publishing committed outbox row %d failed; the relay retries", row_id)
+                self._forget(token)
+                self._wake.set()
+
+    async def _subscribe_acks(self) -> str:
+        """The relay's ack inbox, subscribed on first use (its SUB precedes every PUB naming it)."""
+        assert self._js is not None
+        async with self._ack_sub_lock:
+            inbox = self._ack_inbox
+            if inbox is None:
+                nc = self._js._nc
+                inbox = f"{nc.new_inbox()}."
+                self._ack_sub = await nc.subscribe(f"{inbox}*", cb=self._on_ack)
+                self._ack_inbox = inbox
+            return inbox
+
+    async def _on_ack(self, msg: Msg) -> None:
+        inbox = self._ack_inbox
+        found = self._forget(msg.subject[len(inbox) :]) if inbox else None
+        if found is None:  # given up on already (`_expire_acks`): the relay has it
+            return
+        if _acknowledged(msg):
+            self._published.add(found)
         else:
-            self._published |= ids
-        finally:
-            self._inflight -= ids
+            log.warning("JetStream refused committed outbox row %d; the relay retries", found)
+            self._wake.set()
+
+    def _forget(self, token: str) -> int | None:
+        """The row of an awaited ack, no longer awaited (no longer in flight either)."""
+        found = self._acks.pop(token, None)
+        if found is None:
+            return None
+        self._inflight.discard(found[0])
+        if not self._acks:
+            self._acked.set()
+        return found[0]
+
+    def _expire_acks(self) -> None:
+        """Rows whose ack did not come in time go back to the relay (JetStream drops a copy of one that did
+        land, by its msg id)."""
+        cutoff = time.monotonic() - ACK_TIMEOUT_SECONDS
+        expired = list(itertools.takewhile(lambda t: self._acks[t][1] < cutoff, self._acks))
+        for token in expired:
+            self._forget(token)
+        if expired:
+            log.warning("%d committed outbox message(s) not acked in time; the relay retries", len(expired))
 
     async def _mark_published(self) -> None:
         """Mark what the fast path published, in one UPDATE (a failure leaves them for the next pass)."""
@@ -216,8 +272,9 @@ class OutboxRelay:
         self._task = asyncio.create_task(self._run(), name="outbox-relay")
 
     async def stop(self) -> None:
-        if self._publishing:  # their acks are on the way; without them the next start publishes them again
-            await asyncio.wait(set(self._publishing), timeout=5)
+        if self._acks:  # their acks are on the way; without them the next start publishes them again
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._acked.wait(), ACK_TIMEOUT_SECONDS)
         if self._task:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -228,6 +285,10 @@ class OutboxRelay:
             )  # else the next start publishes them again (and JetStream drops them)
         except Exception:
             log.warning("marking published outbox rows at stop failed; they will be published again")
+        sub, self._ack_sub, self._ack_inbox = self._ack_sub, None, None
+        if sub is not None:
+            with contextlib.suppress(Exception):  # a closed connection took it with it
+                await sub.unsubscribe()
 
     async def _run(self) -> None:
         while True:
@@ -243,6 +304,7 @@ class OutboxRelay:
                 except Exception:
                     log.exception("deleting old published outbox rows failed; next time then")
             try:
+                self._expire_acks()
                 await self._mark_published()
                 while await self.publish_pending() >= self.batch:
                     pass
@@ -302,3 +364,15 @@ class OutboxRelay:
             total += deleted
             if deleted < PRUNE_BATCH:
                 return total
+
+
+def _acknowledged(msg: Msg) -> bool:
+    """Whether a JetStream publish's reply stored the message (a duplicate was stored before): not a status
+    such as 503 no responders, not an API error."""
+    if msg.headers and msg.headers.get("Status"):
+        return False
+    try:
+        reply = json.loads(msg.data)
+    except ValueError:
+        return False
+    return isinstance(reply, dict) and "error" not in reply and "seq" in reply

@@ -129,9 +129,8 @@ async def create_task_now(
             now,
         )
     messages = {msg_id: (subject, payload), admittable.dispatch[2]: admittable.dispatch[:2]}
-    # one row per call: each is then on the connection before the answer leaves (`OutboxRelay.committed`)
-    for row_id, sent_id in created.outbox:
-        await relay.committed([(row_id, *messages[sent_id], sent_id)])
+    # on the connection before the answer leaves, task.created first (`OutboxRelay.committed`)
+    await relay.committed([(row_id, *messages[sent_id], sent_id) for row_id, sent_id in created.outbox])
     if created.admitted:
         values["status"] = "assigned"
         values["status_detail"] = assigned_detail
