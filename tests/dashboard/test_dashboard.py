@@ -17,7 +17,7 @@ import httpx
 import pytest
 from browserfleet_devkit.oidc_provider import OidcProvider
 from browserfleet_devkit.up import banner
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Page, WebSocketRoute, expect
 
 from .conftest import Browsing, Running, screenshot
 from .sites import FIELD, HeldSite
@@ -440,3 +440,46 @@ def what_happened(running: Running, task_id: str, auth: dict[str, str]) -> str:
     said = [line for line in running.lines if task_id in line or "live view" in line]
     head = [f"task: {task.status_code} {task.text[:2000]}", f"log: {logs.status_code} {logs.text[:4000]}"]
     return "\n".join([*head, "platform:", *said[-80:]])
+
+
+def test_a_live_view_whose_socket_is_gone_offers_no_continue(
+    browse: Browse, running: Running, site: HeldSite
+) -> None:
+    """Continue goes over the live socket: once it closed (here cut by the test's browser, as a network or a
+    gateway would), the notice and its button go too, rather than a button that sends into nothing."""
+    task = {
+        "title": "Wait for a person",
+        "steps": [
+            {"action": "navigate", "url": f"{site.url}/form"},
+            {"action": "handoff", "message": "Check the form, then continue", "timeout_ms": 120_000},
+        ],
+    }
+    admin_auth = {"Authorization": f"Bearer {running.token()}"}
+    r = httpx.post(f"{running.url}/api/v1/tasks", headers=admin_auth, json=task, timeout=30)
+    assert r.status_code == 201, r.text
+    task_id = r.json()["id"]
+    try:
+        b = browse()
+        page = b.page
+        sockets: list[WebSocketRoute] = []
+
+        def relay(ws: WebSocketRoute) -> None:  # the page's live socket, passed through to the gateway
+            ws.connect_to_server()
+            sockets.append(ws)
+
+        page.route_web_socket(re.compile(r"/api/v1/tasks/[^/]+/live"), relay)
+        b.sign_in(running.admin_email, running.admin_password)
+        b.goto(f"/app/tasks/{task_id}")
+        expect(page.get_by_test_id("task-detail-status")).to_have_attribute(
+            "data-status", "running", timeout=PLATFORM_WAIT_MS
+        )
+        page.get_by_test_id("live-view-open").click()
+        expect(page.get_by_test_id("live-view-continue")).to_be_visible(timeout=PLATFORM_WAIT_MS)
+        assert len(sockets) == 1
+
+        sockets[0].close(code=4000, reason="cut by the test")
+        expect(page.get_by_test_id("live-view-status")).to_have_attribute("data-state", "failed")
+        expect(page.get_by_test_id("live-view-handoff")).to_have_count(0)
+        expect(page.get_by_test_id("live-view-continue")).to_have_count(0)
+    finally:  # nobody continues it: it must not hold a worker's slot for the rest of the module
+        httpx.post(f"{running.url}/api/v1/tasks/{task_id}/cancel", headers=admin_auth, timeout=30)

@@ -27,12 +27,16 @@ interface Message {
 
 // a moving mouse sends many events: one a frame is plenty, and within the gateway's input allowance (60/s)
 const MOVE_EVERY_MS = 50;
+// how long "Continuing…" waits for the worker's word (HANDOFF waiting: false) before the button comes back
+const CONFIRM_WAIT_MS = 10_000;
 
 export function LiveView({ taskId, ticketRoute, canDrive, onClose }: { taskId: string; ticketRoute: string | null; canDrive: boolean; onClose: () => void }) {
   const [state, setState] = useState<State>({ kind: "connecting" });
   const [handoff, setHandoff] = useState<string | null>(null);
   const [note, setNote] = useState<string | null>(null);
   const [driving, setDriving] = useState(false);
+  // continue was sent for the handoff shown: until the worker says the wait is over (HANDOFF waiting: false)
+  const [continuing, setContinuing] = useState(false);
   const [page, setPage] = useState<{ width: number; height: number } | null>(null);
   const img = useRef<HTMLImageElement>(null);
   const screen = useRef<HTMLDivElement>(null);
@@ -53,7 +57,10 @@ export function LiveView({ taskId, ticketRoute, canDrive, onClose }: { taskId: s
         frames.current += 1;
         if (img.current) img.current.src = `data:image/${msg.format || "jpeg"};base64,${msg.data}`;
         setState((s) => (s.kind === "streaming" ? s : { kind: "streaming" }));
-      } else if (msg.type === "HANDOFF") setHandoff(msg.waiting ? msg.message || "The task waits for you to continue." : null);
+      } else if (msg.type === "HANDOFF") {
+        setHandoff(msg.waiting ? msg.message || "The task waits for you to continue." : null);
+        setContinuing(false);
+      }
       else if (msg.type === "LIVE_ENDED") {
         ended = true;
         setHandoff(null);
@@ -86,6 +93,9 @@ export function LiveView({ taskId, ticketRoute, canDrive, onClose }: { taskId: s
         ws.onclose = (c) => {
           socket.current = null;
           setDriving(false);
+          // nothing can be continued through a closed socket: no button that would send into nothing
+          setHandoff(null);
+          setContinuing(false);
           if (closedByUs || ended) return;
           if (!opened) setState({ kind: "failed", reason: "Live view is not available on this gateway yet." });
           else if (c.code === 1000) setState({ kind: "ended", reason: "the stream ended" });
@@ -99,8 +109,24 @@ export function LiveView({ taskId, ticketRoute, canDrive, onClose }: { taskId: s
     };
   }, [taskId, ticketRoute]);
 
-  const send = (msg: InputMessage) => {
-    if (socket.current?.readyState === WebSocket.OPEN) socket.current.send(JSON.stringify(msg));
+  useEffect(() => {
+    if (!continuing) return;
+    // no word from the worker yet: the button comes back, for a person to press again if it still waits
+    const id = setTimeout(() => {
+      setContinuing(false);
+      setNote("The task has not confirmed the continue yet: press it again if the task still waits.");
+    }, CONFIRM_WAIT_MS);
+    return () => clearTimeout(id);
+  }, [continuing]);
+
+  const send = (msg: InputMessage): boolean => {
+    if (socket.current?.readyState !== WebSocket.OPEN) return false;
+    socket.current.send(JSON.stringify(msg));
+    return true;
+  };
+  const continueTask = () => {
+    if (send(CONTINUE)) setContinuing(true);
+    else setNote("Not connected to the task: continue was not sent.");
   };
   const live = state.kind === "streaming";
   const drive = driving && live && canDrive;
@@ -137,8 +163,8 @@ export function LiveView({ taskId, ticketRoute, canDrive, onClose }: { taskId: s
         <div className="notice row spread" role="status" data-testid="live-view-handoff">
           <span>Waiting for a person: {handoff}</span>
           {canDrive && (
-            <button type="button" onClick={() => send(CONTINUE)} data-testid="live-view-continue">
-              Continue the task
+            <button type="button" onClick={continueTask} disabled={continuing} data-testid="live-view-continue">
+              {continuing ? "Continuing…" : "Continue the task"}
             </button>
           )}
         </div>
