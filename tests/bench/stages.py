@@ -4,7 +4,9 @@ time on the otherwise quiet platform, so every figure is latency and none is que
 Each call waits for the platform to settle after the one before. A submission is the gateway's HTTP work (its floor: `GET /health/live`), the audit entry opened and closed
 in auth (two requests), the scheduler's create, and what the gateway does between them. The bus's own round
 trips (a core request/reply, a JetStream publish with its ack) are timed beside them, to tell the services'
-time from the transport's.
+time from the transport's, and so are PostgreSQL's (a round trip, and a one-row INSERT's commit, which waits
+for its WAL to be flushed): a task's path commits three times in a row (the audit entry, the create, the
+claim), each at least that long.
 """
 
 from __future__ import annotations
@@ -101,7 +103,23 @@ async def run(p: Platform, token: str, body: dict[str, Any], n: int) -> dict[str
                 f"{PROBE_STREAM.lower()}.x", b"x" * 300, headers={"Nats-Msg-Id": uuid.uuid4().hex}
             )
 
+        pg = await _pg_probe(p.database_url)
+
+        async def pg_round_trip() -> None:
+            assert pg is not None
+            await pg.execute("SELECT 1")
+
+        async def pg_commit() -> None:
+            assert pg is not None
+            await pg.execute("INSERT INTO bench_commit_probe VALUES (1)")
+
         try:
+            pg_stages = {}
+            if pg is not None:
+                pg_stages = {
+                    "pg_round_trip": await _timed(n, pg_round_trip),
+                    "pg_commit": await _timed(n, pg_commit),
+                }
             return {
                 "calls_per_stage": n,
                 "http_create_task": await _timed(n, post),
@@ -111,9 +129,13 @@ async def run(p: Platform, token: str, body: dict[str, Any], n: int) -> dict[str
                 "rpc_scheduler_create_task": await _timed(n, create),
                 "nats_request_reply": await _timed(n, request),
                 "jetstream_publish": await _timed(n, publish),
+                **pg_stages,
             }
         finally:
             await js.delete_stream(PROBE_STREAM)
+            if pg is not None:
+                await pg.execute("DROP TABLE IF EXISTS bench_commit_probe")
+                await pg.close()
     finally:
         await http.close()
         await nc.close()
@@ -127,7 +149,22 @@ ROWS = (
     ("http_get_task", "GET /api/v1/tasks/{id}"),
     ("nats_request_reply", "bus: NATS request/reply"),
     ("jetstream_publish", "bus: JetStream publish + ack"),
+    ("pg_round_trip", "PostgreSQL: a round trip (SELECT 1)"),
+    ("pg_commit", "PostgreSQL: a one-row INSERT's commit"),
 )
+
+
+async def _pg_probe(url: str | None) -> Any:
+    """An autocommit connection to the platform's database with the probe's table, or None without one."""
+    if not url:
+        return None
+    import psycopg
+
+    conn = await psycopg.AsyncConnection.connect(
+        url.replace("postgresql+psycopg://", "postgresql://"), autocommit=True
+    )
+    await conn.execute("CREATE TABLE IF NOT EXISTS bench_commit_probe (x integer)")
+    return conn
 
 
 # The path of one task, from the timestamps the scheduler wrote (its own clock, the machine's wall clock as
