@@ -60,10 +60,10 @@ export function LiveView({ taskId, ticketRoute, canDrive, onClose }: { taskId: s
       } else if (msg.type === "HANDOFF") {
         setHandoff(msg.waiting ? msg.message || "The task waits for you to continue." : null);
         setContinuing(false);
-      }
-      else if (msg.type === "LIVE_ENDED") {
+      } else if (msg.type === "LIVE_ENDED") {
         ended = true;
         setHandoff(null);
+        setContinuing(false);
         setState({ kind: "ended", reason: msg.reason || "the task finished" });
       } else if (msg.type === "ERROR") {
         // the socket stays open after an ERROR (a refused or malformed input): said, and watching goes on
