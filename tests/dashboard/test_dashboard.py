@@ -158,7 +158,11 @@ def test_admin_invites_a_worker_and_sees_it_come_online(browse: Browse, running:
     page.get_by_test_id("invite-code-done").click()
     expect(page.get_by_test_id("invite-code")).to_have_count(0)  # shown once
     row = page.locator("[data-testid=worker-row]", has_text=name)
-    expect(row).to_have_attribute("data-state", "online", timeout=PLATFORM_WAIT_MS)
+    try:
+        expect(row).to_have_attribute("data-state", "online", timeout=PLATFORM_WAIT_MS)
+    except AssertionError as exc:  # seen once under load: did the worker start, register, or only not show?
+        said = [line for line in running.lines if "invite" in line or "regist" in line or name in line]
+        raise AssertionError("\n".join([str(exc), "platform:", *said[-60:]])) from exc
     expect(row).to_contain_text("dashboard")  # the invite's tag
     assert page.get_by_test_id("worker-row").count() == before + 1
     assert same_document(page), "the page was reloaded"
