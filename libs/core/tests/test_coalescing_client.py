@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from browserfleet_core import messaging
 from browserfleet_core.messaging import (
     COALESCE_TURNS,
     BusCredentials,
@@ -65,8 +66,9 @@ async def _received(sub: Any, n: int) -> list[bytes]:
 
 
 async def test_messages_queued_over_a_few_turns_leave_in_one_write_in_order(
-    client: CoalescingClient, nc: NatsClient
+    client: CoalescingClient, nc: NatsClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(messaging, "COALESCE_SECONDS", 3600.0)  # turns only (a loaded machine's are slow)
     subject = f"coalesce.{secrets.token_hex(4)}"
     sub = await nc.subscribe(subject)
     await nc.flush()
@@ -86,6 +88,26 @@ async def test_messages_queued_over_a_few_turns_leave_in_one_write_in_order(
     for k in range(8):  # each publisher's messages in its own order
         mine = [m for m in got if m.startswith(f"p{k}-".encode())]
         assert mine == [f"p{k}-{i}".encode() for i in range(COALESCE_TURNS - 1)]
+    await sub.unsubscribe()
+
+
+async def test_a_flush_gathers_no_longer_than_its_time_cap(
+    client: CoalescingClient, nc: NatsClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In a busy process a loop turn is long: once the command that woke the flusher has waited the cap, it
+    is written with what joined it so far, without waiting more turns (all still arrive, in order)."""
+    monkeypatch.setattr(messaging, "COALESCE_SECONDS", 0.0)  # every turn is past it
+    subject = f"coalesce.{secrets.token_hex(4)}"
+    sub = await nc.subscribe(subject)
+    await nc.flush()
+    await client.flush()
+    spy = WriteSpy(client)
+    for i in range(COALESCE_TURNS - 1):  # one message per turn: the old flusher wrote them in one write
+        await client.publish(subject, f"m{i}".encode())
+        await asyncio.sleep(0)
+    got = await asyncio.wait_for(_received(sub, COALESCE_TURNS - 1), WAIT_CAP)
+    assert got == [f"m{i}".encode() for i in range(COALESCE_TURNS - 1)]
+    assert len(spy.calls) > 1, spy.calls
     await sub.unsubscribe()
 
 
