@@ -48,7 +48,7 @@ def add_task(
     )
     task = task_public(req, status=status, worker_id=worker_id)
     gw.services.tasks[task.id] = task
-    return task.id
+    return str(task.id)
 
 
 @pytest.fixture
@@ -66,7 +66,7 @@ async def watch(gw: Served, task_id: str, token: str | None = None, **kw: Any) -
 
 
 async def frames(ws: Any, count: int) -> list[dict[str, Any]]:
-    out = []
+    out: list[dict[str, Any]] = []
     while len(out) < count:
         msg = await recv(ws)
         if msg["type"] == "FRAME":
@@ -439,7 +439,7 @@ async def test_a_handoff_is_shown_and_a_user_continues_it(gw: Served, worker: St
 
 async def test_a_user_deactivated_or_demoted_while_watching(gw: Served, worker: StandInWorker) -> None:
     def changed(user: str, *, active: bool = True, role: str = "user") -> bytes:
-        state = UserState(user_id=user, org_id=ORG_A, active=active, role=role)  # type: ignore[arg-type]
+        state = UserState(user_id=user, org_id=ORG_A, active=active, role=role)
         return UserChanged(org_id=ORG_A, state=state).model_dump_json().encode()
 
     demoted = await watch(gw, worker.task_id, gw.token(sub="user-live-demoted", role="user"))

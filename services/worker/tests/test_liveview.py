@@ -325,7 +325,14 @@ async def send_input(nc: NatsClient, task_id: str, watcher: str, event: dict[str
 
 async def click(nc: NatsClient, task_id: str, watcher: str, x: float, y: float) -> None:
     for event in ("mousePressed", "mouseReleased"):
-        mouse = {"kind": "mouse", "event": event, "x": x, "y": y, "button": "left", "click_count": 1}
+        mouse: dict[str, object] = {
+            "kind": "mouse",
+            "event": event,
+            "x": x,
+            "y": y,
+            "button": "left",
+            "click_count": 1,
+        }
         await send_input(nc, task_id, watcher, mouse)
 
 
