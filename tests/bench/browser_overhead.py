@@ -369,4 +369,11 @@ def run(p: Platform, sizes: Sizes) -> Result:
         "walls, the median of the rounds' ratios beside it",
     }
     res.figures = figures
+    res.notes = [
+        "PSS splits a shared page between every process that maps it, other Chromium processes on the machine "
+        "included (another user's browser lowers the worker's figure): compare memory from a quiet machine; the "
+        "RSS sum does not move with them",
+        "on a loaded machine each hop waits for a CPU (the platform's path has more processes than the script's): "
+        "wall ratios then swing by tens of percent from round to round, CPU per task holds better",
+    ]
     return res
