@@ -19,6 +19,7 @@ from browserfleet_contracts.workers import (
     InviteCreate,
     ListWorkersRequest,
     PoolsRequest,
+    RegisterReply,
     RegisterRequest,
     WorkerAuthRequest,
     WorkerRevoked,
@@ -89,6 +90,33 @@ async def test_invite_register_heartbeat_list_over_nats(rpc: RpcClient) -> None:
     assert [(w.id, w.status) for w in workers if w.org_id == actor.org_id] == [(reply.worker_id, "busy")]
     identity = await rpc.call(endpoints.Workers.AUTHENTICATE, WorkerAuthRequest(worker_key=reply.worker_key))
     assert identity.worker_id == reply.worker_id
+
+
+async def test_a_registration_whose_reply_was_lost_is_answered_again(rpc: RpcClient, nc: NatsClient) -> None:
+    """The worker's flow when the reply comes too late: the registration committed, the worker gave up
+    waiting (`Unavailable`) and sends the same request again; it gets the worker that was made."""
+    actor = Actor(org_id=unique_name("org"), user_id="u1", role="admin")
+    invite = await rpc.call(endpoints.Workers.CREATE_INVITE, CreateInviteRequest(actor=actor))
+    reg = RegisterRequest(invite_code=invite.code, name="laptop", public_key="A" * 43)
+    inbox = nc.new_inbox()  # where the first reply goes: the worker no longer waits for it
+    late = await _listen(nc, inbox)
+    headers = {"content-type": "application/json"}
+    await nc.publish(
+        endpoints.Workers.REGISTER.subject, reg.model_dump_json().encode(), reply=inbox, headers=headers
+    )
+    lost = RegisterReply.model_validate_json((await _next(late)).data)
+
+    again = await rpc.call(endpoints.Workers.REGISTER, reg)
+    assert again == lost
+    beat = await rpc.call(endpoints.Workers.HEARTBEAT, Heartbeat(worker_key=again.worker_key))
+    assert beat.ok
+    workers = await rpc.call(endpoints.Workers.LIST, ListWorkersRequest(actor=actor))
+    assert [(w.id, w.status) for w in workers if w.org_id == actor.org_id] == [(lost.worker_id, "online")]
+
+    # another key pair with the used code is another worker: refused
+    with pytest.raises(ServiceError) as exc:
+        await rpc.call(endpoints.Workers.REGISTER, reg.model_copy(update={"public_key": "B" * 43}))
+    assert exc.value.status == 401 and "already used" in exc.value.message
 
 
 async def test_the_configured_pool_invite_registers_replicas_with_their_own_ids(

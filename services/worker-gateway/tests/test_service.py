@@ -96,6 +96,62 @@ async def test_one_time_invite_registers_exactly_once(session: AsyncSession) -> 
     assert await _workers(session, org) == 1, "a refused registration creates nothing"
 
 
+async def test_a_registration_repeated_after_its_reply_was_lost_gets_the_same_worker(
+    session: AsyncSession, relay: OutboxRelay
+) -> None:
+    """The worker repeats its registration when the reply did not come in time (the first one may have
+    committed): the same invite with the same public key is the same registration, answered the same."""
+    org = unique_name("org")
+    for kind in ({}, {"multi_use": True, "max_uses": 1}):
+        invite = await invites.create_invite(session, admin(org), InviteCreate(**kind))
+        request = RegisterRequest(invite_code=invite.code, name="w", public_key=KEY_A)
+        first = await registration.register(session, request)
+        again = await registration.register(session, request)
+        assert again == first, kind
+        assert (await registration.authenticate(session, again.worker_key)).worker_id == first.worker_id
+        stored = await session.get(Worker, first.worker_id)
+        assert stored is not None and stored.key_hash == hash_token(first.worker_key)
+        assert stored.key_nonce is not None
+        used = await repository.invite_by_hash(session, hash_token(invite.code))
+        assert used is not None and used.uses == 1, "a repetition uses nothing up"
+
+        # an invite is single-use: another key pair (another process, a leaked code) is refused
+        with pytest.raises(Unauthorized, match="already used"):
+            await registration.register(session, request.model_copy(update={"public_key": KEY_B}))
+        with pytest.raises(Unauthorized, match="already used"):
+            await registration.register(session, request.model_copy(update={"public_key": None}))
+        with pytest.raises(Unauthorized, match="already used"):
+            await registration.register(session, request, now=utcnow() + registration.REPEAT_WINDOW)
+    assert await _workers(session, org) == 2
+
+    # once the worker used its key (its first beat), nothing repeats its registration any more
+    invite = await invites.create_invite(session, admin(org), InviteCreate())
+    request = RegisterRequest(invite_code=invite.code, public_key=KEY_A)
+    first = await registration.register(session, request)
+    await presence.heartbeat(session, relay, Heartbeat(worker_key=first.worker_key))
+    stored = await session.get(Worker, first.worker_id, populate_existing=True)
+    assert stored is not None and stored.key_nonce is None
+    with pytest.raises(Unauthorized, match="already used"):
+        await registration.register(session, request)
+
+    # a worker removed since is not made again, nor given a new identity (a pool invite would allow one)
+    for kind in ({}, {"multi_use": True}):
+        invite = await invites.create_invite(session, admin(org), InviteCreate(**kind))
+        request = RegisterRequest(invite_code=invite.code, public_key=KEY_A)
+        first = await registration.register(session, request)
+        await lifecycle.revoke(session, relay, ById(actor=admin(org), id=first.worker_id))
+        with pytest.raises(Unauthorized, match="was removed"):
+            await registration.register(session, request)
+    # nor by a revoked invite
+    invite = await invites.create_invite(session, admin(org), InviteCreate(multi_use=True))
+    request = RegisterRequest(invite_code=invite.code, public_key=KEY_A)
+    await registration.register(session, request)
+    await invites.revoke_invite(session, ById(actor=admin(org), id=invite.id))
+    with pytest.raises(Unauthorized, match="revoked"):
+        await registration.register(session, request)
+    assert await _workers(session, org) == 6
+
+
 async def test_the_seeds_invite_names_its_worker(session: AsyncSession) -> None:
     org = unique_name("org")
     invite = await invites.create_invite(

@@ -61,6 +61,8 @@ class Worker(WorkersBase, table=True):
             "last_seen",
             postgresql_where=text("presence = 'online' AND revoked_at IS NULL"),
         ),
+        # a repeated registration's lookup: the workers not seen yet (the nonce goes at the first beat)
+        Index("ix_workers_unseen", "invite_id", postgresql_where=text("key_nonce IS NOT NULL")),
     )
 
     id: str = Field(default_factory=new_id, primary_key=True, max_length=36)
@@ -76,6 +78,9 @@ class Worker(WorkersBase, table=True):
     device_info: dict[str, Any] | None = Field(default=None, sa_column=_json(None))
     # X25519, base64url: the vault seals releases to it; replaced at every start (rotate_key)
     public_key: str | None = Field(default=None, max_length=64)
+    # what the key of a registration with a public key is derived from, with the invite code, so the same
+    # registration repeated (its reply was lost) gets the same key (registration.py); cleared at first beat
+    key_nonce: str | None = Field(default=None, max_length=64)
     last_seen: datetime | None = Field(default=None, sa_column=_ts())
     busy: bool = Field(default=False, sa_column=Column(Boolean, nullable=False, server_default="false"))
     running_tasks: int = Field(default=0, sa_column=Column(Integer, nullable=False, server_default="0"))

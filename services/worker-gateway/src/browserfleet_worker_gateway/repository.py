@@ -52,8 +52,11 @@ async def consume_invite(session: AsyncSession, code_hash: str, now: datetime) -
     return await session.get(WorkerInvite, invite_id, populate_existing=True)
 
 
-async def invite_by_hash(session: AsyncSession, code_hash: str) -> WorkerInvite | None:
-    return (await session.exec(select(WorkerInvite).where(WorkerInvite.code_hash == code_hash))).first()
+async def invite_by_hash(session: AsyncSession, code_hash: str, *, lock: bool = False) -> WorkerInvite | None:
+    stmt = select(WorkerInvite).where(WorkerInvite.code_hash == code_hash)
+    if lock:
+        stmt = stmt.with_for_update()
+    return (await session.exec(stmt)).first()
 
 
 async def org_invites(session: AsyncSession, org_id: str | None) -> list[WorkerInvite]:
@@ -84,6 +87,27 @@ async def worker_by_key(session: AsyncSession, key_hash: str, *, lock: bool = Fa
     stmt = select(Worker).where(Worker.key_hash == key_hash)
     if lock:
         stmt = stmt.with_for_update()
+    return (await session.exec(stmt)).first()
+
+
+async def unseen_registration(
+    session: AsyncSession, invite_id: str, public_key: str, since: datetime
+) -> Worker | None:
+    """The worker that the invite registered with this public key since `since` and whose key was never
+    used (no beat, no status, no new public key), removed or not, locked: a registration repeated because its
+    reply was lost."""
+    stmt = (
+        select(Worker)
+        .where(
+            col(Worker.invite_id) == invite_id,
+            col(Worker.public_key) == public_key,
+            col(Worker.key_nonce).is_not(None),
+            col(Worker.last_seen).is_(None),
+            col(Worker.created_at) >= since,
+        )
+        .order_by(col(Worker.created_at).desc())
+        .with_for_update()
+    )
     return (await session.exec(stmt)).first()
 
 
@@ -126,6 +150,7 @@ async def record_heartbeat(
         .where(col(Worker.id) == before.c.id)
         .values(
             last_seen=now,
+            key_nonce=None,
             busy=busy,
             running_tasks=running_tasks,
             slots=slots,
