@@ -3,6 +3,7 @@ registration, presence and its events, the worker's own status, drain, revoke, d
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -20,14 +21,14 @@ from browserfleet_contracts.workers import (
     RotateKeyRequest,
     WorkerStatusRequest,
 )
-from browserfleet_core.db import utcnow
+from browserfleet_core.db import Database, utcnow
 from browserfleet_core.errors import Forbidden, Invalid, NotFound, Unauthorized
 from browserfleet_core.outbox import OutboxRelay
 from browserfleet_core.security import hash_token
 from browserfleet_devkit.testing import unique_name
 from browserfleet_worker_gateway import invites, lifecycle, pools, presence, registration, repository
 from browserfleet_worker_gateway.models import Worker, WorkerInvite, outbox
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select, text, update
 from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -150,6 +151,37 @@ async def test_a_registration_repeated_after_its_reply_was_lost_gets_the_same_wo
     with pytest.raises(Unauthorized, match="revoked"):
         await registration.register(session, request)
     assert await _workers(session, org) == 6
+
+
+async def test_a_repetition_waits_for_the_first_registrations_commit(service_db: Database) -> None:
+    """The reply may be late because the first registration has not committed yet: its repetition waits for
+    the commit on the invite's row, then finds its worker (not 'already used', nor a second pool worker)."""
+    org = unique_name("org")
+    try:
+        for kind in ({}, {"multi_use": True}):
+            invite = await service_db.run(invites.create_invite, admin(org), InviteCreate(**kind))
+            request = RegisterRequest(invite_code=invite.code, public_key=KEY_A)
+            async with service_db.transaction() as first_tx:
+                first = await registration.register(first_tx, request)
+                repeat = asyncio.create_task(service_db.run(registration.register, request))
+                async with asyncio.timeout(30):  # hang protection only
+                    while not await _waiting_on_a_lock(service_db):
+                        assert not repeat.done(), repeat.result()
+                        await asyncio.sleep(0.01)
+            assert await repeat == first, kind
+        async with service_db.transaction() as check:
+            assert await _workers(check, org) == 2
+    finally:
+        await service_db.run(repository.purge_org, org)
+
+
+async def _waiting_on_a_lock(db: Database) -> bool:
+    async with db.transaction() as s:
+        stmt = text(
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+            "AND datname = current_database() AND query ILIKE '%worker_invites%'"
+        )
+        return bool((await s.execute(stmt)).scalar_one())
 
 
 async def test_the_seeds_invite_names_its_worker(session: AsyncSession) -> None:
