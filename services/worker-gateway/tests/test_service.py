@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from browserfleet_contracts import subjects
+from browserfleet_contracts import bus, subjects
 from browserfleet_contracts.common import Actor, ById
 from browserfleet_contracts.events import EventEnvelope
 from browserfleet_contracts.workers import (
@@ -26,7 +26,7 @@ from browserfleet_core.errors import Forbidden, Invalid, NotFound, Unauthorized
 from browserfleet_core.outbox import OutboxRelay
 from browserfleet_core.security import hash_token
 from browserfleet_devkit.testing import unique_name
-from browserfleet_worker_gateway import invites, lifecycle, pools, presence, registration, repository
+from browserfleet_worker_gateway import callout, invites, lifecycle, pools, presence, registration, repository
 from browserfleet_worker_gateway.models import Worker, WorkerInvite, outbox
 from sqlalchemy import func, select, text, update
 from sqlmodel import col
@@ -151,6 +151,41 @@ async def test_a_registration_repeated_after_its_reply_was_lost_gets_the_same_wo
     with pytest.raises(Unauthorized, match="revoked"):
         await registration.register(session, request)
     assert await _workers(session, org) == 6
+
+
+async def test_a_registrant_may_reconnect_to_repeat_its_registration(
+    session: AsyncSession, relay: OutboxRelay
+) -> None:
+    """The bus's callout lets a used invite's registrant in again while its registration may be repeated
+    (a connection dropped with the reply), and not once the worker used its key, nor later, nor revoked."""
+    org = unique_name("org")
+
+    async def admitted(code: str, now: datetime | None = None) -> bool:
+        return (await callout.decide(session, code, now)).name == bus.REGISTRANT
+
+    invite = await invites.create_invite(session, admin(org), InviteCreate())
+    assert await admitted(invite.code)
+    no_key = await registration.register(session, RegisterRequest(invite_code=invite.code))
+    assert not await admitted(invite.code), "nothing repeats a registration without a public key"
+    await presence.heartbeat(session, relay, Heartbeat(worker_key=no_key.worker_key))
+
+    invite = await invites.create_invite(session, admin(org), InviteCreate())
+    first = await registration.register(session, RegisterRequest(invite_code=invite.code, public_key=KEY_A))
+    assert await admitted(invite.code)
+    assert not await admitted(invite.code, utcnow() + registration.REPEAT_WINDOW)
+    await presence.heartbeat(session, relay, Heartbeat(worker_key=first.worker_key))
+    assert not await admitted(invite.code)
+
+    for revoke in ("worker", "invite"):
+        invite = await invites.create_invite(session, admin(org), InviteCreate())
+        first = await registration.register(
+            session, RegisterRequest(invite_code=invite.code, public_key=KEY_A)
+        )
+        if revoke == "worker":
+            await lifecycle.revoke(session, relay, ById(actor=admin(org), id=first.worker_id))
+        else:
+            await invites.revoke_invite(session, ById(actor=admin(org), id=invite.id))
+        assert not await admitted(invite.code), revoke
 
 
 async def test_a_repetition_waits_for_the_first_registrations_commit(service_db: Database) -> None:

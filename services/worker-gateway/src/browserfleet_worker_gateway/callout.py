@@ -4,7 +4,8 @@ Every connection that is not one of the configured service users reaches `$SYS.R
 worker-gateway alone may read. The request is a JWT signed by the server; the token the client presented is
 its credential. A live worker's key gets a user JWT, signed with the account key the server trusts
 (BUS_CALLOUT_SEED), whose allow-lists are that worker's (`busauth.worker_permissions`: its id, its pool); a
-usable invite code gets the registrant's (it may register and nothing else); anything else, anonymous
+usable invite code gets the registrant's (it may register and nothing else), and so does a used one whose
+registration may still be repeated (its reply lost, the key not used yet); anything else, anonymous
 included, is refused with the reason in the answer (the server logs it; the client sees an authorization
 violation).
 
@@ -42,6 +43,7 @@ from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from . import invites, registration, repository
+from .models import WorkerInvite
 from .runtime import WorkerGatewayRuntime
 
 log = logging.getLogger(__name__)
@@ -97,11 +99,23 @@ async def decide(session: AsyncSession, token: str | None, now: datetime | None 
             permissions=worker_permissions(worker.id, worker.pool, token),
         )
     if token.startswith(invites.INVITE_PREFIX) or len(token) >= 32:
+        now = now or utcnow()
         invite = await repository.invite_by_hash(session, hash_token(token))
-        if invite is not None and invites.status_of(invite, now or utcnow()) == "active":
+        if invite is not None and (
+            invites.status_of(invite, now) == "active" or await _may_repeat(session, invite, now)
+        ):
             return Decision(name=bus.REGISTRANT, permissions=registrant_permissions(token))
         return Decision(error="the invite code is unknown, used, expired or revoked")
     return Decision(error="not a worker key or an invite code")
+
+
+async def _may_repeat(session: AsyncSession, invite: WorkerInvite, now: datetime) -> bool:
+    """A used (or since expired) invite whose registration's reply may have been lost: the registrant that
+    reconnects (its connection dropped meanwhile) must reach `register` again to repeat it, which answers
+    only the same public key (registration._repeated)."""
+    if invite.revoked_at is not None:
+        return False
+    return await repository.awaits_repetition(session, invite.id, now - registration.REPEAT_WINDOW)
 
 
 class AuthCallout:

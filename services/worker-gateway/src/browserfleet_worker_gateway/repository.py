@@ -111,6 +111,19 @@ async def unseen_registration(
     return (await session.exec(stmt)).first()
 
 
+async def awaits_repetition(session: AsyncSession, invite_id: str, since: datetime) -> bool:
+    """Whether a live worker the invite registered since `since` never used its key (`unseen_registration`
+    for any public key): the registrant may still repeat its registration."""
+    stmt = select(Worker.id).where(
+        col(Worker.invite_id) == invite_id,
+        col(Worker.key_nonce).is_not(None),
+        col(Worker.last_seen).is_(None),
+        col(Worker.created_at) >= since,
+        col(Worker.revoked_at).is_(None),
+    )
+    return (await session.exec(stmt.limit(1))).first() is not None
+
+
 async def not_live_workers(session: AsyncSession, worker_ids: list[str]) -> list[str]:
     """Those of `worker_ids` that are removed or unknown (the callout cuts their bus connections)."""
     stmt = select(Worker.id).where(col(Worker.id).in_(worker_ids), col(Worker.revoked_at).is_(None))
