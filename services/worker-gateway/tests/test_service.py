@@ -103,7 +103,8 @@ async def test_a_registration_repeated_after_its_reply_was_lost_gets_the_same_wo
     """The worker repeats its registration when the reply did not come in time (the first one may have
     committed): the same invite with the same public key is the same registration, answered the same."""
     org = unique_name("org")
-    for kind in ({}, {"multi_use": True, "max_uses": 1}):
+    kinds: tuple[dict[str, Any], ...] = ({}, {"multi_use": True, "max_uses": 1})
+    for kind in kinds:
         invite = await invites.create_invite(session, admin(org), InviteCreate(**kind))
         request = RegisterRequest(invite_code=invite.code, name="w", public_key=KEY_A)
         first = await registration.register(session, request)
