@@ -134,6 +134,7 @@ class PlatformSide:
         self.sample: dict[str, Any] = {}
         self.complete = True
         self.failed = 0
+        self.errors: list[str] = []
 
     async def __aenter__(self) -> PlatformSide:
         assert self.p.nats_url and self.p.bootstrap
@@ -175,7 +176,13 @@ class PlatformSide:
         cpu = cpu_per_task(cpu_before, browser_cpu(self.worker_pid), n)
         self.peak = (max(self.peak[0], peak.peak_pss), max(self.peak[1], peak.peak_rss))
         last = max((self.outcomes.done[i] for i in ids if i in self.outcomes.done), default=time.time())
-        self.failed += sum(1 for i in ids if self.outcomes.status.get(i) != "completed")
+        failed = [i for i in ids if self.outcomes.status.get(i) != "completed"]
+        self.failed += len(failed)
+        for task_id in failed[:5]:  # why, for whoever reads the figures
+            doc = (await self.client.get(f"/api/v1/tasks/{task_id}")).json()
+            self.errors.append(
+                f"{doc.get('status')}: {doc.get('error_message')} (step {doc.get('error_step')})"
+            )
         if not self.sample:
             self.sample = (await self.client.get(f"/api/v1/tasks/{next(iter(ids))}")).json()
         self.batches.append({"tasks": n, "wall_seconds": round(last - first, 3), "cpu_ms_per_task": cpu})
@@ -188,6 +195,7 @@ class PlatformSide:
             "tasks": n,
             "completed": n - self.failed,
             "failed": self.failed,
+            "errors": self.errors,
             "all_finished": self.complete,
             "wall_seconds": round(sum(b["wall_seconds"] for b in self.batches), 3),
             "batch_wall_seconds": [b["wall_seconds"] for b in self.batches],
