@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import os
 import signal
@@ -85,7 +86,7 @@ class BenchWorker:
                 for msg in msgs:
                     task = asyncio.create_task(self.run(msg))
                     self.running.add(task)
-                    task.add_done_callback(lambda t, s=slots: self._done(t, s))
+                    task.add_done_callback(functools.partial(self._done, slots=slots))
                 if msgs:
                     reprobe = iter(())
                 elif (pause := next(reprobe, None)) is not None:

@@ -7,9 +7,11 @@ from collections.abc import AsyncIterator, Callable, Iterator
 
 import psycopg
 import pytest
+from browserfleet_auth import sessions
 from browserfleet_auth.app import AuthApp, build
 from browserfleet_auth.config import AuthConfig
 from browserfleet_auth.settings import AuthSettings
+from browserfleet_contracts.auth import TokenPair
 from browserfleet_core import migrations
 from browserfleet_core.db import to_driver_url
 from browserfleet_devkit.testing import rolled_back_session, unique_name
@@ -41,6 +43,15 @@ async def session(engine: AsyncEngine) -> AsyncIterator[AsyncSession]:
 @pytest.fixture
 def config() -> AuthConfig:
     return AuthConfig()
+
+
+async def signed_in(
+    session: AsyncSession, config: AuthConfig, email: str, password: str, *, client_ip: str | None = None
+) -> TokenPair:
+    """`sessions.login` of a user without a second factor: its tokens (an MFA challenge fails the test)."""
+    pair = await sessions.login(session, config, email, password, client_ip=client_ip)
+    assert isinstance(pair, TokenPair), pair
+    return pair
 
 
 @pytest.fixture(scope="session")

@@ -31,6 +31,8 @@ from sqlalchemy import select as sa_select
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from .conftest import signed_in
+
 PASSWORD = "correct horse battery staple"
 HOSTILE = "'); DROP TABLE auth.users; -- <script>alert(1)</script>"
 
@@ -206,7 +208,7 @@ async def test_failed_logins_slow_down_then_lock_with_one_message(
     with pytest.raises(LoginThrottled):
         await sessions.login(session, config, "nobody@nowhere.example", "x")
     clock.advance(601)
-    pair = await sessions.login(session, config, admin.email, PASSWORD)
+    pair = await signed_in(session, config, admin.email, PASSWORD)
     assert pair.access_token
     # success resets the account's counter
     assert await repo.get_throttles_for_update(session, [f"email:{admin.email}"]) == {}
@@ -222,7 +224,7 @@ async def test_one_address_trying_many_accounts_is_locked(
             await sessions.login(session, config, f"user{i}@spray.example", "guess", client_ip="192.0.2.66")
     with pytest.raises(LoginThrottled):
         await sessions.login(session, config, admin.email, PASSWORD, client_ip="192.0.2.66")
-    assert (await sessions.login(session, config, admin.email, PASSWORD, client_ip="192.0.2.67")).access_token
+    assert (await signed_in(session, config, admin.email, PASSWORD, client_ip="192.0.2.67")).access_token
 
 
 # --- organizations --------------------------------------------------------------------------------
@@ -325,7 +327,7 @@ async def test_invite_role_change_and_deactivation_are_audited(
         session, config, admin, UserCreate(email="carol@people.example", name=HOSTILE, role="viewer")
     )
     assert invited.password and invited.name == HOSTILE  # stored and returned as inert text
-    pair = await sessions.login(session, config, "carol@people.example", invited.password)
+    pair = await signed_in(session, config, "carol@people.example", invited.password)
     await users.update_user(
         session, config, UpdateUserRequest(actor=admin, id=invited.id, user=UserUpdate(role="user"))
     )

@@ -33,7 +33,7 @@ def end(status: int, **extra: Any) -> dict[str, Any]:
     return {"phase": "end", "action": "api.create_task", "route": ROUTE, "status": status, **extra}
 
 
-SEQUENCES = {
+SEQUENCES: dict[str, list[Any]] = {  # a step: RequestAudit fields, or "auth-detail"
     "opened then closed with the id it created": [begin(), end(201, target="task-1")],
     "a phase repeated changes nothing": [begin(), begin(), end(200), end(500)],
     "closed with an error code": [begin(path={"task_id": "t-9"}), end(409, code="conflict")],
@@ -51,7 +51,7 @@ async def db(fresh_database: Callable[[], str]) -> AsyncIterator[Database]:
     await database.dispose()
 
 
-async def play(db: Database, steps: list[Any], request_id: str, *, at_once: bool) -> dict[str, Any]:
+async def play(db: Database, steps: list[Any], request_id: str, *, at_once: bool) -> list[dict[str, Any]]:
     actor = Actor(org_id="org-1", user_id="user-1", role="admin", client_ip="10.0.0.9", request_id=request_id)
     for step in steps:
         if step == "auth-detail":  # a change auth recorded in the call's name before the gateway's record
@@ -70,7 +70,7 @@ async def play(db: Database, steps: list[Any], request_id: str, *, at_once: bool
             )
         ).all()
     assert rows, "no entry written"
-    return [row.model_dump(exclude={"id", "request_id"}) for row in rows]  # type: ignore[return-value]
+    return [row.model_dump(exclude={"id", "request_id"}) for row in rows]
 
 
 @pytest.mark.parametrize("name", list(SEQUENCES))

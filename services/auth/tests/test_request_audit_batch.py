@@ -35,7 +35,7 @@ async def db(fresh_database: Callable[[], str]) -> AsyncIterator[Database]:
 
 def req(request_id: str, phase: str, *, client_ip: str = "10.0.0.9", **extra: Any) -> RequestAudit:
     actor = Actor(org_id="org-1", user_id="user-1", role="admin", client_ip=client_ip, request_id=request_id)
-    return RequestAudit(actor=actor, phase=phase, action="api.create_task", route=ROUTE, **extra)  # type: ignore[arg-type]
+    return RequestAudit(actor=actor, phase=phase, action="api.create_task", route=ROUTE, **extra)
 
 
 async def rows(db: Database, request_id: str) -> list[dict[str, Any]]:

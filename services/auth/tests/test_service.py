@@ -19,6 +19,8 @@ from browserfleet_core.errors import Conflict, Invalid, Unauthorized
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from .conftest import signed_in
+
 PASSWORD = "correct horse battery staple"
 
 
@@ -43,7 +45,7 @@ async def test_login_issues_verifiable_tokens(session: AsyncSession, config: Aut
     org, user = await make_user(session, role="admin")
     assert user.email == "alice@example.com"
 
-    pair = await sessions.login(session, config, "alice@example.com", PASSWORD)
+    pair = await signed_in(session, config, "alice@example.com", PASSWORD)
 
     claims = await verifier(config, session).verify(pair.access_token)
     assert (claims["sub"], claims["org"], claims["role"]) == (user.id, org.id, "admin")
@@ -118,7 +120,7 @@ async def test_login_upgrades_an_outdated_hash(session: AsyncSession, config: Au
 
 async def test_refresh_rotates_within_the_family(session: AsyncSession, config: AuthConfig) -> None:
     _, user = await make_user(session)
-    first = await sessions.login(session, config, "alice@example.com", PASSWORD)
+    first = await signed_in(session, config, "alice@example.com", PASSWORD)
 
     second = await sessions.refresh(session, config, first.refresh_token)
 
@@ -134,10 +136,9 @@ async def test_refresh_rotates_within_the_family(session: AsyncSession, config: 
 
 async def test_reusing_a_refresh_token_revokes_the_family(session: AsyncSession, config: AuthConfig) -> None:
     await make_user(session)
-    other_login = await sessions.login(
-        session, config, "alice@example.com", PASSWORD
-    )  # another device: own family
-    first = await sessions.login(session, config, "alice@example.com", PASSWORD)
+    # another device: a family of its own
+    other_login = await signed_in(session, config, "alice@example.com", PASSWORD)
+    first = await signed_in(session, config, "alice@example.com", PASSWORD)
     second = await sessions.refresh(session, config, first.refresh_token)
 
     with pytest.raises(RefreshTokenReused) as info:
@@ -162,7 +163,7 @@ async def test_unknown_refresh_token_is_401(session: AsyncSession, config: AuthC
 
 async def test_expired_refresh_token_is_401(session: AsyncSession, config: AuthConfig) -> None:
     await make_user(session)
-    pair = await sessions.login(session, config, "alice@example.com", PASSWORD)
+    pair = await signed_in(session, config, "alice@example.com", PASSWORD)
     stored = await repo.get_refresh_session(session, security.hash_token(pair.refresh_token))
     assert stored is not None
     stored.expires_at = utcnow() - timedelta(seconds=1)
@@ -174,7 +175,7 @@ async def test_expired_refresh_token_is_401(session: AsyncSession, config: AuthC
 
 async def test_logout_revokes_the_family(session: AsyncSession, config: AuthConfig) -> None:
     await make_user(session)
-    first = await sessions.login(session, config, "alice@example.com", PASSWORD)
+    first = await signed_in(session, config, "alice@example.com", PASSWORD)
     second = await sessions.refresh(session, config, first.refresh_token)
 
     await sessions.logout(session, config, second.refresh_token)
@@ -208,7 +209,7 @@ async def test_bootstrap_creates_once(session: AsyncSession, config: AuthConfig)
     first = await organizations.bootstrap(session, org_name="Default", admin_email="Admin@Browserfleet.local")
     assert first.created and first.password is not None and len(first.password) >= 20
     assert first.admin_email == "admin@browserfleet.local"
-    pair = await sessions.login(session, config, first.admin_email, first.password)
+    pair = await signed_in(session, config, first.admin_email, first.password)
     assert (await verifier(config, session).verify(pair.access_token))["role"] == "admin"
 
     second = await organizations.bootstrap(session, org_name="Other", admin_email="someone@example.com")
@@ -224,7 +225,7 @@ async def test_jwks_publishes_the_signing_key_and_recently_retired_ones(
     session: AsyncSession, config: AuthConfig
 ) -> None:
     await make_user(session)
-    pair = await sessions.login(session, config, "alice@example.com", PASSWORD)
+    pair = await signed_in(session, config, "alice@example.com", PASSWORD)
     kid = security.jwt.get_unverified_header(pair.access_token)["kid"]
     assert kid in {k["kid"] for k in (await tokens.jwks(session, config)).keys}
 

@@ -88,11 +88,11 @@ def rpc(nc: NatsClient, scheduler: SchedulerApp) -> RpcClient:
 
 
 def actor(org_id: str | None = None, role: str = "user") -> Actor:
-    return Actor(org_id=org_id or f"org-{uuid.uuid4().hex[:12]}", user_id="u1", role=role)  # type: ignore[arg-type]
+    return Actor(org_id=org_id or f"org-{uuid.uuid4().hex[:12]}", user_id="u1", role=role)
 
 
 def steps_task(**extra: Any) -> TaskCreate:
-    return TaskCreate(steps=[{"action": "navigate", "url": "https://example.test/"}], **extra)  # type: ignore[list-item]
+    return TaskCreate(steps=[{"action": "navigate", "url": "https://example.test/"}], **extra)
 
 
 async def create(rpc: RpcClient, who: Actor, key: str | None = None, **extra: Any) -> TaskPublic:

@@ -168,7 +168,7 @@ async def test_what_the_statement_cannot_write_takes_the_transaction_path(
         result_update(plain, w, status="completed"),
         result_update(crashed, w, status="failed", error_message="browser gone", retryable=True),
         result_update(logged, w, status="completed", logs=[line]),
-        TaskUpdateMessage(task_id=twice, attempt=1, worker_id=w, kind="log", logs=[line]),  # type: ignore[list-item]
+        TaskUpdateMessage(task_id=twice, attempt=1, worker_id=w, kind="log", logs=[line]),
         result_update(twice, w, status="failed", error_message="no"),
     ]
     spy = PathSpy(monkeypatch)

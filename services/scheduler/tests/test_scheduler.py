@@ -168,7 +168,7 @@ async def test_list_is_newest_first_with_cursor_and_status_filter(
     await create_assigned(rpc, actor())  # another org's task never shows up
 
     async def page(**kw: object) -> Page[TaskPublic]:
-        req = ListTasksRequest(actor=who, **kw)  # type: ignore[arg-type]
+        req = ListTasksRequest(actor=who, **kw)
         return await rpc.call(endpoints.Scheduler.LIST_TASKS, req)
 
     first = await page(limit=2)
@@ -346,11 +346,9 @@ async def test_outbox_publishes_rows_a_crash_left_behind(
             # advisory lock may be held by its own pass for a moment, so try again until we hold it
             await admit_now(session, dead_relay, task.id)
         async with db.transaction() as session:
-            rows = (
-                await session.exec(
-                    select(outbox.c.msg_id, outbox.c.published_at).where(outbox.c.msg_id.like(f"{task.id}:%"))
-                )
-            ).all()  # type: ignore[call-overload]
+            # sqlmodel's exec runs SQLAlchemy's select() of columns too; its overloads name only its own
+            sent = select(outbox.c.msg_id, outbox.c.published_at).where(outbox.c.msg_id.like(f"{task.id}:%"))
+            rows = (await session.exec(sent)).all()  # type: ignore[call-overload]
         assert {r.msg_id for r in rows} == {f"{task.id}:1", f"{task.id}:created"}
         assert all(r.published_at is None for r in rows)
 
@@ -366,10 +364,10 @@ async def test_outbox_publishes_rows_a_crash_left_behind(
             async with db.transaction() as session:
                 await session.exec(
                     outbox.update().where(outbox.c.msg_id == f"{task.id}:created").values(published_at=None)
-                )  # type: ignore[call-overload]
+                )
             await eventually(lambda: _zero(scheduler), "outbox drained again")
             assert await subject_count(js, subjects.EVENTS_STREAM, created) == 1
-            envelope = json.loads((await _last(js, created)).data)
+            envelope = json.loads(await _last(js, created))
             assert envelope["id"] == f"{task.id}:created" and envelope["data"]["status"] == "queued"
         finally:
             await recovered.stop()
@@ -402,15 +400,12 @@ async def test_outbox_publishes_on_commit_and_marks_the_rows_later(
             task = await creation.create_task(session, relay, CreateTaskRequest(actor=who, task=steps_task()))
         # published by the commit itself: no relay pass ran (poll_seconds is an hour, nothing woke it)
         assert await subject_count(js, subjects.EVENTS_STREAM, created) == 1
-        assert json.loads((await _last(js, created)).data)["id"] == f"{task.id}:created"
+        assert json.loads(await _last(js, created))["id"] == f"{task.id}:created"
 
         async def published_at() -> object:
             async with db.transaction() as session:
-                return (
-                    await session.exec(
-                        select(outbox.c.published_at).where(outbox.c.msg_id == f"{task.id}:created")
-                    )
-                ).one()[0]  # type: ignore[call-overload]
+                when = select(outbox.c.published_at).where(outbox.c.msg_id == f"{task.id}:created")
+                return (await session.exec(when)).one()[0]  # type: ignore[call-overload]  # sqlmodel, as above
 
         # (the scheduler fixture's own relay may also pass over the row meanwhile; JetStream drops its copy)
         # a pass does not publish what the fast path holds (it may publish other rows still pending: the
@@ -434,8 +429,11 @@ async def test_outbox_publishes_on_commit_and_marks_the_rows_later(
         await db.dispose()
 
 
-async def _last(js: JetStreamContext, subject: str) -> object:
-    return await js.get_last_msg(subjects.EVENTS_STREAM, subject)
+async def _last(js: JetStreamContext, subject: str) -> bytes:
+    """The data of the last message on `subject` in the events stream."""
+    msg = await js.get_last_msg(subjects.EVENTS_STREAM, subject)
+    assert msg.data is not None
+    return msg.data
 
 
 async def test_concurrent_claims_in_separate_transactions(

@@ -29,7 +29,7 @@ CAP = 30.0
 
 
 def org(role: str = "admin", org_id: str | None = None) -> Actor:
-    return Actor(org_id=org_id or f"org-{uuid.uuid4().hex[:8]}", user_id="admin-1", role=role)  # type: ignore[arg-type]
+    return Actor(org_id=org_id or f"org-{uuid.uuid4().hex[:8]}", user_id="admin-1", role=role)
 
 
 def path() -> str:
@@ -60,7 +60,7 @@ def event(
     task_id = str(uuid.uuid4())
     return EventEnvelope(
         id=f"{task_id}:1:{event_type.split('.', 1)[1]}",
-        type=event_type,  # type: ignore[arg-type]
+        type=event_type,
         org_id=actor.org_id,
         occurred_at=datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC),
         data={"task_id": task_id, "status": event_type.split(".", 1)[1], **data},

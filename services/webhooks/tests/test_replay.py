@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from browserfleet_contracts import endpoints
@@ -26,6 +27,7 @@ from browserfleet_core.messaging import RpcClient
 from browserfleet_webhooks import signing
 from browserfleet_webhooks.app import WebhooksService
 from nats.js import JetStreamContext
+from pydantic import BaseModel
 
 from .conftest import TEST_SCHEDULE, Receiver, Running, events_drained
 from .helpers import deliveries, detail, event, org_endpoint, path, publish, settled, until
@@ -113,7 +115,7 @@ async def test_replay_to_a_disabled_endpoint_is_a_conflict(
     [dead] = await settled(rpc, actor, ep.id)
     await _update(rpc, actor, ep.id, enabled=False)
 
-    for call, body in (
+    calls: list[tuple[endpoints.Endpoint[Any, Any], BaseModel]] = [
         (endpoints.Webhooks.REPLAY_DELIVERY, ById(actor=actor, id=dead.id)),
         (endpoints.Webhooks.SEND_TEST, ById(actor=actor, id=ep.id)),
         (
@@ -124,9 +126,10 @@ async def test_replay_to_a_disabled_endpoint_is_a_conflict(
                 replay=ReplayFailedCreate(since=datetime.now(UTC) - timedelta(1)),
             ),
         ),
-    ):
+    ]
+    for call, body in calls:
         with pytest.raises(ServiceError) as exc:
-            await rpc.call(call, body)  # type: ignore[arg-type]
+            await rpc.call(call, body)
         assert (exc.value.status, exc.value.code) == (409, "endpoint_disabled")
     # nothing was written: the delivery is still dead, no job, no test delivery
     [still] = await deliveries(rpc, actor, ep.id)

@@ -23,7 +23,7 @@ from .helpers import event, path, publish, until
 
 
 def _actor(role: str = "admin", org: str | None = None) -> dict[str, str]:
-    return Actor(org_id=org or f"org-{uuid.uuid4().hex[:8]}", user_id="u1", role=role).model_dump()  # type: ignore[arg-type]
+    return Actor(org_id=org or f"org-{uuid.uuid4().hex[:8]}", user_id="u1", role=role).model_dump()
 
 
 async def _create(rpc: RpcClient, actor: dict[str, str], **endpoint: object) -> WebhookEndpointPublic:
@@ -80,7 +80,8 @@ async def test_other_orgs_endpoint_is_not_found(rpc: RpcClient) -> None:
     assert exc.value.field == "endpoint_id"
     assert await rpc.call_raw(endpoints.Webhooks.LIST_ENDPOINTS, {"actor": intruder}) == []
     # still there for its owner
-    assert len(await rpc.call_raw(endpoints.Webhooks.LIST_ENDPOINTS, {"actor": owner})) == 1
+    owned = await rpc.call_raw(endpoints.Webhooks.LIST_ENDPOINTS, {"actor": owner})
+    assert len(owned) == 1
 
 
 @pytest.mark.parametrize(

@@ -25,7 +25,7 @@ from .helpers import deliveries, detail, event, org, org_endpoint, path, publish
 async def _implicit(rpc: RpcClient, actor: object) -> list[WebhookEndpointPublic]:
     listed: list[WebhookEndpointPublic] = await rpc.call(
         endpoints.Webhooks.LIST_ENDPOINTS, OrgScoped(actor=actor)
-    )  # type: ignore[arg-type]
+    )
     return [e for e in listed if e.kind == "task_url"]
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 from browserfleet_contracts import endpoints, subjects
@@ -33,6 +34,7 @@ from browserfleet_worker_gateway.runtime import WorkerGatewayRuntime
 from browserfleet_worker_gateway.settings import WorkerGatewaySettings
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
+from pydantic import BaseModel
 
 WAIT_CAP = 30.0  # hang protection only
 CONFIGURED = "inv_" + "c" * 43
@@ -47,7 +49,7 @@ async def gateway(nats_url: str, migrated: str) -> AsyncIterator[WorkerGatewayRu
         offline_after_seconds=1.0,
         offline_check_seconds=0.2,
         outbox_poll_seconds=0.2,
-        platform_pool_invite=CONFIGURED,  # type: ignore[arg-type]
+        platform_pool_invite=CONFIGURED,
     )
     async with app.serving(settings) as rt:
         yield rt
@@ -191,13 +193,14 @@ async def test_errors_over_nats(rpc: RpcClient) -> None:
         await rpc.call(endpoints.Workers.AUTHENTICATE, WorkerAuthRequest(worker_key="sk_worker_x"))
     assert exc.value.status == 401
     viewer = Actor(org_id="o", role="viewer")
-    for endpoint, body in (
+    calls: list[tuple[endpoints.Endpoint[Any, Any], BaseModel]] = [
         (endpoints.Workers.CREATE_INVITE, CreateInviteRequest(actor=viewer)),
         (endpoints.Workers.DRAIN, ById(actor=viewer, id="w")),
         (endpoints.Workers.REVOKE, ById(actor=viewer, id="w")),
-    ):
+    ]
+    for endpoint, body in calls:
         with pytest.raises(ServiceError) as exc:
-            await rpc.call(endpoint, body)  # type: ignore[arg-type]
+            await rpc.call(endpoint, body)
         assert exc.value.status == 403, endpoint
     for raw, field in (
         ({"invite": {"ttl_seconds": 1}}, "invite.ttl_seconds"),

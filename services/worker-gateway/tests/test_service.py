@@ -76,7 +76,9 @@ async def test_one_time_invite_registers_exactly_once(session: AsyncSession) -> 
     org = unique_name("org")
     invite = await invites.create_invite(session, admin(org), InviteCreate(tags=["eu", "eu"]))
     assert invite.code.startswith("inv_") and invite.invite_code == invite.code and invite.tags == ["eu"]
-    stored = (await session.exec(select(WorkerInvite).where(col(WorkerInvite.org_id) == org))).scalars().one()
+    stored = (
+        (await session.execute(select(WorkerInvite).where(col(WorkerInvite.org_id) == org))).scalars().one()
+    )
     assert stored.code_hash == hash_token(invite.code) and invite.code not in stored.code_hash
     reply = await registration.register(
         session,

@@ -275,6 +275,7 @@ async def test_internal_addresses_are_blocked_unless_allowed(browser: BrowserHos
         assert out.status == "failed", url
         assert out.error_message is not None and "navigation blocked" in out.error_message, out.error_message
         assert policy.blocked, url
+    assert out.error_message is not None  # (checked in the loop; narrowed here again for mypy)
     assert "loopback" in out.error_message or "CGNAT" in out.error_message
 
 

@@ -209,7 +209,7 @@ def pdf_characters(pdf: bytes) -> set[str]:
 
 
 def secret_steps(site: str) -> list[dict[str, Any]]:
-    captures = [
+    captures: list[dict[str, Any]] = [
         {"action": "screenshot", "name": "page", "full_page": True},
         {"action": "screenshot", "name": "form", "selector": "#f"},
         {"action": "pdf", "name": "page"},
@@ -266,7 +266,7 @@ async def test_a_failed_secret_task_stores_nothing_that_holds_the_secret(
 
 
 async def test_a_secret_too_short_to_scrub_keeps_no_trace(browser: BrowserHost, secret_site: str) -> None:
-    steps = [
+    steps: list[dict[str, Any]] = [
         {"action": "navigate", "url": f"{secret_site}/form"},
         {"action": "fill", "selector": "#note", "value": "{{ secrets.PW }}"},
         {"action": "wait_for", "selector": "#never", "timeout_ms": 200},

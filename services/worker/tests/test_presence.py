@@ -63,7 +63,7 @@ def public_half(identity: Identity) -> str:
 async def _invite(rpc: RpcClient, admin: Actor, **body: object) -> str:
     made = await rpc.call(
         endpoints.Workers.CREATE_INVITE, CreateInviteRequest(actor=admin, invite=InviteCreate(**body))
-    )  # type: ignore[arg-type]
+    )
     return made.code
 
 

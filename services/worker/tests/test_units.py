@@ -108,7 +108,7 @@ async def test_a_ring_that_beats_its_message_is_followed_by_quick_reprobes(
     worker = worker_consumer.TaskConsumer(
         None,  # type: ignore[arg-type]  # never used: the pulls are the fake below
         "default",
-        lambda _msg: asyncio.sleep(0),  # type: ignore[arg-type,return-value]
+        lambda _msg: asyncio.sleep(0),
         slots=1,
         lease_extend_seconds=30.0,
     )
@@ -128,6 +128,6 @@ async def test_a_ring_that_beats_its_message_is_followed_by_quick_reprobes(
             return None
         return message if arrived.is_set() else None
 
-    worker.pull_no_wait = pull  # type: ignore[method-assign]
+    worker.pull_no_wait = pull  # type: ignore[method-assign, assignment]  # a stand-in message, not a Msg
     got = await asyncio.wait_for(worker.next_message(asyncio.Event()), timeout=10)
     assert got is message and len(probes) >= 3

@@ -36,7 +36,7 @@ def dispatch(task_id: str, priority: str, spec: dict[str, Any], timeout: int = 6
         task_id=task_id,
         org_id="org-1",
         attempt=1,
-        priority=priority,  # type: ignore[arg-type]
+        priority=priority,
         timeout_seconds=timeout,
         spec=TaskSpec.model_validate(spec),
     )
