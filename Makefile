@@ -3,13 +3,15 @@ SHELL := /bin/bash
 export PATH := $(HOME)/.local/bin:$(PATH)
 
 MYPY_PACKAGES := -p browserfleet_contracts -p browserfleet_core -p browserfleet_sdk -p browserfleet_ops -p browserfleet_devkit $(foreach s,$(notdir $(wildcard services/*)),-p browserfleet_$(subst -,_,$(s)))
+# the test code, checked by its own config (mypy-tests.ini): every body checked, no annotations required
+MYPY_TESTS := $(wildcard libs/*/tests services/*/tests tools/*/tests) tests
 
 .PHONY: help install ui dev test test-fast lint fmt contracts bench fuzz chaos chaos-quick clean
 
 help:
 	@echo "make dev        run the whole platform locally (embedded NATS + PostgreSQL, all services, one worker)"
 	@echo "make test       run every test (unit, integration, e2e) against real NATS, PostgreSQL and Chromium"
-	@echo "make lint       ruff + mypy (strict) + import-linter (the layering rules in pyproject.toml)"
+	@echo "make lint       ruff + mypy (strict; the tests with mypy-tests.ini) + import-linter (the layering rules in pyproject.toml)"
 	@echo "make contracts  regenerate proto/asyncapi.yaml and proto/openapi.json"
 	@echo "make ui         rebuild the dashboard (ui/dist; make install rebuilds it only when a source changed)"
 	@echo "make bench      benchmarks (not part of make test)"
@@ -33,6 +35,7 @@ lint: install
 	uv run --frozen ruff check .
 	uv run --frozen ruff format --check .
 	uv run --frozen mypy $(MYPY_PACKAGES)
+	uv run --frozen mypy --config-file mypy-tests.ini $(MYPY_TESTS)
 	uv run --frozen lint-imports --no-cache
 
 fmt:
