@@ -11,9 +11,11 @@ from collections.abc import Callable
 from typing import Any
 
 import psycopg
+from browserfleet_auth import repository
 from browserfleet_auth.repository import audit_batch
 from browserfleet_auth.repository.audit_batch import RequestAuditBatch
 from browserfleet_core.db import Database
+from sqlalchemy import create_engine
 
 ENTRIES = 3_000
 
@@ -93,9 +95,16 @@ async def test_the_writers_plans_probe_indexes_even_when_made_on_an_empty_log(
     assert "Index Cond: (id = (SubPlan" in plan, plan  # the entry to close, found by its id
 
 
+def _transaction_lookup() -> str:
+    """The SQL of the writer's transaction path (`repository.audit_of_request`: a record the batch statement
+    does not take, and auth's own detail written into a call's entry), as PostgreSQL gets it."""
+    stmt = repository.audit_of_request_statement("org-big", "req-17")
+    return str(stmt.compile(dialect=create_engine("postgresql+psycopg://").dialect))  # connects to nothing
+
+
 def test_no_statement_of_the_writer_compares_the_organization_in_a_way_an_index_serves() -> None:
     """Which index a kept plan probes depends on when it was made, which the plan tests above cannot force;
     what rules out the organization's index is that no lookup offers it an indexable `org_id = ...`."""
-    for sql in (audit_batch._SQL, audit_batch._OPEN_ONE, audit_batch._CLOSE_ONE):
+    for sql in (audit_batch._SQL, audit_batch._OPEN_ONE, audit_batch._CLOSE_ONE, _transaction_lookup()):
         assert not re.search(r"\borg_id\s*=", sql), sql
-        assert "org_id IS NOT DISTINCT FROM" in sql
+        assert "org_id IS NOT DISTINCT FROM" in sql, sql
