@@ -28,8 +28,6 @@ from .throttle import BruteForcePolicy
 SCHEMA = "auth"
 # Only ever used to describe the handlers (AsyncAPI): nothing connects to it.
 _DOC_NATS_URL = "nats://127.0.0.1:4222"
-# a worker reads its organization's policy once per task: a verified worker key is trusted this long
-WORKER_KEY_CACHE_SECONDS = 5.0
 
 
 @dataclass
@@ -100,7 +98,7 @@ def build(settings: AuthSettings, *, config: AuthConfig | None = None) -> AuthAp
         database=db,
         outbox_relay=relay,
         broker=broker,
-        worker_keys=WorkerKeys(rpc_lookup(rpc_client), ttl_seconds=WORKER_KEY_CACHE_SECONDS),
+        worker_keys=WorkerKeys(rpc_lookup(rpc_client), ttl_seconds=settings.worker_auth_cache_seconds),
         rpc_client=rpc_client,
         oidc=Oidc(allow_http=settings.sso_allow_http_issuers, timeout=settings.sso_http_timeout_seconds),
     )
