@@ -48,6 +48,10 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 STATE_FILE = "worker.json"
+# A registration waits this long for its reply (at least RPC_TIMEOUT_SECONDS). It happens once per start, and
+# under load the first call is slow: a reply that comes after the timeout is a repeat (same invite, same key)
+# that worker-gateway must recognise, where waiting a little longer would have had the answer.
+REGISTER_TIMEOUT_SECONDS = 30.0
 
 
 @dataclass
@@ -148,6 +152,9 @@ async def _patiently(rpc_call: Callable[[], Awaitable[T]], what: str, stop: asyn
 
 
 async def _register(settings: WorkerSettings, rpc: RpcClient, stop: asyncio.Event) -> Identity:
+    # ONE request (one key pair), sent again as it is: worker-gateway answers a repeated registration (the first
+    # one's reply lost or late) with the worker it made only when the invite and the public key are the same;
+    # a new key pair per try would be a second registration, which a used one-time invite refuses
     private, public = new_key_pair()
     request = RegisterRequest(
         invite_code=settings.worker_invite_code or "",
@@ -157,8 +164,9 @@ async def _register(settings: WorkerSettings, rpc: RpcClient, stop: asyncio.Even
         device_info=device_info(),
         public_key=public,
     )
+    timeout = max(settings.rpc_timeout_seconds, REGISTER_TIMEOUT_SECONDS)
     reply: RegisterReply = await _patiently(
-        lambda: rpc.call(endpoints.Workers.REGISTER, request), "register", stop
+        lambda: rpc.call(endpoints.Workers.REGISTER, request, timeout=timeout), "register", stop
     )
     identity = Identity(reply.worker_key, reply.worker_id, reply.pool, private_key=private)
     if settings.worker_state_dir is not None:
