@@ -378,7 +378,7 @@ async def test_outbox_publishes_rows_a_crash_left_behind(
 async def test_outbox_publishes_on_commit_and_marks_the_rows_later(
     scheduler: SchedulerApp, js: JetStreamContext, migrated: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """publish_on_commit: the message is on the stream once the commit returns, with no relay pass; the
+    """publish_on_commit: the message reaches the stream after the commit, with no relay pass; the
     row is marked sent later (here: at stop); a rolled-back transaction publishes nothing."""
     from browserfleet_core.db import Database
 
@@ -398,7 +398,10 @@ async def test_outbox_publishes_on_commit_and_marks_the_rows_later(
             await rolled_back()
         async with db.transaction() as session:
             task = await creation.create_task(session, relay, CreateTaskRequest(actor=who, task=steps_task()))
-        # published by the commit itself: no relay pass ran (poll_seconds is an hour, nothing woke it)
+        # published by the commit itself: no relay pass ran (poll_seconds is an hour, nothing woke it). The
+        # message is on the connection when the commit returns; JetStream stores it on its own time, and a
+        # stream-info request that follows it can be answered first
+        await eventually(lambda: subject_count(js, subjects.EVENTS_STREAM, created), "task.created event")
         assert await subject_count(js, subjects.EVENTS_STREAM, created) == 1
         assert json.loads(await _last(js, created))["id"] == f"{task.id}:created"
 
