@@ -14,6 +14,7 @@ from nats.js import JetStreamContext
 from .conftest import (
     DictAuthenticator,
     claim,
+    eventually,
     new_assigned,
     publish_update,
     result_update,
@@ -77,7 +78,10 @@ async def test_every_attempts_artifacts_are_kept_and_a_redelivery_changes_nothin
     await updates_consumed(js, await publish_update(js, verdict, f"{task.id}:2:result:again"))
     after = await status_of(rpc, who, task.id)
     assert (after.status, after.attempt, after.artifacts) == ("failed", 2, [*first, *second])
-    assert await subject_count(js, subjects.EVENTS_STREAM, subjects.event(who.org_id, "task.failed")) == 1
+    failed_events = subjects.event(who.org_id, "task.failed")
+    # the event follows the commit the status came from: awaited on the stream, then counted
+    await eventually(lambda: subject_count(js, subjects.EVENTS_STREAM, failed_events), "task.failed event")
+    assert await subject_count(js, subjects.EVENTS_STREAM, failed_events) == 1
 
 
 async def test_the_last_attempts_crash_keeps_every_attempts_artifacts(
