@@ -147,7 +147,7 @@ async def test_a_refused_claim_closes_the_context_prepared_for_it(host: BrowserH
         browser=host,
         nc=nc,
         rpc=SimpleNamespace(call=call),
-        identity=SimpleNamespace(worker_key="sk_worker_x"),
+        identity=SimpleNamespace(worker_key="sk_worker_x", worker_id=None),  # no live view opened ahead
         settings=SimpleNamespace(trace_on_failure=True, trace_screenshots=False, trace_snapshots=True),
     )
     msg = _Msg(dispatch.model_dump_json().encode())

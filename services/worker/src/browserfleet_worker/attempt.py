@@ -78,9 +78,22 @@ async def _run_claimed(
         cancelled.set()
 
     cancel_sub = await rt.nc.subscribe(subjects.task_cancel(dispatch.task_id), cb=on_cancel)
+    # the live view too, for the same reason, when the worker knows its id (the gateway addresses the view with
+    # the claimant's id): a viewer who asks the moment the task shows as running must find it. It answers
+    # nobody until the claim is granted; a refused claim's view is closed having answered nothing
+    ahead = None
+    if rt.identity.worker_id:
+        refuse = refusal(rt.settings, dispatch.spec)
+        ahead = LiveView(
+            rt.nc, rt.settings, dispatch.task_id, dispatch.attempt, rt.identity.worker_id, refuse=refuse
+        )
     try:
-        await _run_listening(rt, msg, dispatch, prepared, cancelled)
+        if ahead is not None:
+            await ahead.open(ahead=True)
+        await _run_listening(rt, msg, dispatch, prepared, cancelled, ahead)
     finally:
+        if ahead is not None:
+            await ahead.close()  # nothing to do once the run closed it
         with contextlib.suppress(Exception):
             await cancel_sub.unsubscribe()
 
@@ -91,6 +104,7 @@ async def _run_listening(
     dispatch: TaskDispatch,
     prepared: Prepared | None,
     cancelled: asyncio.Event,
+    ahead: LiveView | None = None,
 ) -> None:
     task_ref = f"{dispatch.task_id}#{dispatch.attempt}"
     try:
@@ -117,12 +131,22 @@ async def _run_listening(
     # the scheduler's word for who we are: updates go out under it, the only id our bus identity may use
     rt.identity.worker_id = rt.identity.worker_id or claim.worker_id
     # the scheduler records the claimant's id on the task: the gateway addresses the live view with it
-    live = None
+    live = ahead
+    if live is not None and (live.worker_id, live.task_id, live.attempt) != (
+        claim.worker_id,
+        task.task_id,
+        task.attempt,
+    ):
+        await live.close()  # opened under an id the claim does not name: it never answered anyone
+        live = None
     if claim.worker_id:
         refuse = refusal(rt.settings, task.spec)
-        live = LiveView(rt.nc, rt.settings, task.task_id, task.attempt, claim.worker_id, refuse=refuse)
-    try:
         if live is not None:
+            live.grant(refuse)  # what waited for the claim is answered now
+        else:
+            live = LiveView(rt.nc, rt.settings, task.task_id, task.attempt, claim.worker_id, refuse=refuse)
+    try:
+        if live is not None and live is not ahead:
             await live.open()
         log.info("running %s (%s)", task_ref, task.spec.kind)
 

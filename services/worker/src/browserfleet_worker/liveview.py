@@ -70,7 +70,12 @@ def refusal(settings: WorkerSettings, spec: TaskSpec) -> str | None:
 
 class LiveView:
     """One attempt's live view. `open()` before the task shows as running (a viewer may ask at once), `attach`
-    the task's browser context when it exists, `close()` when the run is over."""
+    the task's browser context when it exists, `close()` when the run is over.
+
+    Opened before its claim (`open(ahead=True)`: the claim's grant shows the task running before its reply
+    reaches the worker), it answers nobody until `grant()`: what arrives meanwhile waits in its subscription
+    (each delivers in order), and a view closed without a grant (the claim refused or failed) drops it all
+    unanswered — it never accepted a watcher, never cast and never says the run ended."""
 
     def __init__(
         self,
@@ -102,6 +107,8 @@ class LiveView:
         self._took_over = False
         self._handoff: str | None = None  # the message of the handoff step the run waits in
         self._continued: asyncio.Event | None = None
+        # opened ahead of its claim: resolved True by `grant`, False by `close` without one; None: granted
+        self._granted: asyncio.Future[bool] | None = None
 
     @property
     def casting(self) -> bool:
@@ -136,16 +143,35 @@ class LiveView:
                     subjects.live_frames(self.task_id, self.worker_id), message.model_dump_json().encode()
                 )
 
-    async def open(self) -> None:
+    async def open(self, *, ahead: bool = False) -> None:
+        """Starts answering on the attempt's subjects; `ahead`: before the claim, holding everything until
+        `grant()` (the input subject is then listened to whenever the worker's settings allow input: whether
+        this task may take it is the grant's word)."""
+        if ahead:
+            self._granted = asyncio.get_running_loop().create_future()
         start = subjects.live_start(self.task_id, self.worker_id)
         stop = subjects.live_stop(self.task_id, self.worker_id)
         self._subs = [
             await self.nc.subscribe(start, cb=self._on_start),
             await self.nc.subscribe(stop, cb=self._on_stop),
         ]
-        if self.takes_input:
+        if self.takes_input or (
+            ahead and self.settings.live_view_enabled and self.settings.live_view_input_enabled
+        ):
             inputs = subjects.live_input(self.task_id, self.worker_id)
             self._subs.append(await self.nc.subscribe(inputs, cb=self._on_input))
+
+    def grant(self, refuse: str | None) -> None:
+        """The claim was granted: answer what waited and what comes; `refuse` as `refusal` says for the task
+        the claim returned."""
+        self.refuse = refuse if self.settings.live_view_enabled else OFF
+        if self._granted is not None and not self._granted.done():
+            self._granted.set_result(True)
+
+    async def _admitted(self) -> bool:
+        """Whether a message may be handled: at once once granted; ahead of the claim, when the claim says."""
+        gate = self._granted
+        return gate is None or await gate
 
     def attach(self, ctx: BrowserContext) -> None:
         """The context the task's pages live in; the screencast follows its first open page."""
@@ -155,8 +181,13 @@ class LiveView:
 
     async def close(self) -> None:
         """Stops the screencast, says the run ended, then stops answering: in that order, so that a gateway
-        hears the end before a renewal can find no responder (which it cannot tell from a crashed worker)."""
+        hears the end before a renewal can find no responder (which it cannot tell from a crashed worker).
+        Without a grant (opened ahead of a claim that was not granted): what waited is dropped unanswered."""
+        if self._closed:
+            return
         self._closed = True  # from here a start gets no answer and input is ignored
+        if self._granted is not None and not self._granted.done():
+            self._granted.set_result(False)
         if self._reaper is not None:
             self._reaper.cancel()
         async with self._lock:
@@ -174,6 +205,8 @@ class LiveView:
 
     # --- watchers --------------------------------------------------------------------------------------
     async def _on_start(self, msg: Msg) -> None:
+        if not await self._admitted():
+            return
         try:
             req = LiveStartRequest.model_validate_json(msg.data)
         except ValidationError:
@@ -207,6 +240,8 @@ class LiveView:
         )
 
     async def _on_stop(self, msg: Msg) -> None:
+        if not await self._admitted():
+            return
         try:
             stop = LiveStop.model_validate_json(msg.data)
         except ValidationError:
@@ -217,6 +252,8 @@ class LiveView:
     async def _on_input(self, msg: Msg) -> None:
         """A person's input, from a gateway that watches (it checked they may change the task); one
         subscription delivers in order, so a press is never dispatched after its release."""
+        if not await self._admitted() or not self.takes_input:
+            return
         try:
             req = LiveInput.model_validate_json(msg.data)
         except ValidationError:
