@@ -108,9 +108,8 @@ class BrowserHost:
     async def _launch(self) -> Browser:
         assert self._pw is not None and self.executable is not None
         default, merged = self._features or ("", "")
-        others = set(
-            chromium_pids(self.executable)
-        )  # other hosts' browsers in this process (tests, the bench)
+        # other hosts' browsers in this process (tests, the bench): not ours
+        others = set(chromium_pids(self.executable))
         browser = await self._pw.chromium.launch(
             executable_path=self.executable,
             headless=self._headless,
