@@ -11,12 +11,13 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator
 
+import psycopg
 import pytest
 from browserfleet_contracts.common import Actor
 from browserfleet_contracts.tasks import CreateTaskRequest, TaskPublic
 from browserfleet_core.db import Database, utcnow
 from browserfleet_core.outbox import OutboxRelay
-from browserfleet_scheduler import admission, creation
+from browserfleet_scheduler import admission, creation, repository
 from browserfleet_scheduler.models import Task, outbox
 from browserfleet_scheduler.policy import Policy
 from sqlalchemy import func, select, text
@@ -168,3 +169,90 @@ async def test_a_create_whose_snapshot_misses_the_last_admission_leaves_its_task
         await other.commit()
     # that transaction committed: in every snapshot from now on
     await _admitted_create(db, relay, _org("duo"), tag, policy)
+
+
+def _item(who: Actor, tag: str, policy: Policy, task_id: str | None = None) -> repository.CreateAdmit:
+    """One create as `creation.create_task_now` hands it to the group writer."""
+    req = CreateTaskRequest(actor=who, task=steps_task(worker_tags=[tag]))
+    spec = req.task.spec()
+    values = creation.build_task_values(who, req.task, None, utcnow(), spec)
+    if task_id is not None:
+        values["id"] = task_id
+    subject, envelope, msg_id = creation._created_event(who.org_id, values)
+    admittable = creation._admittable(values, spec, policy, ())
+    assert admittable is not None
+    return repository.CreateAdmit(
+        creation._json_columns(values),
+        (subject, envelope.model_dump_json().encode(), msg_id),
+        admittable,
+        ("dispatched", "waiting for admission"),
+        values["created_at"],
+    )
+
+
+async def test_a_group_of_creates_in_one_transaction_admits_in_order_up_to_the_limit(db: Database) -> None:
+    """`create_and_admit_many`: each statement sees the ones before it, so a group of one org's creates admits
+    the first of them up to its plan's limit and leaves the rest queued, in order, with one dispatch per
+    admitted task. The statements after the first that took the lock see their own transaction as the last
+    admitter, which no snapshot shows as committed: they must trust it (else only the first was admitted)."""
+    tag = uuid.uuid4().hex[:8]
+    policy = _policy(tag)
+    for _ in range(50):
+        who = _org("duo")
+        items = [_item(who, tag, policy) for _ in range(5)]
+        async with db.statement() as conn:
+            created = await repository.create_and_admit_many(conn, items)
+        if not any(c.admitted for c in created):  # the package's scheduler held the lock: all left queued
+            async with db.transaction() as session:
+                await session.execute(
+                    text("UPDATE scheduler.tasks SET status = 'cancelled' WHERE org_id = :o"),
+                    {"o": who.org_id},
+                )
+            await asyncio.sleep(0.02)
+            continue
+        assert [c.admitted for c in created] == [True, True, False, False, False]
+        assert [len(c.outbox) for c in created] == [
+            2,
+            2,
+            1,
+            1,
+            1,
+        ]  # task.created, and the dispatch if admitted
+        async with db.transaction() as session:
+            rows = await session.exec(model_select(Task.id, Task.status).where(Task.org_id == who.org_id))
+            status = dict(rows.all())
+        assert [status[i.columns["id"]] for i in items] == [
+            "assigned",
+            "assigned",
+            "queued",
+            "queued",
+            "queued",
+        ]
+        return
+    raise AssertionError("the admission lock was never free")
+
+
+async def test_a_create_the_database_refuses_fails_alone_in_its_group(db: Database) -> None:
+    """A group whose transaction fails is written again one create at a time: the one PostgreSQL refuses (here
+    a task id already taken) gets the error, the others are created, and nothing of the failed transaction
+    stays (no outbox row of the refused create)."""
+    tag = uuid.uuid4().hex[:8]
+    policy = _policy(tag)
+    gate = creation.AdmitGate(db)
+    who = _org("duo")
+    first = _item(who, tag, policy)
+    clash = _item(who, tag, policy, task_id=first.columns["id"])
+    last = _item(who, tag, policy)
+    statements = gate.writer.statements
+    done = await asyncio.gather(*(gate.create(i) for i in (first, clash, last)), return_exceptions=True)
+    assert gate.writer.statements - statements == 4, "one group, then each of its three alone"
+    assert isinstance(done[1], psycopg.errors.UniqueViolation), done[1]
+    assert isinstance(done[0], repository.Created) and isinstance(done[2], repository.Created)
+    async with db.transaction() as session:
+        ids = (await session.exec(model_select(Task.id).where(Task.org_id == who.org_id))).all()
+        # the clash's task.created has the first task's msg id (the id is the task's): the first's alone
+        sent = await session.exec(
+            select(func.count()).where(outbox.c.msg_id == first.created[2])  # type: ignore[call-overload]
+        )
+        assert sent.one()[0] == 1
+    assert sorted(ids) == sorted([first.columns["id"], last.columns["id"]])

@@ -23,6 +23,7 @@ from browserfleet_core.outbox import OutboxRelay
 from . import events, repository
 from .models import Task
 from .policy import Policy, Pool
+from .repository.driver import GroupCommit
 from .views import public_from_values, to_public
 
 
@@ -99,9 +100,10 @@ async def create_task_now(
     conflict possible) writes the task and its `task.created` outbox row in one statement on an
     autocommit connection (`Database.statement()`): one round trip instead of four (BEGIN, two INSERTs,
     COMMIT), and no ORM session. Given the `policy` (and the `registered` pools), the same statement admits
-    the task when it may start now (`repository.create_and_admit`): it is answered `assigned`, its dispatch
-    already in the outbox, and no admission pass has to run for it. The events are published right after, as
-    after any commit. A request with a key takes `create_task` in a transaction, unchanged."""
+    the task when it may start now (`repository.create_and_admit`, group-committed with the creates that
+    overlap it: `AdmitGate`): it is answered `assigned`, its dispatch already in the outbox, and no admission
+    pass has to run for it. The events are published right after, as after any commit. A request with a key
+    takes `create_task` in a transaction, unchanged."""
     if req.idempotency_key is not None:
         return await db.run(create_task, relay, req)
     actor = req.actor
@@ -119,15 +121,15 @@ async def create_task_now(
         await relay.committed([(row_id, subject, payload, msg_id)])
         return public_from_values(values, spec)
     assigned_detail = f"dispatched to pool {admittable.pool}"
-    async with admit_gate(db).create(), db.statement() as conn:
-        created = await repository.create_and_admit(
-            conn,
+    created = await admit_gate(db).create(
+        repository.CreateAdmit(
             _json_columns(values),
             (subject, payload, msg_id),
             admittable,
             (assigned_detail, values["status_detail"]),
             now,
         )
+    )
     messages = {msg_id: (subject, payload), admittable.dispatch[2]: admittable.dispatch[:2]}
     # on the connection before the answer leaves, task.created first (`OutboxRelay.committed`)
     await relay.committed([(row_id, *messages[sent_id], sent_id) for row_id, sent_id in created.outbox])
@@ -137,9 +139,8 @@ async def create_task_now(
     return public_from_values(values, spec)
 
 
-# Creates that may admit wait for each other (per process), up to this many at once: past it, a create runs at
-# once and, if it meets another admitter, leaves its task to the pass (which admits a backlog in batches).
-ADMIT_QUEUE = 4
+# The most creates one transaction of the group writes (`AdmitGate`).
+ADMIT_BATCH = 64
 
 
 class AdmitGate:
@@ -147,27 +148,20 @@ class AdmitGate:
     passes. A create's statement only tries the admission lock (`pg_try_advisory_xact_lock`), and its snapshot
     must see the last admission: a create that overlapped another admitter left its task queued, to wait for a
     wake, an admission pass (a transaction) and the pass's publish, and every create behind it too (a queued
-    task ahead holds them back), while the finishes of those tasks woke more passes that held the lock. Under a
-    steady load almost every task took the pass. Taking turns here, a create waits for the statement or pass
-    before it instead, and its snapshot then sees that admission. Past `ADMIT_QUEUE` creates in turn, a create
-    goes at once (as before): a backlog is cheaper in the pass's batches. Another replica's admitters are still
-    only met by the lock, as before."""
+    task ahead holds them back). So the creates are group-committed: those that arrive while a group or a
+    pass is being written go together in the next group, one transaction whose statements run in order and
+    see each other (`repository.create_and_admit_many`), with one round trip and one commit for all. One at
+    a time, each create waited for the commit of every create before it, and past four waiting, creates went
+    at once and left their tasks to the pass. Another replica's admitters are still only met by the lock."""
 
-    def __init__(self) -> None:
+    def __init__(self, db: Database) -> None:
         self.lock = asyncio.Lock()
-        self.creates = 0  # creates holding or waiting for the lock
+        self.writer: GroupCommit[repository.CreateAdmit, repository.Created] = GroupCommit(
+            db, repository.create_and_admit_many, max_batch=ADMIT_BATCH, turns=self.lock
+        )
 
-    @contextlib.asynccontextmanager
-    async def create(self) -> AsyncIterator[None]:
-        if self.creates >= ADMIT_QUEUE:
-            yield
-            return
-        self.creates += 1
-        try:
-            async with self.lock:
-                yield
-        finally:
-            self.creates -= 1
+    async def create(self, item: repository.CreateAdmit) -> repository.Created:
+        return await self.writer.submit(item)
 
     @contextlib.asynccontextmanager
     async def admission_pass(self) -> AsyncIterator[None]:
@@ -182,7 +176,7 @@ def admit_gate(db: Database) -> AdmitGate:
     """The one gate of this process's admitters on `db`."""
     gate = _GATES.get(db)
     if gate is None:
-        gate = _GATES[db] = AdmitGate()
+        gate = _GATES[db] = AdmitGate(db)
     return gate
 
 

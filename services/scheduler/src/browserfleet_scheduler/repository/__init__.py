@@ -16,10 +16,12 @@ from .claim_batch import ClaimWithEvent, claim_many, claim_writer
 from .dispatch import (
     Admittable,
     Candidate,
+    CreateAdmit,
     Created,
     PassRead,
     anything_queued,
     create_and_admit,
+    create_and_admit_many,
     pass_read,
     pass_write,
 )
@@ -63,6 +65,7 @@ __all__ = [
     "Candidate",
     "Claim",
     "ClaimWithEvent",
+    "CreateAdmit",
     "Created",
     "Finish",
     "Finished",
@@ -74,6 +77,7 @@ __all__ = [
     "claim_many",
     "claim_writer",
     "create_and_admit",
+    "create_and_admit_many",
     "delete_schedule",
     "due_schedules",
     "finish_attempt",

@@ -16,7 +16,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import psycopg
 from browserfleet_core.db import AsyncSession
+from psycopg.rows import namedtuple_row
 from sqlalchemy import text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -35,10 +37,13 @@ def _rank(column: str) -> str:
     return f"CASE {column} {whens} ELSE {len(PRIORITY_RANK)} END"
 
 
-# true when the statement's snapshot sees the last admitter's transaction (or none ever admitted); only
+# true when the statement's snapshot sees the last admitter's transaction (or none ever admitted), or the last
+# admitter is the statement's own transaction (a group of creates in one, `create_and_admit_many`: a snapshot
+# never lists its own transaction as visible, and an earlier statement of it holds the lock since); only
 # meaningful once the lock is held, as every admitter sets the sequence while holding it
-_FRESH = f"""COALESCE(pg_visible_in_snapshot(
-        CAST(CAST(pg_sequence_last_value({_SEQ}) AS text) AS xid8), pg_current_snapshot()), true)"""
+_LAST_ADMITTER = f"CAST(CAST(pg_sequence_last_value({_SEQ}) AS text) AS xid8)"
+_FRESH = f"""COALESCE(pg_visible_in_snapshot({_LAST_ADMITTER}, pg_current_snapshot())
+        OR COALESCE({_LAST_ADMITTER} = pg_current_xact_id_if_assigned(), false), true)"""
 # set by an admitter, while it holds the lock, to its own transaction id
 _MARK = f"setval({_SEQ}, CAST(CAST(pg_current_xact_id() AS text) AS bigint))"
 
@@ -148,6 +153,62 @@ async def create_and_admit(
     """The new task (`columns`, JSONB ones as JSON text) admitted if it may be, in one statement on an
     autocommit connection. `created`: its task.created (subject, payload, msg id); `details`: its status
     detail when admitted, when left queued."""
+    rows = await _CREATE_AND_ADMIT.rows(conn, _create_params(columns, created, admit, details, now))
+    return _created(rows, created[2])
+
+
+@dataclass(frozen=True)
+class CreateAdmit:
+    """The arguments of one `create_and_admit`, as an item of `create_and_admit_many`."""
+
+    columns: dict[str, Any]
+    created: tuple[str, bytes, str]
+    admit: Admittable
+    details: tuple[str, str]
+    now: datetime
+
+
+async def create_and_admit_many(conn: AsyncConnection, items: Sequence[CreateAdmit]) -> list[Created]:
+    """`create_and_admit` for each item, in order, in one transaction: one commit for all of them, and one
+    round trip (psycopg's pipeline mode sends every statement, then waits once). Each statement sees the
+    ones before it (READ COMMITTED, one snapshot per statement): a task admitted earlier in the group holds
+    its org's slot, one left queued is ahead of the next of its org. The first statement that takes the
+    admission lock holds it to the commit, so the later ones need not see their own transaction's mark as
+    committed (`_FRESH`). A failure anywhere rolls all of them back."""
+    if len(items) == 1:
+        (item,) = items
+        return [await create_and_admit(conn, item.columns, item.created, item.admit, item.details, item.now)]
+    sql = _CREATE_AND_ADMIT.sql(conn)
+    driver = (await conn.get_raw_connection()).driver_connection
+    assert isinstance(driver, psycopg.AsyncConnection)
+    cursors: list[psycopg.AsyncCursor[Any]] = []
+    try:
+        async with driver.pipeline(), driver.transaction():
+            for item in items:
+                cursor = driver.cursor(row_factory=namedtuple_row)
+                await cursor.execute(
+                    sql,
+                    _create_params(item.columns, item.created, item.admit, item.details, item.now),
+                    prepare=True,
+                )
+                cursors.append(cursor)
+        return [_created(await c.fetchall(), item.created[2]) for c, item in zip(cursors, items, strict=True)]
+    except psycopg.Error:
+        if driver.broken or driver.closed:
+            await conn.invalidate()
+        raise
+    finally:
+        for cursor in cursors:
+            await cursor.close()
+
+
+def _create_params(
+    columns: dict[str, Any],
+    created: tuple[str, bytes, str],
+    admit: Admittable,
+    details: tuple[str, str],
+    now: datetime,
+) -> dict[str, Any]:
     params: dict[str, Any] = {f"task_{c}": columns[c] for c in TASK_COLUMNS}
     params |= {
         "lock_key": ADMISSION_LOCK,
@@ -169,9 +230,12 @@ async def create_and_admit(
         "dispatch_payload": admit.dispatch[1],
         "dispatch_msg_id": admit.dispatch[2],
     }
-    rows = await _CREATE_AND_ADMIT.rows(conn, params)
+    return params
+
+
+def _created(rows: Sequence[Any], created_msg_id: str) -> Created:
     admitted = bool(rows[0].admit)
-    outbox = sorted(((int(r.id), str(r.msg_id)) for r in rows), key=lambda r: r[1] != created[2])
+    outbox = sorted(((int(r.id), str(r.msg_id)) for r in rows), key=lambda r: r[1] != created_msg_id)
     return Created(admitted, outbox)
 
 

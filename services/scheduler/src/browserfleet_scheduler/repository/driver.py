@@ -57,9 +57,11 @@ class Fixed:
 
 class GroupCommit(Generic[ItemT, AnswerT]):
     """Group commit: the items handed in while a statement is in flight are written together by the next,
-    one round trip and one commit for all of them. `write(conn, items)` runs one statement on an autocommit
-    connection and answers each item, in order. An item is answered only once its statement has committed.
-    A batch that fails is written again one item at a time, so an item PostgreSQL refuses fails alone."""
+    one round trip and one commit for all of them. `write(conn, items)` runs one statement (or one
+    pipelined transaction) on an autocommit connection and answers each item, in order. An item is answered
+    only once its statement has committed. A batch that fails is written again one item at a time, so an
+    item PostgreSQL refuses fails alone. `turns`: a lock the writer holds while it takes and writes a batch
+    (shared with other work that must not overlap a write)."""
 
     def __init__(
         self,
@@ -67,10 +69,14 @@ class GroupCommit(Generic[ItemT, AnswerT]):
         write: Callable[[AsyncConnection, list[ItemT]], Awaitable[list[AnswerT]]],
         *,
         max_batch: int = 256,
+        turns: asyncio.Lock | None = None,
     ) -> None:
         self.db = db
         self._write = write
         self.max_batch = max_batch
+        # held while a batch is taken and written: other work that must not overlap a write takes it too,
+        # and what arrives while it waits joins the batch
+        self._turns = turns if turns is not None else asyncio.Lock()
         self._waiting: list[tuple[ItemT, asyncio.Future[AnswerT]]] = []
         self._writer: asyncio.Task[None] | None = None
         self.statements = 0  # statements run so far (diagnostics and tests)
@@ -86,15 +92,20 @@ class GroupCommit(Generic[ItemT, AnswerT]):
         batch: list[tuple[ItemT, asyncio.Future[AnswerT]]] = []
         try:
             while self._waiting:
-                batch, self._waiting = self._waiting[: self.max_batch], self._waiting[self.max_batch :]
-                try:
-                    answers = await self._run([item for item, _ in batch])
-                except Exception:
-                    await self._one_by_one(batch)
-                else:
-                    for (_, done), answer in zip(batch, answers, strict=True):
-                        if not done.done():
-                            done.set_result(answer)
+                async with self._turns:
+                    # an item whose caller is gone (cancelled) is not written: nobody would hear of it
+                    waiting = [(item, done) for item, done in self._waiting if not done.done()]
+                    batch, self._waiting = waiting[: self.max_batch], waiting[self.max_batch :]
+                    if not batch:
+                        continue
+                    try:
+                        answers = await self._run([item for item, _ in batch])
+                    except Exception:
+                        await self._one_by_one(batch)
+                    else:
+                        for (_, done), answer in zip(batch, answers, strict=True):
+                            if not done.done():
+                                done.set_result(answer)
         except BaseException:  # cancelled (shutdown): nobody is left waiting forever
             for _, done in (*batch, *self._waiting):
                 if not done.done():
