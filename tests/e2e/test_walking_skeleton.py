@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -243,6 +244,9 @@ def test_workers_and_health(running: Running) -> None:
     assert again.status_code == 401
     metrics = http.get("/metrics")
     assert metrics.status_code == 200 and "# TYPE" in metrics.text
+    # the started gateway's loop is watched (runner.settle_heap): its timer has woken, late or not
+    lag = re.search(r"^browserfleet_event_loop_lag_seconds_count (\S+)$", metrics.text, re.MULTILINE)
+    assert lag is not None and float(lag.group(1)) > 0, "no event loop lag recorded"
 
 
 def test_startup_probes_reach_every_service_and_write_nothing(running: Running) -> None:

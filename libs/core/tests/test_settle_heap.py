@@ -40,3 +40,12 @@ async def test_waiting_for_shutdown_settles_the_heap_first(restored_gc: None) ->
     assert gc.get_threshold()[0] == runner.YOUNG_COLLECTION and gc.get_freeze_count() > 0
     os.kill(os.getpid(), signal.SIGTERM)  # its own handler: the wait ends, nothing else sees the signal
     await asyncio.wait_for(waiting, 10)
+
+
+async def test_settling_in_a_running_loop_starts_its_lag_watcher(restored_gc: None) -> None:
+    import asyncio
+
+    runner.settle_heap()
+    watcher = runner._watchers.get(asyncio.get_running_loop())
+    assert watcher is not None and not watcher.done()
+    watcher.cancel()

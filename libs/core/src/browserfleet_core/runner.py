@@ -11,8 +11,11 @@ import json
 import logging
 import os
 import sys
+import time
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
+
+from prometheus_client import Histogram
 
 log = logging.getLogger(__name__)
 
@@ -92,9 +95,46 @@ YOUNG_COLLECTION = 10_000
 
 def settle_heap() -> None:
     """Once a service has started (connections, subscriptions, its app built: ~30,000 more objects, the
-    scheduler's full collections took 16 ms): freeze that too, and collect the young generation less often."""
+    scheduler's full collections took 16 ms): freeze that too, and collect the young generation less often.
+    Called from a running event loop, it also starts `watch_event_loop` there."""
     freeze_heap()
     gc.set_threshold(YOUNG_COLLECTION, *gc.get_threshold()[1:])
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return
+    watch_event_loop()
+
+
+LOOP_LAG = Histogram(
+    "browserfleet_event_loop_lag_seconds",
+    "How late the service's event loop woke a timer: how long ready work waited for its turn",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+)
+# How often the watcher asks to be woken: four timer wakes a second cost nothing measurable.
+LOOP_LAG_INTERVAL_SECONDS = 0.25
+_watchers: dict[asyncio.AbstractEventLoop, asyncio.Task[None]] = {}
+
+
+def watch_event_loop(interval: float = LOOP_LAG_INTERVAL_SECONDS) -> asyncio.Task[None]:
+    """Export `browserfleet_event_loop_lag_seconds`: how late the running loop woke a timer set `interval`
+    ahead. Everything a service does waits its turn on its one loop, so this is how long a ready message,
+    request or reply waited behind other work (CPU-bound callbacks, a starved process, a blocking call).
+    One watcher per loop; it ends with its loop."""
+    loop = asyncio.get_running_loop()
+    found = _watchers.get(loop)
+    if found is not None and not found.done():
+        return found
+    task = _watchers[loop] = loop.create_task(_watch(interval), name="event-loop-lag")
+    task.add_done_callback(lambda t: _watchers.pop(loop, None) if _watchers.get(loop) is t else None)
+    return task
+
+
+async def _watch(interval: float) -> None:
+    while True:
+        asked = time.perf_counter()
+        await asyncio.sleep(interval)
+        LOOP_LAG.observe(max(0.0, time.perf_counter() - asked - interval))
 
 
 async def wait_for_shutdown() -> None:
