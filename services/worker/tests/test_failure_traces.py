@@ -238,3 +238,97 @@ async def test_traced_tasks_leave_nothing_behind_in_the_driver(
         assert sorted(p.name for p in tmp_path.glob("playwright-tracing-*")) == []
     finally:
         await host.close()
+
+
+# --- TRACE_SNAPSHOTS=failure: no snapshot while the steps run, the failed page's DOM at the end -----------------
+
+
+def _entries(trace: bytes) -> dict[str, bytes]:
+    with zipfile.ZipFile(io.BytesIO(trace)) as archive:
+        return {name: archive.read(name) for name in archive.namelist()}
+
+
+async def test_failure_snapshots_record_the_failed_page_only(browser: BrowserHost, site: str) -> None:
+    """The steps run without snapshots (the prepared recording has none); the failed task's trace still has
+    every action with its error, and beside it a second recording (failure.trace, which the trace viewer loads
+    with the first) holding the page as the failure left it."""
+    rt: Any = SimpleNamespace(settings=_settings(trace_snapshots="failure"))
+    assert _trace(rt, failing(site)) == TraceOptions(screenshots=False, snapshots=False)
+    out, recording = await _run_prepared(
+        browser, site, _trace(rt, failing(site)), {}, trace_snapshots="failure"
+    )
+    assert not recording, "the second recording was stopped"
+    assert any(a.name == "failure.png" for a in out.artifacts)
+    files = _entries(next(a.data for a in out.artifacts if a.name == "trace.zip"))
+    steps = [json.loads(line) for line in files["trace.trace"].decode().splitlines()]
+    assert [e for e in steps if e.get("type") == "before" and e.get("method") == "click"]
+    assert any(e.get("type") == "after" and e.get("error") for e in steps)
+    assert not [e for e in steps if e.get("type") == "frame-snapshot"], "no snapshot while the steps ran"
+    failed = [json.loads(line) for line in files["failure.trace"].decode().splitlines()]
+    snapshots = [e for e in failed if e.get("type") == "frame-snapshot"]
+    assert snapshots, sorted({str(e.get("type")) for e in failed})
+    assert '"password"' in json.dumps(snapshots), "the login form the click failed on"
+    assert "failure.network" in files
+
+
+async def test_failure_snapshots_of_a_task_with_a_secret_are_scrubbed(
+    browser: BrowserHost, site: str
+) -> None:
+    secret = "correct horse battery"
+    steps = [
+        {"action": "navigate", "url": f"{site}/login"},
+        {"action": "fill", "selector": "#password", "value": "{{secrets.PW}}"},
+        {"action": "click", "selector": "#absent", "timeout_ms": 300},
+    ]
+    task = failing(site).model_copy(update={"spec": TaskSpec.model_validate({"steps": steps})})
+    runner, policy = build_runner(_settings(trace_snapshots="failure"), task, {"PW": secret})
+    async with browser.context(policy, accept_downloads=True) as ctx:
+        out = await runner.run(ctx)
+    assert out.status == "failed" and out.error_step == 2, out.error_message
+    files = _entries(next(a.data for a in out.artifacts if a.name == "trace.zip"))
+    assert [e for e in files["failure.trace"].decode().splitlines() if '"frame-snapshot"' in e]
+    for name, content in files.items():
+        assert secret.encode() not in content, name
+
+
+# --- TRACE_MODE: which attempts record, and which keep their trace --------------------------------------------
+
+
+def test_trace_mode_follows_playwright_tests_modes() -> None:
+    def recording(attempt: int, **extra: Any) -> str:
+        return _settings(**extra).trace_recording(attempt)
+
+    assert recording(1) == "retain-on-failure"  # the default, as before
+    assert recording(1, trace_on_failure=False) == "off"  # TRACE_ON_FAILURE=false still turns it off
+    assert recording(1, trace_mode="on") == "on"
+    assert recording(1, trace_mode="off") == "off"
+    assert recording(1, trace_on_failure=False, trace_mode="retain-on-failure") == "retain-on-failure"
+    assert [recording(a, trace_mode="on-first-retry") for a in (1, 2, 3)] == ["off", "on", "off"]
+
+
+async def test_trace_mode_on_keeps_a_success_trace_and_on_first_retry_only_the_second_attempts(
+    browser: BrowserHost, site: str
+) -> None:
+    ok = failing(site).model_copy(
+        update={"spec": TaskSpec.model_validate({"steps": [{"action": "navigate", "url": f"{site}/login"}]})}
+    )
+
+    async def traced(task: TaskDispatch, **extra: Any) -> bool:
+        settings = _settings(**extra)
+        rt: Any = SimpleNamespace(settings=settings)
+        runner, policy = build_runner(settings, task, {})
+        prepared = browser.prepare(_trace(rt, task))
+        async with browser.context(policy, accept_downloads=True, prepared=prepared) as ctx:
+            out = await runner.run(ctx)
+            assert take_trace(ctx) is None
+        assert out.status == "completed", out.error_message
+        kept = [a.data for a in out.artifacts if a.name == "trace.zip"]
+        if kept:
+            assert [e for e in _events(kept[0]) if e.get("type") == "before" and e.get("method") == "goto"]
+        return bool(kept)
+
+    assert not await traced(ok)  # retain-on-failure: a success keeps none
+    assert await traced(ok, trace_mode="on")
+    assert not await traced(ok, trace_mode="on-first-retry")
+    assert await traced(ok.model_copy(update={"attempt": 2}), trace_mode="on-first-retry")
+    assert not await traced(ok.model_copy(update={"attempt": 2}), trace_mode="off")

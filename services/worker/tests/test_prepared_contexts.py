@@ -15,6 +15,7 @@ from browserfleet_contracts.tasks import ClaimReply, TaskDispatch, TaskSpec
 from browserfleet_worker.attempt import run_attempt
 from browserfleet_worker.browser import BrowserHost, take_trace
 from browserfleet_worker.netguard import Policy, parse_networks
+from browserfleet_worker.settings import WorkerSettings
 from browserfleet_worker.steps import StepsRunner
 from playwright.async_api import Error as PlaywrightError
 
@@ -148,7 +149,7 @@ async def test_a_refused_claim_closes_the_context_prepared_for_it(host: BrowserH
         nc=nc,
         rpc=SimpleNamespace(call=call),
         identity=SimpleNamespace(worker_key="sk_worker_x", worker_id=None),  # no live view opened ahead
-        settings=SimpleNamespace(trace_on_failure=True, trace_screenshots=False, trace_snapshots=True),
+        settings=WorkerSettings(nats_url=nats_url, worker_key="sk_worker_x"),
     )
     msg = _Msg(dispatch.model_dump_json().encode())
     try:

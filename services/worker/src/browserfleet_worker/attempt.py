@@ -61,9 +61,9 @@ def _trace(rt: WorkerRuntime, dispatch: TaskDispatch) -> TraceOptions | None:
     """The trace a steps task will most likely want (StepsRunner.trace_options decides, and stops one that
     differs): agent tasks record none."""
     settings = rt.settings
-    if not settings.trace_on_failure or dispatch.spec.kind != "steps":
+    if settings.trace_recording(dispatch.attempt) == "off" or dispatch.spec.kind != "steps":
         return None
-    return TraceOptions(screenshots=settings.trace_screenshots, snapshots=settings.trace_snapshots)
+    return TraceOptions(screenshots=settings.trace_screenshots, snapshots=settings.trace_snapshots is True)
 
 
 async def _run_claimed(

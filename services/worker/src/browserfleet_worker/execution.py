@@ -150,7 +150,8 @@ def build_runner(
         policy=policy,
         allow_evaluate=allow_evaluate(settings, org),
         max_download_bytes=int(settings.max_download_mb * 1024 * 1024),
-        trace_on_failure=settings.trace_on_failure,
+        trace_on_failure=settings.trace_recording(task.attempt) != "off",
+        trace_on_success=settings.trace_recording(task.attempt) == "on",
         trace_screenshots=settings.trace_screenshots,
         trace_snapshots=settings.trace_snapshots,
     )

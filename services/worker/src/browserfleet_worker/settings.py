@@ -5,12 +5,14 @@ from __future__ import annotations
 import ipaddress
 import socket
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from browserfleet_contracts import subjects
 from browserfleet_core.settings import ServiceSettings
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import NoDecode
+
+TraceMode = Literal["retain-on-failure", "on", "on-first-retry", "off"]
 
 
 class WorkerSettings(ServiceSettings):
@@ -89,7 +91,18 @@ class WorkerSettings(ServiceSettings):
     )
     max_download_mb: float = Field(default=50, gt=0, description="largest download a task may store")
     task_transfer_mb: float = Field(default=500, gt=0, description="bytes a task's browser may receive")
-    trace_on_failure: bool = Field(default=True, description="store a Playwright trace when a task fails")
+    trace_on_failure: bool = Field(
+        default=True,
+        description="store a Playwright trace when a task fails (off: TRACE_MODE=off; TRACE_MODE wins when set)",
+    )
+    trace_mode: TraceMode | None = Field(
+        default=None,
+        description="which steps tasks record a Playwright trace and keep it, in Playwright Test's words: "
+        "retain-on-failure (every task records, a failed one keeps it: the default, TRACE_ON_FAILURE), on "
+        "(every task keeps it, successes too), on-first-retry (only a task's second attempt records, and keeps "
+        "it: first attempts cost nothing), off (none records). Unset: retain-on-failure, or off with "
+        "TRACE_ON_FAILURE=false",
+    )
     trace_screenshots: bool = Field(
         default=False,
         description=(
@@ -98,13 +111,16 @@ class WorkerSettings(ServiceSettings):
             "(the screencast costs ~60-110 ms per task on 2 cores)"
         ),
     )
-    trace_snapshots: bool = Field(
+    trace_snapshots: bool | Literal["failure"] = Field(
         default=True,
         description=(
-            "record a DOM snapshot before and after every action, and the network log, in failure traces; "
-            "off, a trace keeps every action with its timing and error and the console, and the failure's last "
-            "screenshot is stored on its own. The trace runs on every task (whether it fails is known only at "
-            "its end): the snapshots cost ~30-90 ms of Chromium and driver CPU per 4-step task on 2 cores"
+            "true: record a DOM snapshot before and after every action, and the network log, in traces. "
+            "failure: no snapshot while the steps run; a failed task's trace gets the page as the failure left "
+            "it (its DOM, before and after the failure screenshot) but no network log and no earlier action's "
+            "DOM. false: a trace keeps every action with its timing and error and the console, and the failure's "
+            "last screenshot is stored on its own. The trace runs on every task (whether it fails is known only "
+            "at its end): per-action snapshots cost ~30-90 ms of Chromium and driver CPU per 4-step task on 2 "
+            "cores, which failure and false save on every task that does not fail"
         ),
     )
     browser_warm_contexts: int = Field(
@@ -172,6 +188,14 @@ class WorkerSettings(ServiceSettings):
             except ValueError:
                 raise ValueError(f"{item!r} is not an IP network (e.g. 127.0.0.1/32)") from None
         return v
+
+    def trace_recording(self, attempt: int) -> TraceMode:
+        """The trace mode for a steps task's `attempt`: off when it records nothing, retain-on-failure when it
+        records and keeps a failure's, on when it records and keeps whatever the outcome."""
+        mode = self.trace_mode or ("retain-on-failure" if self.trace_on_failure else "off")
+        if mode == "on-first-retry":
+            return "on" if attempt == 2 else "off"
+        return mode
 
     def with_llm_api_key(self, key: str) -> WorkerSettings:
         """These settings with `key` (an org credential from the vault) as the LLM API key: the endpoint and

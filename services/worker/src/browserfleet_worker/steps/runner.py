@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import logging
 import tempfile
 import time
+import zipfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -80,7 +82,8 @@ class StepsRunner:
         max_download_bytes: int = MAX_DOWNLOAD_BYTES,
         trace_on_failure: bool = True,
         trace_screenshots: bool = False,
-        trace_snapshots: bool = True,
+        trace_snapshots: bool | Literal["failure"] = True,
+        trace_on_success: bool = False,
     ) -> None:
         self.spec = spec
         self._secrets = dict(secrets or {})
@@ -92,13 +95,18 @@ class StepsRunner:
         self.policy = policy
         self.allow_evaluate = allow_evaluate
         self.max_download_bytes = max_download_bytes
+        # trace_on_failure: this task records a trace and keeps it when it fails; trace_on_success: also
+        # when it completes (TRACE_MODE=on)
         self.trace_on_failure = trace_on_failure
+        self.trace_on_success = trace_on_success and trace_on_failure
         # The trace runs on every task (whether it fails is known only at the end), so it must be cheap:
         # DOM snapshots (and with them the network log) unless TRACE_SNAPSHOTS is off, no screencast unless
         # TRACE_SCREENSHOTS asks; a failure stores its last screenshot anyway.
         # Never a screencast with secrets: its frames show what was typed and cannot be scrubbed.
         self.trace_screenshots = trace_screenshots and not self._secrets
-        self.trace_snapshots = trace_snapshots
+        self.trace_snapshots = trace_snapshots is True
+        # TRACE_SNAPSHOTS=failure: no snapshot while the steps run, the failed page's DOM recorded at the end
+        self.failure_snapshot = trace_snapshots == "failure"
         self.extracted: dict[str, Any] = {}
         self.artifacts: list[Artifact] = []
         self.logs: list[TaskLogLine] = []
@@ -140,6 +148,8 @@ class StepsRunner:
             error = schema_errors(self.spec.result_schema, self._mask.deep(self.extracted))
         if error is not None:
             await self._failure_artifacts(context, tracing)
+        elif tracing and self.trace_on_success:
+            await self._keep_trace(context)
         elif tracing:
             # a success's recording is not stopped: its context closes next, which discards it (the driver
             # aborts a context's tracing on close) without a round trip on the task's path
@@ -182,24 +192,45 @@ class StepsRunner:
 
     async def _failure_artifacts(self, context: BrowserContext, tracing: bool) -> None:
         """The last screenshot and a Playwright trace, for whoever debugs the failure."""
+        if self.trace_on_failure and self._scanner.short:
+            names = ", ".join(self._scanner.short)
+            self.log_line("warning", f"no {TRACE_NAME} kept: secret {names} is under {MIN_CHARS} characters")
+        if tracing:
+            await self._keep_trace(context, failure=True)
+        else:
+            await self._failure_screenshot()
+
+    async def _failure_screenshot(self) -> None:
         page = self._page
         if page is not None and not page.is_closed():
             shot = page.screenshot(timeout=5_000, type="png", mask=self.secret_masks())
             data = await _bounded(shot)
             if isinstance(data, bytes):
                 self.add_artifact("failure.png", "image/png", data)
-        if self.trace_on_failure and self._scanner.short:
-            names = ", ".join(self._scanner.short)
-            self.log_line("warning", f"no {TRACE_NAME} kept: secret {names} is under {MIN_CHARS} characters")
-        if not tracing:
-            return
+
+    async def _keep_trace(self, context: BrowserContext, *, failure: bool = False) -> None:
+        """The recording saved as the task's trace artifact (scrubbed of its secrets); a failure's screenshot
+        is taken while it still records (its action then holds the failed page's DOM snapshots), or, with
+        TRACE_SNAPSHOTS=failure, in a second recording that takes only those."""
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / TRACE_NAME
+            page_dom: Path | None = None
+            if failure and not self.failure_snapshot:
+                await self._failure_screenshot()
             await _bounded(context.tracing.stop(path=str(path)), 20)
+            if failure and self.failure_snapshot:
+                page_dom = await self._failure_dom(context, Path(tmp) / "failure.zip")
             if not path.is_file() or path.stat().st_size > self.max_download_bytes:
                 return
             trace: bytes | None = path.read_bytes()
-        if self._scanner and trace is not None:
+            if trace is not None and page_dom is not None and page_dom.is_file():
+                try:
+                    trace = await asyncio.to_thread(merge_traces, trace, page_dom.read_bytes())
+                except (zipfile.BadZipFile, OSError, ValueError):
+                    log.warning("the failure's DOM recording could not be added to its trace")
+        if trace is None or len(trace) > self.max_download_bytes:
+            return
+        if self._scanner:
             trace, report = await asyncio.to_thread(scrub_trace, trace, self._scanner)
             if report.dropped:
                 self.log_line(
@@ -209,6 +240,21 @@ class StepsRunner:
                 )
         if trace is not None:
             self.add_artifact(TRACE_NAME, "application/zip", trace)
+
+    async def _failure_dom(self, context: BrowserContext, path: Path) -> Path | None:
+        """The failure screenshot taken in a recording with DOM snapshots (Playwright snapshots the page before
+        and after a screenshot), saved at `path` (no file there when saving failed): the page as the failure
+        left it, recorded only when a task failed. None when that recording could not start (the screenshot
+        is taken all the same)."""
+        try:
+            await start_recording(context, TraceOptions(screenshots=False, snapshots=True))
+        except PlaywrightError:
+            log.debug("the failure's DOM recording could not start", exc_info=True)
+            await self._failure_screenshot()
+            return None
+        await self._failure_screenshot()
+        await _bounded(context.tracing.stop(path=str(path)), 20)
+        return path
 
     async def _withhold_secret_artifacts(self, result: dict[str, Any]) -> None:
         """Every artifact is searched for the secrets' forms before it may be stored; one holding any (a
@@ -340,6 +386,30 @@ class StepsRunner:
             candidate = f"{stem}-{n}{dot}{ext}"
             n += 1
         self.artifacts.append(Artifact(name=candidate, content_type=content_type, data=data))
+
+
+# A second recording in a trace archive: the trace viewer loads every `<name>.trace` of an archive (with its
+# `<name>.network`) into one timeline, resources shared
+_SECOND = {"trace.trace": "failure.trace", "trace.network": "failure.network"}
+
+
+def merge_traces(trace: bytes, second: bytes) -> bytes:
+    """`trace`'s archive with `second`'s recording added beside its own (as failure.trace and failure.network)
+    and the resources it adds."""
+    out = io.BytesIO()
+    with (
+        zipfile.ZipFile(io.BytesIO(trace)) as first,
+        zipfile.ZipFile(io.BytesIO(second)) as more,
+        zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as merged,
+    ):
+        names: set[str] = set()
+        for archive, rename in ((first, {}), (more, _SECOND)):
+            for info in archive.infolist():
+                name = rename.get(info.filename, info.filename)
+                if name not in names:
+                    names.add(name)
+                    merged.writestr(name, archive.read(info))
+    return out.getvalue()
 
 
 def forget_recording(context: BrowserContext) -> None:
