@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import weakref
 from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
 from typing import Any
@@ -169,15 +168,9 @@ class AdmitGate:
             yield
 
 
-_GATES: weakref.WeakKeyDictionary[Database, AdmitGate] = weakref.WeakKeyDictionary()
-
-
 def admit_gate(db: Database) -> AdmitGate:
-    """The one gate of this process's admitters on `db`."""
-    gate = _GATES.get(db)
-    if gate is None:
-        gate = _GATES[db] = AdmitGate(db)
-    return gate
+    """The one gate of this process's admitters on `db` (kept by `db`: the gate's writer holds it)."""
+    return db.attached(AdmitGate)
 
 
 def _admittable(
