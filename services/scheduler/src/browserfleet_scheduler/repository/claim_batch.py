@@ -3,7 +3,6 @@ task's move to `running`, its attempt row and its `task.started` outbox row, for
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Sequence
 from typing import Any
 
@@ -112,12 +111,11 @@ def claim_params(claims: Sequence[ClaimWithEvent]) -> dict[str, Any]:
     }
 
 
-_WRITERS: weakref.WeakKeyDictionary[Database, GroupCommit[ClaimWithEvent, Any]] = weakref.WeakKeyDictionary()
+def _new_claim_writer(db: Database) -> GroupCommit[ClaimWithEvent, Any]:
+    return GroupCommit(db, claim_many)
 
 
 def claim_writer(db: Database) -> GroupCommit[ClaimWithEvent, Any]:
-    """The one group-committing claim writer of `db` (`submit((claim, event))` answers as `claim_many`)."""
-    writer = _WRITERS.get(db)
-    if writer is None:
-        writer = _WRITERS[db] = GroupCommit(db, claim_many)
-    return writer
+    """The one group-committing claim writer of `db` (`submit((claim, event))` answers as `claim_many`), kept
+    by `db` (the writer holds it, so a weak-keyed map could never let it go)."""
+    return db.attached(_new_claim_writer)
