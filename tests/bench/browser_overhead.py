@@ -21,7 +21,7 @@ from browserfleet_devkit.devstack import Platform
 from .common import _TICKS, Result, Sizes
 from .memory import MIB, PeakMemory, tree_memory
 from .site import Site
-from .stack import Outcomes, login
+from .stack import Outcomes, cpu_meter, login
 
 SLOTS = 2
 ROUNDS = 4  # batches per side, taking turns
@@ -120,6 +120,13 @@ def _merge(batches: list[dict[str, Any]]) -> dict[str, float | None]:
     return out
 
 
+def _own_cpu() -> float:
+    """CPU seconds of this process so far: while the platform runs a batch, its submits, the events it
+    listens to and the site it serves (on the same cores as the worker; the plain side's count it as its own)."""
+    t = os.times()
+    return t.user + t.system
+
+
 class PlatformSide:
     """Batches of the steps task submitted through the gateway to the one real worker, each timed from its
     first submit to its last `task.completed` event."""
@@ -135,6 +142,10 @@ class PlatformSide:
         self.complete = True
         self.failed = 0
         self.errors: list[str] = []
+        # the rest of the platform (gateway, scheduler, NATS, PostgreSQL, ...) on the same cores: not in the
+        # ratio (the plain script has none of it), beside it to tell where a wall gap's CPU went
+        self.services = cpu_meter(p)
+        self.services.sources = {k: f for k, f in self.services.sources.items() if not k.startswith("worker")}
 
     async def __aenter__(self) -> PlatformSide:
         assert self.p.nats_url and self.p.bootstrap
@@ -170,10 +181,15 @@ class PlatformSide:
     async def batch(self, n: int) -> dict[str, Any]:
         first = time.time()
         cpu_before = browser_cpu(self.worker_pid)
+        self.services.start()
+        harness = _own_cpu()
         with PeakMemory(self.worker_pid) as peak:
             ids = await self._submit(n)
             self.complete &= await self.outcomes.wait_for(ids, max(300.0, n * 3.0))
         cpu = cpu_per_task(cpu_before, browser_cpu(self.worker_pid), n)
+        self.services.stop()
+        services = round(sum(self.services.per(n).values()), 1)
+        harness = round(1000 * (_own_cpu() - harness) / n, 1) if n else 0.0
         self.peak = (max(self.peak[0], peak.peak_pss), max(self.peak[1], peak.peak_rss))
         last = max((self.outcomes.done[i] for i in ids if i in self.outcomes.done), default=time.time())
         failed = [i for i in ids if self.outcomes.status.get(i) != "completed"]
@@ -185,7 +201,15 @@ class PlatformSide:
             )
         if not self.sample:
             self.sample = (await self.client.get(f"/api/v1/tasks/{next(iter(ids))}")).json()
-        self.batches.append({"tasks": n, "wall_seconds": round(last - first, 3), "cpu_ms_per_task": cpu})
+        self.batches.append(
+            {
+                "tasks": n,
+                "wall_seconds": round(last - first, 3),
+                "cpu_ms_per_task": cpu,
+                "services_cpu_ms_per_task": services,
+                "harness_cpu_ms_per_task": harness,
+            }
+        )
         return self.batches[-1]
 
     def figures(self) -> dict[str, Any]:
@@ -202,6 +226,16 @@ class PlatformSide:
             "rows_extracted_per_task": len(rows),
             "cpu_ms_per_task": _merge(self.batches),
             "batch_cpu_ms_per_task": [b["cpu_ms_per_task"].get("total") for b in self.batches],
+            "services_cpu_ms_per_task": round(
+                sum(b["services_cpu_ms_per_task"] * b["tasks"] for b in self.batches) / n, 1
+            )
+            if n
+            else None,
+            "harness_cpu_ms_per_task": round(
+                sum(b["harness_cpu_ms_per_task"] * b["tasks"] for b in self.batches) / n, 1
+            )
+            if n
+            else None,
             "worker_memory_mib": {
                 "idle_pss": self.idle[0] // MIB,
                 "idle_rss_sum": self.idle[1] // MIB,
