@@ -5,6 +5,7 @@ and a task that must not have that recording (a secret) stops it before its firs
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import zipfile
@@ -332,3 +333,30 @@ async def test_trace_mode_on_keeps_a_success_trace_and_on_first_retry_only_the_s
     assert not await traced(ok, trace_mode="on-first-retry")
     assert await traced(ok.model_copy(update={"attempt": 2}), trace_mode="on-first-retry")
     assert not await traced(ok.model_copy(update={"attempt": 2}), trace_mode="off")
+
+
+async def test_a_failure_dom_recording_that_does_not_start_does_not_hold_the_task(
+    browser: BrowserHost, site: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Bounded like every other failure artifact: the trace of the steps and the screenshot are kept."""
+
+    calls: list[object] = []
+    start_recording = runner_module.start_recording
+
+    async def second_hangs(*args: Any) -> None:
+        calls.append(args)
+        if len(calls) == 1:  # the steps' own recording
+            await start_recording(*args)
+            return
+        await asyncio.sleep(3600)
+
+    monkeypatch.setattr(runner_module, "start_recording", second_hangs)
+    monkeypatch.setattr(runner_module, "FAILURE_DOM_START_SECONDS", 0.2)
+    runner, policy = build_runner(_settings(trace_snapshots="failure"), failing(site), {})
+    async with browser.context(policy, accept_downloads=True) as ctx:
+        out = await asyncio.wait_for(runner.run(ctx), 30)
+    assert out.status == "failed" and out.error_step == 1, out.error_message
+    assert any(a.name == "failure.png" for a in out.artifacts)
+    files = _entries(next(a.data for a in out.artifacts if a.name == "trace.zip"))
+    assert "trace.trace" in files and "failure.trace" not in files
+    assert len(calls) == 2

@@ -46,6 +46,8 @@ from .outcome import (
 log = logging.getLogger(__name__)
 
 DEFAULT_STEP_TIMEOUT_MS = 15_000
+# a failed page that does not let its DOM recording start (hung renderer) keeps its trace without it
+FAILURE_DOM_START_SECONDS = 10.0
 # for a PDF (no mask option there): an input holding a secret draws discs meanwhile, as a password input does
 _TEXT_SECURITY = "-webkit-text-security"
 _HIDE_JS = """els => els.map(e => {
@@ -247,8 +249,11 @@ class StepsRunner:
         left it, recorded only when a task failed. None when that recording could not start (the screenshot
         is taken all the same)."""
         try:
-            await start_recording(context, TraceOptions(screenshots=False, snapshots=True))
-        except PlaywrightError:
+            await asyncio.wait_for(
+                start_recording(context, TraceOptions(screenshots=False, snapshots=True)),
+                FAILURE_DOM_START_SECONDS,
+            )
+        except (PlaywrightError, TimeoutError):
             log.debug("the failure's DOM recording could not start", exc_info=True)
             await self._failure_screenshot()
             return None
