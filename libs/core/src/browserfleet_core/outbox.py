@@ -16,6 +16,7 @@ import itertools
 import json
 import logging
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import KW_ONLY, dataclass
 from datetime import timedelta
 from typing import Any
@@ -54,6 +55,9 @@ PRUNE_BATCH = 5_000
 # JetStream publish gives up after as long).
 ACK_TIMEOUT_SECONDS = 5.0
 
+# (id, subject, payload, msg_id) of a committed outbox row
+OutboxRow = tuple[int, str, bytes, str]
+
 
 def outbox_table(metadata: MetaData) -> Table:
     return Table(
@@ -82,7 +86,14 @@ class OutboxRelay:
     written to the connection's buffer as it is published (a core-NATS PUB with its reply subject on the
     relay's own ack inbox), so a writer's answer that follows it on the connection leaves after it, and the
     ack, when it comes, marks the row for the next pass. A message not acked within
-    `ACK_TIMEOUT_SECONDS`, or refused, is left to the relay."""
+    `ACK_TIMEOUT_SECONDS`, or refused, is left to the relay.
+
+    `on_committed`, if given, is called with the rows of every transaction this process committed through
+    the relay (and with the rows handed to `committed`), once, after the commit and before they are
+    published, whether or not the fast path is on: what a service counts by the messages its commits
+    imply (the scheduler's task transitions). A rolled-back transaction's rows never reach it, nor does a
+    row whose msg id was already in the outbox, nor a row the relay's own pass publishes (counted, if at
+    all, by the process that committed it). It runs on the committing coroutine: keep it cheap."""
 
     db: Database
     table: Table
@@ -90,6 +101,7 @@ class OutboxRelay:
     poll_seconds: float = 1.0
     batch: int = 200
     publish_on_commit: bool = False
+    on_committed: Callable[[Sequence[OutboxRow]], None] | None = None
 
     def __post_init__(self) -> None:
         self._wake = asyncio.Event()
@@ -120,7 +132,7 @@ class OutboxRelay:
         """Add a message to the current transaction; it is published once the transaction commits."""
         data = payload if isinstance(payload, bytes) else payload.model_dump_json().encode()
         row = {"subject": subject, "msg_id": msg_id, "payload": data, "created_at": utcnow()}
-        if self._fast():
+        if self._fast() or self.on_committed is not None:
             row_id = (await session.execute(self._insert_returning, row)).scalar_one_or_none()
             if row_id is not None:  # None: the msg id is already in the outbox (sent or on its way)
                 self._on_commit(session, [(row_id, subject, data, msg_id)])
@@ -128,7 +140,7 @@ class OutboxRelay:
         await session.execute(self._insert, row)
         after_commit(session, self._kick)
 
-    async def committed(self, rows: list[tuple[int, str, bytes, str]]) -> None:
+    async def committed(self, rows: list[OutboxRow]) -> None:
         """Rows (id, subject, payload, msg_id) already committed outside `Database.transaction()` (a write
         that is one statement on `Database.statement()`, its outbox INSERT in the same statement): published
         now as the fast path publishes a transaction's rows, else left to the relay's next pass.
@@ -139,6 +151,8 @@ class OutboxRelay:
         relay's, as ever."""
         if not rows:
             return
+        if self.on_committed is not None:
+            self.on_committed(rows)
         if self._fast():
             await self._publish_committed(rows)
         else:
@@ -147,19 +161,24 @@ class OutboxRelay:
     def _fast(self) -> bool:
         return self.publish_on_commit and self._js is not None
 
-    def _on_commit(self, session: AsyncSession, rows: list[tuple[int, str, bytes, str]]) -> None:
-        pending: list[tuple[int, str, bytes, str]] | None = session.info.get("outbox_publish")
+    def _on_commit(self, session: AsyncSession, rows: list[OutboxRow]) -> None:
+        pending: list[OutboxRow] | None = session.info.get("outbox_publish")
         if pending is None:
             pending = session.info["outbox_publish"] = []
             batch = pending
 
             async def publish() -> None:
-                await self._publish_committed(batch)
+                if self.on_committed is not None:
+                    self.on_committed(batch)
+                if self._fast():
+                    await self._publish_committed(batch)
+                else:  # only counted (`on_committed`): the relay's pass publishes them
+                    self._wake.set()
 
             after_commit(session, publish)
         pending.extend(rows)
 
-    async def _publish_committed(self, rows: list[tuple[int, str, bytes, str]]) -> None:
+    async def _publish_committed(self, rows: list[OutboxRow]) -> None:
         """Each row's message written to the connection, in order, its ack to come to `_on_ack`. A write
         does not wait for the socket (nats-py's publish only queues it for the connection's flusher)."""
         assert self._js is not None
@@ -254,7 +273,7 @@ class OutboxRelay:
             for subject, payload, msg_id in messages
         ]
         stmt = insert(self.table).values(rows).on_conflict_do_nothing(index_elements=["msg_id"])
-        if self._fast():
+        if self._fast() or self.on_committed is not None:
             t = self.table
             returning = stmt.returning(t.c.id, t.c.subject, t.c.payload, t.c.msg_id)
             inserted = (await session.execute(returning)).all()

@@ -21,7 +21,7 @@ from browserfleet_core.runner import settle_heap
 from browserfleet_core.streams import ensure_pool_consumers, ensure_streams
 from faststream.nats import NatsBroker
 
-from . import admission, creation, repository, schedules, timeouts
+from . import admission, creation, metrics, repository, schedules, timeouts
 from .handlers import UPDATES_DURABLE, build_lean, build_routers, build_updates_consumer, updates_doc_router
 from .models import outbox
 from .org_events import build_org_events_router
@@ -79,9 +79,14 @@ class SchedulerApp:
             raise RuntimeError("DATABASE_URL is required by the scheduler")
         self.settings = settings
         self.db = Database.of_service(settings, SCHEMA)
-        # messages go out right after their commit (no relay round trip on the dispatch path)
+        # messages go out right after their commit (no relay round trip on the dispatch path); the task
+        # transitions they announce are counted then
         self.relay = OutboxRelay(
-            self.db, outbox, poll_seconds=settings.outbox_poll_seconds, publish_on_commit=True
+            self.db,
+            outbox,
+            poll_seconds=settings.outbox_poll_seconds,
+            publish_on_commit=True,
+            on_committed=metrics.count_committed,
         )
         self.runtime = Runtime(
             database=self.db,

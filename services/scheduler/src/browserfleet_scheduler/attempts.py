@@ -10,7 +10,7 @@ from browserfleet_contracts.events import EventType
 from browserfleet_core.db import AsyncSession
 from browserfleet_core.outbox import OutboxRelay
 
-from . import events, repository, state
+from . import events, metrics, repository, state
 from .models import Task
 from .policy import Policy
 
@@ -55,4 +55,5 @@ async def lose(
     task.not_before = now + timedelta(seconds=delay)
     task.status_detail = f"attempt {lost} {attempt_status} ({why}); attempt {lost + 1} after {delay:g} s"
     await repository.save(session, task)
+    metrics.count_requeue(session)
     log.warning("task %s: %s", task.id, task.status_detail)
