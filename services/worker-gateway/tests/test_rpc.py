@@ -28,12 +28,14 @@ from browserfleet_contracts.workers import (
 )
 from browserfleet_core.errors import ServiceError
 from browserfleet_core.messaging import RpcClient
+from browserfleet_devkit.polling import eventually
 from browserfleet_devkit.testing import unique_name
 from browserfleet_worker_gateway import app
 from browserfleet_worker_gateway.runtime import WorkerGatewayRuntime
 from browserfleet_worker_gateway.settings import WorkerGatewaySettings
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
+from prometheus_client import REGISTRY
 from pydantic import BaseModel
 
 WAIT_CAP = 30.0  # hang protection only
@@ -155,6 +157,56 @@ async def test_a_silent_worker_is_announced_offline_on_events(rpc: RpcClient, nc
     assert (envelope.data["worker_id"], envelope.data["worker_name"]) == (reply.worker_id, "quiet")
     listed = await rpc.call(endpoints.Workers.LIST, ListWorkersRequest(actor=actor))
     assert [w.status for w in listed if w.id == reply.worker_id] == ["offline"]
+
+
+def workers_online() -> float | None:
+    return REGISTRY.get_sample_value("browserfleet_workers_online")
+
+
+async def online_becomes(count: int) -> None:
+    async def probe() -> bool:
+        return workers_online() == count
+
+    await eventually(probe, f"browserfleet_workers_online to read {count}", WAIT_CAP)
+
+
+async def test_workers_online_counts_the_workers_heartbeating(rpc: RpcClient) -> None:
+    """The gauge counts the fleet's workers with a live heartbeat: up when one beats, down when one says
+    it stops and when one falls silent. Every replica counts the whole fleet (the database)."""
+    # the module's earlier workers fell silent, so after `offline_after_seconds` none is live
+    await online_becomes(0)
+    actor = Actor(org_id=unique_name("org"), user_id="u1", role="admin")
+    made = await rpc.call(
+        endpoints.Workers.CREATE_INVITE, CreateInviteRequest(actor=actor, invite=InviteCreate(multi_use=True))
+    )
+    a, b = [
+        await rpc.call(endpoints.Workers.REGISTER, RegisterRequest(invite_code=made.code, name=n))
+        for n in "ab"
+    ]
+    live = {a.worker_key}
+    turn = asyncio.Lock()  # a pass of beats is never under way when a worker leaves `live`
+
+    async def beat() -> None:
+        while live:
+            async with turn:
+                for key in list(live):
+                    await rpc.call(endpoints.Workers.HEARTBEAT, Heartbeat(worker_key=key))
+            await asyncio.sleep(0.2)
+
+    beats = asyncio.create_task(beat())
+    try:
+        await online_becomes(1)
+        live.add(b.worker_key)
+        await online_becomes(2)
+        async with turn:  # a clean stop: offline at once, while b keeps beating
+            live.discard(a.worker_key)
+            stop = WorkerStatusRequest(worker_key=a.worker_key, worker_id=a.worker_id, status="offline")
+            await rpc.call(endpoints.Workers.STATUS, stop)
+        await online_becomes(1)
+    finally:
+        live.clear()
+        await beats
+    await online_becomes(0)  # b fell silent
 
 
 async def test_revoke_and_deregister_are_broadcast_and_drain_is_asked(rpc: RpcClient, nc: NatsClient) -> None:

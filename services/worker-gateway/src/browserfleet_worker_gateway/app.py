@@ -51,12 +51,14 @@ def create_broker(settings: WorkerGatewaySettings) -> NatsBroker:
 
 
 async def sweep_offline_loop(rt: WorkerGatewayRuntime) -> None:
-    """Every `offline_check_seconds`: silent workers become offline, each with its worker.offline. Replicas
-    may all sweep; each change is seen by one of them (repository.sweep_offline)."""
+    """Every `offline_check_seconds`: silent workers become offline, each with its worker.offline, then
+    `browserfleet_workers_online` is counted again. Replicas may all sweep; each change is seen by one of
+    them (repository.sweep_offline), and each replica's gauge counts the whole fleet."""
     while True:
         try:
             while await rt.db.run(presence.sweep_offline, rt.relay, offline_after_seconds=rt.offline_after):
                 pass
+            await rt.db.run(presence.refresh_online, offline_after_seconds=rt.offline_after)
         except Exception:
             log.exception("offline sweep failed; retrying")
         await asyncio.sleep(rt.settings.offline_check_seconds)

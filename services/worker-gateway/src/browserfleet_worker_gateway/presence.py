@@ -22,12 +22,19 @@ from browserfleet_core.errors import Unauthorized
 from browserfleet_core.outbox import OutboxRelay
 from browserfleet_core.projection import project
 from browserfleet_core.security import hash_token
+from prometheus_client import Gauge
 
 from . import events, repository
 from .models import Worker
 from .registration import INVALID_KEY, own_worker
 
 log = logging.getLogger(__name__)
+
+# read from the database, so every replica exports the whole fleet's number: the dashboard takes max() of
+# the replicas, not their sum
+WORKERS_ONLINE = Gauge(
+    "browserfleet_workers_online", "Workers with a live heartbeat, remote ones included (the whole fleet)"
+)
 
 
 def is_draining(worker: Worker) -> bool:
@@ -174,3 +181,14 @@ async def list_workers(
         to_public(w, now, offline_after_seconds)
         for w in await repository.visible_workers(session, actor.org_id)
     ]
+
+
+async def refresh_online(
+    session: AsyncSession, *, offline_after_seconds: float, now: datetime | None = None
+) -> int:
+    """`browserfleet_workers_online` set to the live workers (those `worker_status` does not call offline,
+    busy and draining ones included); returns the count."""
+    now = now or utcnow()
+    online = await repository.count_online(session, now - timedelta(seconds=offline_after_seconds))
+    WORKERS_ONLINE.set(online)
+    return online

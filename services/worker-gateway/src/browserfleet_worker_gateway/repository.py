@@ -7,7 +7,7 @@ from typing import Any
 
 from browserfleet_core.db import AsyncSession
 from browserfleet_core.org_events import delete_org_rows
-from sqlalchemy import and_, case, or_, update
+from sqlalchemy import and_, case, func, or_, update
 from sqlalchemy import select as select_columns
 from sqlmodel import col, select
 
@@ -206,6 +206,17 @@ async def sweep_offline(session: AsyncSession, cutoff: datetime, limit: int) -> 
         .returning(Worker)
     )
     return list((await session.exec(stmt)).scalars().all())
+
+
+async def count_online(session: AsyncSession, cutoff: datetime) -> int:
+    """Live workers whose presence is online and whose last beat is not older than `cutoff`, remote ones
+    included (their beats come through the same heartbeat)."""
+    stmt = select_columns(func.count()).where(
+        col(Worker.presence) == "online",
+        col(Worker.revoked_at).is_(None),
+        col(Worker.last_seen) >= cutoff,
+    )
+    return int((await session.execute(stmt)).scalar_one())
 
 
 async def set_last_seen(session: AsyncSession, worker_id: str, when: datetime | None) -> None:
