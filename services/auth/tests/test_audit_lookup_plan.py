@@ -63,7 +63,7 @@ def test_the_lone_statements_probe_by_request_id_whatever_plan_was_kept(
 
 
 def _numbered(sql: str) -> tuple[str, int]:
-    """The batch statement with its %(name)s parameters as $n (for PREPARE), and how many there are."""
+    """The batch statement with its %(name)s / %(name)b parameters as $n (for PREPARE), and how many there are."""
     names: list[str] = []
 
     def number(match: re.Match[str]) -> str:
@@ -71,7 +71,7 @@ def _numbered(sql: str) -> tuple[str, int]:
             names.append(match.group(1))
         return f"${names.index(match.group(1)) + 1}"
 
-    return re.sub(r"%\((\w+)\)s", number, sql), len(names)
+    return re.sub(r"%\((\w+)\)[sb]", number, sql), len(names)
 
 
 async def test_the_writers_plans_probe_indexes_even_when_made_on_an_empty_log(

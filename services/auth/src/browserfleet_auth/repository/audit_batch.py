@@ -49,14 +49,16 @@ _TABLE = f"{_AUDIT.schema}.{_AUDIT.name}" if _AUDIT.schema else _AUDIT.name
 # False and take the transaction, where a repeated phase changes nothing, as it would have one at a time.
 # Opens and closes of one call are never in the same batch (the gateway closes a call only once its open
 # has been answered), so the UPDATE not seeing this statement's INSERT changes nothing. The outer SELECT
-# names the records written; PostgreSQL runs both data-modifying CTEs to completion either way.
+# names the records written; PostgreSQL runs both data-modifying CTEs to completion either way. The arrays go
+# in PostgreSQL's binary format (`%(name)b`): in the text format psycopg escapes every element with a regular
+# expression (~9.5 µs for a detail's JSON, ~0.2 µs binary).
 _SQL: Final = f"""
 WITH o AS (
     SELECT DISTINCT ON (v.org_id, v.request_id) v.*
     FROM unnest(
-        %(o_n)s::int[], %(o_at)s::timestamptz[], %(o_action)s::text[], %(o_org)s::text[], %(o_user)s::text[],
-        %(o_key)s::text[], %(o_ip)s::text[], %(o_target)s::text[], %(o_detail)s::text[], %(o_rid)s::text[],
-        %(o_route)s::text[]
+        %(o_n)b::int[], %(o_at)b::timestamptz[], %(o_action)b::text[], %(o_org)b::text[], %(o_user)b::text[],
+        %(o_key)b::text[], %(o_ip)b::text[], %(o_target)b::text[], %(o_detail)b::text[], %(o_rid)b::text[],
+        %(o_route)b::text[]
     ) AS v(n, at, action, org_id, actor_user_id, actor_api_key_id, client_ip, target, detail, request_id, route)
     WHERE NOT EXISTS (
         SELECT 1 FROM {_TABLE} a WHERE a.request_id = v.request_id AND a.org_id IS NOT DISTINCT FROM v.org_id
@@ -73,8 +75,8 @@ WITH o AS (
 ), c AS (
     SELECT DISTINCT ON (v.org_id, v.request_id) v.*
     FROM unnest(
-        %(c_n)s::int[], %(c_org)s::text[], %(c_rid)s::text[], %(c_status)s::int[], %(c_outcome)s::text[],
-        %(c_target)s::text[], %(c_code)s::text[]
+        %(c_n)b::int[], %(c_org)b::text[], %(c_rid)b::text[], %(c_status)b::int[], %(c_outcome)b::text[],
+        %(c_target)b::text[], %(c_code)b::text[]
     ) AS v(n, org_id, request_id, status, outcome, target, code)
     ORDER BY v.org_id, v.request_id, v.n
 ), closed AS (
