@@ -244,9 +244,15 @@ def test_workers_and_health(running: Running) -> None:
     assert again.status_code == 401
     metrics = http.get("/metrics")
     assert metrics.status_code == 200 and "# TYPE" in metrics.text
-    # the started gateway's loop is watched (runner.settle_heap): its timer has woken, late or not
-    lag = re.search(r"^browserfleet_event_loop_lag_seconds_count (\S+)$", metrics.text, re.MULTILINE)
-    assert lag is not None and float(lag.group(1)) > 0, "no event loop lag recorded"
+    # every started service's loop is watched (runner.settle_heap; the worker's main): its timer has woken
+    pages = {"gateway": metrics.text}
+    for sp in running.platform.processes:
+        if sp.metrics_port is not None and sp.name in ("scheduler", "worker"):
+            pages[sp.name] = httpx.get(f"http://127.0.0.1:{sp.metrics_port}/metrics", timeout=10).text
+    assert set(pages) == {"gateway", "scheduler", "worker"}, sorted(pages)
+    for name, page in pages.items():
+        lag = re.search(r"^browserfleet_event_loop_lag_seconds_count (\S+)$", page, re.MULTILINE)
+        assert lag is not None and float(lag.group(1)) > 0, f"{name}: no event loop lag recorded"
 
 
 def test_startup_probes_reach_every_service_and_write_nothing(running: Running) -> None:

@@ -201,6 +201,7 @@ async def _connect(
 
 async def main() -> None:
     from browserfleet_core.observability import setup
+    from browserfleet_core.runner import watch_event_loop
 
     try:
         settings = WorkerSettings()  # NATS_URL and the rest come from the environment
@@ -210,6 +211,7 @@ async def main() -> None:
         )
         raise SystemExit(f"browserfleet-worker: bad configuration: {problems}") from None
     setup(settings)
+    watch_event_loop()  # browserfleet_event_loop_lag_seconds on the metrics port, as every service has
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
