@@ -200,3 +200,46 @@ async def test_per_stream_storage_and_an_existing_stream_keeps_its_own(
         await ensure_streams(js, settings=StreamSettings())
     assert StorageType((await js.stream_info(subjects.EVENTS_STREAM)).config.storage) == StorageType.MEMORY
     assert "stream EVENTS is kept in memory storage" in caplog.text
+
+
+async def test_a_cluster_without_its_meta_leader_yet_is_waited_for_not_exited_on(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """All pods start at once: a service may ask a cluster whose servers are not all up (no meta leader,
+    so JetStream answers 503 or not at all). It asks again until they are, instead of exiting."""
+    cluster = NatsCluster(tmp_path / "nats")
+    try:
+        cluster.start_node(0)  # one of three: no quorum, no meta leader
+        client = await nats.connect(servers=cluster.urls[:1], max_reconnect_attempts=-1)
+        try:
+            js = client.jetstream(timeout=1.0)
+            caplog.set_level(logging.WARNING, logger="browserfleet_core.streams")
+            declared = asyncio.create_task(ensure_streams(js, settings=StreamSettings(stream_replicas=3)))
+            await asyncio.sleep(2.5)
+            assert not declared.done(), "the streams were declared without a meta leader"
+            for i in (1, 2):
+                cluster.start_node(i)
+            await asyncio.wait_for(declared, WAIT_CAP)
+            for stream in STREAMS:
+                assert await replicas(js, stream) == (3, 3), stream
+            assert "JetStream did not answer while declaring the streams" in caplog.text
+        finally:
+            await client.close()
+    finally:
+        cluster.stop()
+
+
+async def test_jetstream_that_never_answers_fails_after_the_wait_naming_it(tmp_path: Path) -> None:
+    cluster = NatsCluster(tmp_path / "nats")
+    try:
+        cluster.start_node(0)
+        client = await nats.connect(servers=cluster.urls[:1])
+        try:
+            started = asyncio.get_running_loop().time()
+            with pytest.raises((NatsTimeout, NoRespondersError, APIError)):
+                await ensure_streams(client.jetstream(timeout=0.5), within=2.0)
+            assert asyncio.get_running_loop().time() - started < WAIT_CAP
+        finally:
+            await client.close()
+    finally:
+        cluster.stop()

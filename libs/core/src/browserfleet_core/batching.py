@@ -44,6 +44,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import json
 import logging
 import time
@@ -57,6 +58,8 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.js.api import ConsumerConfig
 from pydantic import BaseModel, ValidationError
+
+from .streams import patiently
 
 log = logging.getLogger(__name__)
 
@@ -151,11 +154,12 @@ class BatchConsumer:
         if self._task is not None:
             raise RuntimeError("BatchConsumer already started")
         js = self.nc.jetstream()
+        what = f"consumer {self.durable} on {self.stream}"
         if self.config is not None:
             config = dataclasses.replace(self.config, name=self.durable, durable_name=self.durable)
-            await js.add_consumer(self.stream, config=config)
-        else:
-            await js.consumer_info(self.stream, self.durable)  # NotFoundError when it does not exist
+            await patiently(what, functools.partial(js.add_consumer, self.stream, config=config))
+        else:  # NotFoundError when it does not exist
+            await patiently(what, functools.partial(js.consumer_info, self.stream, self.durable))
         self._stopping = False
         self._inbox = self.nc.new_inbox()
         self._sub = await self.nc.subscribe(f"{self._inbox}.*", cb=self._on_message)

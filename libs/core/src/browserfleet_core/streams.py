@@ -3,20 +3,41 @@ declared idempotently by every service that uses them, with the replicas and sto
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import logging
+import time
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from browserfleet_contracts import subjects
+from nats.errors import NoRespondersError
+from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.api import DiscardPolicy, KeyValueConfig, RetentionPolicy, StorageType, StreamConfig, StreamInfo
-from nats.js.errors import APIError, BadRequestError, BucketNotFoundError, NotFoundError
+from nats.js.errors import (
+    APIError,
+    BadRequestError,
+    BucketNotFoundError,
+    NotFoundError,
+    ServiceUnavailableError,
+)
 from nats.js.kv import KeyValue
 
 if TYPE_CHECKING:
     from .settings import StreamSettings
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# How long a starting service keeps asking JetStream to declare its streams and consumers. A cluster that
+# is still electing its meta leader answers 503 or not at all, and one whose servers are busy placing the
+# replicas of streams that every service declares at once (all pods start together) answers after the
+# client's 5 s: neither is a reason to exit and be restarted.
+JETSTREAM_WAIT_SECONDS = 120.0
+# what JetStream answers while it cannot answer yet
+TRANSIENT_ERRORS: tuple[type[Exception], ...] = (NatsTimeoutError, NoRespondersError, ServiceUnavailableError)
 
 # a message published again with the same Nats-Msg-Id within this window is dropped (an outbox relay may
 # publish a row twice)
@@ -72,11 +93,33 @@ def configured(config: StreamConfig, settings: StreamSettings) -> StreamConfig:
     return replace(config, num_replicas=settings.replicas(key), storage=_STORAGE[settings.storage(key)])
 
 
+async def patiently(what: str, declare: Callable[[], Awaitable[T]], *, within: float | None = None) -> T:
+    """`declare()` (idempotent), asked again while JetStream cannot answer yet, for up to `within` seconds
+    (default JETSTREAM_WAIT_SECONDS); then its last error. Any other error (a refused configuration) at once."""
+    deadline = time.monotonic() + (JETSTREAM_WAIT_SECONDS if within is None else within)
+    delay = 0.25
+    while True:
+        try:
+            return await declare()
+        except TRANSIENT_ERRORS as exc:
+            if time.monotonic() + delay > deadline:
+                raise
+            log.warning(
+                "JetStream did not answer while declaring %s (%s); asking again in %.2f s",
+                what,
+                type(exc).__name__,
+                delay,
+            )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+
 async def ensure_streams(
     js: JetStreamContext,
     *,
     artifact_retention_days: float | None = None,
     settings: StreamSettings | None = None,
+    within: float | None = None,
 ) -> None:
     """Create or update the platform's streams and object store; safe to call from every service.
 
@@ -85,7 +128,22 @@ async def ensure_streams(
     count changes in place on a cluster; the storage type never does (a warning says so, and the stream
     keeps its own). The artifacts bucket keeps objects `artifact_retention_days` (default:
     ARTIFACT_RETENTION_DAYS from the environment, 7); a bucket that exists with another max age is updated.
+    While JetStream cannot answer yet (no meta leader, or too busy), it is asked again for up to `within`
+    seconds (`patiently`).
     """
+    await patiently(
+        "the streams",
+        lambda: _ensure_streams(js, artifact_retention_days=artifact_retention_days, settings=settings),
+        within=within,
+    )
+
+
+async def _ensure_streams(
+    js: JetStreamContext,
+    *,
+    artifact_retention_days: float | None,
+    settings: StreamSettings | None,
+) -> None:
     from .settings import ArtifactSettings, StreamSettings
 
     settings = settings or StreamSettings()
@@ -106,6 +164,8 @@ async def ensure_stream(js: JetStreamContext, config: StreamConfig) -> StreamInf
     cannot change in place)."""
     try:
         return await js.add_stream(config=config)
+    except ServiceUnavailableError:
+        raise  # not an answer about the configuration: `patiently` asks again
     except APIError as exc:  # exists with another configuration, or refused outright
         refused = exc
     try:
@@ -123,6 +183,8 @@ async def ensure_stream(js: JetStreamContext, config: StreamConfig) -> StreamInf
         config = replace(config, storage=current.config.storage)
     try:
         info = await js.update_stream(config=config)
+    except ServiceUnavailableError:
+        raise
     except APIError as exc:
         raise _config_error(config, exc) from exc
     if (current.config.num_replicas or 1) != (config.num_replicas or 1):
@@ -165,6 +227,8 @@ async def ensure_artifacts_bucket(
                 ),
             )
             return
+        except ServiceUnavailableError:
+            raise
         except APIError as exc:  # another service created it meanwhile, or NATS refused it
             try:
                 await js.stream_info(ARTIFACTS_STREAM)
@@ -193,15 +257,30 @@ async def ensure_artifacts_bucket(
     if changed:
         try:
             await js.update_stream(config=info.config)
+        except ServiceUnavailableError:
+            raise
         except APIError as exc:
             raise _config_error(info.config, exc) from exc
 
 
 async def ensure_key_value(
-    js: JetStreamContext, config: KeyValueConfig, *, settings: StreamSettings | None = None
+    js: JetStreamContext,
+    config: KeyValueConfig,
+    *,
+    settings: StreamSettings | None = None,
+    within: float | None = None,
 ) -> KeyValue:
     """A KV bucket with the replica count of `settings` (STREAM_REPLICAS), created or brought to it. Its
-    storage is the caller's choice in `config` (state worth nothing after a restart may live in memory)."""
+    storage is the caller's choice in `config` (state worth nothing after a restart may live in memory).
+    Asked again while JetStream cannot answer yet (`patiently`)."""
+    return await patiently(
+        f"KV bucket {config.bucket}", lambda: _ensure_key_value(js, config, settings), within=within
+    )
+
+
+async def _ensure_key_value(
+    js: JetStreamContext, config: KeyValueConfig, settings: StreamSettings | None
+) -> KeyValue:
     from .settings import StreamSettings
 
     replicas = (settings or StreamSettings()).replicas(config.bucket)
@@ -211,6 +290,8 @@ async def ensure_key_value(
     except (BucketNotFoundError, NotFoundError):
         try:
             return await js.create_key_value(config=config)
+        except ServiceUnavailableError:
+            raise
         except APIError as exc:  # another replica created it meanwhile, or NATS refused it
             try:
                 return await js.key_value(config.bucket)
@@ -225,6 +306,8 @@ async def ensure_key_value(
         info.config.num_replicas = replicas
         try:
             await js.update_stream(config=info.config)
+        except ServiceUnavailableError:
+            raise
         except APIError as exc:
             raise _config_error(info.config, exc) from exc
     return kv
@@ -250,6 +333,9 @@ async def ensure_pool_consumers(
             max_ack_pending=10_000,
         )
         try:
-            await js.add_consumer(subjects.TASKS_STREAM, config=config)
+            await patiently(
+                f"consumer {config.durable_name}",
+                functools.partial(js.add_consumer, subjects.TASKS_STREAM, config=config),
+            )
         except BadRequestError:
             log.debug("consumer %s exists with another config; keeping it", config.durable_name)
