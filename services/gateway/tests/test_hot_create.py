@@ -170,8 +170,15 @@ def _calls(services: FakeServices, calls_from: int, audited_from: int) -> tuple[
 async def test_hot_create_answers_as_the_route_does(
     nats_url: str, gateway_nc: NatsClient, signer: Signer, services: FakeServices
 ) -> None:
+    # no cache of users or keys: each app's would expire on its own clock (the cases take longer than a TTL
+    # on a loaded machine), and one would ask auth where the other did not
     settings = gateway_settings(
-        nats_url, rate_limit_per_second=1000, rate_limit_burst=1000, max_body_bytes=4096
+        nats_url,
+        rate_limit_per_second=1000,
+        rate_limit_burst=1000,
+        max_body_bytes=4096,
+        user_state_cache_seconds=0,
+        api_key_cache_seconds=0,
     )
     scheduler = _Scheduler()
     services.serve(endpoints.Scheduler.CREATE_TASK.subject, scheduler.create)
