@@ -219,6 +219,36 @@ def _rows(results: list[Result]) -> list[tuple[str, str, str, str]]:
             net = g(a, "burst", "cpu_ms_per_task_platform_net_of_idle")
             if net is not None:
                 rows.append(("control plane", "burst: the same net of idle CPU", fmt(net, " ms"), ""))
+            steady_cpu = g(a, "steady", "cpu_ms_per_task") or {}
+            if steady_cpu:
+                busiest = ", ".join(
+                    f"{k} {v:.2f}" for k, v in sorted(steady_cpu.items(), key=lambda kv: -kv[1])
+                )
+                rows.append(("control plane", f"{fmt(rate)}/s: CPU per task by process (ms)", busiest, ""))
+                rows.append(
+                    (
+                        "control plane",
+                        f"{fmt(rate)}/s: CPU per task, platform total",
+                        fmt(g(a, "steady", "cpu_ms_per_task_platform"), " ms"),
+                        "",
+                    )
+                )
+            for phase, label in (("burst", "burst"), ("steady", f"{fmt(rate)}/s")):
+                bus = g(a, phase, "bus_messages_per_task") or {}
+                if bus:
+                    by = bus.get("by_connection") or {}
+                    each = ", ".join(
+                        f"{k} {v['sent']:g}/{v['received']:g}"
+                        for k, v in sorted(by.items(), key=lambda kv: -(kv[1]["sent"] + kv[1]["received"]))
+                    )
+                    rows.append(
+                        (
+                            "control plane",
+                            f"{label}: bus messages per task, sent / received",
+                            f"{bus['sent']:g} / {bus['received']:g} ({each})",
+                            "",
+                        )
+                    )
             idle = g(a, "burst", "idle_cpu_ms_per_s") or {}
             if idle:
                 rows.append(
@@ -228,6 +258,11 @@ def _rows(results: list[Result]) -> list[tuple[str, str, str, str]]:
             xacts = g(a, "burst", "pg_transactions_per_task")
             if xacts is not None:
                 rows.append(("control plane", "burst: database transactions per task", fmt(xacts), ""))
+            xacts = g(a, "steady", "pg_transactions_per_task")
+            if xacts is not None:
+                rows.append(
+                    ("control plane", f"{fmt(rate)}/s: database transactions per task", fmt(xacts), "")
+                )
             ratios = f.get("ratios") or {}
             if ratios:
                 rows.append(

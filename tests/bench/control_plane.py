@@ -23,7 +23,16 @@ from .common import Result, Sizes, burst_figures, percentiles
 from .keepalive import KeepAliveClient
 from .memory import ProcessMemory
 from .profiling import Profiler
-from .stack import BenchWorkerProcess, Outcomes, cpu_meter, login, platform_pids, python_pids, worker_key
+from .stack import (
+    BenchWorkerProcess,
+    BusCounter,
+    Outcomes,
+    cpu_meter,
+    login,
+    platform_pids,
+    python_pids,
+    worker_key,
+)
 
 TASK_BODY: dict[str, Any] = {
     "title": "bench",
@@ -135,9 +144,13 @@ async def run_platform(p: Platform, sizes: Sizes, profile: Path | None = None) -
         meter = cpu_meter(p, {"bench-worker": worker.proc.pid})
         meter.start()
         xacts = _pg_transactions(p.database_url)
+        bus = BusCounter(p)
+        await asyncio.to_thread(bus.start)
         with memory, Profiler(profile, "burst", python_pids(p, {"bench-worker": worker.proc.pid})):
             burst = await _burst(sub, outcomes, sizes.burst_tasks, sizes.submit_concurrency)
         meter.stop()
+        await asyncio.to_thread(bus.stop)
+        burst["bus_messages_per_task"] = bus.per(burst["completed"])
         burst["memory_mib"] = memory.figures(idle_memory)
         await asyncio.sleep(1.2)  # PostgreSQL flushes its statistics about once a second
         if xacts is not None and (after := _pg_transactions(p.database_url)) is not None:
@@ -162,8 +175,25 @@ async def run_platform(p: Platform, sizes: Sizes, profile: Path | None = None) -
             phases.insert(0, ("light", sizes.light_rate, sizes.light_seconds))
         for name, rate, seconds in phases:
             await asyncio.sleep(1.0)
+            steady_meter = cpu_meter(p, {"bench-worker": worker.proc.pid})
+            steady_bus = BusCounter(p)
+            await asyncio.to_thread(steady_bus.start)
+            steady_xacts = _pg_transactions(p.database_url)
+            steady_meter.start()
             with Profiler(profile, name, python_pids(p, {"bench-worker": worker.proc.pid})):
                 ids, phase = await _steady(sub, outcomes, rate, seconds)
+            steady_meter.stop()
+            # the phase's tasks have completed (_steady waits), so every message of theirs is counted
+            await asyncio.to_thread(steady_bus.stop)
+            phase["bus_messages_per_task"] = steady_bus.per(len(ids))
+            await asyncio.sleep(1.2)  # PostgreSQL's statistics, as after the burst
+            if steady_xacts is not None and (after := _pg_transactions(p.database_url)) is not None:
+                phase["pg_transactions_per_task"] = round((after - steady_xacts) / max(1, len(ids)), 2)
+            # at a moderate rate a message or a statement carries one task, not a burst's many
+            phase["cpu_ms_per_task"] = steady_meter.per(len(ids))
+            phase["cpu_ms_per_task_platform"] = round(
+                sum(v for k, v in phase["cpu_ms_per_task"].items() if k != "bench-worker"), 3
+            )
             starts = await worker.starts(nc)
             to_start = [starts[i] - sub.submitted[i] for i in ids if i in starts]
             to_done = [outcomes.done[i] - sub.submitted[i] for i in ids if i in outcomes.done]

@@ -22,6 +22,7 @@ from browserfleet_contracts import endpoints, subjects
 from browserfleet_contracts.workers import CreateInviteRequest, InvitePublic, RegisterReply, RegisterRequest
 from browserfleet_core.messaging import RpcClient
 from browserfleet_devkit.devstack import Platform
+from browserfleet_devkit.embedded import free_port
 from browserfleet_devkit.processes import stop_process
 from nats.aio.client import Client as NatsClient
 from nats.js.api import DeliverPolicy
@@ -50,7 +51,9 @@ def platform(log_tail: int = 200) -> Iterator[Platform]:
     tail: collections.deque[str] = collections.deque(maxlen=log_tail)
     with tempfile.TemporaryDirectory(prefix="bf-bench-", ignore_cleanup_errors=True) as home:
         os.chmod(home, 0o755)  # noqa: S103 - embedded PostgreSQL runs as its own user when we are root
-        p = Platform(Path(home), workers=0, env=dict(BENCH_ENV), output=tail.append)
+        p = Platform(
+            Path(home), workers=0, env=dict(BENCH_ENV), output=tail.append, nats_monitor_port=free_port()
+        )
         try:
             p.start()
         except BaseException:
@@ -61,6 +64,60 @@ def platform(log_tail: int = 200) -> Iterator[Platform]:
             yield p
         finally:
             p.stop()
+
+
+# connections of the benchmark's own clients: what they send and receive is the load, not the platform's work
+HARNESS_CONNECTIONS = frozenset({"bench-client", "bench-stages", "bench-setup"})
+
+
+class BusCounter:
+    """Messages each NATS connection sent to the server and received from it between start() and stop(), by
+    connection name (NATS's /connz): deterministic where CPU figures are not, like transactions per task."""
+
+    def __init__(self, p: Platform) -> None:
+        nats = p.embedded_nats
+        self.url = nats.monitor_url if nats is not None else None
+        self._start: dict[str, tuple[int, int]] = {}
+        self.delta: dict[str, tuple[int, int]] = {}
+
+    def _read(self) -> dict[str, tuple[int, int]]:
+        if self.url is None:
+            return {}
+        conns = httpx.get(f"{self.url}/connz", params={"limit": 10_000}, timeout=10).json()["connections"]
+        # a service's several connections, and a reconnect's new one, count under its name
+        out: dict[str, tuple[int, int]] = {}
+        for c in conns:
+            name = c.get("name") or "unnamed"
+            sent, got = out.get(name, (0, 0))
+            out[name] = (sent + c["in_msgs"], got + c["out_msgs"])
+        return out
+
+    def start(self) -> None:
+        self._start = self._read()
+
+    def stop(self) -> None:
+        end = self._read()
+        self.delta = {
+            name: (sent - self._start.get(name, (0, 0))[0], got - self._start.get(name, (0, 0))[1])
+            for name, (sent, got) in end.items()
+        }
+
+    def per(self, count: int) -> dict[str, Any] | None:
+        """Per unit of work: each connection's messages sent and received, and the platform's total (the
+        benchmark's own clients left out)."""
+        if self.url is None or not count:
+            return None
+        by = {
+            name: {"sent": round(sent / count, 2), "received": round(got / count, 2)}
+            for name, (sent, got) in sorted(self.delta.items())
+            if sent or got
+        }
+        platform = [v for k, v in by.items() if k not in HARNESS_CONNECTIONS]
+        return {
+            "by_connection": by,
+            "sent": round(sum(v["sent"] for v in platform), 2),
+            "received": round(sum(v["received"] for v in platform), 2),
+        }
 
 
 def cpu_meter(p: Platform, extra: dict[str, int] | None = None) -> CpuMeter:

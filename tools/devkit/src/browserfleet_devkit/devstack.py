@@ -115,6 +115,8 @@ class Platform:
     preferred_gateway_port: int | None = None
     # the processes `gates.prelaunch` started already, for these `workers` and `env` (else start() does)
     prelaunched: Prelaunch | None = None
+    # the embedded NATS's HTTP monitoring port (127.0.0.1; the benchmark counts messages per task there)
+    nats_monitor_port: int | None = None
 
     gateway_url: str = field(init=False, default="")
     bootstrap: BootstrapReply | None = field(init=False, default=None)
@@ -235,7 +237,9 @@ class Platform:
     def _start_infra(self) -> None:
         self.secrets = BusSecrets.load_or_create(self.home / "keys")
         if not self.nats_url:
-            self._nats = EmbeddedNats(self.home / "nats", secrets=self.secrets)
+            self._nats = EmbeddedNats(
+                self.home / "nats", secrets=self.secrets, monitor_port=self.nats_monitor_port
+            )
             self.nats_url = self._nats.start()
             self._emit(
                 "platform",

@@ -233,10 +233,23 @@ class EmbeddedNats(_EmbeddedServer):
     PORT_ATTEMPTS = 5
     port_lost = ExitedBeforeListening
 
-    def __init__(self, data_dir: Path, *, port: int | None = None, secrets: BusSecrets | None = None) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        port: int | None = None,
+        secrets: BusSecrets | None = None,
+        monitor_port: int | None = None,
+    ) -> None:
         super().__init__(data_dir, port)
         self.secrets = secrets
+        # NATS's HTTP monitoring (/varz, /connz: messages per connection) on 127.0.0.1, when asked for
+        self.monitor_port = monitor_port
         self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def monitor_url(self) -> str | None:
+        return f"http://{HOST}:{self.monitor_port}" if self.monitor_port else None
 
     @property
     def url(self) -> str:
@@ -253,14 +266,17 @@ class EmbeddedNats(_EmbeddedServer):
         self.data_dir.mkdir(parents=True, exist_ok=True)
         logfile = self.data_dir.parent / "nats.log"
         config = self.data_dir.parent / "nats.conf"
+        monitor = f'http: "{HOST}:{self.monitor_port}"\n' if self.monitor_port else ""
         if self.secrets is not None:
             write_private(
-                config, self.secrets.server_config(host=HOST, port=self.port, store_dir=self.data_dir)
+                config,
+                self.secrets.server_config(host=HOST, port=self.port, store_dir=self.data_dir) + monitor,
             )
         else:
             # screenshots and PDFs travel as object-store chunks, but results with inline data can be large
             config.write_text(
                 f'listen: "{HOST}:{self.port}"\nmax_payload: 8MB\njetstream {{ store_dir: "{self.data_dir}" }}\n'
+                + monitor
             )
         # its own session: a Ctrl-C in the terminal reaches the launcher only, which stops NATS last
         self.proc = launch_nats_server(config, logfile, start_new_session=True)
