@@ -126,6 +126,37 @@ async def test_resume_from_the_current_position_replays_nothing(gw: Served) -> N
     await ws.close()
 
 
+async def test_the_gateway_reads_events_only_while_a_socket_is_subscribed(nats_url: str) -> None:
+    """A gateway nobody watches through does not receive every organization's events; the first subscriber
+    starts its consumer without losing what a resuming client missed meanwhile."""
+    async with served(nats_url, Signer(), ws_hub_idle_seconds=0.3) as gw:
+        hub = gw.app.state.gateway.events.hub
+        position = hub.position
+        unread = [await gw.publish_task(ORG_A, f"unwatched-{i}") for i in range(5)]
+        await asyncio.sleep(0.2)
+        assert hub.position == position, "events were read with no socket subscribed"
+        assert not hub.reading
+
+        ws = await gw.connect(gw.token(org=ORG_A))
+        sub = await subscribe(ws, ORG_A, since=unread[0] - 1)
+        assert hub.reading and sub["seq"] >= unread[-1]
+        live = await gw.publish_task(ORG_A, "watched")
+        assert [m["seq"] for m in await _events(ws, 6)] == [*unread, live]
+        await ws.close()
+
+        for _ in range(int(WAIT_CAP / 0.05)):  # the last subscriber left: it stops after the idle time
+            if not hub.reading:
+                break
+            await asyncio.sleep(0.05)
+        assert not hub.reading, "the hub kept reading EVENTS with no socket subscribed"
+        missed = await gw.publish_task(ORG_A, "missed")
+        ws = await gw.connect(gw.token(org=ORG_A))
+        await subscribe(ws, ORG_A, since=live)
+        after = await gw.publish_task(ORG_A, "after")
+        assert [m["seq"] for m in await _events(ws, 2)] == [missed, after]
+        await ws.close()
+
+
 # --- filters -----------------------------------------------------------------------------------------
 async def test_filters_by_type_and_task_and_logs_only_when_named(gw: Served) -> None:
     everything = await gw.connect(gw.token(org=ORG_A))

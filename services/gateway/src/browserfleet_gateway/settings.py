@@ -97,6 +97,11 @@ class GatewaySettings(ServiceSettings):
         gt=0,
         description="a socket that sends nothing (not even PING) this long is closed (4408)",
     )
+    ws_hub_idle_seconds: float = Field(
+        default=30.0,
+        ge=0,
+        description="the gateway stops reading EVENTS this long after its last event-stream subscription ended",
+    )
     ws_send_queue: int = Field(
         default=1000, ge=1, description="events queued for one socket before it is dropped as slow (4008)"
     )

@@ -35,7 +35,7 @@ class EventStream:
     def __init__(self, nc: NatsClient, settings: GatewaySettings) -> None:
         self.settings = settings
         self.nc = nc
-        self.hub = EventHub(nc)
+        self.hub = EventHub(nc, idle_seconds=settings.ws_hub_idle_seconds)
         self.tickets = TicketStore(nc, settings.ws_ticket_seconds)
         self.sessions: set[Session] = set()
         self._per_principal: dict[str, int] = {}

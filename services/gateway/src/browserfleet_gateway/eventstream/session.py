@@ -234,14 +234,24 @@ class Session(AuthedSocket):
             return
         self._detach()
         sub = Subscription(self, self.org_id, msg)
+        if msg.since is not None:
+            sub.pending = deque()  # live events after the hand-over are held until the replay is done
+        try:
+            position = await self.hub.attach(sub)
+        except Exception as exc:  # the hub could not start reading EVENTS (NATS unreachable, say)
+            log.warning("event hub could not start for %s: %s", self.org_id, exc)
+            self._error(
+                "unavailable", "the event stream is not readable right now; subscribe again in a moment"
+            )
+            return
+        if self.ended:
+            self.hub.detach(sub)  # the socket went while the hub started
+            return
+        self.subscription = sub
         if msg.since is None:
-            sub.cursor = self.hub.attach(sub)
-            self.subscription = sub
+            sub.cursor = position
             self._reply(_subscribed(msg, sub.cursor))
             return
-        sub.pending = deque()
-        position = self.hub.attach(sub)  # live events after `position` are held from here on
-        self.subscription = sub
         sub.cursor = msg.since
         state = (await stream_state(self.js)).state
         if self.subscription is not sub:
