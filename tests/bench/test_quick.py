@@ -69,6 +69,15 @@ def test_quick_mode_writes_every_result(tmp_path: Path) -> None:
         # PSS splits shared pages where RSS counts them in full: never more
         assert figs["idle_pss"] <= figs["idle_rss"] and figs["peak_pss"] <= figs["peak_rss"], name
     assert "bench-worker" not in mem["total"]["of"] and "postgres" in mem["total"]["of"]
+    # every task crosses the bus through the gateway (create) and the scheduler (create, claim, result);
+    # the benchmark's own clients are not the platform's messages
+    for phase in ("burst", "steady"):
+        bus = ours[phase]["bus_messages_per_task"]
+        assert bus["by_connection"]["gateway"]["sent"] >= 1 and bus["by_connection"]["scheduler"]["sent"] >= 3
+        assert (
+            bus["sent"] >= bus["by_connection"]["scheduler"]["sent"] + bus["by_connection"]["gateway"]["sent"]
+        )
+    assert _positive(ours["steady"]["cpu_ms_per_task_platform"])
     peer = cp["celery_redis"]
     if peer is not None:  # skipped (with a note) only where no redis-server can be had
         assert _positive(peer["burst"]["tasks_per_s"]) and peer["burst"]["all_completed"]
