@@ -27,6 +27,7 @@ from nats.js import JetStreamContext
 from pydantic import BaseModel
 from sqlalchemy import (
     BigInteger,
+    BindParameter,
     Column,
     DateTime,
     Identity,
@@ -34,10 +35,14 @@ from sqlalchemy import (
     MetaData,
     String,
     Table,
+    all_,
+    any_,
+    bindparam,
     delete,
     select,
     update,
 )
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from .db import Database, after_commit, utcnow
@@ -57,6 +62,13 @@ ACK_TIMEOUT_SECONDS = 5.0
 
 # (id, subject, payload, msg_id) of a committed outbox row
 OutboxRow = tuple[int, str, bytes, str]
+
+
+def _ids(ids: set[int] | list[int]) -> BindParameter[Any]:
+    """Row ids as one array parameter: `id = ANY(...)` is one statement (prepared once, planned once) for
+    any count, where `IN (...)` renders a parameter per id, hundreds per pass, a new statement each time."""
+    array: ARRAY[Any] = ARRAY(BigInteger)
+    return bindparam("ids", sorted(ids), type_=array)
 
 
 def outbox_table(metadata: MetaData) -> Table:
@@ -248,7 +260,7 @@ class OutboxRelay:
         try:
             async with self.db.transaction() as session:
                 await session.execute(
-                    update(self.table).where(self.table.c.id.in_(ids)).values(published_at=utcnow())
+                    update(self.table).where(self.table.c.id == any_(_ids(ids))).values(published_at=utcnow())
                 )
         except Exception:
             self._published |= ids
@@ -343,7 +355,7 @@ class OutboxRelay:
                         select(t.c.id, t.c.subject, t.c.msg_id, t.c.payload)
                         .where(t.c.published_at.is_(None))
                         # rows the fast path holds: being published now, or published and not yet marked
-                        .where(t.c.id.not_in(self._inflight | self._published))
+                        .where(t.c.id != all_(_ids(self._inflight | self._published)))
                         .order_by(t.c.id)
                         .limit(self.batch)
                         .with_for_update(skip_locked=True)
@@ -357,7 +369,7 @@ class OutboxRelay:
             )
             del acks
             await session.execute(
-                update(t).where(t.c.id.in_([r.id for r in rows])).values(published_at=utcnow())
+                update(t).where(t.c.id == any_(_ids([r.id for r in rows]))).values(published_at=utcnow())
             )
         return len(rows)
 
