@@ -217,18 +217,23 @@ def secret_steps(site: str) -> list[dict[str, Any]]:
     return careless_form_walk(site, "PW", captures)
 
 
-async def run_steps(browser: BrowserHost, steps: list[dict[str, Any]], secret: str) -> StepsOutcome:
+async def run_steps(
+    browser: BrowserHost, steps: list[dict[str, Any]], secret: str, **options: Any
+) -> StepsOutcome:
     spec = TaskSpec.model_validate({"kind": "steps", "steps": steps})
     policy = Policy(allowed_networks=LOCAL)
     async with browser.context(policy, accept_downloads=True) as ctx:
-        return await StepsRunner(spec, {"PW": secret}, timeout_seconds=60, policy=policy).run(ctx)
+        return await StepsRunner(spec, {"PW": secret}, timeout_seconds=60, policy=policy, **options).run(ctx)
 
 
+# true: the network log with bodies, and DOM snapshots, in the trace; failure: the network log
+# recorded beside the trace (netlog.py) and the failed page's DOM
+@pytest.mark.parametrize("snapshots", [True, "failure"])
 async def test_a_failed_secret_task_stores_nothing_that_holds_the_secret(
-    browser: BrowserHost, secret_site: str
+    browser: BrowserHost, secret_site: str, snapshots: bool | str
 ) -> None:
-    one = await run_steps(browser, secret_steps(secret_site), SECRET)
-    other = await run_steps(browser, secret_steps(secret_site), OTHER)
+    one = await run_steps(browser, secret_steps(secret_site), SECRET, trace_snapshots=snapshots)
+    other = await run_steps(browser, secret_steps(secret_site), OTHER, trace_snapshots=snapshots)
 
     assert one.status == "failed" and one.error_step == 12, one.error_message
     stored = {a.name: a.data for a in one.artifacts}
@@ -253,7 +258,13 @@ async def test_a_failed_secret_task_stores_nothing_that_holds_the_secret(
     # the trace is still a trace (every event parses, the fill is there), without the value in any entry
     files = entries(stored["trace.zip"])
     assert {"trace.trace", "trace.network"} <= set(files)
-    assert any(name.startswith("resources/") for name in files)
+    if snapshots is True:
+        assert any(name.startswith("resources/") for name in files)
+    else:  # the requests that carried the value (a query string, the form's Latin-1 post) are in the log
+        urls = [
+            json.loads(line)["snapshot"]["request"]["url"] for line in files["trace.network"].splitlines()
+        ]
+        assert [u for u in urls if "/api?pw=" in u] and [u for u in urls if u.endswith("/signin")], urls
     for name, content in files.items():
         assert secret_forms_in(SECRET, content) == [], name
     events = [json.loads(line) for line in files["trace.trace"].decode().splitlines()]

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from browserfleet_contracts.tasks import TaskDispatch, TaskSpec
+from browserfleet_worker import browser as browser_module
 from browserfleet_worker.attempt import _trace
 from browserfleet_worker.browser import BrowserHost, TraceOptions, take_trace
 from browserfleet_worker.execution import build_runner
@@ -254,7 +255,7 @@ async def test_failure_snapshots_record_the_failed_page_only(browser: BrowserHos
     every action with its error, and beside it a second recording (failure.trace, which the trace viewer loads
     with the first) holding the page as the failure left it."""
     rt: Any = SimpleNamespace(settings=_settings(trace_snapshots="failure"))
-    assert _trace(rt, failing(site)) == TraceOptions(screenshots=False, snapshots=False)
+    assert _trace(rt, failing(site)) == TraceOptions(screenshots=False, snapshots=False, network=True)
     out, recording = await _run_prepared(
         browser, site, _trace(rt, failing(site)), {}, trace_snapshots="failure"
     )
@@ -341,7 +342,7 @@ async def test_a_failure_dom_recording_that_does_not_start_does_not_hold_the_tas
     """Bounded like every other failure artifact: the trace of the steps and the screenshot are kept."""
 
     calls: list[object] = []
-    start_recording = runner_module.start_recording
+    start_recording = browser_module.start_recording
 
     async def second_hangs(*args: Any) -> None:
         calls.append(args)

@@ -63,7 +63,10 @@ def _trace(rt: WorkerRuntime, dispatch: TaskDispatch) -> TraceOptions | None:
     settings = rt.settings
     if settings.trace_recording(dispatch.attempt) == "off" or dispatch.spec.kind != "steps":
         return None
-    return TraceOptions(screenshots=settings.trace_screenshots, snapshots=settings.trace_snapshots is True)
+    snapshots = settings.trace_snapshots
+    return TraceOptions(
+        screenshots=settings.trace_screenshots, snapshots=snapshots is True, network=snapshots == "failure"
+    )
 
 
 async def _run_claimed(

@@ -17,6 +17,7 @@ from browserfleet_core.background import run_in_background
 from playwright.async_api import Browser, BrowserContext, Dialog, Page, Playwright, async_playwright
 from playwright.async_api import Error as PlaywrightError
 
+from . import netlog
 from .chromium import BASE_FLAGS as BASE_FLAGS
 from .chromium import DISABLED_FEATURES as DISABLED_FEATURES
 from .chromium import SYSTEM_CHROMIUM as SYSTEM_CHROMIUM
@@ -44,6 +45,9 @@ class TraceOptions:
 
     screenshots: bool
     snapshots: bool
+    # the network log of the whole task, recorded beside a trace without snapshots (Playwright's trace records
+    # the network only with them): the driver's HAR recorder, read only when the task fails
+    network: bool = False
 
 
 # a context whose recording started while its task was being claimed -> that recording's options; taken once
@@ -466,17 +470,19 @@ async def start_recording(ctx: BrowserContext, trace: TraceOptions) -> None:
     channel = getattr(getattr(ctx.tracing, "_impl_obj", None), "_channel", None)
     if channel is None or not hasattr(channel, "tracingStartChunk"):  # another client: the public call
         await ctx.tracing.start(screenshots=trace.screenshots, snapshots=trace.snapshots)
-        return
-    await channel.tracingStart(
-        name=None,
-        snapshotDom=trace.snapshots,
-        snapshotAria=None,
-        snapshotScreen=None,
-        screencast=trace.screenshots,
-        coverage=None,
-        live=None,
-    )
-    await channel.tracingStartChunk(name=None, title=None)
+    else:
+        await channel.tracingStart(
+            name=None,
+            snapshotDom=trace.snapshots,
+            snapshotAria=None,
+            snapshotScreen=None,
+            screencast=trace.screenshots,
+            coverage=None,
+            live=None,
+        )
+        await channel.tracingStartChunk(name=None, title=None)
+    if trace.network and channel is not None:
+        await netlog.start(ctx, channel)
 
 
 async def _start_trace(ctx: BrowserContext, trace: TraceOptions | None) -> None:

@@ -22,7 +22,7 @@ from browserfleet_contracts.tasks import TaskLogLine, TaskSpec
 from playwright.async_api import BrowserContext, FrameLocator, Locator, Page
 from playwright.async_api import Error as PlaywrightError
 
-from .. import logship
+from .. import logship, netlog
 from ..artifact_guard import TRACE_NAME, scrub_trace, withhold
 from ..browser import TraceOptions, start_recording, take_trace, task_page
 from ..netguard import Policy
@@ -48,6 +48,8 @@ log = logging.getLogger(__name__)
 DEFAULT_STEP_TIMEOUT_MS = 15_000
 # a failed page that does not let its DOM recording start (hung renderer) keeps its trace without it
 FAILURE_DOM_START_SECONDS = 10.0
+# the network log (TRACE_SNAPSHOTS=failure) the driver does not write within this is left out of the trace
+NETWORK_LOG_SECONDS = 10.0
 # for a PDF (no mask option there): an input holding a secret draws discs meanwhile, as a password input does
 _TEXT_SECURITY = "-webkit-text-security"
 _HIDE_JS = """els => els.map(e => {
@@ -101,13 +103,14 @@ class StepsRunner:
         # when it completes (TRACE_MODE=on)
         self.trace_on_failure = trace_on_failure
         self.trace_on_success = trace_on_success and trace_on_failure
-        # The trace runs on every task (whether it fails is known only at the end), so it must be cheap:
-        # DOM snapshots (and with them the network log) unless TRACE_SNAPSHOTS is off, no screencast unless
-        # TRACE_SCREENSHOTS asks; a failure stores its last screenshot anyway.
+        # The trace runs on every task (whether it fails is known only at the end), so it must be cheap: DOM
+        # snapshots only when TRACE_SNAPSHOTS is true (the network log is recorded beside the trace when it is
+        # failure), no screencast unless TRACE_SCREENSHOTS asks; a failure stores its last screenshot anyway.
         # Never a screencast with secrets: its frames show what was typed and cannot be scrubbed.
         self.trace_screenshots = trace_screenshots and not self._secrets
         self.trace_snapshots = trace_snapshots is True
-        # TRACE_SNAPSHOTS=failure: no snapshot while the steps run, the failed page's DOM recorded at the end
+        # TRACE_SNAPSHOTS=failure: no snapshot while the steps run, the failed page's DOM recorded at the end and
+        # the network log recorded beside the trace (netlog.py) added to it
         self.failure_snapshot = trace_snapshots == "failure"
         self.extracted: dict[str, Any] = {}
         self.artifacts: list[Artifact] = []
@@ -173,7 +176,9 @@ class StepsRunner:
         a trace without destroying it)."""
         if not self.trace_on_failure or self._scanner.short:
             return None
-        return TraceOptions(screenshots=self.trace_screenshots, snapshots=self.trace_snapshots)
+        return TraceOptions(
+            screenshots=self.trace_screenshots, snapshots=self.trace_snapshots, network=self.failure_snapshot
+        )
 
     async def _start_trace(self, context: BrowserContext) -> bool:
         """The trace recording from here on: the one the context was prepared with when it records as this task
@@ -213,7 +218,8 @@ class StepsRunner:
     async def _keep_trace(self, context: BrowserContext, *, failure: bool = False) -> None:
         """The recording saved as the task's trace artifact (scrubbed of its secrets); a failure's screenshot
         is taken while it still records (its action then holds the failed page's DOM snapshots), or, with
-        TRACE_SNAPSHOTS=failure, in a second recording that takes only those."""
+        TRACE_SNAPSHOTS=failure, in a second recording that takes only those, and the network log recorded
+        beside the trace becomes the trace's own (netlog.py)."""
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / TRACE_NAME
             page_dom: Path | None = None
@@ -222,12 +228,14 @@ class StepsRunner:
             await _bounded(context.tracing.stop(path=str(path)), 20)
             if failure and self.failure_snapshot:
                 page_dom = await self._failure_dom(context, Path(tmp) / "failure.zip")
+            network = await self._network_log(context)
             if not path.is_file() or path.stat().st_size > self.max_download_bytes:
                 return
             trace: bytes | None = path.read_bytes()
-            if trace is not None and page_dom is not None and page_dom.is_file():
+            second = page_dom.read_bytes() if page_dom is not None and page_dom.is_file() else None
+            if trace is not None and (second is not None or network is not None):
                 try:
-                    trace = await asyncio.to_thread(merge_traces, trace, page_dom.read_bytes())
+                    trace = await asyncio.to_thread(merge_traces, trace, second, network)
                 except (zipfile.BadZipFile, OSError, ValueError):
                     log.warning("the failure's DOM recording could not be added to its trace")
         if trace is None or len(trace) > self.max_download_bytes:
@@ -242,6 +250,26 @@ class StepsRunner:
                 )
         if trace is not None:
             self.add_artifact(TRACE_NAME, "application/zip", trace)
+
+    async def _network_log(self, context: BrowserContext) -> bytes | None:
+        """The task's network log as a trace's network file, when one was recorded beside the trace (netlog.py);
+        bounded in time like every failure artifact (NETWORK_LOG_SECONDS) and in size (the latest requests of
+        a page that sent more are kept, and the log says so)."""
+        if not self.failure_snapshot or not netlog.running(context):
+            return None
+        try:
+            har = await asyncio.wait_for(netlog.export(context), NETWORK_LOG_SECONDS)
+            if har is None:
+                return None
+            lines, cut = await asyncio.to_thread(netlog.trace_network, har)
+        except (PlaywrightError, TimeoutError, OSError, ValueError, KeyError, TypeError):
+            log.debug("the network log could not be read", exc_info=True)
+            self.log_line("warning", f"{TRACE_NAME}: no network log, it could not be written in time")
+            return None
+        if cut:
+            mib = netlog.MAX_NETWORK_LOG_BYTES // (1024 * 1024)
+            self.log_line("warning", f"{TRACE_NAME}: the network log keeps the latest {mib} MiB of requests")
+        return lines
 
     async def _failure_dom(self, context: BrowserContext, path: Path) -> Path | None:
         """The failure screenshot taken in a recording with DOM snapshots (Playwright snapshots the page before
@@ -396,24 +424,29 @@ class StepsRunner:
 # A second recording in a trace archive: the trace viewer loads every `<name>.trace` of an archive (with its
 # `<name>.network`) into one timeline, resources shared
 _SECOND = {"trace.trace": "failure.trace", "trace.network": "failure.network"}
+NETWORK_ENTRY = "trace.network"
 
 
-def merge_traces(trace: bytes, second: bytes) -> bytes:
+def merge_traces(trace: bytes, second: bytes | None, network: bytes | None = None) -> bytes:
     """`trace`'s archive with `second`'s recording added beside its own (as failure.trace and failure.network)
-    and the resources it adds."""
+    and the resources it adds, and `network` (a network file, netlog.trace_network) as its network log."""
     out = io.BytesIO()
-    with (
-        zipfile.ZipFile(io.BytesIO(trace)) as first,
-        zipfile.ZipFile(io.BytesIO(second)) as more,
-        zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as merged,
-    ):
+    archives: list[tuple[bytes, dict[str, str]]] = [(trace, {})]
+    if second is not None:
+        archives.append((second, _SECOND))
+    with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as merged:
         names: set[str] = set()
-        for archive, rename in ((first, {}), (more, _SECOND)):
-            for info in archive.infolist():
-                name = rename.get(info.filename, info.filename)
-                if name not in names:
-                    names.add(name)
-                    merged.writestr(name, archive.read(info))
+        if network is not None:
+            # the recording's own is empty: Playwright's trace records the network only with snapshots
+            names.add(NETWORK_ENTRY)
+            merged.writestr(NETWORK_ENTRY, network)
+        for data, rename in archives:
+            with zipfile.ZipFile(io.BytesIO(data)) as archive:
+                for info in archive.infolist():
+                    name = rename.get(info.filename, info.filename)
+                    if name not in names:
+                        names.add(name)
+                        merged.writestr(name, archive.read(info))
     return out.getvalue()
 
 
