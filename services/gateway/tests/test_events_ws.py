@@ -126,10 +126,11 @@ async def test_resume_from_the_current_position_replays_nothing(gw: Served) -> N
     await ws.close()
 
 
-async def test_the_gateway_reads_events_only_while_a_socket_is_subscribed(nats_url: str) -> None:
+async def test_the_gateway_reads_events_only_while_a_socket_is_subscribed(nats_url: str, gw: Served) -> None:
     """A gateway nobody watches through does not receive every organization's events; the first subscriber
     starts its consumer without losing what a resuming client missed meanwhile."""
-    async with served(nats_url, Signer(), ws_hub_idle_seconds=0.3) as gw:
+    # the module's gateway's signer: its stand-in auth answers the key lookups of both
+    async with served(nats_url, gw.signer, gw.api_keys, ws_hub_idle_seconds=0.3) as gw:
         hub = gw.app.state.gateway.events.hub
         position = hub.position
         unread = [await gw.publish_task(ORG_A, f"unwatched-{i}") for i in range(5)]
