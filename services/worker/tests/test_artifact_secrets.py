@@ -226,7 +226,7 @@ async def run_steps(
         return await StepsRunner(spec, {"PW": secret}, timeout_seconds=60, policy=policy, **options).run(ctx)
 
 
-# true: the network log with bodies, and DOM snapshots, in the trace; failure: the network log
+# true: the network log with bodies, and DOM snapshots, in the trace; failure (the default): the network log
 # recorded beside the trace (netlog.py) and the failed page's DOM
 @pytest.mark.parametrize("snapshots", [True, "failure"])
 async def test_a_failed_secret_task_stores_nothing_that_holds_the_secret(

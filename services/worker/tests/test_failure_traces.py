@@ -1,7 +1,9 @@
 """What a failed task's trace records, as the worker configures it (real Chromium): every action with its error,
-and DOM snapshots (with the network log) unless TRACE_SNAPSHOTS is off (they are recorded on every task, failed
-or not, so an operator may trade them for CPU). The recording starts with the context prepared during the claim,
-and a task that must not have that recording (a secret) stops it before its first step."""
+and DOM snapshots (with the network log) of every action with TRACE_SNAPSHOTS=true, of the failed page only with
+failure (the default; the network log then comes from beside the trace: test_network_log.py), none with false
+(they are recorded on every task, failed or not, so an operator may trade them for CPU). The recording starts
+with the context prepared during the claim, and a task that must not have that recording (a secret) stops it
+before its first step."""
 
 from __future__ import annotations
 
@@ -61,7 +63,7 @@ async def trace_events(browser: BrowserHost, site: str, **extra: Any) -> list[di
 async def test_a_failure_trace_has_its_actions_and_snapshots_unless_turned_off(
     browser: BrowserHost, site: str
 ) -> None:
-    full = await trace_events(browser, site)
+    full = await trace_events(browser, site, trace_snapshots=True)
     assert [e for e in full if e.get("type") == "frame-snapshot"]
 
     lean = await trace_events(browser, site, trace_snapshots=False)
@@ -135,7 +137,7 @@ async def test_a_task_keeps_the_recording_its_prepared_context_started(
     browser: BrowserHost, site: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     out, _ = await _run_prepared(
-        browser, site, TraceOptions(screenshots=False, snapshots=True), {}, monkeypatch
+        browser, site, TraceOptions(screenshots=False, snapshots=True), {}, monkeypatch, trace_snapshots=True
     )
     events = _events(next(a.data for a in out.artifacts if a.name == "trace.zip"))
     assert [e for e in events if e.get("type") == "before" and e.get("method") == "goto"]
@@ -181,7 +183,9 @@ def test_the_recording_prepared_during_the_claim_follows_the_settings() -> None:
     def rt(**extra: Any) -> Any:
         return SimpleNamespace(settings=_settings(**extra))
 
-    assert _trace(rt(), task("steps")) == TraceOptions(screenshots=False, snapshots=True)
+    # the default (TRACE_SNAPSHOTS=failure): no snapshots, the network log beside the trace
+    assert _trace(rt(), task("steps")) == TraceOptions(screenshots=False, snapshots=False, network=True)
+    assert _trace(rt(trace_snapshots=True), task("steps")) == TraceOptions(screenshots=False, snapshots=True)
     assert _trace(rt(trace_snapshots=False, trace_screenshots=True), task("steps")) == TraceOptions(
         screenshots=True, snapshots=False
     )
@@ -226,9 +230,9 @@ async def test_traced_tasks_leave_nothing_behind_in_the_driver(
                 "spec": TaskSpec.model_validate({"steps": [{"action": "navigate", "url": f"{site}/login"}]})
             }
         )
-        rt: Any = SimpleNamespace(settings=_settings())
+        rt: Any = SimpleNamespace(settings=_settings(trace_snapshots=True))
         for task in (ok, ok, failing(site)):
-            runner, policy = build_runner(_settings(), task, {})
+            runner, policy = build_runner(rt.settings, task, {})
             prepared = host.prepare(_trace(rt, task))
             async with host.context(policy, accept_downloads=True, prepared=prepared) as ctx:
                 out = await runner.run(ctx)

@@ -1,5 +1,5 @@
-"""The network log of a task whose trace takes no DOM snapshots while its steps run (TRACE_SNAPSHOTS=failure):
-recorded beside the trace from the context's preparation on (netlog.py), it becomes the failed task's
+"""The network log of a task whose trace takes no DOM snapshots while its steps run (TRACE_SNAPSHOTS=failure, the
+default): recorded beside the trace from the context's preparation on (netlog.py), it becomes the failed task's
 `trace.network` in `trace.zip`; a succeeded task keeps nothing of it, not even a file. With real Chromium and a
 local site; secrets typed into the page and sent on as headers are scrubbed from it like from the rest of the
 trace."""
@@ -72,7 +72,7 @@ def _settings(**extra: Any) -> WorkerSettings:
         nats_url="nats://unused.invalid:4222",
         worker_key="sk_worker_netlog",
         browser_allow_networks=["127.0.0.1/32"],
-        **{"trace_snapshots": "failure", **extra},
+        **extra,
     )
 
 
@@ -128,8 +128,10 @@ def _requests(network: bytes) -> list[dict[str, Any]]:
     return [e["snapshot"] for e in events]
 
 
-async def test_a_failed_task_keeps_the_network_log_of_its_steps(browser: BrowserHost, shop: str) -> None:
-    """The trace takes no DOM snapshot while the steps run (the failed page's DOM is added at the end),
+async def test_a_failed_task_keeps_the_network_log_of_its_steps_by_default(
+    browser: BrowserHost, shop: str
+) -> None:
+    """The default trace takes no DOM snapshot while the steps run (the failed page's DOM is added at the end),
     and still keeps the requests the page made before it failed, where a trace keeps its network log."""
     rt: Any = SimpleNamespace(settings=_settings())
     assert _trace(rt, failing(shop)) == TraceOptions(screenshots=False, snapshots=False, network=True)

@@ -112,13 +112,13 @@ class WorkerSettings(ServiceSettings):
         ),
     )
     trace_snapshots: bool | Literal["failure"] = Field(
-        default=True,
+        default="failure",
         description=(
-            "true: record a DOM snapshot before and after every action, and the network log with bodies, in "
-            "traces. failure: no DOM snapshot while the steps run; a failed task's trace gets the page as the "
-            "failure left it (its DOM, before and after the failure screenshot) and the network log of the whole "
-            "task (recorded beside the trace by Playwright's HAR recorder: requests, headers, status, failures; "
-            "no bodies, no timings), but no earlier action's DOM. false: a trace keeps every action "
+            "failure (the default): no DOM snapshot while the steps run; a failed task's trace gets the page as "
+            "the failure left it (its DOM, before and after the failure screenshot) and the network log of the "
+            "whole task (recorded beside the trace by Playwright's HAR recorder: requests, headers, status, "
+            "failures; no bodies, no timings), but no earlier action's DOM. true: a DOM snapshot before and "
+            "after every action, and the network log with bodies, in traces. false: a trace keeps every action "
             "with its timing and error and the console, and the failure's last screenshot is stored on its own. "
             "The trace runs on every task (whether it fails is known only at its end): per-action snapshots cost "
             "~30-90 ms of Chromium and driver CPU per 4-step task on 2 cores, which failure and false save on "

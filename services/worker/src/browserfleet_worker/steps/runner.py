@@ -86,7 +86,7 @@ class StepsRunner:
         max_download_bytes: int = MAX_DOWNLOAD_BYTES,
         trace_on_failure: bool = True,
         trace_screenshots: bool = False,
-        trace_snapshots: bool | Literal["failure"] = True,
+        trace_snapshots: bool | Literal["failure"] = "failure",
         trace_on_success: bool = False,
     ) -> None:
         self.spec = spec
