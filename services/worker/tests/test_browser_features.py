@@ -65,8 +65,10 @@ async def test_a_second_browser_in_one_process_runs_without_our_features_too(bro
         assert switch is not None
         assert set(DISABLED_FEATURES) <= set(switch.split("=", 1)[1].split(","))
         assert _disable_features_switches(own) == 1
-        assert other.browser_pids() == own
-        assert set(browser.browser_pids()).isdisjoint(own)
+        # its own tree, which may have grown since (Chromium starts helper processes as it goes)
+        theirs = set(other.browser_pids())
+        assert root in theirs and set(own) <= theirs
+        assert set(browser.browser_pids()).isdisjoint(theirs)
     finally:
         await other.close()
 
