@@ -222,3 +222,50 @@ def test_a_network_log_over_its_bound_keeps_its_latest_requests(tmp_path: Path) 
     assert cut and 0 < len(kept) < 2000
     assert kept == [f"http://x/{i}" for i in range(2000 - len(kept), 2000)]
     assert len(lines) < 30_000
+
+
+async def test_a_long_tasks_recording_is_handed_to_disk_as_it_goes_and_kept_whole(
+    browser: BrowserHost, shop: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The recording is exported and started again every ROTATE_SECONDS, so the driver never holds more than
+    that long's requests (a page that never stops sending would otherwise grow the driver, every slot's,
+    without bound); the segments on disk still make the whole task's log."""
+    monkeypatch.setattr(netlog, "ROTATE_SECONDS", 0.3)
+    started = 0
+    original = netlog._har_start
+
+    async def counted(channel: Any) -> tuple[str, Path]:
+        nonlocal started
+        started += 1
+        return await original(channel)
+
+    monkeypatch.setattr(netlog, "_har_start", counted)
+    task = _task(
+        [
+            {"action": "navigate", "url": f"{shop}/start?early=1"},
+            {"action": "wait_for", "selector": "#data:has-text('rows')"},
+            {"action": "wait_for", "delay_ms": 1500},  # five segments
+            {"action": "navigate", "url": f"{shop}/late"},
+            {"action": "click", "selector": "#absent", "timeout_ms": 300},
+        ]
+    )
+    out, recorded = await run_as_worker(browser, task)
+    assert out.status == "failed" and out.error_step == 4, out.error_message
+    assert recorded and started >= 3, f"the recording was started {started} time(s)"
+    urls = [r["request"]["url"] for r in _requests(_files(out)["trace.network"])]
+    assert f"{shop}/start?early=1" in urls and f"{shop}/late" in urls, urls
+
+
+def test_segments_the_later_ones_make_unneeded_are_dropped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(netlog, "MAX_NETWORK_LOG_BYTES", 100)
+    segments = []
+    for i, size in enumerate((80, 80, 30, 80)):
+        segments.append(tmp_path / f"{i}.har")
+        segments[-1].write_bytes(b"x" * size)
+    netlog._drop_unneeded(segments)
+    # the last two hold 110 bytes, more than the log keeps: the two before them are not needed; the last
+    # alone (80) would not be enough, so the one before it stays
+    assert [p.name for p in segments] == ["2.har", "3.har"]
+    assert _names(tmp_path) == ["2.har", "3.har"]

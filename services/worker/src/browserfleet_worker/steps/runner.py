@@ -220,6 +220,8 @@ class StepsRunner:
         is taken while it still records (its action then holds the failed page's DOM snapshots), or, with
         TRACE_SNAPSHOTS=failure, in a second recording that takes only those, and the network log recorded
         beside the trace becomes the trace's own (netlog.py)."""
+        if failure:
+            netlog.hold(context)
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / TRACE_NAME
             page_dom: Path | None = None
@@ -258,10 +260,10 @@ class StepsRunner:
         if not self.failure_snapshot or not netlog.running(context):
             return None
         try:
-            har = await asyncio.wait_for(netlog.export(context), NETWORK_LOG_SECONDS)
-            if har is None:
+            hars = await asyncio.wait_for(netlog.export(context), NETWORK_LOG_SECONDS)
+            if not hars:
                 return None
-            lines, cut = await asyncio.to_thread(netlog.trace_network, har)
+            lines, cut = await asyncio.to_thread(netlog.trace_network, hars)
         except (PlaywrightError, TimeoutError, OSError, ValueError, KeyError, TypeError):
             log.debug("the network log could not be read", exc_info=True)
             self.log_line("warning", f"{TRACE_NAME}: no network log, it could not be written in time")
