@@ -256,6 +256,23 @@ async def test_a_long_tasks_recording_is_handed_to_disk_as_it_goes_and_kept_whol
     assert f"{shop}/start?early=1" in urls and f"{shop}/late" in urls, urls
 
 
+async def test_an_idle_context_keeps_no_file_per_rotation(
+    browser: BrowserHost, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A prepared context may wait long for its task: its empty segments are not kept."""
+    monkeypatch.setattr(netlog, "_folder", tmp_path)
+    monkeypatch.setattr(netlog, "ROTATE_SECONDS", 0.1)
+    settings = _settings()
+    task = _task([{"action": "navigate", "url": "http://127.0.0.1/"}])
+    _, policy = build_runner(settings, task, {})
+    prepared = browser.prepare(_trace(SimpleNamespace(settings=settings), task))
+    async with browser.context(policy, accept_downloads=True, prepared=prepared) as ctx:
+        assert netlog.running(ctx)
+        await asyncio.sleep(1.0)  # ten rotations
+        assert _names(tmp_path) == []  # the recording under way is written when it is exported
+    assert _names(tmp_path) == []
+
+
 def test_segments_the_later_ones_make_unneeded_are_dropped(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -100,13 +100,23 @@ async def _rotate(recording: _Recording) -> None:
             try:
                 await recording.channel.harExport(harId=recording.har_id, mode="entries")
                 recording.har_id = None
-                if recording.path.is_file():
+                if _empty(recording.path):  # an idle context (a warm one, say) keeps no file per rotation
+                    recording.path.unlink(missing_ok=True)
+                elif recording.path.is_file():
                     recording.older.append(recording.path)
                     _drop_unneeded(recording.older)
                 recording.har_id, recording.path = await _har_start(recording.channel)
             except Exception:  # the context closed meanwhile, or the driver went: what was written is kept
                 log.debug("the network log's recording could not be rotated", exc_info=True)
                 return
+
+
+def _empty(har: Path) -> bool:
+    """Whether the recorder's file at `har` holds no request."""
+    try:
+        return har.stat().st_size < 4096 and har.read_bytes().rstrip().endswith(b'"entries":[]}}')
+    except OSError:
+        return False
 
 
 def _drop_unneeded(segments: list[Path]) -> None:
