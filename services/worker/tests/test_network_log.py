@@ -265,7 +265,8 @@ async def test_an_idle_context_keeps_no_file_per_rotation(
     settings = _settings()
     task = _task([{"action": "navigate", "url": "http://127.0.0.1/"}])
     _, policy = build_runner(settings, task, {})
-    prepared = browser.prepare(_trace(SimpleNamespace(settings=settings), task))
+    rt: Any = SimpleNamespace(settings=settings)
+    prepared = browser.prepare(_trace(rt, task))
     async with browser.context(policy, accept_downloads=True, prepared=prepared) as ctx:
         assert netlog.running(ctx)
         await asyncio.sleep(1.0)  # ten rotations
