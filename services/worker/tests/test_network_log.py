@@ -282,8 +282,9 @@ def test_segments_the_later_ones_make_unneeded_are_dropped(
     for i, size in enumerate((80, 80, 30, 80)):
         segments.append(tmp_path / f"{i}.har")
         segments[-1].write_bytes(b"x" * size)
-    netlog._drop_unneeded(segments)
+    assert netlog._drop_unneeded(segments)
     # the last two hold 110 bytes, more than the log keeps: the two before them are not needed; the last
     # alone (80) would not be enough, so the one before it stays
     assert [p.name for p in segments] == ["2.har", "3.har"]
     assert _names(tmp_path) == ["2.har", "3.har"]
+    assert not netlog._drop_unneeded(segments)  # nothing more to let go: the log is not cut again

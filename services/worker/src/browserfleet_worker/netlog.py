@@ -39,6 +39,7 @@ class _Recording:
     har_id: str | None  # the driver's current recording; None once one could not start
     path: Path  # where the driver writes the current recording
     older: list[Path] = field(default_factory=list)  # the segments before it, written, oldest first
+    dropped: bool = False  # whether older segments were let go (the log is cut)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     stopped: bool = False
     rotator: asyncio.Task[None] | None = None
@@ -104,7 +105,7 @@ async def _rotate(recording: _Recording) -> None:
                     recording.path.unlink(missing_ok=True)
                 elif recording.path.is_file():
                     recording.older.append(recording.path)
-                    _drop_unneeded(recording.older)
+                    recording.dropped |= _drop_unneeded(recording.older)
                 recording.har_id, recording.path = await _har_start(recording.channel)
             except Exception:  # the context closed meanwhile, or the driver went: what was written is kept
                 log.debug("the network log's recording could not be rotated", exc_info=True)
@@ -119,12 +120,16 @@ def _empty(har: Path) -> bool:
         return False
 
 
-def _drop_unneeded(segments: list[Path]) -> None:
-    """Removes the oldest segments that the later ones make unneeded (they hold MAX_NETWORK_LOG_BYTES)."""
+def _drop_unneeded(segments: list[Path]) -> bool:
+    """Removes the oldest segments that the later ones make unneeded (they hold MAX_NETWORK_LOG_BYTES);
+    whether it removed any."""
     sizes = [p.stat().st_size if p.is_file() else 0 for p in segments]
+    dropped = False
     while len(segments) > 1 and sum(sizes[1:]) >= MAX_NETWORK_LOG_BYTES:
         segments.pop(0).unlink(missing_ok=True)
         sizes.pop(0)
+        dropped = True
+    return dropped
 
 
 def hold(ctx: BrowserContext) -> None:
@@ -140,12 +145,12 @@ def running(ctx: BrowserContext) -> bool:
     return ctx in _RECORDING
 
 
-async def export(ctx: BrowserContext) -> list[Path]:
+async def export(ctx: BrowserContext) -> tuple[list[Path], bool]:
     """Has the driver write `ctx`'s network log and returns its files, oldest first (removed when the context
-    closes); [] when none was recorded. Once per context."""
+    closes; [] when none was recorded), and whether earlier segments were let go. Once per context."""
     recording = _RECORDING.pop(ctx, None)
     if recording is None:
-        return []
+        return [], False
     async with recording.lock:  # a rotation under way finishes first
         recording.stopped = True
         if recording.rotator is not None:
@@ -155,7 +160,7 @@ async def export(ctx: BrowserContext) -> list[Path]:
             await recording.channel.harExport(harId=recording.har_id, mode="entries")
             if recording.path.is_file():
                 files.append(recording.path)
-    return files
+    return files, recording.dropped
 
 
 def trace_network(hars: Path | list[Path], limit: int = MAX_NETWORK_LOG_BYTES) -> tuple[bytes, bool]:

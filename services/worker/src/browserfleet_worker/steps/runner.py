@@ -260,10 +260,11 @@ class StepsRunner:
         if not self.failure_snapshot or not netlog.running(context):
             return None
         try:
-            hars = await asyncio.wait_for(netlog.export(context), NETWORK_LOG_SECONDS)
+            hars, dropped = await asyncio.wait_for(netlog.export(context), NETWORK_LOG_SECONDS)
             if not hars:
                 return None
             lines, cut = await asyncio.to_thread(netlog.trace_network, hars)
+            cut |= dropped
         except (PlaywrightError, TimeoutError, OSError, ValueError, KeyError, TypeError):
             log.debug("the network log could not be read", exc_info=True)
             self.log_line("warning", f"{TRACE_NAME}: no network log, it could not be written in time")
