@@ -222,7 +222,31 @@ async def test_a_cluster_without_its_meta_leader_yet_is_waited_for_not_exited_on
             await asyncio.wait_for(declared, WAIT_CAP)
             for stream in STREAMS:
                 assert await replicas(js, stream) == (3, 3), stream
-            assert "JetStream did not answer while declaring the streams" in caplog.text
+            assert "JetStream cannot declare the streams yet" in caplog.text
+        finally:
+            await client.close()
+    finally:
+        cluster.stop()
+
+
+async def test_too_few_servers_for_the_replicas_yet_is_waited_for(tmp_path: Path) -> None:
+    """Two servers of three up: a leader, but no third peer for a stream's third replica ('no suitable peers
+    for placement'), as while the last pod starts. Asked again until it is up, instead of exiting."""
+    cluster = NatsCluster(tmp_path / "nats")
+    try:
+        for i in (0, 1):
+            cluster.start_node(i)
+        cluster.wait_ready()
+        client = await nats.connect(servers=cluster.urls[:2], max_reconnect_attempts=-1)
+        try:
+            js = client.jetstream()
+            declared = asyncio.create_task(ensure_streams(js, settings=StreamSettings(stream_replicas=3)))
+            await asyncio.sleep(2.0)
+            assert not declared.done(), declared
+            cluster.start_node(2)
+            await asyncio.wait_for(declared, WAIT_CAP)
+            for stream in STREAMS:
+                assert await replicas(js, stream) == (3, 3), stream
         finally:
             await client.close()
     finally:

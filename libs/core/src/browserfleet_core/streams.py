@@ -84,7 +84,16 @@ _STORAGE = {"file": StorageType.FILE, "memory": StorageType.MEMORY}
 
 class StreamConfigError(RuntimeError):
     """NATS refused the streams as configured (e.g. 3 replicas on a single server): the message names the
-    setting, and the service stops rather than run without its streams."""
+    setting, and the service stops rather than run without its streams. `placement`: refused for want of
+    servers to place the replicas on, which a cluster whose servers are still starting also answers."""
+
+    def __init__(self, message: str, *, placement: bool = False) -> None:
+        super().__init__(message)
+        self.placement = placement
+
+
+# "no suitable peers for placement": too few servers in the cluster, for now or for good
+NO_PLACEMENT = 10005
 
 
 def configured(config: StreamConfig, settings: StreamSettings) -> StreamConfig:
@@ -95,21 +104,20 @@ def configured(config: StreamConfig, settings: StreamSettings) -> StreamConfig:
 
 async def patiently(what: str, declare: Callable[[], Awaitable[T]], *, within: float | None = None) -> T:
     """`declare()` (idempotent), asked again while JetStream cannot answer yet, for up to `within` seconds
-    (default JETSTREAM_WAIT_SECONDS); then its last error. Any other error (a refused configuration) at once."""
+    (default JETSTREAM_WAIT_SECONDS), and while a cluster has too few servers to place the replicas (its
+    servers may still be starting); then its last error. Any other error (a refused configuration) at once."""
     deadline = time.monotonic() + (JETSTREAM_WAIT_SECONDS if within is None else within)
     delay = 0.25
     while True:
         try:
             return await declare()
-        except TRANSIENT_ERRORS as exc:
-            if time.monotonic() + delay > deadline:
-                raise
-            log.warning(
-                "JetStream did not answer while declaring %s (%s); asking again in %.2f s",
-                what,
-                type(exc).__name__,
-                delay,
+        except Exception as exc:
+            waiting = isinstance(exc, TRANSIENT_ERRORS) or (
+                isinstance(exc, StreamConfigError) and exc.placement
             )
+            if not waiting or time.monotonic() + delay > deadline:
+                raise
+            log.warning("JetStream cannot declare %s yet (%s); asking again in %.2f s", what, exc, delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
 
@@ -205,7 +213,8 @@ def _config_error(config: StreamConfig, exc: Exception) -> StreamConfigError:
     return StreamConfigError(
         f"NATS refused stream {config.name} with {config.num_replicas} replica(s) in {_name(config.storage)} "
         f"storage: {getattr(exc, 'description', None) or exc}. Check {hint}STREAM_REPLICAS (above 1 needs "
-        "a NATS cluster with at least that many JetStream servers) and STREAM_STORAGE."
+        "a NATS cluster with at least that many JetStream servers) and STREAM_STORAGE.",
+        placement=getattr(exc, "err_code", None) == NO_PLACEMENT,
     )
 
 
